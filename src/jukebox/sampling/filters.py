@@ -1,0 +1,56 @@
+"""Logit filters for sampling: temperature, top-k and nucleus (top-p).
+
+Pure functions over ``[..., vocab]`` logits; fully batched, no host synchronisation.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:
+    """Return a copy of ``logits`` [..., V] with tokens outside the top-k / top-p set at ``-inf``.
+
+    ``top_k > 0`` keeps the k largest logits (ties with the k-th value are kept, as in Jukebox).
+    ``0 < top_p < 1`` keeps the smallest set of most likely tokens whose probability mass reaches
+    ``top_p`` (the most likely token is always kept). Both may be combined: top-k first, then top-p.
+    """
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0, got {top_k}")
+    if not 0.0 <= top_p <= 1.0:
+        raise ValueError(f"top_p must be in [0, 1], got {top_p}")
+    out = logits.clone()
+    vocab = out.shape[-1]
+    if 0 < top_k < vocab:
+        kth = torch.topk(out, top_k, dim=-1).values[..., -1:]
+        out = out.masked_fill(out < kth, float("-inf"))
+    if 0.0 < top_p < 1.0:
+        sorted_logits, sorted_idx = torch.sort(out, descending=True, dim=-1)
+        cum = torch.softmax(sorted_logits.float(), dim=-1).cumsum(dim=-1)
+        # Drop a token when the mass strictly before it already reaches top_p.
+        remove_sorted = (cum - torch.softmax(sorted_logits.float(), dim=-1)) >= top_p
+        remove_sorted[..., 0] = False
+        remove = torch.zeros_like(remove_sorted).scatter(-1, sorted_idx, remove_sorted)
+        out = out.masked_fill(remove, float("-inf"))
+    return out
+
+
+def sample_from_logits(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Draw one token per row from ``logits`` [..., V] -> LongTensor [...].
+
+    ``temperature`` divides the logits first; ``top_k == 1`` (or ``temperature == 0``) is greedy argmax.
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0 or top_k == 1:
+        return logits.argmax(dim=-1)
+    logits = filter_logits(logits.float() / temperature, top_k=top_k, top_p=top_p)
+    probs = torch.softmax(logits, dim=-1)
+    flat = probs.reshape(-1, probs.shape[-1])
+    return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
