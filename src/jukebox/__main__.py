@@ -1,0 +1,5 @@
+import sys
+
+from jukebox.cli.main import main
+
+sys.exit(main())

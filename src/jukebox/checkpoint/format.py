@@ -1,0 +1,193 @@
+"""Our weight format: a folder with ``config.json`` and safetensors weights (sharded for large models).
+
+Layout of one component folder::
+
+    config.json                         the component's config dataclass, as JSON
+    model.safetensors                   all weights, or, for large models,
+    model-00001-of-00003.safetensors    shards plus
+    model.safetensors.index.json        {"weight_map": {name: shard file}}
+
+Every file is written to a temporary name and renamed. Loading is strict: a missing, unexpected or mis-shaped
+tensor is an error naming the tensor.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ..errors import JukeboxError
+from .atomic import atomic_path, atomic_write_text
+
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+DEFAULT_SHARD_BYTES = 2 * 1024**3
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def plan_shards(shapes: Mapping[str, tuple[int, ...] | torch.Size], itemsize: Mapping[str, int], max_bytes: int
+                ) -> list[list[str]]:
+    """Group tensor names (in order) into shards of at most ``max_bytes`` (a single larger tensor gets its own)."""
+    shards: list[list[str]] = [[]]
+    size = 0
+    for name, shape in shapes.items():
+        n = itemsize[name]
+        for d in shape:
+            n *= int(d)
+        if shards[-1] and size + n > max_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += n
+    return [s for s in shards if s]
+
+
+def save_weights(folder: str | Path, state_dict: Mapping[str, torch.Tensor],
+                 max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> None:
+    """Write ``state_dict`` as safetensors into ``folder`` (sharded above ``max_shard_bytes``)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    groups = plan_shards({k: v.shape for k, v in tensors.items()},
+                         {k: v.element_size() for k, v in tensors.items()}, max_shard_bytes)
+    if len(groups) <= 1:
+        _save_file(tensors, folder / WEIGHTS_NAME)
+        (folder / INDEX_NAME).unlink(missing_ok=True)
+        return
+    write_shards(folder, ((names, {k: tensors[k] for k in names}) for names in groups), len(groups))
+
+
+def write_shards(folder: Path, shards: Iterable[tuple[list[str], dict[str, torch.Tensor]]], n_shards: int) -> None:
+    """Write shards one at a time (each a dict of tensors) and the index that maps names to shard files.
+
+    Used by streaming converters, which materialise one shard's tensors at a time.
+    """
+    weight_map: dict[str, str] = {}
+    for i, (names, tensors) in enumerate(shards):
+        fname = f"model-{i + 1:05d}-of-{n_shards:05d}.safetensors"
+        _save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, folder / fname)
+        weight_map.update({k: fname for k in names})
+    atomic_write_text(folder / INDEX_NAME, json.dumps({"weight_map": weight_map}, indent=1) + "\n")
+    (folder / WEIGHTS_NAME).unlink(missing_ok=True)
+
+
+def _save_file(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+
+
+def weight_files(folder: str | Path) -> dict[str, Path]:
+    """Map each tensor name to the safetensors file that holds it."""
+    folder = Path(folder)
+    index = folder / INDEX_NAME
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise JukeboxError(f"{index}: corrupt weight index ({e})") from None
+        return {k: folder / v for k, v in weight_map.items()}
+    single = folder / WEIGHTS_NAME
+    if not single.exists():
+        raise JukeboxError(f"{folder}: no weights found (expected {WEIGHTS_NAME})")
+    try:
+        with safe_open(str(single), framework="pt") as f:
+            return {k: single for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise JukeboxError(f"{single}: corrupt or truncated weights file ({e})") from None
+
+
+def iter_weights(folder: str | Path, device: str | torch.device = "cpu",
+                 dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield (name, tensor) one at a time, memory-mapped from disk; floats cast to ``dtype`` when given."""
+    by_file: dict[Path, list[str]] = {}
+    for name, path in weight_files(folder).items():
+        by_file.setdefault(path, []).append(name)
+    for path, names in by_file.items():
+        try:
+            with safe_open(str(path), framework="pt", device=str(device)) as f:
+                for name in names:
+                    t = f.get_tensor(name)
+                    if dtype is not None and t.is_floating_point():
+                        t = t.to(dtype)
+                    yield name, t
+        except (SafetensorError, OSError) as e:
+            raise JukeboxError(f"{path}: corrupt or truncated weights file ({e})") from None
+
+
+def load_weights(folder: str | Path, device: str | torch.device = "cpu",
+                 dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Load every tensor of a component folder."""
+    return dict(iter_weights(folder, device, dtype))
+
+
+def weight_shapes(folder: str | Path) -> dict[str, tuple[int, ...]]:
+    """Shapes of every stored tensor, read from the file headers (no tensor data is loaded)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    by_file: dict[Path, list[str]] = {}
+    for name, path in weight_files(folder).items():
+        by_file.setdefault(path, []).append(name)
+    for path, names in by_file.items():
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                for name in names:
+                    shapes[name] = tuple(f.get_slice(name).get_shape())
+        except (SafetensorError, OSError) as e:
+            raise JukeboxError(f"{path}: corrupt or truncated weights file ({e})") from None
+    return shapes
+
+
+def check_shapes(expected: Mapping[str, tuple[int, ...]], given: Mapping[str, tuple[int, ...]], where: str) -> None:
+    """Raise a precise error unless ``given`` has exactly the names and shapes of ``expected``."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    misshaped = [f"{k} {tuple(given[k])} != {tuple(v)}" for k, v in expected.items()
+                 if k in given and tuple(given[k]) != tuple(v)]
+    if missing or unexpected or misshaped:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+            if items:
+                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+                parts.append(f"{label}: {shown}")
+        raise JukeboxError(f"{where}: weights do not match the model ({'; '.join(parts)})")
+
+
+def load_into(module: torch.nn.Module, folder: str | Path, where: str | None = None) -> None:
+    """Strictly load a component folder's weights into ``module``, streaming one tensor at a time.
+
+    Works for modules built on the meta device too (tensors are assigned, keeping their dtype cast to the
+    module's), so only one copy of the weights is ever in memory.
+    """
+    where = where or str(folder)
+    expected = module.state_dict()
+    check_shapes({k: tuple(v.shape) for k, v in expected.items()}, weight_shapes(folder), where)
+    on_meta = any(t.is_meta for t in expected.values())
+    for name, tensor in iter_weights(folder):
+        target = expected[name]
+        if on_meta:
+            _assign(module, name, tensor.to(target.dtype))
+        else:
+            with torch.no_grad():
+                target.copy_(tensor)
+
+
+def _assign(module: torch.nn.Module, name: str, tensor: torch.Tensor) -> None:
+    *path, leaf = name.split(".")
+    owner = module
+    for p in path:
+        owner = getattr(owner, p)
+    if leaf in owner._parameters:
+        old = owner._parameters[leaf]
+        owner._parameters[leaf] = torch.nn.Parameter(tensor, requires_grad=old.requires_grad if old is not None
+                                                     else True)
+    elif leaf in owner._buffers:
+        owner._buffers[leaf] = tensor
+    else:
+        raise JukeboxError(f"cannot place tensor {name}")

@@ -1,0 +1,134 @@
+"""A model directory: the VQ-VAE, any priors that exist, and the label vocabularies, each in its own folder.
+
+::
+
+    MODEL_DIR/
+      model.json              {"format": "jukebox-model", "version": 1, "name": ...}
+      vqvae/                  config.json + safetensors (see checkpoint.format)
+      prior_level_2/          top prior
+      prior_level_1/          upsamplers (optional: sampling uses whatever levels exist)
+      prior_level_0/
+      labels.json             artist/genre vocabularies and lyric version (jukebox.data.labels)
+
+Components load one at a time, so sampling can keep only the level it is working on in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..config import VQVAEConfig
+from ..errors import JukeboxError
+from .atomic import atomic_write_text
+from .format import INDEX_NAME, WEIGHTS_NAME, load_into, save_weights
+
+if TYPE_CHECKING:
+    from ..prior import Prior
+    from ..prior.config import PriorConfig
+    from ..vqvae import VQVAE
+
+FORMAT = "jukebox-model"
+VERSION = 1
+
+
+def prior_folder(level: int) -> str:
+    return f"prior_level_{level}"
+
+
+class ModelDir:
+    """Access to a model directory on disk. Nothing is loaded until asked for."""
+
+    def __init__(self, path: str | Path, create: bool = False, name: str | None = None) -> None:
+        self.path = Path(path)
+        meta = self.path / "model.json"
+        if create:
+            if self.path.exists() and not self.path.is_dir():
+                raise JukeboxError(f"{self.path}: exists and is not a folder")
+            self.path.mkdir(parents=True, exist_ok=True)
+            if not meta.exists():
+                info = {"format": FORMAT, "version": VERSION, "name": name or self.path.name}
+                atomic_write_text(meta, json.dumps(info, indent=2) + "\n")
+        if not self.path.is_dir():
+            raise JukeboxError(f"{self.path}: model directory not found")
+        if not meta.exists():
+            raise JukeboxError(f"{self.path}: not a jukebox model directory (no model.json); "
+                               "create one with `jukebox import-openai` or `jukebox train vqvae`")
+        try:
+            self.info: dict[str, Any] = json.loads(meta.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise JukeboxError(f"{meta}: corrupt model.json ({e})") from None
+        if self.info.get("format") != FORMAT:
+            raise JukeboxError(f"{meta}: not a jukebox model description")
+
+    def __repr__(self) -> str:
+        return f"ModelDir({str(self.path)!r}, levels={self.prior_levels()})"
+
+    # ---------------------------------------------------------------- discovery
+    def _has_weights(self, folder: Path) -> bool:
+        return (folder / "config.json").exists() and (
+            (folder / WEIGHTS_NAME).exists() or (folder / INDEX_NAME).exists()
+        )
+
+    def has_vqvae(self) -> bool:
+        return self._has_weights(self.path / "vqvae")
+
+    def prior_levels(self) -> list[int]:
+        """Levels that have a prior, ascending."""
+        return [lvl for lvl in range(8) if self._has_weights(self.path / prior_folder(lvl))]
+
+    # ---------------------------------------------------------------- VQ-VAE
+    def vqvae_config(self) -> VQVAEConfig:
+        if not self.has_vqvae():
+            raise JukeboxError(f"{self.path}: model directory has no VQ-VAE (vqvae/)")
+        return VQVAEConfig.load_json(self.path / "vqvae" / "config.json")
+
+    def load_vqvae(self, device: str | torch.device = "cpu") -> VQVAE:
+        from ..vqvae import VQVAE
+
+        config = self.vqvae_config()
+        model = VQVAE(config)
+        load_into(model, self.path / "vqvae", where=f"{self.path}/vqvae")
+        return model.to(device).eval()
+
+    def save_vqvae(self, model: VQVAE) -> None:
+        save_component(self.path / "vqvae", model.config, model.state_dict())
+
+    # ---------------------------------------------------------------- priors
+    def prior_config(self, level: int) -> PriorConfig:
+        from ..prior.config import PriorConfig
+
+        folder = self.path / prior_folder(level)
+        if not self._has_weights(folder):
+            have = self.prior_levels()
+            raise JukeboxError(f"{self.path}: no prior for level {level} (levels present: {have or 'none'})")
+        return PriorConfig.load_json(folder / "config.json")
+
+    def load_prior(self, level: int, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Prior:
+        """Build the level's prior on the meta device and stream its weights in (one copy in memory)."""
+        from ..prior import Prior
+
+        config = self.prior_config(level)
+        with torch.device("meta"):
+            model = Prior(config)
+        load_into(model, self.path / prior_folder(level), where=f"{self.path}/{prior_folder(level)}")
+        model = model.to(device)
+        if dtype is not None:
+            model = model.to(dtype)
+        return model.eval()
+
+    def save_prior(self, model: Prior) -> None:
+        save_component(self.path / prior_folder(model.config.level), model.config, model.state_dict())
+
+    # ---------------------------------------------------------------- labels
+    def labels_path(self) -> Path:
+        return self.path / "labels.json"
+
+
+def save_component(folder: Path, config: Any, state_dict: dict[str, torch.Tensor]) -> None:
+    """Write a component's weights then its config (the config last, so a folder with a config is complete)."""
+    save_weights(folder, state_dict)
+    config.save_json(folder / "config.json")

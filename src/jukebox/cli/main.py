@@ -1,0 +1,72 @@
+"""The ``jukebox`` command line. Each subcommand lives in its own module and only calls the public API.
+
+Exit codes: 0 success, 1 failure (a one-line ``error: ...`` on stderr), 2 bad usage, 130 interrupted.
+Set ``JUKEBOX_DEBUG=1`` to see full tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from ..errors import JukeboxError, UsageError
+
+#: Modules that register subcommands, in the order they appear in ``jukebox --help``.
+COMMAND_MODULES = ("codec", "importer")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="jukebox", description="Make music with Jukebox: sample, encode/decode audio, train, import."
+    )
+    parser.add_argument("--version", action="version", version=f"jukebox {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__package__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = os.environ.get("JUKEBOX_DEBUG") == "1"
+    try:
+        rc = args.func(args)
+    except UsageError as e:
+        if debug:
+            raise
+        parser.exit(2, f"jukebox {args.command}: error: {e}\n")
+    except JukeboxError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("error: out of memory; try a smaller --n-samples, fewer seconds or a smaller model", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if debug:
+            raise
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        if debug:
+            raise
+        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        print(f"error: unexpected {type(e).__name__}: {msg} (set JUKEBOX_DEBUG=1 for details)", file=sys.stderr)
+        return 1
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
