@@ -104,11 +104,14 @@ class VQVAEConfig(ConfigBase):
     emb_width: int = 64
     l_bins: int = 2048
     mu: float = 0.99
+    # Dead-code restart: a code whose EMA usage count falls below this is replaced by a random encoder output.
+    revival_threshold: float = 1.0
     commit: float = 0.02
     spectral: float = 0.0
     multispectral: float = 1.0
     multipliers: tuple[int, ...] = (2, 1, 1)
-    loss_fn: str = "lmix"
+    loss_fn: str = "lmix"  # one of l1, l2, linf, lmix
+    lmix_l1: float = 0.0
     lmix_l2: float = 1.0
     lmix_linf: float = 0.02
     linf_k: int = 2048
@@ -120,10 +123,13 @@ class VQVAEConfig(ConfigBase):
     reverse_decoder_dilation: bool = True
     zero_out: bool = False
     res_scale: bool = False
-    # STFT settings for the spectral losses: single-resolution and the multi-resolution set.
-    n_fft: int = 1024
+    # STFT settings for the spectral losses: single-resolution (spectral loss and the spectral-convergence metric;
+    # Jukebox fixes these at 2048/256/1536 whatever its hps say) and the multi-resolution set.
+    n_fft: int = 2048
     hop_length: int = 256
-    window_size: int = 1024
+    window_size: int = 1536
+    # True: the single-resolution spectral loss is ||S_x - S_y|| / bandwidth_spec; False: spectral convergence.
+    use_nonrelative_specloss: bool = True
     multispec_n_fft: tuple[int, ...] = (2048, 1024, 512)
     multispec_hop_length: tuple[int, ...] = (240, 120, 50)
     multispec_window_size: tuple[int, ...] = (1200, 600, 240)

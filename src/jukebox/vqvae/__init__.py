@@ -1,1 +1,5 @@
-"""jukebox.vqvae"""
+"""Hierarchical VQ-VAE (Jukebox): per-level encoders, EMA codebooks and decoders, losses, OpenAI import."""
+
+from .model import VQVAE
+
+__all__ = ["VQVAE"]
