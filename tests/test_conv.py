@@ -15,6 +15,15 @@ from jukebox.nn.conv import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest single-threaded (and do not stall on a busy 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_residual_stack_dilations():
     assert ResidualStack(8, 4, dilation_growth_rate=3).dilations == (1, 3, 9, 27)
     assert ResidualStack(8, 4, dilation_growth_rate=3, reverse_dilation=True).dilations == (27, 9, 3, 1)
