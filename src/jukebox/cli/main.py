@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from ..errors import JukeboxError, UsageError
 
 #: Modules that register subcommands, in the order they appear in ``jukebox --help``.
-COMMAND_MODULES = ("codec",)
+COMMAND_MODULES = ("codec", "importer", "prepare")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         if debug:
             raise
-        parser.exit(2, f"jukebox {args.command}: error: {e}\n")
+        print(f"jukebox {args.command}: error: {e}", file=sys.stderr)
+        return 2
     except JukeboxError as e:
         if debug:
             raise
