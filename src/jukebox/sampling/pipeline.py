@@ -1,0 +1,174 @@
+"""The level-by-level sampling pipeline: top prior, then each upsampler, window by window.
+
+It mirrors Jukebox's order exactly (so greedy runs reproduce the original's codes): for each level from the top
+down, the level's length in tokens is ``sample_length // hop``; windows of the prior's context start at
+:func:`~jukebox.sampling.schedule.window_starts` with stride ``hop_fraction * n_ctx``; each window is sampled
+conditioned on the tokens already known in it, the upper level's codes under it (upsamplers) and the labels for
+its position (offset and lyric window follow the window).
+
+Priors are obtained through a ``load(level)`` callable and released after their level, so only one level's
+weights need to be in memory at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .schedule import plan_level
+
+#: Jukebox's default hop fractions for levels 0, 1, 2.
+DEFAULT_HOP_FRACTIONS = (0.5, 0.5, 0.125)
+
+
+@dataclass(frozen=True)
+class LevelSettings:
+    """Sampling settings of one level."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 0.0
+    hop_fraction: float = 0.5
+    chunk_size: int = 32
+    max_batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if not 0.0 <= self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in [0, 1], got {self.top_p}")
+        if not 0.0 < self.hop_fraction <= 1.0:
+            raise ValueError(f"hop_fraction must be in (0, 1], got {self.hop_fraction}")
+        if self.chunk_size < 1 or self.max_batch_size < 1:
+            raise ValueError("chunk_size and max_batch_size must be >= 1")
+
+
+#: Builds the label vector y [B, label_width] for a window starting at ``start`` tokens of ``level``
+#: (or returns None for priors without labels).
+LabelFn = Callable[[int, int], "Tensor | None"]
+#: ``progress(level, tokens_done, tokens_total)``.
+ProgressFn = Callable[[int, int, int], None]
+
+
+@dataclass
+class LevelReport:
+    level: int
+    tokens: int
+    seconds: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else float("inf")
+
+
+def level_tokens(sample_length: int, hop: int) -> int:
+    if sample_length % hop:
+        raise ValueError(f"sample_length {sample_length} is not a multiple of the level's hop {hop}")
+    return sample_length // hop
+
+
+@torch.no_grad()
+def sample_level(
+    prior,
+    codes: dict[int, Tensor],
+    level: int,
+    total_tokens: int,
+    labels: LabelFn,
+    settings: LevelSettings,
+    generator: torch.Generator | None = None,
+    progress: ProgressFn | None = None,
+) -> Tensor:
+    """Extend ``codes[level]`` [B, have] to [B, total_tokens] with ``prior``; returns the new codes tensor."""
+    z = codes[level]
+    n = z.shape[0]
+    n_ctx = prior.n_ctx
+    hop = max(1, int(settings.hop_fraction * n_ctx))
+    steps = plan_level(total_tokens, z.shape[1], n_ctx, hop)
+    todo = sum(s.new_tokens for s in steps)
+    done = 0
+    for step in steps:
+        known = z[:, step.start:step.start + step.known]
+        z_cond = None
+        if prior.cond_downsample is not None:
+            upper = codes.get(level + 1)
+            if upper is None:
+                raise ValueError(f"level {level} needs the codes of level {level + 1}")
+            down = prior.cond_downsample
+            end = step.start + n_ctx
+            z_cond = upper[:, step.start // down:end // down]
+            if z_cond.shape[1] != n_ctx // down:
+                raise ValueError(f"level {level + 1} is too short to condition window [{step.start}, {end}) "
+                                 f"of level {level}")
+        y = labels(level, step.start)
+        pieces = []
+        for b in range(0, n, settings.max_batch_size):
+            sl = slice(b, b + settings.max_batch_size)
+            on_token = None
+            if progress is not None and b == 0:  # token-level progress from the first sub-batch
+                def on_token(i: int, _todo: int, base: int = done) -> None:
+                    progress(level, min(base + i, todo), todo)
+            pieces.append(prior.sample(
+                n_samples=known[sl].shape[0],
+                z_cond=None if z_cond is None else z_cond[sl],
+                y=None if y is None else y[sl],
+                temperature=settings.temperature,
+                top_k=settings.top_k,
+                top_p=settings.top_p,
+                prime=known[sl],
+                sample_tokens=step.length,
+                chunk_size=settings.chunk_size,
+                generator=generator,
+                progress=on_token,
+            ))
+        window = torch.cat(pieces, dim=0)
+        z = torch.cat([z[:, :step.start + step.known], window[:, step.known:]], dim=1)
+        done += step.new_tokens
+        if progress is not None:
+            progress(level, done, todo)
+    return z
+
+
+def sample_levels(
+    load: Callable[[int], object],
+    codes: dict[int, Tensor],
+    levels: Sequence[int],
+    sample_length: int,
+    labels: LabelFn,
+    settings: Mapping[int, LevelSettings],
+    hop_lengths: Sequence[int],
+    generator: torch.Generator | None = None,
+    progress: ProgressFn | None = None,
+    on_level_done: Callable[[int, dict[int, Tensor]], None] | None = None,
+    release: Callable[[int, object], None] | None = None,
+) -> tuple[dict[int, Tensor], list[LevelReport]]:
+    """Sample ``levels`` from the highest down. ``codes`` maps level -> LongTensor [B, T_l] (T_l may be 0).
+
+    ``on_level_done(level, codes)`` runs after each level (the CLI saves its work there), ``release`` after a
+    level's prior is no longer needed.
+    """
+    codes = dict(codes)
+    reports = []
+    for level in sorted(levels, reverse=True):
+        total = level_tokens(sample_length, hop_lengths[level])
+        if codes[level].shape[1] >= total:
+            codes[level] = codes[level][:, :total]
+            continue
+        prior = load(level)
+        t0 = time.perf_counter()
+        before = codes[level].shape[1]
+        codes[level] = sample_level(prior, codes, level, total, labels, settings[level], generator, progress)
+        if codes[level].is_cuda:
+            torch.cuda.synchronize(codes[level].device)
+        reports.append(LevelReport(level, (total - before) * codes[level].shape[0], time.perf_counter() - t0))
+        if release is not None:
+            release(level, prior)
+        del prior
+        if on_level_done is not None:
+            on_level_done(level, codes)
+    return codes, reports
