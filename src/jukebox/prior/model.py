@@ -168,6 +168,9 @@ class Prior(nn.Module):
                         ) -> tuple[Tensor, Tensor | None]:
         """Sample the decoder's raw sequence (1b style: lyric tokens then codes + n_vocab) and, if asked, its
         logits at every position. Arguments as :meth:`sample`."""
+        for name, t in (("z_cond", z_cond), ("y", y), ("prime", prime)):
+            if t is not None and t.shape[0] != n_samples:
+                raise ValueError(f"{name} has batch {t.shape[0]}, expected n_samples={n_samples}")
         cond = self.conditioning(z_cond, y)
         total = self.n_ctx if sample_tokens is None else sample_tokens
         known = None if prime is None or prime.shape[1] == 0 else prime.long()
