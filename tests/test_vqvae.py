@@ -151,3 +151,16 @@ def test_losses_variants():
     assert 0 < float(sc) < 10
     with pytest.raises(ValueError):
         reconstruction_loss("l3", a, b, cfg)
+
+
+def test_blocked_quantise_same_ids(monkeypatch):
+    import jukebox.vqvae.bottleneck as bn
+
+    cb = Codebook(bins=64, width=8)
+    cb.codebook.normal_()
+    x = torch.randn(1000, 8)
+    ids, fit = cb.quantise(x)
+    monkeypatch.setattr(bn, "QUANTISE_ROWS", 96)
+    ids2, fit2 = cb.quantise(x)
+    assert torch.equal(ids, ids2)
+    torch.testing.assert_close(fit, fit2)

@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -73,8 +74,10 @@ class ResidualConvBlock(nn.Module):
         self.res_scale = res_scale
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.proj(torch.relu(self.dilated_conv(torch.relu(x))))
-        return x + self.res_scale * h
+        h = self.proj(F.relu(self.dilated_conv(torch.relu(x)), inplace=True))
+        if self.res_scale != 1.0:  # skipping the multiply by 1.0 changes no bit
+            h = self.res_scale * h
+        return x + h
 
 
 def _stack_dilations(depth: int, growth: int, cycle: int | None) -> list[int]:

@@ -20,6 +20,11 @@ from torch import Tensor, nn
 
 __all__ = ["Codebook"]
 
+#: Row block size of the nearest-code search: small on CPU (the [rows, K] distances stay in cache), large on
+#: accelerators (few kernel launches, bounded memory).
+QUANTISE_ROWS = 1024
+QUANTISE_ROWS_ACCEL = 32768
+
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -44,12 +49,23 @@ class Codebook(nn.Module):
         return x.permute(0, 2, 1).reshape(-1, x.shape[1])
 
     def quantise(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Vectors [N, D] -> (nearest code ids [N] int64, mean squared distance to them (scalar))."""
+        """Vectors [N, D] -> (nearest code ids [N] int64, mean squared distance to them (scalar)).
+
+        Rows are processed in blocks (``QUANTISE_ROWS`` on CPU) so the [rows, K] distance matrix stays small
+        (faster and memory-bounded for long audio; the ids are the same: each row's distances are computed alike).
+        """
+        rows = QUANTISE_ROWS if x.device.type == "cpu" else QUANTISE_ROWS_ACCEL
         k_t = self.codebook.t()
-        distance = (torch.sum(x**2, dim=-1, keepdim=True) - 2 * torch.matmul(x, k_t)
-                    + torch.sum(k_t**2, dim=0, keepdim=True))  # [N, K]
-        min_distance, ids = torch.min(distance, dim=-1)
-        return ids, min_distance.mean()
+        k_sq = torch.sum(k_t**2, dim=0, keepdim=True)  # [1, K]
+        mins, ids = [], []
+        for xb in x.split(rows):
+            distance = torch.sum(xb**2, dim=-1, keepdim=True) - 2 * torch.matmul(xb, k_t) + k_sq  # [rows, K]
+            m, i = torch.min(distance, dim=-1)
+            mins.append(m)
+            ids.append(i)
+        if len(ids) == 1:
+            return ids[0], mins[0].mean()
+        return torch.cat(ids), torch.cat(mins).mean()
 
     def encode(self, x: Tensor) -> Tensor:
         """Encoder output [B, D, T] -> code ids [B, T] int64."""
