@@ -55,7 +55,7 @@ def save_weights(folder: str | Path, state_dict: Mapping[str, torch.Tensor],
     """Write ``state_dict`` as safetensors into ``folder`` (sharded above ``max_shard_bytes``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    tensors = _unshare({k: v.detach().contiguous().cpu() for k, v in state_dict.items()})
     groups = plan_shards({k: v.shape for k, v in tensors.items()},
                          {k: v.element_size() for k, v in tensors.items()}, max_shard_bytes)
     if len(groups) <= 1:
@@ -63,6 +63,17 @@ def save_weights(folder: str | Path, state_dict: Mapping[str, torch.Tensor],
         (folder / INDEX_NAME).unlink(missing_ok=True)
         return
     write_shards(folder, ((names, {k: tensors[k] for k in names}) for names in groups), len(groups))
+
+
+def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Copy tensors that share storage with an earlier one (tied weights), as safetensors requires."""
+    seen: set[tuple[int, int]] = set()
+    out = {}
+    for k, v in tensors.items():
+        key = (v.untyped_storage().data_ptr(), v.storage_offset()) if v.numel() else (id(v), 0)
+        out[k] = v.clone() if key in seen else v
+        seen.add(key)
+    return out
 
 
 def write_shards(folder: Path, shards: Iterable[tuple[list[str], dict[str, torch.Tensor]]], n_shards: int) -> None:
@@ -73,7 +84,7 @@ def write_shards(folder: Path, shards: Iterable[tuple[list[str], dict[str, torch
     weight_map: dict[str, str] = {}
     for i, (names, tensors) in enumerate(shards):
         fname = f"model-{i + 1:05d}-of-{n_shards:05d}.safetensors"
-        _save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, folder / fname)
+        _save_file(_unshare({k: v.detach().contiguous().cpu() for k, v in tensors.items()}), folder / fname)
         weight_map.update({k: fname for k in names})
     atomic_write_text(folder / INDEX_NAME, json.dumps({"weight_map": weight_map}, indent=1) + "\n")
     (folder / WEIGHTS_NAME).unlink(missing_ok=True)
@@ -169,25 +180,38 @@ def load_into(module: torch.nn.Module, folder: str | Path, where: str | None = N
     expected = module.state_dict()
     check_shapes({k: tuple(v.shape) for k, v in expected.items()}, weight_shapes(folder), where)
     on_meta = any(t.is_meta for t in expected.values())
+    aliases: dict[int, list[str]] = {}  # tied parameters share one object; keep them tied
+    for pname, param in module.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(param), []).append(pname)
+    tied = {n: names for names in aliases.values() if len(names) > 1 for n in names}
+    done: set[str] = set()
     for name, tensor in iter_weights(folder):
         target = expected[name]
         if on_meta:
-            _assign(module, name, tensor.to(target.dtype))
+            if name in done:
+                continue
+            names = tied.get(name, [name])
+            _assign(module, names, tensor.to(target.dtype))
+            done.update(names)
         else:
             with torch.no_grad():
                 target.copy_(tensor)
 
 
-def _assign(module: torch.nn.Module, name: str, tensor: torch.Tensor) -> None:
-    *path, leaf = name.split(".")
-    owner = module
-    for p in path:
-        owner = getattr(owner, p)
-    if leaf in owner._parameters:
-        old = owner._parameters[leaf]
-        owner._parameters[leaf] = torch.nn.Parameter(tensor, requires_grad=old.requires_grad if old is not None
-                                                     else True)
-    elif leaf in owner._buffers:
-        owner._buffers[leaf] = tensor
-    else:
-        raise JukeboxError(f"cannot place tensor {name}")
+def _assign(module: torch.nn.Module, names: list[str], tensor: torch.Tensor) -> None:
+    """Replace a (meta) parameter or buffer by ``tensor``, under every name that shares it."""
+    new: torch.Tensor | None = None
+    for name in names:
+        *path, leaf = name.split(".")
+        owner = module
+        for p in path:
+            owner = getattr(owner, p)
+        if leaf in owner._parameters:
+            old = owner._parameters[leaf]
+            if new is None:
+                new = torch.nn.Parameter(tensor, requires_grad=old.requires_grad if old is not None else True)
+            owner._parameters[leaf] = new
+        elif leaf in owner._buffers:
+            owner._buffers[leaf] = tensor
+        else:
+            raise JukeboxError(f"cannot place tensor {name}")

@@ -1,0 +1,369 @@
+"""The public Python API: ``load_model(path)`` then ``generate`` / ``continue_`` / ``upsample``.
+
+>>> import jukebox
+>>> model = jukebox.load_model("path/to/model_dir")          # or None for the embedded default model
+>>> out = model.generate(artist="unknown", genre="unknown", seconds=5, n_samples=2, seed=0)
+>>> out.audio.shape                                          # [batch, channels, time] at model.sample_rate
+>>> jukebox.save_audio(out.audio[0], "song.wav", model.sample_rate)
+
+Audio is always [batch, channels, time] float32 in [-1, 1] at ``model.sample_rate``; codes are dicts
+``{level: LongTensor [batch, T_level]}`` (level 0 finest, hop 8 for the released models).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint.model_dir import ModelDir, prior_folder
+from .errors import JukeboxError, UsageError
+from .sampling.pipeline import DEFAULT_HOP_FRACTIONS, LevelReport, LevelSettings, sample_levels
+
+#: ``progress(level, tokens_done, tokens_total)``
+ProgressFn = Callable[[int, int, int], None]
+PerLevel = float | int | Sequence[float] | Mapping[int, float] | None
+
+
+@dataclass
+class Generation:
+    """What a sampling call returns."""
+
+    audio: torch.Tensor  # [B, 1, T] float32 on the CPU
+    codes: dict[int, torch.Tensor]  # level -> [B, T_l] on the CPU
+    level: int  # the level the audio was decoded from
+    sample_rate: int
+    reports: list[LevelReport] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    alignments: list[Any] | None = None
+
+
+def _per_level(value: PerLevel, levels: Sequence[int], default: float) -> dict[int, float]:
+    if value is None:
+        return {lvl: default for lvl in levels}
+    if isinstance(value, (int, float)):
+        return {lvl: value for lvl in levels}
+    if isinstance(value, Mapping):
+        return {lvl: value.get(lvl, default) for lvl in levels}
+    seq = list(value)
+    if len(seq) != len(levels) and len(seq) < max(levels) + 1:
+        raise UsageError(f"per-level values {seq} do not cover levels {sorted(levels)}")
+    return {lvl: seq[lvl] for lvl in levels}
+
+
+class Jukebox:
+    """A loaded model directory: the VQ-VAE plus whatever priors exist, on one device.
+
+    Priors are loaded on first use and kept (``low_memory=False``) or loaded per level and released after it
+    (``low_memory=True``, for big models on small GPUs).
+    """
+
+    def __init__(self, model_dir: ModelDir, device: str | torch.device | None = None,
+                 dtype: torch.dtype | None = None, low_memory: bool = False) -> None:
+        self.model_dir = model_dir
+        self.device = torch.device(device) if device is not None else torch.device(
+            "cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = dtype
+        self.low_memory = low_memory
+        self.vqvae = model_dir.load_vqvae(self.device)
+        self.sample_rate: int = self.vqvae.config.sample_rate
+        self.hop_lengths: tuple[int, ...] = self.vqvae.config.hop_lengths
+        self.prior_levels: list[int] = model_dir.prior_levels()
+        self._priors: dict[int, Any] = {}
+        self._labellers: dict[int, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"Jukebox({str(self.model_dir.path)!r}, levels={self.prior_levels}, sr={self.sample_rate})"
+
+    # ------------------------------------------------------------------ components
+    @property
+    def top_level(self) -> int:
+        if not self.prior_levels:
+            raise JukeboxError(f"{self.model_dir.path}: the model has no priors; it can only encode and decode")
+        return max(self.prior_levels)
+
+    def prior(self, level: int):
+        if level in self._priors:
+            return self._priors[level]
+        prior = self.model_dir.load_prior(level, self.device, self.dtype)
+        if prior.config.l_bins != self.vqvae.config.l_bins or prior.config.hop_lengths != self.hop_lengths:
+            raise JukeboxError(f"{self.model_dir.path}: the level-{level} prior was made for another VQ-VAE "
+                               f"({prior.config.l_bins} codes, hops {prior.config.hop_lengths}; the VQ-VAE has "
+                               f"{self.vqvae.config.l_bins} codes, hops {self.hop_lengths})")
+        if not self.low_memory:
+            self._priors[level] = prior
+        return prior
+
+    def vocab(self, level: int | None = None):
+        """The artist/genre vocabulary of a prior (default: the top prior), or None when it has none."""
+        from .data.labels import LABELS_FILE, LabelVocab
+
+        level = self.top_level if level is None else level
+        for folder in (self.model_dir.path / prior_folder(level), self.model_dir.path):
+            if (folder / LABELS_FILE).exists():
+                return LabelVocab.load(folder)
+        return None
+
+    def labeller(self, level: int):
+        """The :class:`~jukebox.data.labels.Labeller` that builds the level's label vectors (None: no labels)."""
+        if level in self._labellers:
+            return self._labellers[level]
+        from .data.labels import Labeller
+
+        config = self.model_dir.prior_config(level)
+        labeller = None
+        if config.labels is not None:
+            vocab = self.vocab(level)
+            if vocab is None:
+                raise JukeboxError(f"{self.model_dir.path}: the level-{level} prior is conditioned on artist and "
+                                   "genre but the model directory has no labels.json for it (import with --ids-dir)")
+            labeller = Labeller(vocab, config.labels.max_bow_genre_size, config.lyrics.n_tokens,
+                                config.sample_length)
+        self._labellers[level] = labeller
+        return labeller
+
+    # ------------------------------------------------------------------ codec
+    def encode(self, audio: torch.Tensor | np.ndarray, levels: int | None = None) -> dict[int, torch.Tensor]:
+        """Audio [B, 1, T] (or [T]) at ``sample_rate`` -> codes {level: [B, T_l]}."""
+        from .codec import encode_audio
+
+        x = torch.as_tensor(audio, dtype=torch.float32)
+        if x.dim() == 1:
+            x = x[None, None]
+        codes = encode_audio(self.vqvae, x.to(self.device), end_level=levels)
+        return {lvl: c.cpu() for lvl, c in enumerate(codes)}
+
+    def decode(self, codes: Mapping[int, torch.Tensor], level: int | None = None) -> torch.Tensor:
+        """Codes {level: [B, T_l]} -> audio [B, 1, T] from ``level`` (default: the finest present)."""
+        from .codec import decode_codes
+
+        level = min(codes) if level is None else level
+        return decode_codes(self.vqvae, codes[level].to(self.device), level).float().cpu()
+
+    # ------------------------------------------------------------------ sampling
+    def _items(self, n_samples: int, artist: str, genre: str, lyrics: str,
+               items: Sequence[Mapping[str, str]] | None) -> list[dict[str, str]]:
+        if items is None:
+            items = [dict(artist=artist, genre=genre, lyrics=lyrics)] * n_samples
+        elif len(items) != n_samples:
+            raise UsageError(f"{len(items)} label items given for {n_samples} samples")
+        out = []
+        for i, item in enumerate(items):
+            unknown = set(item) - {"artist", "genre", "lyrics"}
+            if unknown:
+                raise UsageError(f"label item {i} has unknown keys {sorted(unknown)}; use artist, genre, lyrics")
+            out.append(dict(artist=str(item.get("artist", "unknown")), genre=str(item.get("genre", "unknown")),
+                            lyrics=str(item.get("lyrics", "") or "")))
+        return out
+
+    def sample_length(self, seconds: float) -> int:
+        """Samples for ``seconds``: round(seconds * sr) rounded down to a multiple of the top level's hop."""
+        hop = self.hop_lengths[self.top_level]
+        length = int(round(seconds * self.sample_rate)) // hop * hop
+        if length <= 0:
+            raise UsageError(f"{seconds} s is shorter than one top-level token ({hop / self.sample_rate:.4f} s)")
+        return length
+
+    def _run(self, codes: dict[int, torch.Tensor], levels: Sequence[int], sample_length: int, total_length: int,
+             items: list[dict[str, str]], temperature: PerLevel, top_k: PerLevel, top_p: PerLevel,
+             hop_fraction: PerLevel, chunk_size: int, max_batch_size: int, seed: int | None,
+             progress: ProgressFn | None, on_level_done: Callable[[int, dict[int, torch.Tensor]], None] | None,
+             alignment: bool) -> Generation:
+        levels = sorted(set(levels), reverse=True)
+        missing = [lvl for lvl in levels if lvl not in self.prior_levels]
+        if missing:
+            raise UsageError(f"the model has no prior for level(s) {missing} (it has {self.prior_levels})")
+        n = len(items)
+        for lvl in levels:
+            cfg = self.model_dir.prior_config(lvl)
+            need = cfg.n_ctx * self.hop_lengths[lvl]
+            if cfg.is_upsampler and sample_length < need:
+                raise UsageError(f"upsampling level {lvl} needs at least {need / self.sample_rate:.2f} s of audio "
+                                 f"(one context of {cfg.n_ctx} tokens); ask for more seconds or stop at a higher "
+                                 "level with levels=...")
+        temps = _per_level(temperature, levels, 1.0)
+        ks = _per_level(top_k, levels, 0)
+        ps = _per_level(top_p, levels, 0.0)
+        hops = _per_level(hop_fraction, levels, 0.5)
+        if hop_fraction is None:
+            hops = {lvl: DEFAULT_HOP_FRACTIONS[lvl] if lvl < len(DEFAULT_HOP_FRACTIONS) else 0.5 for lvl in levels}
+        try:
+            settings = {lvl: LevelSettings(float(temps[lvl]), int(ks[lvl]), float(ps[lvl]), float(hops[lvl]),
+                                           chunk_size, max_batch_size) for lvl in levels}
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+
+        metas = [dict(**item, total_length=total_length, offset=0) for item in items]
+        labels = {}
+        for lvl in levels:
+            labeller = self.labeller(lvl)
+            labels[lvl] = None if labeller is None else labeller.batch_labels(metas, device=self.device)
+
+        def label_fn(level: int, start: int):
+            lab = labels[level]
+            if lab is None:
+                return None
+            return self._labellers[level].window_y(lab, start, self.hop_lengths[level])[0]
+
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(int(seed))
+        for lvl in range(len(self.hop_lengths)):
+            codes.setdefault(lvl, torch.zeros(n, 0, dtype=torch.long))
+        codes = {lvl: c.to(self.device).long() for lvl, c in codes.items()}
+
+        def release(level: int, prior: Any) -> None:
+            if self.low_memory and self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+        def level_done(level: int, cs: dict[int, torch.Tensor]) -> None:
+            if on_level_done is not None:
+                on_level_done(level, {k: v.cpu() for k, v in cs.items()})
+
+        t0 = time.perf_counter()
+        codes, reports = sample_levels(self.prior, codes, levels, sample_length, label_fn, settings,
+                                       self.hop_lengths, generator, progress, level_done, release)
+        lowest = min(levels)
+        codes_cpu = {lvl: c.cpu() for lvl, c in codes.items() if c.shape[1] > 0}
+        t1 = time.perf_counter()
+        audio = self.decode(codes_cpu, lowest)
+        decode_s = time.perf_counter() - t1
+        aligns = None
+        top = self.top_level
+        if alignment and top in levels and labels.get(top) is not None and self.prior(top).n_tokens > 0:
+            from .sampling.alignment import lyric_alignment
+
+            aligns = lyric_alignment(self.prior(top), codes[top], labels[top], self._labellers[top],
+                                     settings[top].hop_fraction)
+        info = dict(levels=levels, sample_length=sample_length, total_length=total_length, items=items,
+                    seed=seed, chunk_size=chunk_size, max_batch_size=max_batch_size,
+                    per_level={lvl: vars(s).copy() for lvl, s in settings.items()},
+                    sampling_seconds=t1 - t0, decode_seconds=decode_s)
+        return Generation(audio, codes_cpu, lowest, self.sample_rate, reports, info, aligns)
+
+    def generate(self, artist: str = "unknown", genre: str = "unknown", lyrics: str = "", seconds: float = 5.0,
+                 total_seconds: float | None = None, n_samples: int = 1,
+                 items: Sequence[Mapping[str, str]] | None = None, temperature: PerLevel = 1.0,
+                 top_k: PerLevel = 0, top_p: PerLevel = 0.0, seed: int | None = None,
+                 levels: Sequence[int] | None = None, hop_fraction: PerLevel = None, chunk_size: int = 32,
+                 max_batch_size: int = 16, progress: ProgressFn | None = None,
+                 on_level_done: Callable[[int, dict[int, torch.Tensor]], None] | None = None,
+                 alignment: bool = True) -> Generation:
+        """Sample a new piece from nothing (ancestral sampling).
+
+        ``items`` gives one {artist, genre, lyrics} per sample instead of shared labels. ``levels`` selects the
+        levels to sample (default: all the model has); stopping early (e.g. ``levels=[2]``) decodes a fast,
+        rough draft from the lowest sampled level. ``total_seconds`` is the song length the timing labels
+        describe (default: ``seconds``).
+        """
+        if n_samples < 1:
+            raise UsageError(f"n_samples must be >= 1, got {n_samples}")
+        length = self.sample_length(seconds)
+        total = int(round((total_seconds if total_seconds is not None else seconds) * self.sample_rate))
+        if total < length:
+            raise UsageError(f"total_seconds ({total_seconds}) must be at least seconds ({seconds})")
+        levels = list(self.prior_levels if levels is None else levels)
+        return self._run({}, levels, length, total, self._items(n_samples, artist, genre, lyrics, items),
+                         temperature, top_k, top_p, hop_fraction, chunk_size, max_batch_size, seed, progress,
+                         on_level_done, alignment)
+
+    def continue_(self, audio: torch.Tensor | np.ndarray | None = None, seconds: float = 5.0,
+                  codes: Mapping[int, torch.Tensor] | None = None, prompt_seconds: float | None = None,
+                  artist: str = "unknown", genre: str = "unknown", lyrics: str = "",
+                  total_seconds: float | None = None, n_samples: int | None = None,
+                  items: Sequence[Mapping[str, str]] | None = None, **kwargs: Any) -> Generation:
+        """Continue an audio prompt [B or 1, 1, T] (primed sampling) or saved codes up to ``seconds`` in all.
+
+        ``prompt_seconds`` cuts the prompt (rounded down to whole top-level tokens). With ``audio`` of batch 1
+        and ``n_samples`` > 1 the prompt is shared by every sample.
+        """
+        if (audio is None) == (codes is None):
+            raise UsageError("give either an audio prompt or codes to continue")
+        top_hop = self.hop_lengths[self.top_level]
+        if audio is not None:
+            x = torch.as_tensor(audio, dtype=torch.float32)
+            x = x[None, None] if x.dim() == 1 else x[None] if x.dim() == 2 else x
+            if prompt_seconds is not None:
+                x = x[..., : int(prompt_seconds * self.sample_rate)]
+            keep = x.shape[-1] // top_hop * top_hop
+            if keep == 0:
+                raise UsageError(f"the prompt is shorter than one top-level token ({top_hop} samples)")
+            start_codes = self.encode(x[..., :keep])
+        else:
+            start_codes = {int(k): torch.as_tensor(v).long() for k, v in codes.items()}
+            if prompt_seconds is not None:
+                keep = int(prompt_seconds * self.sample_rate) // top_hop * top_hop
+                start_codes = {k: v[:, : keep // self.hop_lengths[k]] for k, v in start_codes.items()}
+        batch = next(iter(start_codes.values())).shape[0]
+        n = n_samples or batch
+        if batch == 1 and n > 1:
+            start_codes = {k: v.expand(n, -1).clone() for k, v in start_codes.items()}
+        elif batch != n:
+            raise UsageError(f"the prompt has {batch} items but n_samples is {n}")
+        length = self.sample_length(seconds)
+        have = min(v.shape[1] * self.hop_lengths[k] for k, v in start_codes.items() if k in self.prior_levels)
+        if have >= length:
+            raise UsageError(f"the prompt ({have / self.sample_rate:.2f} s) is not shorter than the song "
+                             f"({length / self.sample_rate:.2f} s); ask for more seconds")
+        total = int(round((total_seconds if total_seconds is not None else seconds) * self.sample_rate))
+        levels = list(kwargs.pop("levels", None) or self.prior_levels)
+        opts = dict(temperature=1.0, top_k=0, top_p=0.0, hop_fraction=None, chunk_size=32, max_batch_size=16,
+                    seed=None, progress=None, on_level_done=None, alignment=True)
+        unknown = set(kwargs) - set(opts)
+        if unknown:
+            raise TypeError(f"unexpected arguments {sorted(unknown)}")
+        opts.update(kwargs)
+        return self._run(start_codes, levels, length, max(total, length), self._items(n, artist, genre, lyrics,
+                                                                                      items), **opts)
+
+    def upsample(self, codes: Mapping[int, torch.Tensor], artist: str = "unknown", genre: str = "unknown",
+                 lyrics: str = "", total_seconds: float | None = None,
+                 items: Sequence[Mapping[str, str]] | None = None, **kwargs: Any) -> Generation:
+        """Render saved top-level codes {top: [B, T]} through the upsamplers (levels below the top)."""
+        top = self.top_level
+        if top not in codes:
+            raise UsageError(f"upsampling needs the top-level codes (level_{top})")
+        z = torch.as_tensor(codes[top]).long()
+        z = z[None] if z.dim() == 1 else z
+        length = z.shape[1] * self.hop_lengths[top]
+        total = int(round(total_seconds * self.sample_rate)) if total_seconds is not None else length
+        levels = [lvl for lvl in (kwargs.pop("levels", None) or self.prior_levels) if lvl < top]
+        if not levels:
+            raise UsageError("the model has no upsamplers")
+        opts = dict(temperature=1.0, top_k=0, top_p=0.0, hop_fraction=None, chunk_size=32, max_batch_size=16,
+                    seed=None, progress=None, on_level_done=None, alignment=True)
+        unknown = set(kwargs) - set(opts)
+        if unknown:
+            raise TypeError(f"unexpected arguments {sorted(unknown)}")
+        opts.update(kwargs)
+        start = {top: z}
+        for lvl, c in codes.items():  # keep finer codes already sampled (resume)
+            if lvl < top:
+                start[lvl] = torch.as_tensor(c).long()
+        return self._run(start, levels, length, max(total, length),
+                         self._items(z.shape[0], artist, genre, lyrics, items), **opts)
+
+
+def default_model_path() -> Path | None:
+    """The embedded default model shipped inside the package, if this install has one."""
+    path = Path(__file__).parent / "assets" / "default_model"
+    return path if (path / "model.json").exists() else None
+
+
+def load_model(path_or_name: str | Path | None = None, device: str | torch.device | None = None,
+               dtype: torch.dtype | None = None, low_memory: bool = False) -> Jukebox:
+    """Load a model directory (or, with no argument or ``"default"``, the embedded default model)."""
+    if path_or_name is None or str(path_or_name) == "default":
+        path = default_model_path()
+        if path is None:
+            raise JukeboxError("this install has no embedded default model; pass a model directory "
+                               "(see `jukebox import-openai` and `jukebox train`)")
+    else:
+        path = Path(path_or_name)
+    return Jukebox(ModelDir(path), device=device, dtype=dtype, low_memory=low_memory)
