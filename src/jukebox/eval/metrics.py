@@ -39,7 +39,9 @@ def to_mono(x: Tensor) -> Tensor:
         x = x.mean(dim=1)
     if x.dim() != 2:
         raise ValueError(f"expected audio [B, T] or [B, C, T], got shape {tuple(x.shape)}")
-    return x if x.is_floating_point() and x.dtype != torch.float16 and x.dtype != torch.bfloat16 else x.float()
+    if not x.is_floating_point() or x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    return x
 
 
 def stft_magnitude(x: Tensor, n_fft: int, hop_length: int, window_size: int) -> Tensor:

@@ -69,6 +69,14 @@ class VQVAE(nn.Module):
     def l_bins(self) -> int:
         return self.config.l_bins
 
+    def restore_codebook_ema(self, sample_length: int, world_size: int = 1) -> None:
+        """Before fine-tuning loaded weights: reset every codebook's EMA state from its codebook, with counts at
+        the expected usage per code for batches of ``sample_length`` samples on ``world_size`` ranks
+        (Jukebox's ``restore_k`` with ``revival_threshold`` from the config)."""
+        for level, cb in enumerate(self.codebooks):
+            num_tokens = (sample_length // self.hop_lengths[level]) * world_size
+            cb.restore_ema(num_tokens=num_tokens, threshold=self.config.revival_threshold)
+
     # --- encode / decode -------------------------------------------------------------------------------------
 
     def _check_audio(self, x: Tensor) -> Tensor:
