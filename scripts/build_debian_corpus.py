@@ -10,7 +10,8 @@ source file and the matching stanza of the package's Debian copyright file); eac
 ``OUT/metadata.csv`` (file, artist, genre, lyrics, split, package, title, album, seconds, source, artist_from,
 stems_mixed) is rewritten from every finished package at the end; ``split`` is a seeded hash of the file name, so it
 never changes when packages are added. A package with ``OUT/PACKAGE/.done.json`` is skipped (``--redo`` to
-rebuild). Tracks shorter than ``--min-seconds`` (default 30) are left out. docs/corpus.md describes the labels.
+rebuild, ``--relabel`` to redo only labels and credits). Tracks shorter than ``--min-seconds`` (default 30) are
+left out. docs/corpus.md describes the labels.
 
     python scripts/build_debian_corpus.py --out /work/corpus [--packages wesnoth-1.16-music,naev-data]
         [--sample-rate 22050] [--format flac|ogg] [--work /work/corpus_work] [--jobs 2]
@@ -98,9 +99,21 @@ ALIASES = {
     "max freeman & chris leutwyler": "Chris Leutwyler & Max Freeman",
     "speedsound": "Speedsound",
     "braden \"meoblast001\" walters": "Braden Walters",
+    "www.elysis.de": "Gerd (elysis) Raudenbusch",
+    "elysis": "Gerd (elysis) Raudenbusch",
+    "0zone0ne": "OzoneOne",
+    "ozoneone": "OzoneOne",
+    "krobonil": "Chris Leutwyler",
+    "chris leutwyler (krobonil)": "Chris Leutwyler",
+    "ozoneone and krobonil": "OzoneOne & Chris Leutwyler",
+    "ozoneone & krobonil": "OzoneOne & Chris Leutwyler",
+    "krobonil & ozoneone": "OzoneOne & Chris Leutwyler",
+    "http://opengameart.org, from bart": "Bart Kelsey",
+    "marine": '"Marine" Baklund',
+    'manuel "vanethian" marino': "Manuel 'Vanethian' Marino",
 }
 #: ufoai names its files after the composer (copyright file and tags agree).
-UFOAI_PREFIX = {"Crystan": 'Christian "Crystan" Hoffmann', "Marine": "Marine", "David": "David Bauer",
+UFOAI_PREFIX = {"Crystan": 'Christian "Crystan" Hoffmann', "Marine": '"Marine" Baklund', "David": "David Bauer",
                 "Psymong": "Psymong", "van_": "Manuel 'Vanethian' Marino", "karlmacklin": "Karl Macklin",
                 "AlexFightmare": "Alex", "TheThings": "TheThings"}
 _BAD_NAMES = {"", "<unknown>", "unknown", "(none)", "none", "various"}
@@ -157,6 +170,8 @@ def clean_name(name: str | None) -> str | None:
     n = re.sub(r"^(composed and performed by|composed by|music by|by)\s+", "", n, flags=re.I)
     n = re.sub(r"\s+-\s+(https?://|www\.)\S+$", "", n)  # "Muldjord - www.muldjord.com"
     n = re.sub(r"\s*<[^>]*>\s*$", "", n).strip()  # "HSR <http://...>"
+    n = re.sub(r"\s*\((www\.|https?://|contains )[^)]*\)\s*$", "", n).strip()  # "(www.site.com)", "(contains ...)"
+    n = re.sub(r"\s+aka\s+.*$", "", n, flags=re.I).strip()  # "Keith Baylis aka Vim"
     if n.lower() in _BAD_NAMES:
         return None
     return ALIASES.get(n.lower(), n)
@@ -310,12 +325,14 @@ def split_of(file: str, seed: int, val_fraction: float) -> str:
     return "validation" if h < val_fraction else "train"
 
 
-def convert(args: tuple[str, str, int, str, float, tuple[str, ...]]) -> tuple[str, float | None, str]:
+def convert(args: tuple[str, str, int, str, float, tuple[str, ...], bool]) -> tuple[str, float | None, str]:
     """Decode one file (plus its stems, mixed in) to mono at ``sr`` and write it.
 
     Returns (dest, seconds or None when skipped, reason).
     """
-    src, dest, sr, fmt, min_seconds, stems = args
+    src, dest, sr, fmt, min_seconds, stems, reuse = args
+    if reuse and Path(dest).exists():
+        return dest, float(sf.info(dest).duration), ""
     try:
         audio, _ = load_audio(src, sample_rate=sr, mono=True)
         for stem in stems:
@@ -342,7 +359,9 @@ def convert(args: tuple[str, str, int, str, float, tuple[str, ...]]) -> tuple[st
     return dest, seconds, ""
 
 
-def build_package(pkg: str, out: Path, work: Path, sr: int, fmt: str, min_seconds: float, jobs: int) -> list[dict]:
+def build_package(pkg: str, out: Path, work: Path, sr: int, fmt: str, min_seconds: float, jobs: int,
+                  reuse: bool = False) -> list[dict]:
+    """Build one package's folder; with ``reuse`` existing audio files are kept and only labels are redone."""
     spec = PACKAGES[pkg]
     tree = unpack(pkg, work)
     root = source_root(pkg, spec, tree, work)
@@ -399,7 +418,7 @@ def build_package(pkg: str, out: Path, work: Path, sr: int, fmt: str, min_second
         stems = tuple(str(q) for q in sorted(p.parent.glob("*.ogg")) if q != p) if "songini" in spec.hints else ()
         if stems:
             rows[-1]["stems_mixed"] = " + ".join(q.rsplit("/", 1)[-1] for q in stems)
-        jobs_in.append((str(p), str(dest), sr, fmt, min_seconds, stems))
+        jobs_in.append((str(p), str(dest), sr, fmt, min_seconds, stems, reuse))
     kept = []
     with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
         for row, (dest, seconds, why) in zip(rows, pool.map(convert, jobs_in)):
@@ -446,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=2, help="parallel decodes")
     ap.add_argument("--redo", action="store_true", help="rebuild packages already done")
+    ap.add_argument("--relabel", action="store_true", help="redo labels and credits of packages already done, "
+                    "keeping their audio files")
     args = ap.parse_args(argv)
     pkgs = list(PACKAGES) if not args.packages else [p.strip() for p in args.packages.split(",") if p.strip()]
     unknown = [p for p in pkgs if p not in PACKAGES]
@@ -459,16 +480,17 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for pkg in pkgs:
         done = out / pkg / ".done.json"
-        if done.exists() and not args.redo:
+        if done.exists() and not args.redo and not args.relabel:
             d = json.loads(done.read_text())
             if d.get("sample_rate") == args.sample_rate and d.get("format") == args.format:
                 print(f"[{pkg}] done already ({len(d['rows'])} tracks); --redo rebuilds it", flush=True)
                 continue
-        if args.redo or done.exists():
+        if (args.redo or done.exists()) and not args.relabel:
             for f in (out / pkg).glob("*"):
                 f.unlink()
         try:
-            build_package(pkg, out, work, args.sample_rate, args.format, args.min_seconds, args.jobs)
+            build_package(pkg, out, work, args.sample_rate, args.format, args.min_seconds, args.jobs,
+                          reuse=args.relabel)
         except (subprocess.CalledProcessError, OSError, zipfile.BadZipFile) as e:
             print(f"[{pkg}] failed: {e}", file=sys.stderr, flush=True)
     n = write_metadata(out, args.seed, args.val_fraction)
