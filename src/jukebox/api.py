@@ -210,10 +210,12 @@ class Jukebox:
                 return None
             return self._labellers[level].window_y(lab, start, self.hop_lengths[level])[0]
 
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(int(seed))
+        def generator(level: int) -> torch.Generator | None:
+            if seed is None:
+                return None
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(int(seed) * 1009 + level)  # one stream per level: resuming a level redraws the same
+            return gen
         for lvl in range(len(self.hop_lengths)):
             codes.setdefault(lvl, torch.zeros(n, 0, dtype=torch.long))
         codes = {lvl: c.to(self.device).long() for lvl, c in codes.items()}
@@ -307,12 +309,12 @@ class Jukebox:
         elif batch != n:
             raise UsageError(f"the prompt has {batch} items but n_samples is {n}")
         length = self.sample_length(seconds)
-        have = min(v.shape[1] * self.hop_lengths[k] for k, v in start_codes.items() if k in self.prior_levels)
-        if have >= length:
+        levels = list(kwargs.pop("levels", None) or self.prior_levels)
+        if all(lvl in start_codes and start_codes[lvl].shape[1] * self.hop_lengths[lvl] >= length for lvl in levels):
+            have = min(start_codes[lvl].shape[1] * self.hop_lengths[lvl] for lvl in levels)
             raise UsageError(f"the prompt ({have / self.sample_rate:.2f} s) is not shorter than the song "
                              f"({length / self.sample_rate:.2f} s); ask for more seconds")
         total = int(round((total_seconds if total_seconds is not None else seconds) * self.sample_rate))
-        levels = list(kwargs.pop("levels", None) or self.prior_levels)
         opts = dict(temperature=1.0, top_k=0, top_p=0.0, hop_fraction=None, chunk_size=32, max_batch_size=16,
                     seed=None, progress=None, on_level_done=None, alignment=True)
         unknown = set(kwargs) - set(opts)

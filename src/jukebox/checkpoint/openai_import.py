@@ -96,7 +96,9 @@ def import_openai(
         else:
             kind = f"upsampler_level_{level}"
         kinds[level] = kind
-        config = prior_openai.config_from_openai_hps({**prior_openai.openai_preset_hps(kind), **hps})
+        vq_hps = {"sr": vq_config.sample_rate, "levels": vq_config.levels, "downs_t": vq_config.downs_t,
+                  "strides_t": vq_config.strides_t, "l_bins": vq_config.l_bins}
+        config = prior_openai.config_from_openai_hps({**prior_openai.openai_preset_hps(kind), **hps}, vq_hps)
         if config.level != level:
             raise JukeboxError(f"{path}: its hps say level {config.level}, but the file name says level {level}")
         converted = prior_openai.convert_openai_state_dict(sd, config)

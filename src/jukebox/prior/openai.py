@@ -17,7 +17,8 @@ from ..errors import JukeboxError
 from ..nn.conv import openai_decoder_block_keys
 from .config import LabelConfig, LyricsConfig, PriorConfig, TransformerConfig, UpsamplerConditionerConfig
 
-__all__ = ["OPENAI_PRIOR_DEFAULTS", "config_from_openai_hps", "openai_key_table", "convert_openai_state_dict"]
+__all__ = ["OPENAI_PRIOR_DEFAULTS", "OPENAI_RELEASED_HPS", "openai_preset_hps", "config_from_openai_hps",
+           "openai_key_table", "convert_openai_state_dict"]
 
 #: The original's defaults (hparams.DEFAULTS) for every key a prior uses; the VQ-VAE keys default to the
 #: released VQ-VAE (the original takes them from the VQ-VAE the prior is built with).
@@ -40,6 +41,44 @@ OPENAI_PRIOR_DEFAULTS: dict[str, Any] = {
     "prime_emb_dropout": 0.0, "prime_zero_out": False, "prime_res_scale": False, "prime_pos_init": False,
     "prime_init_scale": 1.0, "prime_m_attn": 0.25, "prime_m_mlp": 1.0, "prime_c_res": 0,
 }
+
+
+_LABELS_V2 = {"y_bins": (120, 4111), "t_bins": 128, "max_bow_genre_size": 5, "n_vocab": 80}
+_LABELS_V3 = {"y_bins": (604, 7898), "t_bins": 64, "max_bow_genre_size": 1, "n_vocab": 79, "labels_v3": True}
+_UPSAMPLER = {"n_ctx": 8192, "prior_width": 1920, "prior_depth": 72, "heads": 1, "attn_order": 2, "blocks": 128,
+              "init_scale": 0.4, "c_res": 1, "cond_width": 1024, "cond_depth": 16, "cond_dilation_growth_rate": 3,
+              "cond_dilation_cycle": 8, "cond_c_res": 1, "use_tokens": False, "prime_loss_fraction": 0.0,
+              "fp16_params": False, **_LABELS_V2}
+
+#: The hyper-parameters of OpenAI's released priors (the original's hparams registry: upsampler_level_0/1,
+#: prior_5b, prior_5b_lyrics, prior_1b_lyrics). A checkpoint's own ``hps`` entry overrides these.
+OPENAI_RELEASED_HPS: dict[str, dict[str, Any]] = {
+    "upsampler_level_0": {**_UPSAMPLER, "level": 0},
+    "upsampler_level_1": {**_UPSAMPLER, "level": 1, "cond_res_scale": True},
+    "5b": {"level": 2, "n_ctx": 8192, "prior_width": 4800, "prior_depth": 72, "heads": 8, "attn_order": 2,
+           "blocks": 128, "init_scale": 0.1, "c_res": 1, "min_duration": 60.0, "max_duration": 600.0,
+           "use_tokens": False, "n_tokens": 0, "prime_loss_fraction": 0.0, "merged_decoder": True,
+           "fp16_params": True, **_LABELS_V2},
+    "5b_lyrics": {"level": 2, "n_ctx": 8192, "prior_width": 4800, "prior_depth": 79, "heads": 8, "attn_order": 10,
+                  "blocks": 128, "init_scale": 0.1, "c_res": 1, "prime_width": 1280, "prime_depth": 18,
+                  "prime_heads": 4, "prime_attn_order": 2, "prime_blocks": 32, "prime_init_scale": 0.7,
+                  "prime_c_res": 1, "min_duration": 23.8, "max_duration": 600.0, "use_tokens": True,
+                  "n_tokens": 512, "prime_loss_fraction": 0.4, "merged_decoder": True, "fp16_params": True,
+                  "alignment_layer": 68, "alignment_head": 2, **_LABELS_V2},
+    "1b_lyrics": {"level": 2, "n_ctx": 6144, "prior_width": 2048, "prior_depth": 72, "heads": 2, "attn_order": 12,
+                  "blocks": 64, "init_scale": 0.2, "c_res": 1, "min_duration": 17.84, "max_duration": 600.0,
+                  "use_tokens": True, "n_tokens": 384, "prime_loss_fraction": 0.4, "single_enc_dec": True,
+                  "fp16_params": False, "alignment_layer": 63, "alignment_head": 0, **_LABELS_V3},
+}
+
+
+def openai_preset_hps(kind: str) -> dict[str, Any]:
+    """The released hps of ``kind`` (``upsampler_level_0``, ``upsampler_level_1``, ``5b``, ``5b_lyrics``,
+    ``1b_lyrics``)."""
+    try:
+        return dict(OPENAI_RELEASED_HPS[kind])
+    except KeyError:
+        raise JukeboxError(f"unknown released prior {kind!r}; choose one of {sorted(OPENAI_RELEASED_HPS)}") from None
 
 
 def config_from_openai_hps(hps: Mapping[str, Any], vqvae_hps: Mapping[str, Any] | None = None) -> PriorConfig:

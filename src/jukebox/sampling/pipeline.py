@@ -142,15 +142,16 @@ def sample_levels(
     labels: LabelFn,
     settings: Mapping[int, LevelSettings],
     hop_lengths: Sequence[int],
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Callable[[int], torch.Generator | None] | None = None,
     progress: ProgressFn | None = None,
     on_level_done: Callable[[int, dict[int, Tensor]], None] | None = None,
     release: Callable[[int, object], None] | None = None,
 ) -> tuple[dict[int, Tensor], list[LevelReport]]:
     """Sample ``levels`` from the highest down. ``codes`` maps level -> LongTensor [B, T_l] (T_l may be 0).
 
-    ``on_level_done(level, codes)`` runs after each level (the CLI saves its work there), ``release`` after a
-    level's prior is no longer needed.
+    ``generator`` is one RNG for all levels or a function giving each level its own (so a resumed run draws
+    the same numbers as an uninterrupted one). ``on_level_done(level, codes)`` runs after each level (the CLI
+    saves its work there), ``release`` after a level's prior is no longer needed.
     """
     codes = dict(codes)
     reports = []
@@ -162,7 +163,8 @@ def sample_levels(
         prior = load(level)
         t0 = time.perf_counter()
         before = codes[level].shape[1]
-        codes[level] = sample_level(prior, codes, level, total, labels, settings[level], generator, progress)
+        gen = generator(level) if callable(generator) else generator
+        codes[level] = sample_level(prior, codes, level, total, labels, settings[level], gen, progress)
         if codes[level].is_cuda:
             torch.cuda.synchronize(codes[level].device)
         reports.append(LevelReport(level, (total - before) * codes[level].shape[0], time.perf_counter() - t0))

@@ -1,0 +1,348 @@
+"""``jukebox sample``: make songs (ancestral, primed from audio, continue or upsample saved codes).
+
+Outputs in OUT_DIR: ``item_{i}.wav`` (decoded from the lowest sampled level), ``codes.npz`` (``level_L`` arrays of
+shape [n_samples, T_L]), ``metadata.json`` (every setting, model, seed, timings) and, for lyric models,
+``alignment.json`` plus ``alignment_{i}.png``. Each level's codes are saved as soon as it finishes, so an
+interrupted run keeps its work and ``--resume`` continues it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import JukeboxError, UsageError
+from .common import add_device_arg, load_codes_file, resolve_device
+
+MODES = ("ancestral", "primed", "continue", "upsample")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="generate music", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-m", "--model", default=None, help="model directory (default: the embedded default model)")
+    p.add_argument("--artist", default="unknown", help="artist to condition on (see --list-artists)")
+    p.add_argument("--genre", default="unknown", help="genre to condition on (see --list-genres)")
+    lyr = p.add_mutually_exclusive_group()
+    lyr.add_argument("--lyrics", default=None, help="lyrics text")
+    lyr.add_argument("--lyrics-file", default=None, help="file with the lyrics (UTF-8)")
+    p.add_argument("--batch", default=None, metavar="FILE.jsonl",
+                   help="one JSON object per item with artist, genre, lyrics (sets --n-samples)")
+    p.add_argument("--seconds", type=float, default=None, help="length to generate, in seconds")
+    p.add_argument("--total-seconds", type=float, default=None,
+                   help="song length the timing labels describe (default: --seconds)")
+    p.add_argument("--n-samples", type=int, default=1, help="number of songs")
+    p.add_argument("--temperature", type=_floats, default=None,
+                   help="sampling temperature: one value, or per level as T0,T1,T2 (default 1.0; 0.99 is typical)")
+    p.add_argument("--top-k", type=_ints, default=None, help="top-k filtering (0: off), one value or per level")
+    p.add_argument("--top-p", type=_floats, default=None, help="nucleus filtering (0: off), one value or per level")
+    p.add_argument("--hop-fraction", type=_floats, default=None,
+                   help="window hop as a fraction of the context, per level (default 0.5,0.5,0.125)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (makes a run reproducible)")
+    p.add_argument("--levels", type=_ints, default=None,
+                   help="levels to sample, e.g. 2 for a fast draft decoded from the top level (default: all)")
+    p.add_argument("--mode", choices=MODES, default=None,
+                   help="ancestral (default), primed (with --prompt), continue or upsample (with --codes)")
+    p.add_argument("--prompt", default=None, help="audio file to continue (primed sampling)")
+    p.add_argument("--prompt-seconds", type=float, default=None, help="seconds of the prompt/codes to keep")
+    p.add_argument("--codes", default=None, help="codes.npz to continue or upsample")
+    p.add_argument("--chunk-size", type=int, default=32, help="tokens per chunk when priming the cache")
+    p.add_argument("--max-batch-size", type=int, default=16, help="largest batch per sampling call")
+    p.add_argument("--low-memory", action="store_true", help="load one level's prior at a time")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                   help="weights/activations dtype for the priors (bfloat16 halves memory on GPU)")
+    p.add_argument("--no-alignment", action="store_true", help="skip the lyric alignment")
+    p.add_argument("--list-artists", nargs="?", const="", default=None, metavar="SEARCH",
+                   help="list the model's artists (optionally those matching SEARCH) and exit")
+    p.add_argument("--list-genres", nargs="?", const="", default=None, metavar="SEARCH",
+                   help="list the model's genres (optionally those matching SEARCH) and exit")
+    p.add_argument("-o", "--output", default=None, metavar="OUT_DIR", help="output folder")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT_DIR")
+    p.add_argument("--force", action="store_true", help="write into an existing, non-empty OUT_DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_device_arg(p)
+    p.set_defaults(func=cmd_sample)
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or comma-separated integers, got {text!r}") from None
+
+
+def _per_level(values: list[float] | None, levels: list[int]) -> Any:
+    """One value for every level, or one per level given as L0,L1,L2."""
+    if values is None:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return {lvl: values[lvl] for lvl in range(len(values))}
+
+
+def _read_batch(path: str) -> list[dict[str, str]]:
+    items = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict) or not set(obj) <= {"artist", "genre", "lyrics"}:
+            raise UsageError(f"{path}:{n}: expected an object with artist, genre, lyrics")
+        items.append({k: str(v) for k, v in obj.items()})
+    if not items:
+        raise UsageError(f"{path}: no items")
+    return items
+
+
+def _list_names(model, which: str, query: str) -> int:
+    vocab = model.vocab()
+    if vocab is None:
+        print(f"this model has no {which} conditioning")
+        return 0
+    if query:
+        names = vocab.search_artists(query, limit=50) if which == "artists" else vocab.search_genres(query, limit=50)
+    else:
+        names = vocab.list_artists() if which == "artists" else vocab.list_genres()
+    for name in names:
+        print(name)
+    return 0
+
+
+class _Bars:
+    """tqdm progress per level, showing tokens per second."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bars: dict[int, Any] = {}
+
+    def __call__(self, level: int, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        from tqdm import tqdm
+
+        bar = self.bars.get(level)
+        if bar is None:
+            bar = self.bars[level] = tqdm(total=total, desc=f"level {level}", unit="tok", file=sys.stderr,
+                                          dynamic_ncols=True)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def _save_codes(path: Path, codes: dict[int, Any]) -> None:
+    from ..checkpoint.atomic import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{f"level_{lvl}": np.asarray(c.cpu().numpy(), dtype=np.int64)
+                                for lvl, c in sorted(codes.items()) if c.shape[1] > 0})
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _write_json(path: Path, data: Any) -> None:
+    from ..checkpoint.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _request_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    lyrics = args.lyrics or ""
+    if args.lyrics_file:
+        try:
+            lyrics = Path(args.lyrics_file).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UsageError(f"{args.lyrics_file}: no such file") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"{args.lyrics_file}: lyrics must be UTF-8 text") from None
+    items = _read_batch(args.batch) if args.batch else None
+    n = len(items) if items else args.n_samples
+    if args.batch and args.n_samples not in (1, n):
+        raise UsageError(f"--batch has {n} items but --n-samples is {args.n_samples}")
+    mode = args.mode or ("primed" if args.prompt else "ancestral")
+    if mode == "primed" and not args.prompt:
+        raise UsageError("--mode primed needs --prompt FILE")
+    if mode in ("continue", "upsample") and not args.codes:
+        raise UsageError(f"--mode {mode} needs --codes FILE")
+    if args.seconds is None and mode != "upsample":
+        raise UsageError("--seconds is required")
+    if args.seconds is not None and args.seconds <= 0:
+        raise UsageError(f"--seconds must be positive, got {args.seconds}")
+    if n < 1:
+        raise UsageError(f"--n-samples must be >= 1, got {n}")
+    return dict(mode=mode, artist=args.artist, genre=args.genre, lyrics=lyrics, items=items, n_samples=n,
+                seconds=args.seconds, total_seconds=args.total_seconds, temperature=args.temperature,
+                top_k=args.top_k, top_p=args.top_p, hop_fraction=args.hop_fraction, seed=args.seed,
+                levels=args.levels, prompt=args.prompt, prompt_seconds=args.prompt_seconds, codes=args.codes,
+                chunk_size=args.chunk_size, max_batch_size=args.max_batch_size)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..api import load_model
+
+    device = resolve_device(args.device)
+    dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    if args.list_artists is None and args.list_genres is None and args.output is None:
+        raise UsageError("-o OUT_DIR is required")
+    out = Path(args.output) if args.output else None
+    resume_codes = None
+    if out is not None:
+        meta_path = out / "metadata.json"
+        if args.resume:
+            if not meta_path.exists():
+                raise JukeboxError(f"{out}: nothing to resume (no metadata.json)")
+            try:
+                old = json.loads(meta_path.read_text())
+                request = old["request"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise JukeboxError(f"{meta_path}: corrupt; cannot resume") from None
+            if (out / "codes.npz").exists():
+                resume_codes = load_codes_file(out / "codes.npz")
+            if old.get("status") == "done":
+                print(f"{out}: already complete")
+                return 0
+            args.model = old.get("model", args.model)
+        elif out.exists() and any(out.iterdir()) and not args.force:
+            raise JukeboxError(f"{out} already exists and is not empty; pass --resume to continue it or --force")
+
+    model = load_model(args.model, device=device, dtype=dtype, low_memory=args.low_memory)
+    if args.list_artists is not None:
+        return _list_names(model, "artists", args.list_artists)
+    if args.list_genres is not None:
+        return _list_names(model, "genres", args.list_genres)
+    if not args.resume:
+        request = _request_from_args(args)
+    assert out is not None
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+
+    levels = request["levels"] or model.prior_levels
+    metadata: dict[str, Any] = {
+        "model": str(model.model_dir.path), "status": "running", "request": request,
+        "sample_rate": model.sample_rate, "device": str(device), "dtype": args.dtype,
+        "torch": torch.__version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    _write_json(out / "metadata.json", metadata)
+    bars = _Bars(args.quiet)
+    saved: dict[int, Any] = {}
+
+    def on_level_done(level: int, codes: dict[int, Any]) -> None:
+        saved.update(codes)
+        _save_codes(out / "codes.npz", codes)
+        metadata.setdefault("levels_done", []).append(level)
+        _write_json(out / "metadata.json", metadata)
+
+    common = dict(temperature=_per_level(request["temperature"], levels),
+                  top_k=_per_level(request["top_k"], levels) if request["top_k"] is not None else 0,
+                  top_p=_per_level(request["top_p"], levels) if request["top_p"] is not None else 0.0,
+                  hop_fraction=_per_level(request["hop_fraction"], levels), seed=request["seed"],
+                  levels=request["levels"], chunk_size=request["chunk_size"],
+                  max_batch_size=request["max_batch_size"], progress=bars, on_level_done=on_level_done,
+                  alignment=not args.no_alignment)
+    if common["temperature"] is None:
+        common["temperature"] = 1.0
+    labels = dict(artist=request["artist"], genre=request["genre"], lyrics=request["lyrics"],
+                  items=request["items"])
+    mode = request["mode"]
+    try:
+        if resume_codes is not None:
+            codes = {k: torch.from_numpy(v) for k, v in resume_codes.items()}
+            if mode == "upsample":
+                gen = model.upsample(codes, total_seconds=request["total_seconds"], **labels, **common)
+            else:
+                gen = model.continue_(codes=codes, seconds=request["seconds"], total_seconds=request["total_seconds"],
+                                      n_samples=request["n_samples"], **labels, **common)
+        elif mode == "ancestral":
+            gen = model.generate(seconds=request["seconds"], total_seconds=request["total_seconds"],
+                                 n_samples=request["n_samples"], **labels, **common)
+        elif mode == "primed":
+            from ..audio import load_audio
+
+            audio, _ = load_audio(request["prompt"], sample_rate=model.sample_rate)
+            gen = model.continue_(torch.from_numpy(audio), seconds=request["seconds"],
+                                  prompt_seconds=request["prompt_seconds"], total_seconds=request["total_seconds"],
+                                  n_samples=request["n_samples"], **labels, **common)
+        else:
+            codes = {k: torch.from_numpy(v) for k, v in load_codes_file(request["codes"]).items()}
+            if mode == "continue":
+                gen = model.continue_(codes=codes, seconds=request["seconds"],
+                                      prompt_seconds=request["prompt_seconds"],
+                                      total_seconds=request["total_seconds"], n_samples=request["n_samples"],
+                                      **labels, **common)
+            else:
+                gen = model.upsample(codes, total_seconds=request["total_seconds"], **labels, **common)
+    except UsageError:
+        # Bad settings found before any work was done: leave no half-made output folder behind.
+        if not args.resume and not metadata.get("levels_done"):
+            (out / "metadata.json").unlink(missing_ok=True)
+            if created and not any(out.iterdir()):
+                out.rmdir()
+        raise
+    finally:
+        bars.close()
+    _write_outputs(out, model, gen, metadata)
+    return 0
+
+
+def _write_outputs(out: Path, model, gen, metadata: dict[str, Any]) -> None:
+    from ..audio import save_audio
+    from ..checkpoint.atomic import atomic_write_bytes
+
+    _save_codes(out / "codes.npz", gen.codes)
+    for i in range(gen.audio.shape[0]):
+        save_audio(gen.audio[i], out / f"item_{i}.wav", gen.sample_rate)
+    if gen.alignments is not None:
+        from ..sampling.alignment import alignment_json, alignment_png
+
+        top = model.top_level
+        seconds_per_token = model.hop_lengths[top] / model.sample_rate
+        items = []
+        for i, align in enumerate(gen.alignments):
+            lyrics = gen.settings["items"][i]["lyrics"]
+            items.append({"item": i, **alignment_json(align, _clean_lyrics(model, lyrics), seconds_per_token)})
+            atomic_write_bytes(out / f"alignment_{i}.png", alignment_png(align))
+        _write_json(out / "alignment.json", {"items": items})
+    metadata.update(
+        status="done", level=gen.level, settings=gen.settings,
+        timings=[{"level": r.level, "tokens": r.tokens, "seconds": round(r.seconds, 3),
+                  "tokens_per_second": round(r.tokens_per_second, 1)} for r in gen.reports],
+        outputs=sorted(p.name for p in out.iterdir() if not p.name.startswith(".")),
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    _write_json(out / "metadata.json", metadata)
+    total = sum(r.seconds for r in gen.reports)
+    print(f"wrote {gen.audio.shape[0]} item(s) of {gen.audio.shape[-1] / gen.sample_rate:.2f} s to {out} "
+          f"(level {gen.level}, sampling {total:.1f} s)")
+
+
+def _clean_lyrics(model, lyrics: str) -> str:
+    labeller = model.labeller(model.top_level)
+    if labeller is None:
+        return lyrics
+    return labeller.vocab.lyric_vocab.clean(lyrics)
