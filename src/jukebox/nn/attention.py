@@ -20,6 +20,11 @@ which yields an exactly zero output, and so do we. ``prime_keys`` is Jukebox's
 
 The full-sequence path computes each pattern by reshaping (block-sparse cost); :func:`pattern_mask` gives
 the equivalent dense boolean mask, used for chunked incremental decoding and by the tests.
+
+Decoding one token (``T == 1``) has two paths over the preallocated cache (:mod:`jukebox.nn.kv_cache`):
+the eager one slices exactly the allowed keys out of the cache (no mask at all; the position is a Python int),
+and the static one (:class:`DecodePlan`, position on the device) reads fixed-size key ranges under masks that
+are computed once per step for all layers, so the whole step can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ __all__ = [
     "pattern_mask",
     "factorized_attention",
     "FactorizedAttention",
+    "DecodePlan",
 ]
 
 PATTERNS = ("dense", "block", "transpose", "prev_block", "cross", "prime")
@@ -257,41 +263,128 @@ class FactorizedAttention(nn.Module):
             self._record(q, k[:, :, :n], pattern_mask(self.pattern, pos, pos[:n], self.block_ctx, self.prime_keys))
         return factorized_attention(q, k, v, self.pattern, self.block_ctx, self.prime_keys, dropout)
 
+    def cache_spec(self) -> tuple[str, int, int]:
+        """(layout, size, n_blocks) of the cache this layer decodes with fastest (see :mod:`..kv_cache`)."""
+        bc = self.block_ctx
+        if self.pattern == "block":
+            return "ring", bc, 1
+        if self.pattern == "prev_block":
+            return "ring", 2 * bc, 1
+        if self.pattern == "transpose":
+            return "columns", bc, self.n_ctx // bc
+        return "linear", self.cache_len(), 1
+
     def _cached(self, q: Tensor, k: Tensor, v: Tensor, cache: LayerKVCache, start: int) -> Tensor:
         T = q.shape[2]
         end = start + T
         if end > self.n_ctx:
             raise ValueError(f"position {end} past the context of {self.n_ctx}")
-        cache.write(k, v, start)
         if start == 0:
             # Prefill from the beginning: the block-sparse full path on the new keys equals attention over the cache.
+            cache.write(k, v, 0)
             return self._full(q, k, v)
-        bc = self.block_ctx
         if T == 1:
-            # One decoding step: static-size views of the cache and a small mask.
-            t = start
-            if self.pattern == "block":
-                lo = (t // bc) * bc
-                keys = torch.arange(lo, lo + bc, device=q.device)
-                kk, vv = cache.key[:, :, lo:lo + bc], cache.value[:, :, lo:lo + bc]
-            elif self.pattern == "transpose":
-                keys = torch.arange(t % bc, self.n_ctx, bc, device=q.device)
-                kk, vv = cache.key[:, :, t % bc::bc], cache.value[:, :, t % bc::bc]
-            elif self.pattern == "prev_block":
-                lo = (t // bc - 1) * bc
-                if lo < 0:
-                    return q.new_zeros(q.shape)
-                keys = torch.arange(lo, lo + bc, device=q.device)
-                kk, vv = cache.key[:, :, lo:lo + bc], cache.value[:, :, lo:lo + bc]
-            else:  # dense, prime
-                n = cache.key.shape[2]
-                keys = torch.arange(n, device=q.device)
-                kk, vv = cache.key, cache.value
+            kk, vv = self._step_keys(k, v, cache, start)
+            if kk is None:
+                return q.new_zeros(q.shape)  # prev_block in the first block: no key
+            self._record(q, kk, None)
+            return F.scaled_dot_product_attention(q, kk, vv)
+        # A chunk continuing earlier context: the cached prefix it needs, then the new keys, under the mask.
+        bc = self.block_ctx
+        lo = {"block": (start // bc) * bc, "prev_block": max(0, (start // bc - 1) * bc)}.get(self.pattern, 0)
+        if self.pattern == "prime":
+            n = cache.size
+            pk, pv = cache.read(0, min(start, n))
+            kk, vv = torch.cat([pk, k[:, :, :max(0, n - start)]], 2), torch.cat([pv, v[:, :, :max(0, n - start)]], 2)
         else:
-            # A chunk continuing earlier context: attention over the cached prefix with the explicit mask.
-            n = min(end, cache.key.shape[2])
-            keys = torch.arange(n, device=q.device)
-            kk, vv = cache.key[:, :, :n], cache.value[:, :, :n]
+            pk, pv = cache.read(lo, start)
+            kk, vv = torch.cat([pk, k], 2), torch.cat([pv, v], 2)
+        cache.write(k, v, start)
+        keys = torch.arange(lo, lo + kk.shape[2], device=q.device)
         mask = pattern_mask(self.pattern, torch.arange(start, end, device=q.device), keys, bc, self.prime_keys)
         self._record(q, kk, mask)
         return _masked_attention(q, kk, vv, mask)
+
+    def _step_keys(self, k: Tensor, v: Tensor, cache: LayerKVCache, t: int) -> tuple[Tensor | None, Tensor | None]:
+        """Write position ``t`` and return exactly the keys/values query ``t`` may attend to (no mask needed)."""
+        cache.write(k, v, t)
+        bc, layout = self.block_ctx, cache.layout
+        key, value = cache.key, cache.value
+        if self.pattern == "block":
+            lo = (t // bc) * bc
+            if layout == "ring":
+                s = lo % cache.size
+                return key[:, :, s:s + t - lo + 1], value[:, :, s:s + t - lo + 1]
+            return key[:, :, lo:t + 1], value[:, :, lo:t + 1]
+        if self.pattern == "prev_block":
+            lo = (t // bc - 1) * bc
+            if lo < 0:
+                return None, None
+            s = lo % cache.size if layout == "ring" else lo
+            return key[:, :, s:s + bc], value[:, :, s:s + bc]
+        if self.pattern == "transpose":
+            if layout == "columns":
+                return key[:, :, t % bc, :t // bc + 1], value[:, :, t % bc, :t // bc + 1]
+            return key[:, :, t % bc:t + 1:bc], value[:, :, t % bc:t + 1:bc]
+        n = min(t + 1, cache.size)  # dense, prime (linear)
+        return key[:, :, :n], value[:, :, :n]
+
+    # --- static-shape decode step (CUDA graphs) -------------------------------------------------------------
+    def decode_static(self, x: Tensor, cache: LayerKVCache, plan: DecodePlan) -> Tensor:
+        """One token x [B, 1, width] at ``plan.pos`` with fixed-size key ranges and device-side masks."""
+        if self.pattern == "cross":
+            q = self._heads(self.q(x))
+            a = F.scaled_dot_product_attention(q, cache.key, cache.value)
+        else:
+            q, k, v = (self._heads(t) for t in self.qkv(x).chunk(3, dim=-1))
+            cache.write_index(k, v, plan.slot(cache))
+            kk, vv = cache.key, cache.value
+            if cache.layout == "columns":
+                col = plan.pos % self.block_ctx
+                kk, vv = kk.index_select(2, col).squeeze(2), vv.index_select(2, col).squeeze(2)
+            mask, keep = plan.mask(self.pattern, cache, self.block_ctx, self.prime_keys)
+            a = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
+            if keep is not None:
+                a = a * keep
+        return self.resid_dropout(self.proj(self._merge(a)))
+
+
+class DecodePlan:
+    """Device-side slots and masks of one decode step at position ``pos`` ([1] long tensor), computed once per
+    step and shared by every layer with the same pattern and cache layout (no host synchronisation)."""
+
+    def __init__(self, pos: Tensor, dtype: torch.dtype) -> None:
+        self.pos = pos
+        self.dtype = dtype
+        self._slots: dict[tuple, Tensor] = {}
+        self._masks: dict[tuple, tuple[Tensor, Tensor | None]] = {}
+
+    def slot(self, cache: LayerKVCache) -> Tensor:
+        key = (cache.layout, cache.size, cache.n_blocks)
+        if key not in self._slots:
+            self._slots[key] = cache.slot_index(self.pos)
+        return self._slots[key]
+
+    def mask(self, pattern: str, cache: LayerKVCache, block_ctx: int, prime_keys: int) -> tuple[Tensor, Tensor | None]:
+        """(attention mask [1, 1, 1, L] over the keys the layer reads, output scale [1] or None)."""
+        key = (pattern, cache.layout, cache.size, cache.n_blocks)
+        if key in self._masks:
+            return self._masks[key]
+        pos, dev, bc = self.pos, self.pos.device, block_ctx
+        if cache.layout == "ring":
+            slots = torch.arange(cache.size, device=dev)
+            if pattern == "block":
+                m = slots <= pos % bc
+            else:  # prev_block, ring of two blocks
+                m = (slots // bc == (pos // bc - 1) % 2) & (pos >= bc)
+        elif cache.layout == "columns":
+            m = torch.arange(cache.n_blocks, device=dev) <= pos // bc
+        else:
+            m = pattern_mask(pattern, pos, torch.arange(cache.size, device=dev), bc, prime_keys)[0]
+        keep = None
+        if pattern == "prev_block":  # the first block has no key: attend anywhere, then zero the output
+            has = pos >= bc
+            m = m | ~has
+            keep = has.to(self.dtype)
+        self._masks[key] = (m.view(1, 1, 1, -1), keep)
+        return self._masks[key]

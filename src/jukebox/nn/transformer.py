@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .attention import FactorizedAttention
+from .attention import DecodePlan, FactorizedAttention
 from .kv_cache import KVCache, LayerKVCache
 
 __all__ = ["quick_gelu", "MLP", "TransformerBlock", "Transformer"]
@@ -63,10 +63,17 @@ class TransformerBlock(nn.Module):
     def forward(self, x: Tensor, encoder_states: Tensor | None = None, cache: LayerKVCache | None = None,
                 start: int = 0) -> Tensor:
         a = self.attn(self.norm_attn(x), encoder_states, cache, start)
+        return self._residual(x, a)
+
+    def _residual(self, x: Tensor, a: Tensor) -> Tensor:
         m = self.mlp(self.norm_mlp(x + a))
         if self.res_scale == 1.0:
             return x + a + m
         return x + self.res_scale * (a + m)
+
+    def decode_static(self, x: Tensor, cache: LayerKVCache, plan: DecodePlan) -> Tensor:
+        """One token [B, 1, width] at the device position of ``plan`` (static shapes, CUDA-graph safe)."""
+        return self._residual(x, self.attn.decode_static(self.norm_attn(x), cache, plan))
 
 
 class Transformer(nn.Module):
@@ -115,9 +122,21 @@ class Transformer(nn.Module):
             cache.length = start + x.shape[1]
         return x
 
+    def decode_static(self, x: Tensor, cache: KVCache, pos: Tensor) -> Tensor:
+        """One decoding step x [B, 1, width] at position ``pos`` ([1] long tensor on the device): fixed shapes,
+        no host synchronisation, masks computed once per step (:class:`~jukebox.nn.attention.DecodePlan`).
+        Does not advance ``cache.length`` (the caller owns the position)."""
+        plan = DecodePlan(pos, x.dtype)
+        for i, block in enumerate(self.blocks):
+            x = block.decode_static(x, cache[i], plan)
+        return x
+
     def make_cache(self, batch: int, dtype: torch.dtype | None = None,
-                   device: torch.device | str | None = None) -> KVCache:
-        """Allocate a :class:`KVCache` for ``batch`` sequences (dtype/device default to the parameters')."""
+                   device: torch.device | str | None = None, compact: bool = True) -> KVCache:
+        """Allocate a :class:`KVCache` for ``batch`` sequences (dtype/device default to the parameters').
+
+        ``compact``: each layer gets the layout its pattern reads fastest (local blocks keep one or two blocks,
+        transposed blocks a column-major grid); otherwise every layer keeps the full context."""
         ref = next(self.parameters())
         dtype = dtype or ref.dtype
         device = device if device is not None else ref.device
@@ -125,7 +144,12 @@ class Transformer(nn.Module):
         for block in self.blocks:
             attn = block.attn
             cross = attn.pattern == "cross"
-            length = self.encoder_len if cross else attn.cache_len()
+            if cross:
+                layout, length, n_blocks = "linear", self.encoder_len, 1
+            elif compact:
+                layout, length, n_blocks = attn.cache_spec()
+            else:
+                layout, length, n_blocks = "linear", attn.cache_len(), 1
             layers.append(LayerKVCache(batch, attn.heads, length, attn.head_dim, cross=cross, dtype=dtype,
-                                       device=device))
+                                       device=device, layout=layout, n_blocks=n_blocks))
         return KVCache(layers)

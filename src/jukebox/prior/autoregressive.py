@@ -111,6 +111,19 @@ class AutoregressiveTransformer(nn.Module):
             x = x + self._cond_slice(cond, begin, begin + T)
         return x if self.head is None else self.head(x)
 
+    def step_static(self, prev_tokens: Tensor, pos: Tensor, cache: KVCache, cond: Tensor | None = None) -> Tensor:
+        """One decoding step at position ``pos`` ([1] long tensor on the device, > 0) given the preceding token
+        [B, 1] -> logits [B, 1, bins]. Fixed shapes and no host synchronisation, so it can be captured in a CUDA
+        graph or compiled; ``cache.length`` is left to the caller. Cross-attention caches must be filled."""
+        x = self.token_emb(prev_tokens) + self.pos_emb.index_select(0, pos)
+        c = None if cond is None else (cond if cond.shape[1] == 1 else cond.index_select(1, pos))
+        if c is not None:
+            x = x + c
+        x = self.transformer.decode_static(x, cache, pos)
+        if self.add_cond_after and c is not None:
+            x = x + c
+        return x if self.head is None else self.head(x)
+
     def make_cache(self, batch: int, dtype: torch.dtype | None = None,
-                   device: torch.device | str | None = None) -> KVCache:
-        return self.transformer.make_cache(batch, dtype, device)
+                   device: torch.device | str | None = None, compact: bool = True) -> KVCache:
+        return self.transformer.make_cache(batch, dtype, device, compact)

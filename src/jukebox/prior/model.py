@@ -7,7 +7,7 @@ Label vector layout (as the original): y [B, 4 + max_bow_genre_size + n_tokens] 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -165,6 +165,7 @@ class Prior(nn.Module):
                         sample_tokens: int | None = None, chunk_size: int | None = None,
                         generator: torch.Generator | None = None, progress: Callable[[int, int], None] | None = None,
                         mask_lyric_vocab: bool = False, return_logits: bool = False,
+                        prime_lengths: Sequence[int] | None = None, decode: str = "eager",
                         ) -> tuple[Tensor, Tensor | None]:
         """Sample the decoder's raw sequence (1b style: lyric tokens then codes + n_vocab) and, if asked, its
         logits at every position. Arguments as :meth:`sample`."""
@@ -175,7 +176,10 @@ class Prior(nn.Module):
         total = self.n_ctx if sample_tokens is None else sample_tokens
         known = None if prime is None or prime.shape[1] == 0 else prime.long()
         states, c, mask = None, cond.cond, None
+        lengths = None if prime_lengths is None or known is None else list(prime_lengths)
         if self.style == "merged":
+            if lengths is not None:
+                lengths = [n + self.n_tokens for n in lengths]
             empty = torch.zeros(n_samples, 0, dtype=torch.long, device=cond.lyrics.device)
             known, c = self.merged_sequence(cond.lyrics, empty if known is None else known, c)
             total += self.n_tokens
@@ -184,14 +188,16 @@ class Prior(nn.Module):
         elif self.style == "encoder_decoder":
             states = self.encode_lyrics(cond.lyrics)
         return sample_autoregressive(self.decoder, n_samples, total, known, cond.start, c, states, temperature,
-                                     top_k, top_p, chunk_size, generator, progress, mask, return_logits)
+                                     top_k, top_p, chunk_size, generator, progress, mask, return_logits,
+                                     known_lengths=lengths, decode=decode)
 
     @torch.no_grad()
     def sample(self, n_samples: int, z_cond: Tensor | None = None, y: Tensor | None = None,
                temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0, prime: Tensor | None = None,
                sample_tokens: int | None = None, chunk_size: int | None = None,
                generator: torch.Generator | None = None, progress: Callable[[int, int], None] | None = None,
-               mask_lyric_vocab: bool = False) -> Tensor:
+               mask_lyric_vocab: bool = False, prime_lengths: Sequence[int] | None = None,
+               decode: str = "eager") -> Tensor:
         """Sample codes [B, sample_tokens or n_ctx] with the KV cache.
 
         Args:
@@ -202,9 +208,14 @@ class Prior(nn.Module):
             generator: RNG for the draws. progress: called as ``progress(done, todo)`` after each token.
             mask_lyric_vocab: 1b style only: forbid lyric characters at music positions. The original does not
                 (a sampled character becomes code 0), so the default keeps its behaviour.
+            prime_lengths: per-sample length of ``prime`` to keep (<= its width): rows continue prefixes of
+                different lengths in one batch (parallel upsampling).
+            decode: ``eager`` (default), ``static``, ``graph`` or ``compile`` (CUDA); see
+                :mod:`jukebox.prior.sampler`.
         """
         seq, _ = self.sample_sequence(n_samples, z_cond, y, temperature, top_k, top_p, prime, sample_tokens,
-                                      chunk_size, generator, progress, mask_lyric_vocab)
+                                      chunk_size, generator, progress, mask_lyric_vocab,
+                                      prime_lengths=prime_lengths, decode=decode)
         if self.style == "merged":
             seq = (seq[:, self.n_tokens:] - self.n_vocab).clamp(min=0)
         return seq

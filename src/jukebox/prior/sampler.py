@@ -1,18 +1,31 @@
-"""Ancestral / primed token sampling of an :class:`AutoregressiveTransformer` with the preallocated KV cache."""
+"""Ancestral / primed token sampling of an :class:`AutoregressiveTransformer` with the preallocated KV cache.
+
+Decoding modes (``decode=``), all equal in exact arithmetic and all free of per-token host synchronisation:
+
+``eager``    each step slices exactly the keys its layers need out of the cache (default; fastest on CPU).
+``static``   the fixed-shape step (:meth:`AutoregressiveTransformer.step_static`), run eagerly.
+``graph``    the static step captured once in a CUDA graph and replayed for every token (CUDA only).
+``compile``  the static step compiled by ``torch.compile`` (fused kernels), then captured in a CUDA graph.
+
+Token draws (temperature, top-k/top-p, categorical) stay on the device; the sequence is written into a
+preallocated output tensor.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
+from ..nn.kv_cache import KVCache
 from ..sampling.filters import filter_logits
 from .autoregressive import AutoregressiveTransformer
 
-__all__ = ["draw_tokens", "split_chunks", "sample_autoregressive"]
+__all__ = ["DECODE_MODES", "draw_tokens", "split_chunks", "sample_autoregressive", "StaticDecoder"]
 
 ProgressFn = Callable[[int, int], None]
+DECODE_MODES = ("eager", "static", "graph", "compile")
 
 
 def draw_tokens(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
@@ -21,14 +34,16 @@ def draw_tokens(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p:
 
     Stochastic draws follow Jukebox: ``logits / temperature``, top-k/top-p filtering, then a categorical draw
     (normalised log-probabilities, ``multinomial`` with replacement, as ``torch.distributions.Categorical``).
+    Everything stays on the logits' device (no host synchronisation).
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if top_k == 1 or temperature == 0:
         return logits.argmax(dim=-1)
-    x = filter_logits(logits.float() / temperature, top_k=top_k, top_p=top_p)
-    x = x - x.logsumexp(dim=-1, keepdim=True)
-    probs = torch.softmax(x, dim=-1)
+    x = logits.float() / temperature
+    if top_k > 0 or 0.0 < top_p < 1.0:
+        x = filter_logits(x, top_k=top_k, top_p=top_p)
+    probs = torch.softmax(x - x.logsumexp(dim=-1, keepdim=True), dim=-1)
     flat = probs.reshape(-1, probs.shape[-1])
     return torch.multinomial(flat, 1, replacement=True, generator=generator).reshape(probs.shape[:-1])
 
@@ -41,6 +56,58 @@ def split_chunks(length: int, chunk_size: int | None) -> list[int]:
     return [size] * ((length - 1) // size) + [(length - 1) % size + 1]
 
 
+class StaticDecoder:
+    """Runs :meth:`AutoregressiveTransformer.step_static` from fixed input buffers (token, position), either
+    eagerly (``static``), replayed from a CUDA graph captured at the first call (``graph``) or compiled with
+    ``torch.compile`` and then captured (``compile``). The cache and ``cond`` must outlive the decoder."""
+
+    def __init__(self, model: AutoregressiveTransformer, cache: KVCache, cond: Tensor | None, batch: int,
+                 mode: str = "graph") -> None:
+        if mode not in ("static", "graph", "compile"):
+            raise ValueError(f"unknown static decode mode {mode!r}")
+        device = model.pos_emb.device
+        if mode != "static" and device.type != "cuda":
+            raise ValueError(f"decode={mode!r} needs a CUDA device (use 'eager' or 'static')")
+        self.model, self.cache, self.cond, self.mode = model, cache, cond, mode
+        self.tok = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        self.pos = torch.zeros(1, dtype=torch.long, device=device)
+        self.fn: Callable[[Tensor, Tensor], Tensor] = self._step
+        if mode == "compile":
+            self.fn = torch.compile(self._step, dynamic=False, fullgraph=False)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.out: Tensor | None = None
+
+    def _step(self, tok: Tensor, pos: Tensor) -> Tensor:
+        return self.model.step_static(tok, pos, self.cache, self.cond)
+
+    def __call__(self, prev_tokens: Tensor, t: int) -> Tensor:
+        """Logits [B, 1, V] at position ``t`` (> 0) given the token before it [B, 1]; advances the cache."""
+        self.tok.copy_(prev_tokens)
+        self.pos.fill_(t)
+        if self.mode == "static":
+            out = self.fn(self.tok, self.pos)
+        else:
+            if self.graph is None:
+                self._capture()
+            self.graph.replay()
+            out = self.out
+        self.cache.length = t + 1
+        return out
+
+    def _capture(self) -> None:
+        # Warm-up and capture at the current position: the step is idempotent (it rewrites the same cache slot
+        # with the same keys, and ring slots it overwrites belong to blocks no later query reads).
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                self.fn(self.tok, self.pos)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = self.fn(self.tok, self.pos)
+
+
 @torch.no_grad()
 def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, total: int, known: Tensor | None = None,
                           start: Tensor | None = None, cond: Tensor | None = None,
@@ -48,40 +115,62 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
                           top_p: float = 0.0, chunk_size: int | None = None,
                           generator: torch.Generator | None = None, progress: ProgressFn | None = None,
                           logits_mask: Tensor | None = None, return_logits: bool = False,
-                          ) -> tuple[Tensor, Tensor | None]:
+                          known_lengths: Sequence[int] | None = None, decode: str = "eager",
+                          compact_cache: bool = True) -> tuple[Tensor, Tensor | None]:
     """Sample a sequence of ``total`` tokens, continuing ``known`` [B, P] (kept as is).
 
     The known prefix is run through the model in chunks of ``chunk_size`` (default: one chunk) to fill the
-    cache; then one token per step. ``logits_mask`` [V] (True = forbidden) masks sampled logits.
+    cache; then one token per step. ``known_lengths`` (one per row, <= P) lets rows of one batch continue
+    prefixes of different lengths: positions before a row's length keep its known tokens (the shortest prefix is
+    prefilled, the rest is teacher-forced step by step). ``logits_mask`` [V] (True = forbidden) masks sampled
+    logits. ``decode``: see the module docstring. ``compact_cache``: per-pattern cache layouts (False: every
+    layer keeps the whole context, the unoptimised reference).
     Returns tokens [B, total] and, if asked, the logits at every position [B, total, V] (prefix included).
     """
+    if decode not in DECODE_MODES:
+        raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
     device = model.pos_emb.device
     P = 0 if known is None else known.shape[1]
     if not P < total <= model.n_ctx:
         raise ValueError(f"need known length {P} < total {total} <= context {model.n_ctx}")
+    lengths = None
+    P0 = P
+    if known_lengths is not None:
+        if len(known_lengths) != n_samples or any(not 0 <= n <= P for n in known_lengths):
+            raise ValueError(f"known_lengths {list(known_lengths)} must give one length in [0, {P}] per sample")
+        P0 = min(known_lengths)
+        if P0 < P:
+            lengths = torch.as_tensor(list(known_lengths), dtype=torch.long, device=device)
     out = torch.zeros(n_samples, total, dtype=torch.long, device=device)
-    cache = model.make_cache(n_samples)
+    cache = model.make_cache(n_samples, compact=compact_cache)
     all_logits: list[Tensor] = []
     if P:
         out[:, :P] = known
-        prev = torch.cat([known[:, :1], known[:, :-1]], dim=1)
+    if P0:
+        prev = torch.cat([known[:, :1], known[:, :P0 - 1]], dim=1)
         begin = 0
-        for size in split_chunks(P, chunk_size):
+        for size in split_chunks(P0, chunk_size):
             logits = model.step(prev[:, begin:begin + size], cache, start, cond, encoder_states)
             begin += size
             if return_logits:
                 all_logits.append(logits.float())
-    prev_tok = out[:, P - 1:P] if P else out[:, :1]
-    for t in range(P, total):
-        logits = model.step(prev_tok, cache, start, cond, encoder_states)
+    static = None if decode == "eager" else StaticDecoder(model, cache, cond, n_samples, decode)
+    prev_tok = out[:, P0 - 1:P0] if P0 else out[:, :1]
+    for t in range(P0, total):
+        if static is None or t == 0:
+            logits = model.step(prev_tok, cache, start, cond, encoder_states)
+        else:
+            logits = static(prev_tok, t)
         if return_logits:
-            all_logits.append(logits.float())
+            all_logits.append(logits.float() if static is None else logits.float().clone())
         step_logits = logits[:, 0]
         if logits_mask is not None:
             step_logits = step_logits.masked_fill(logits_mask, float("-inf"))
         tok = draw_tokens(step_logits, temperature, top_k, top_p, generator)
+        if lengths is not None and t < P:
+            tok = torch.where(lengths > t, out[:, t], tok)
         out[:, t] = tok
         prev_tok = out[:, t:t + 1]
         if progress is not None:
-            progress(t + 1 - P, total - P)
+            progress(t + 1 - P0, total - P0)
     return out, (torch.cat(all_logits, dim=1) if return_logits else None)
