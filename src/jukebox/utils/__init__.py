@@ -1,0 +1,1 @@
+"""Small utilities (the original's module names, kept for the founding example)."""
