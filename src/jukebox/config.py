@@ -151,6 +151,8 @@ class VQVAEConfig(ConfigBase):
 
 VQVAE_PRESETS: dict[str, VQVAEConfig] = {
     "openai": VQVAEConfig(),
+    # The embedded default model's codec: the released architecture at 22.05 kHz (hops 8/32/128).
+    "default22k": VQVAEConfig(sample_rate=22050),
     "tiny": VQVAEConfig(emb_width=16, l_bins=64, width=8, depth=2),
 }
 

@@ -234,6 +234,30 @@ PRIOR_PRESETS: dict[str, PriorConfig] = {
         alignment_layer=63,
         alignment_head=0,
     ),
+    # The embedded default model (22.05 kHz, ~30 MB in fp16 with its VQ-VAE): a 6 s top context, small upsamplers.
+    "default_top": PriorConfig(
+        level=2,
+        n_ctx=1024,
+        transformer=TransformerConfig(width=384, depth=12, heads=4, attn_order=2, blocks=16, init_scale=0.2),
+        labels=LabelConfig(genre_bins=16, artist_bins=128, max_bow_genre_size=1, t_bins=64, sample_rate=22050,
+                           min_duration=10.0, max_duration=900.0, version=3),
+    ),
+    "default_upsampler_level_1": PriorConfig(
+        level=1,
+        n_ctx=1024,
+        transformer=TransformerConfig(width=256, depth=8, heads=2, attn_order=2, blocks=16, init_scale=0.4),
+        labels=LabelConfig(genre_bins=16, artist_bins=128, max_bow_genre_size=1, t_bins=64, sample_rate=22050,
+                           version=3),
+        upsampler=UpsamplerConditionerConfig(width=128, depth=4, dilation_cycle=4, res_scale=True),
+    ),
+    "default_upsampler_level_0": PriorConfig(
+        level=0,
+        n_ctx=1024,
+        transformer=TransformerConfig(width=256, depth=8, heads=2, attn_order=2, blocks=16, init_scale=0.4),
+        labels=LabelConfig(genre_bins=16, artist_bins=128, max_bow_genre_size=1, t_bins=64, sample_rate=22050,
+                           version=3),
+        upsampler=UpsamplerConditionerConfig(width=128, depth=4, dilation_cycle=4),
+    ),
     # Tiny shapes for tests (built in milliseconds on CPU).
     "tiny_top": PriorConfig(
         level=2,
