@@ -23,7 +23,7 @@ import torch
 
 from .checkpoint.model_dir import ModelDir, prior_folder
 from .errors import JukeboxError, UsageError
-from .sampling.pipeline import DEFAULT_HOP_FRACTIONS, LevelReport, LevelSettings, sample_levels
+from .sampling.pipeline import DEFAULT_HOP_FRACTIONS, UPSAMPLE_MODES, LevelReport, LevelSettings, sample_levels
 
 #: ``progress(level, tokens_done, tokens_total)``
 ProgressFn = Callable[[int, int, int], None]
@@ -173,8 +173,10 @@ class Jukebox:
              items: list[dict[str, str]], temperature: PerLevel, top_k: PerLevel, top_p: PerLevel,
              hop_fraction: PerLevel, chunk_size: int, max_batch_size: int, seed: int | None,
              progress: ProgressFn | None, on_level_done: Callable[[int, dict[int, torch.Tensor]], None] | None,
-             alignment: bool) -> Generation:
+             alignment: bool, upsample_mode: str = "sequential", decode: str = "eager") -> Generation:
         levels = sorted(set(levels), reverse=True)
+        if upsample_mode not in UPSAMPLE_MODES:
+            raise UsageError(f"upsample_mode must be one of {UPSAMPLE_MODES}, got {upsample_mode!r}")
         missing = [lvl for lvl in levels if lvl not in self.prior_levels]
         if missing:
             raise UsageError(f"the model has no prior for level(s) {missing} (it has {self.prior_levels})")
@@ -194,7 +196,7 @@ class Jukebox:
             hops = {lvl: DEFAULT_HOP_FRACTIONS[lvl] if lvl < len(DEFAULT_HOP_FRACTIONS) else 0.5 for lvl in levels}
         try:
             settings = {lvl: LevelSettings(float(temps[lvl]), int(ks[lvl]), float(ps[lvl]), float(hops[lvl]),
-                                           chunk_size, max_batch_size) for lvl in levels}
+                                           chunk_size, max_batch_size, decode) for lvl in levels}
         except ValueError as e:
             raise UsageError(str(e)) from None
 
@@ -230,7 +232,7 @@ class Jukebox:
 
         t0 = time.perf_counter()
         codes, reports = sample_levels(self.prior, codes, levels, sample_length, label_fn, settings,
-                                       self.hop_lengths, generator, progress, level_done, release)
+                                       self.hop_lengths, generator, progress, level_done, release, upsample_mode)
         lowest = min(levels)
         codes_cpu = {lvl: c.cpu() for lvl, c in codes.items() if c.shape[1] > 0}
         t1 = time.perf_counter()
@@ -244,7 +246,7 @@ class Jukebox:
             aligns = lyric_alignment(self.prior(top), codes[top], labels[top], self._labellers[top],
                                      settings[top].hop_fraction)
         info = dict(levels=levels, sample_length=sample_length, total_length=total_length, items=items,
-                    seed=seed, chunk_size=chunk_size, max_batch_size=max_batch_size,
+                    seed=seed, chunk_size=chunk_size, max_batch_size=max_batch_size, upsample_mode=upsample_mode,
                     per_level={lvl: vars(s).copy() for lvl, s in settings.items()},
                     sampling_seconds=t1 - t0, decode_seconds=decode_s)
         return Generation(audio, codes_cpu, lowest, self.sample_rate, reports, info, aligns)
@@ -256,13 +258,16 @@ class Jukebox:
                  levels: Sequence[int] | None = None, hop_fraction: PerLevel = None, chunk_size: int = 32,
                  max_batch_size: int = 16, progress: ProgressFn | None = None,
                  on_level_done: Callable[[int, dict[int, torch.Tensor]], None] | None = None,
-                 alignment: bool = True) -> Generation:
+                 alignment: bool = True, upsample_mode: str = "sequential", decode: str = "eager") -> Generation:
         """Sample a new piece from nothing (ancestral sampling).
 
         ``items`` gives one {artist, genre, lyrics} per sample instead of shared labels. ``levels`` selects the
         levels to sample (default: all the model has); stopping early (e.g. ``levels=[2]``) decodes a fast,
         rough draft from the lowest sampled level. ``total_seconds`` is the song length the timing labels
-        describe (default: ``seconds``).
+        describe (default: ``seconds``). ``upsample_mode``: ``"sequential"`` (the original's window order) or
+        ``"parallel"`` (each upsampler level in batched windows, much faster on a GPU; see
+        :mod:`jukebox.sampling.parallel`). ``decode``: the decode step (``"eager"``; on CUDA ``"graph"`` or
+        ``"compile"``; see :mod:`jukebox.prior.sampler`).
         """
         if n_samples < 1:
             raise UsageError(f"n_samples must be >= 1, got {n_samples}")
@@ -273,7 +278,7 @@ class Jukebox:
         levels = list(self.prior_levels if levels is None else levels)
         return self._run({}, levels, length, total, self._items(n_samples, artist, genre, lyrics, items),
                          temperature, top_k, top_p, hop_fraction, chunk_size, max_batch_size, seed, progress,
-                         on_level_done, alignment)
+                         on_level_done, alignment, upsample_mode, decode)
 
     def continue_(self, audio: torch.Tensor | np.ndarray | None = None, seconds: float = 5.0,
                   codes: Mapping[int, torch.Tensor] | None = None, prompt_seconds: float | None = None,
@@ -316,7 +321,8 @@ class Jukebox:
                              f"({length / self.sample_rate:.2f} s); ask for more seconds")
         total = int(round((total_seconds if total_seconds is not None else seconds) * self.sample_rate))
         opts = dict(temperature=1.0, top_k=0, top_p=0.0, hop_fraction=None, chunk_size=32, max_batch_size=16,
-                    seed=None, progress=None, on_level_done=None, alignment=True)
+                    seed=None, progress=None, on_level_done=None, alignment=True, upsample_mode="sequential",
+                    decode="eager")
         unknown = set(kwargs) - set(opts)
         if unknown:
             raise TypeError(f"unexpected arguments {sorted(unknown)}")
@@ -339,7 +345,8 @@ class Jukebox:
         if not levels:
             raise UsageError("the model has no upsamplers")
         opts = dict(temperature=1.0, top_k=0, top_p=0.0, hop_fraction=None, chunk_size=32, max_batch_size=16,
-                    seed=None, progress=None, on_level_done=None, alignment=True)
+                    seed=None, progress=None, on_level_done=None, alignment=True, upsample_mode="sequential",
+                    decode="eager")
         unknown = set(kwargs) - set(opts)
         if unknown:
             raise TypeError(f"unexpected arguments {sorted(unknown)}")

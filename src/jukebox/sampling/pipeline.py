@@ -19,10 +19,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .parallel import sample_level_parallel
 from .schedule import plan_level
 
 #: Jukebox's default hop fractions for levels 0, 1, 2.
 DEFAULT_HOP_FRACTIONS = (0.5, 0.5, 0.125)
+#: Window orders of upsampler levels (:func:`sample_levels`).
+UPSAMPLE_MODES = ("sequential", "parallel")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class LevelSettings:
     hop_fraction: float = 0.5
     chunk_size: int = 32
     max_batch_size: int = 16
+    #: Decode step: ``eager``, ``static``, ``graph`` or ``compile`` (CUDA); see :mod:`jukebox.prior.sampler`.
+    decode: str = "eager"
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -47,6 +52,8 @@ class LevelSettings:
             raise ValueError(f"hop_fraction must be in (0, 1], got {self.hop_fraction}")
         if self.chunk_size < 1 or self.max_batch_size < 1:
             raise ValueError("chunk_size and max_batch_size must be >= 1")
+        if self.decode not in ("eager", "static", "graph", "compile"):
+            raise ValueError(f"decode must be eager, static, graph or compile, got {self.decode!r}")
 
 
 #: Builds the label vector y [B, label_width] for a window starting at ``start`` tokens of ``level``
@@ -125,6 +132,7 @@ def sample_level(
                 chunk_size=settings.chunk_size,
                 generator=generator,
                 progress=on_token,
+                decode=settings.decode,
             ))
         window = torch.cat(pieces, dim=0)
         z = torch.cat([z[:, :step.start + step.known], window[:, step.known:]], dim=1)
@@ -146,13 +154,18 @@ def sample_levels(
     progress: ProgressFn | None = None,
     on_level_done: Callable[[int, dict[int, Tensor]], None] | None = None,
     release: Callable[[int, object], None] | None = None,
+    upsample_mode: str = "sequential",
 ) -> tuple[dict[int, Tensor], list[LevelReport]]:
     """Sample ``levels`` from the highest down. ``codes`` maps level -> LongTensor [B, T_l] (T_l may be 0).
 
     ``generator`` is one RNG for all levels or a function giving each level its own (so a resumed run draws
     the same numbers as an uninterrupted one). ``on_level_done(level, codes)`` runs after each level (the CLI
-    saves its work there), ``release`` after a level's prior is no longer needed.
+    saves its work there), ``release`` after a level's prior is no longer needed. ``upsample_mode``:
+    ``sequential`` (the original's window order, default) or ``parallel`` (upsampler levels in batched windows,
+    :mod:`jukebox.sampling.parallel`; the top level always keeps the original order).
     """
+    if upsample_mode not in UPSAMPLE_MODES:
+        raise ValueError(f"upsample_mode must be one of {UPSAMPLE_MODES}, got {upsample_mode!r}")
     codes = dict(codes)
     reports = []
     for level in sorted(levels, reverse=True):
@@ -164,7 +177,10 @@ def sample_levels(
         t0 = time.perf_counter()
         before = codes[level].shape[1]
         gen = generator(level) if callable(generator) else generator
-        codes[level] = sample_level(prior, codes, level, total, labels, settings[level], gen, progress)
+        if upsample_mode == "parallel" and prior.cond_downsample is not None:
+            codes[level] = sample_level_parallel(prior, codes, level, total, labels, settings[level], gen, progress)
+        else:
+            codes[level] = sample_level(prior, codes, level, total, labels, settings[level], gen, progress)
         if codes[level].is_cuda:
             torch.cuda.synchronize(codes[level].device)
         reports.append(LevelReport(level, (total - before) * codes[level].shape[0], time.perf_counter() - t0))
