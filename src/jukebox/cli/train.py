@@ -1,0 +1,168 @@
+"""``jukebox train``: train the VQ-VAE (``train vqvae``) or a prior (``train prior``) on a folder of music.
+
+Runs as one process or under ``torchrun --nproc-per-node N -m jukebox.cli train ...`` (DDP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import UsageError
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="folder of audio files (optional metadata.csv/jsonl) or a manifest from `jukebox prepare -o`")
+    p.add_argument("--steps", type=int, required=True, help="optimiser steps to train to (a resumed run counts "
+                   "the steps already done)")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per process per micro-step (default 4)")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-steps per optimiser step (default 1)")
+    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default 3e-4)")
+    p.add_argument("--warmup", type=int, default=None, help="warmup steps (default: min(100, steps // 10))")
+    p.add_argument("--decay", choices=("cosine", "linear", "none"), default="cosine", help="LR decay after warmup")
+    p.add_argument("--min-lr-ratio", type=float, default=0.1, help="final LR as a fraction of --lr (default 0.1)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay on matrices (default 0)")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clip (0 = off; default 1)")
+    p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights, e.g. 0.999 (default off)")
+    p.add_argument("--val-every", type=int, default=0, help="validate every N steps (default: at the end)")
+    p.add_argument("--val-batches", type=int, default=4, help="validation batches (default 4)")
+    p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (default: at the end)")
+    p.add_argument("--log-every", type=int, default=10, help="log averages every N steps (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the data order")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: bf16 autocast on CUDA for priors, fp32 for the VQ-VAE")
+    p.add_argument("--workers", type=int, default=2, help="data-loading threads (default 2)")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of tracks held out when the data has no split yet (default 0.1)")
+    p.add_argument("--resume", action="store_true", help="continue the training checkpoint exactly")
+    p.add_argument("--restart", action="store_true", help="start over from the preset even if weights exist")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (torchrun: each process its local GPU)")
+    p.add_argument("--log-dir", default=None,
+                   help="TensorBoard folder (default MODEL_DIR/logs/<component> when tensorboard is installed; "
+                        "'none' to disable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines instead)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the VQ-VAE or a prior on your own music",
+                       description="Train a model directory on a folder of music: first `train vqvae`, then "
+                       "`train prior` for the top level and each upsampler. Under torchrun it uses every process.")
+    tsub = p.add_subparsers(dest="what", metavar="WHAT")
+    tsub.required = True
+
+    v = tsub.add_parser("vqvae", help="train (or continue) the VQ-VAE of a model directory",
+                        description="Create MODEL_DIR with a new VQ-VAE (or fine-tune/continue the one in it).")
+    v.add_argument("--out", "-o", required=True, metavar="MODEL_DIR", help="model directory to create or update")
+    v.add_argument("--preset", default="tiny", help="VQ-VAE preset for a new model: tiny or openai (default tiny)")
+    v.add_argument("--window", type=int, default=None,
+                   help="training window in samples, a multiple of the top hop (default: 8192 tiny, 262144 openai)")
+    _add_common(v)
+    v.set_defaults(func=cmd_train_vqvae)
+
+    q = tsub.add_parser("prior", help="add or continue one level's prior in a model directory",
+                        description="Encode the corpus once with the model's VQ-VAE (cached, reused by every "
+                        "level) and train the level-L prior on the codes.")
+    q.add_argument("--model", "-m", required=True, metavar="MODEL_DIR", help="model directory with a VQ-VAE")
+    q.add_argument("--level", type=int, required=True, help="level to train (top = levels - 1; 0 = bottom)")
+    q.add_argument("--preset", default=None,
+                   help="prior preset for a new prior (tiny VQ-VAE default: tiny_top / tiny_upsampler)")
+    q.add_argument("--n-ctx", type=int, default=None, help="context length of a new prior (default: the preset's)")
+    q.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank only (default off)")
+    q.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
+    q.add_argument("--merge-lora", action="store_true", help="fold the adapters into the prior's weights at the end")
+    q.add_argument("--cache", default=None, metavar="DIR", help="code cache folder (default MODEL_DIR/code_cache/..)")
+    q.add_argument("--rebuild-cache", action="store_true", help="re-encode the corpus even if the cache is valid")
+    q.add_argument("--checkpoint-activations", action=argparse.BooleanOptionalAction, default=None,
+                   help="recompute transformer blocks in backward to save memory (default: the preset's choice)")
+    _add_common(q)
+    q.set_defaults(func=cmd_train_prior)
+
+
+def _config(args: argparse.Namespace):
+    from ..train import TrainConfig
+
+    warmup = args.warmup if args.warmup is not None else min(100, args.steps // 10)
+    return TrainConfig(steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
+                       warmup_steps=warmup, decay=args.decay, min_lr_ratio=args.min_lr_ratio,
+                       weight_decay=args.weight_decay, grad_clip=args.grad_clip, ema=args.ema,
+                       val_every=args.val_every, val_batches=args.val_batches, save_every=args.save_every,
+                       log_every=args.log_every, seed=args.seed, precision=args.precision, workers=args.workers)
+
+
+def _device(name: str):
+    from .common import resolve_device
+
+    if name == "auto":
+        return None
+    return resolve_device(name)
+
+
+def _summary(args: argparse.Namespace, result, where: str) -> None:
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    last = result.history[-1] if result.history else {}
+    val = result.val_history[-1] if result.val_history else {}
+    info = {"model": where, "step": result.step, "loss": last.get("loss"),
+            "val": {k: v for k, v in val.items() if k != "step"}, "tokens_per_second": round(
+                result.tokens_per_second, 1)}
+    if args.json:
+        print(json.dumps(info))
+    else:
+        v = f", validation loss {val['loss']:.4g}" if "loss" in val else ""
+        loss = f", loss {last['loss']:.4g}" if "loss" in last else ""
+        print(f"trained to step {result.step}{loss}{v} ({result.tokens_per_second:.0f} tokens/s); saved in {where}")
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.resume and args.restart:
+        raise UsageError("--resume and --restart exclude each other")
+    if args.steps < 1:
+        raise UsageError(f"--steps must be >= 1, got {args.steps}")
+
+
+def cmd_train_vqvae(args: argparse.Namespace) -> int:
+    from ..train import train_vqvae
+
+    _check(args)
+    result = train_vqvae(args.data, args.out, preset=args.preset, config=_config(args), window=args.window,
+                         resume=args.resume, restart=args.restart, device=_device(args.device),
+                         log_dir=args.log_dir, progress=not args.no_progress and sys.stderr.isatty(),
+                         val_fraction=args.val_fraction)
+    _summary(args, result, f"{args.out}/vqvae")
+    return 0
+
+
+def cmd_train_prior(args: argparse.Namespace) -> int:
+    from ..train import train_prior
+
+    _check(args)
+    if args.merge_lora and not args.lora_rank:
+        raise UsageError("--merge-lora needs --lora-rank")
+    result = train_prior(args.model, args.data, args.level, preset=args.preset, config=_config(args),
+                         resume=args.resume, restart=args.restart, lora_rank=args.lora_rank,
+                         lora_alpha=args.lora_alpha, merge_lora=args.merge_lora, cache_dir=args.cache,
+                         rebuild_cache=args.rebuild_cache, n_ctx=args.n_ctx,
+                         checkpoint_activations=args.checkpoint_activations, device=_device(args.device),
+                         log_dir=args.log_dir, progress=not args.no_progress and sys.stderr.isatty(),
+                         val_fraction=args.val_fraction)
+    _summary(args, result, f"{args.model}/prior_level_{args.level}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m jukebox.cli.train vqvae ...``: the train command alone (until it is registered in main)."""
+    from . import main as cli_main
+
+    modules = cli_main.COMMAND_MODULES
+    if "train" not in modules:
+        cli_main.COMMAND_MODULES = (*modules, "train")
+    return cli_main.main(["train", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,362 @@
+"""High-level entry points behind ``jukebox train vqvae`` and ``jukebox train prior``.
+
+Both run unchanged under ``torchrun`` (DDP over N processes) and in one process. Rank 0 scans the corpus,
+builds the code cache and writes checkpoints; every rank trains on its own windows.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint.model_dir import ModelDir, prior_folder
+from ..config import VQVAEConfig, vqvae_preset
+from ..data.dataset import Manifest, WindowSampler, scan_corpus, split_manifest
+from ..data.labels import LABELS_FILE, Labeller, LabelVocab, split_genre
+from ..errors import JukeboxError, UsageError
+from .config import TrainConfig
+from .distributed import DistInfo, broadcast_object, cleanup_distributed, setup_distributed
+from .loop import Trainer, TrainResult
+from .tasks import PriorTask, VQVAETask, estimate_bandwidth
+
+LogFn = Callable[[str], None]
+
+#: Default training window of the VQ-VAE, in samples, per preset (others: Jukebox's 262144).
+VQVAE_WINDOWS = {"tiny": 8192, "openai": 262144}
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _on_rank0(dist: DistInfo, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on rank 0 and hand its result (or its error) to every rank."""
+    result: Any = None
+    error: str | None = None
+    if dist.is_main:
+        try:
+            result = fn()
+        except JukeboxError as e:
+            error = str(e)
+            if not dist.distributed:
+                raise
+    result, error = broadcast_object((result, error), dist)  # type: ignore[misc]
+    if error is not None:
+        raise JukeboxError(error)
+    return result
+
+
+def load_corpus(data: str | Path, sample_rate: int, val_fraction: float = 0.1, seed: int = 0,
+                log: LogFn = _stderr) -> Manifest:
+    """A manifest for ``data``: a manifest JSON written by ``jukebox prepare -o``, or a folder (scanned now).
+
+    Tracks without a split are assigned one (``val_fraction`` of them to validation, by track).
+    """
+    path = Path(data)
+    if path.is_file() and path.suffix.lower() == ".json":
+        manifest = Manifest.load(path)
+    else:
+        manifest = scan_corpus(path, sample_rate=sample_rate, min_seconds=0.0)
+        if manifest.skipped:
+            log(f"note: {len(manifest.skipped)} files skipped (run `jukebox prepare --data {data}` for the "
+                f"reasons); first: {manifest.skipped[0].path}: {manifest.skipped[0].reason}")
+    if not manifest.tracks:
+        raise JukeboxError(f"{data}: no readable audio files to train on")
+    if any(t.split is None for t in manifest.tracks):
+        manifest = split_manifest(manifest, val_fraction=val_fraction, seed=seed)
+    return dataclasses.replace(manifest, sample_rate=sample_rate)
+
+
+def _writer_dir(log_dir: str | Path | None, default: Path) -> Path | None:
+    if log_dir is not None:
+        return None if str(log_dir).lower() == "none" else Path(log_dir)
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return None
+    return default
+
+
+# ---------------------------------------------------------------------------------------------------- VQ-VAE
+
+
+def train_vqvae(data: str | Path, out: str | Path, preset: str = "tiny", config: TrainConfig | None = None,
+                window: int | None = None, resume: bool = False, restart: bool = False,
+                device: str | torch.device | None = None, log_dir: str | Path | None = None, progress: bool = True,
+                val_fraction: float = 0.1, vqvae_config: VQVAEConfig | None = None, record_batches: bool = False,
+                log: LogFn = _stderr) -> TrainResult:
+    """Train (or continue, or fine-tune) the VQ-VAE of model directory ``out`` on the corpus ``data``.
+
+    A new directory gets the ``preset`` VQ-VAE with loss normalisers measured on the corpus. An existing VQ-VAE
+    is fine-tuned from its weights (``restart``: start over from the preset) or, with ``resume``, continued
+    from its training checkpoint exactly. ``window``: training window in samples (a multiple of the top hop).
+    """
+    config = config or TrainConfig()
+    dist = setup_distributed(device)
+    try:
+        def create() -> None:
+            ModelDir(out, create=True)
+
+        _on_rank0(dist, create)
+        md = ModelDir(out)
+        folder = md.path / "vqvae"
+        ckpt = folder / "checkpoint"
+        if resume:
+            from .state import read_checkpoint_extra
+
+            extra = _on_rank0(dist, lambda: read_checkpoint_extra(ckpt))
+            cfg = VQVAEConfig.from_dict(extra["model_config"], f"{ckpt}: model_config")
+            window = int(extra.get("window", window or 0)) or window
+        elif md.has_vqvae() and not restart:
+            cfg = md.vqvae_config()
+            if dist.is_main:
+                log(f"fine-tuning the VQ-VAE of {md.path} (pass --restart to start from the preset)")
+        else:
+            cfg = vqvae_config or vqvae_preset(preset)
+        top = cfg.hop_lengths[-1]
+        window = int(window or VQVAE_WINDOWS.get(preset, 262144))
+        if window <= 0 or window % top:
+            raise UsageError(f"--window must be a positive multiple of the top hop length {top}, got {window}")
+        manifest = _on_rank0(dist, lambda: load_corpus(data, cfg.sample_rate, val_fraction, config.seed, log))
+        train = WindowSampler(manifest, cfg.sample_rate, window, split="train")
+        try:
+            val = WindowSampler(manifest, cfg.sample_rate, window, split="validation")
+        except JukeboxError:
+            val = None
+        if not resume and not (md.has_vqvae() and not restart):
+            bw = estimate_bandwidth(train, cfg, seed=config.seed)
+            cfg = cfg.replace(bandwidth_l1=bw["l1"], bandwidth_l2=bw["l2"], bandwidth_spec=bw["spec"])
+        from ..vqvae import VQVAE
+
+        torch.manual_seed(config.seed)
+        if not resume and md.has_vqvae() and not restart:
+            model = md.load_vqvae("cpu").train()
+            model.restore_codebook_ema(window * config.batch_size, dist.world_size)
+        else:
+            model = VQVAE(cfg).train()
+        task = VQVAETask(train, val, config.batch_size, config.seed, config.val_batches, export=md.save_vqvae)
+        if dist.is_main:
+            log(f"training the VQ-VAE on {len(train.tracks)} tracks ({train.dropped} shorter than the window "
+                f"left out), window {window} samples, {dist.world_size} process(es) on {dist.device}")
+        trainer = Trainer(model, task, config, ckpt, dist, _writer_dir(log_dir, md.path / "logs" / "vqvae"),
+                          progress=progress and dist.is_main, record_batches=record_batches, log=log,
+                          extra_state={"model_config": model.config.to_dict(), "window": window, "preset": preset})
+        return trainer.fit(resume=resume)
+    finally:
+        cleanup_distributed(dist)
+
+
+# ---------------------------------------------------------------------------------------------------- priors
+
+
+def _default_prior_preset(vq: VQVAEConfig, level: int) -> str:
+    if vq.l_bins <= 64:
+        return "tiny_top" if level == vq.levels - 1 else "tiny_upsampler"
+    raise UsageError("--preset is needed for a new prior (e.g. 1b_lyrics or 5b for the top level, "
+                     "upsampler_level_1 / upsampler_level_0 for the upsamplers)")
+
+
+def _label_version(config: Any) -> str:
+    return "v3" if config.labels is not None and config.labels.version == 3 else "v2"
+
+
+def new_prior_config(preset: str, vq: VQVAEConfig, level: int, manifest: Manifest, n_ctx: int | None = None
+                     ) -> tuple[Any, LabelVocab | None]:
+    """A prior config from ``preset`` fitted to the VQ-VAE, the level and the corpus, plus its vocabulary."""
+    from ..prior.config import prior_preset
+
+    p = prior_preset(preset)
+    top = level == vq.levels - 1
+    if not 0 <= level < vq.levels:
+        raise UsageError(f"--level must be in 0..{vq.levels - 1} for this VQ-VAE, got {level}")
+    if top != (p.level == p.levels - 1):
+        kind = "a top-level" if top else "an upsampler"
+        raise UsageError(f"level {level} needs {kind} prior preset; {preset!r} is not one")
+    cfg = p.replace(level=level, l_bins=vq.l_bins, levels=vq.levels, downs_t=vq.downs_t, strides_t=vq.strides_t,
+                    n_ctx=n_ctx or p.n_ctx)
+    vocab = None
+    if cfg.labels is not None:
+        version = _label_version(cfg)
+        tracks = manifest.tracks
+        vocab = LabelVocab.from_names([t.artist for t in tracks], [t.genre for t in tracks], version=version)
+        words = max((len(split_genre(t.genre, version)) for t in tracks), default=1)
+        labels = cfg.labels.replace(sample_rate=vq.sample_rate, genre_bins=max(cfg.labels.genre_bins, vocab.y_bins[0]),
+                                    artist_bins=max(cfg.labels.artist_bins, vocab.y_bins[1]),
+                                    max_bow_genre_size=max(cfg.labels.max_bow_genre_size, words))
+        if top and labels.min_duration is not None and labels.max_duration is not None:
+            longest = max(t.duration for t in tracks)
+            shortest = min(t.duration for t in tracks)
+            labels = labels.replace(min_duration=min(labels.min_duration, shortest),
+                                    max_duration=max(labels.max_duration, longest))
+        cfg = cfg.replace(labels=labels)
+    return cfg, vocab
+
+
+def _set_activation_checkpointing(model: torch.nn.Module, on: bool) -> None:
+    from ..nn.transformer import Transformer
+
+    for m in model.modules():
+        if isinstance(m, Transformer):
+            m.checkpoint = on
+
+
+def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str | None = None,
+                config: TrainConfig | None = None, resume: bool = False, restart: bool = False,
+                lora_rank: int = 0, lora_alpha: float | None = None, merge_lora: bool = False,
+                cache_dir: str | Path | None = None, rebuild_cache: bool = False, n_ctx: int | None = None,
+                checkpoint_activations: bool | None = None, device: str | torch.device | None = None,
+                log_dir: str | Path | None = None, progress: bool = True, val_fraction: float = 0.1,
+                record_batches: bool = False, log: LogFn = _stderr) -> TrainResult:
+    """Add or continue the level-``level`` prior of ``model_dir``, trained on ``data`` through the code cache.
+
+    New prior: from ``preset`` (vocabulary from the corpus, saved as ``prior_level_L/labels.json``). Existing
+    prior: fine-tuned from its weights, its vocabulary extended with the corpus's new artists and genres
+    (``restart``: start over from the preset). ``resume``: continue the training checkpoint exactly.
+    ``lora_rank`` > 0 trains LoRA adapters only (saved in ``prior_level_L/lora/``; ``merge_lora`` folds them
+    into the prior's weights at the end).
+    """
+    from ..data.code_cache import CodeCache, CodeWindowSampler, ensure_code_cache
+    from ..prior import Prior
+    from ..prior.config import PriorConfig
+    from ..prior.lora import apply_lora, load_lora, mark_only_lora_trainable, save_lora
+    from ..prior.lora import merge_lora as merge
+    from .finetune import extend_prior_labels, extend_vocab
+
+    config = config or TrainConfig()
+    if lora_rank < 0:
+        raise UsageError(f"--lora-rank must be >= 0, got {lora_rank}")
+    dist = setup_distributed(device)
+    try:
+        md = ModelDir(model_dir)
+        vq = md.vqvae_config()
+        if not 0 <= level < vq.levels:
+            raise UsageError(f"--level must be in 0..{vq.levels - 1} for this VQ-VAE, got {level}")
+        folder = md.path / prior_folder(level)
+        ckpt = folder / "checkpoint"
+        manifest = _on_rank0(dist, lambda: load_corpus(data, vq.sample_rate, val_fraction, config.seed, log))
+        key = hashlib.sha1(str(Path(manifest.root).resolve()).encode()).hexdigest()[:12]
+        cache_root = Path(cache_dir) if cache_dir is not None else md.path / "code_cache" / key
+
+        def build_cache() -> None:
+            vqvae = md.load_vqvae(dist.device)
+            ensure_code_cache(manifest, vqvae, md.path / "vqvae", cache_root, rebuild=rebuild_cache, log=log)
+
+        _on_rank0(dist, build_cache)
+        cache = CodeCache(cache_root)
+
+        exists = level in md.prior_levels()
+        lora_info: dict[str, Any] | None = None
+        trainable_extra: tuple[str, ...] = ()
+        if resume:
+            from .state import read_checkpoint_extra
+
+            extra = _on_rank0(dist, lambda: read_checkpoint_extra(ckpt))
+            cfg = PriorConfig.from_dict(extra["model_config"], f"{ckpt}: model_config")
+            vocab = LabelVocab.from_dict(extra["labels"]) if extra.get("labels") else None
+            torch.manual_seed(config.seed)
+            model = Prior(cfg)
+            lora_info = extra.get("lora")
+            if lora_info:
+                apply_lora(model, int(lora_info["rank"]), float(lora_info["alpha"]), targets=lora_info["modules"])
+                trainable_extra = tuple(lora_info.get("also", ()))
+                mark_only_lora_trainable(model, also=trainable_extra)
+        elif exists and not restart:
+            model = md.load_prior(level, "cpu").train()
+            cfg = model.config
+            vocab = None
+            if cfg.labels is not None:
+                old = LabelVocab.load(folder) if (folder / LABELS_FILE).exists() else (
+                    LabelVocab.load(md.path) if (md.path / LABELS_FILE).exists() else None)
+                if old is None:
+                    raise JukeboxError(f"{folder}: the prior has labels but no {LABELS_FILE}")
+                vocab, new_a, new_g = extend_vocab(old, [t.artist for t in manifest.tracks],
+                                                   [t.genre for t in manifest.tracks])
+                if new_a or new_g:
+                    model = extend_prior_labels(model, old, vocab, new_a, new_g)
+                    cfg = model.config
+                    if dist.is_main:
+                        log(f"extended the vocabulary with {len(new_a)} artists and {len(new_g)} genres "
+                            "(new embeddings start at the mean of the known ones)")
+                        md.save_prior(model)
+                        vocab.save(folder)
+                    if lora_rank:
+                        trainable_extra = ("label_conditioner.artist_emb", "label_conditioner.genre_emb")
+            if dist.is_main:
+                log(f"fine-tuning the level-{level} prior of {md.path} (pass --restart to start from the preset)")
+        else:
+            cfg, vocab = new_prior_config(preset or _default_prior_preset(vq, level), vq, level, manifest, n_ctx)
+            torch.manual_seed(config.seed)
+            model = Prior(cfg)
+        if cfg.l_bins != vq.l_bins or cfg.hop_lengths != vq.hop_lengths:
+            raise JukeboxError(f"the level-{level} prior was made for another VQ-VAE")
+        if lora_rank and not resume:
+            modules = apply_lora(model, lora_rank, lora_alpha)
+            n = mark_only_lora_trainable(model, also=trainable_extra)
+            lora_info = {"rank": lora_rank, "alpha": float(lora_rank if lora_alpha is None else lora_alpha),
+                         "modules": modules, "also": list(trainable_extra)}
+            if dist.is_main:
+                log(f"LoRA rank {lora_rank} on {len(modules)} linears: {n} trainable parameters")
+        if checkpoint_activations is not None:
+            _set_activation_checkpointing(model, checkpoint_activations)
+        if cfg.labels is not None and vocab is not None:
+            version = _label_version(cfg)
+            for t in manifest.tracks:
+                if len(split_genre(t.genre, version)) > cfg.labels.max_bow_genre_size:
+                    raise JukeboxError(f"{t.path}: genre {t.genre!r} has more words than this prior takes "
+                                       f"({cfg.labels.max_bow_genre_size}); shorten it in the metadata")
+        labeller = (Labeller(vocab, cfg.labels.max_bow_genre_size, cfg.lyrics.n_tokens, cfg.sample_length)
+                    if cfg.labels is not None and vocab is not None else None)
+        if cfg.labels is not None and labeller is None:
+            raise JukeboxError(f"{folder}: the prior needs labels but no vocabulary was found")
+        down = cfg.cond_downsample
+        train = CodeWindowSampler(cache, manifest, level, cfg.n_ctx, "train", down)
+        try:
+            val = CodeWindowSampler(cache, manifest, level, cfg.n_ctx, "validation", down)
+        except JukeboxError:
+            val = None
+
+        def export(m: torch.nn.Module) -> None:
+            if lora_info:
+                save_lora(m, folder / "lora", extra={"labels": vocab.to_dict() if vocab else None},
+                          include=trainable_extra)
+                if vocab is not None:
+                    vocab.save(folder / "lora")
+                return
+            md.save_prior(m)
+            if vocab is not None:
+                vocab.save(folder)
+
+        writer_dir = _writer_dir(log_dir, md.path / "logs" / prior_folder(level))
+        media_vqvae = md.load_vqvae("cpu") if writer_dir is not None and dist.is_main else None
+        task = PriorTask(level, train, val, labeller, config.batch_size, config.seed, config.val_batches,
+                         export=export, vqvae=media_vqvae)
+        if dist.is_main:
+            n_params = sum(p.numel() for p in model.parameters())
+            log(f"training the level-{level} prior ({n_params / 1e6:.2f}M parameters, n_ctx {cfg.n_ctx}) on "
+                f"{len(train.tracks)} tracks ({train.dropped} too short), {dist.world_size} process(es) on "
+                f"{dist.device}")
+        extra_state = {"model_config": cfg.to_dict(), "labels": vocab.to_dict() if vocab else None,
+                       "lora": lora_info, "preset": preset}
+        trainer = Trainer(model, task, config, ckpt, dist, writer_dir, progress=progress and dist.is_main,
+                          record_batches=record_batches, log=log, extra_state=extra_state)
+        result = trainer.fit(resume=resume)
+        if merge_lora and lora_info and dist.is_main:
+            merged = copy.deepcopy(model).cpu()
+            load_lora(merged, folder / "lora")  # the exported adapters (EMA-averaged when --ema is on)
+            merge(merged)
+            for p in merged.parameters():
+                p.requires_grad = True
+            md.save_prior(merged)
+            if vocab is not None:
+                vocab.save(folder)
+            log(f"merged the LoRA adapters into {folder}")
+        return result
+    finally:
+        cleanup_distributed(dist)
