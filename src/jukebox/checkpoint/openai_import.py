@@ -9,6 +9,7 @@ as safetensors.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,13 @@ from typing import Any
 import torch
 
 from ..errors import JukeboxError, UsageError
+from .format import plan_shards, save_weights, write_shards
 from .model_dir import ModelDir, prior_folder, save_component
 from .safe_load import safe_torch_load, to_plain
 
 TOP_KINDS = ("5b", "5b_lyrics", "1b_lyrics")
+#: Shard size while converting: peak host memory is about the source checkpoint plus one shard.
+STREAM_SHARD_BYTES = 256 * 1024**2
 
 
 def _checkpoint_parts(path: Path) -> tuple[Mapping[str, torch.Tensor], dict[str, Any]]:
@@ -101,16 +105,40 @@ def import_openai(
         config = prior_openai.config_from_openai_hps({**prior_openai.openai_preset_hps(kind), **hps}, vq_hps)
         if config.level != level:
             raise JukeboxError(f"{path}: its hps say level {config.level}, but the file name says level {level}")
-        converted = prior_openai.convert_openai_state_dict(sd, config)
+        n_params = _write_prior_streaming(out / prior_folder(level), sd, config)
         del sd
-        save_component(out / prior_folder(level), config, converted)
-        n_params = sum(t.numel() for t in converted.values())
-        del converted
         log(f"prior level {level} ({kind}): {n_params:,} weights -> {out / prior_folder(level)}")
 
     if ids_dir is not None:
         _import_ids(Path(ids_dir), out, kinds, log)
     return model_dir
+
+
+def _write_prior_streaming(folder: Path, sd: Mapping[str, torch.Tensor], config: Any,
+                           shard_bytes: int = STREAM_SHARD_BYTES) -> int:
+    """Convert and write a prior shard by shard, so host memory holds the (memory-mapped) source plus one shard.
+
+    Tensors keep their stored dtype (the released 5b tops' fp16 projections stay fp16 on disk; loading casts).
+    Returns the number of weights written.
+    """
+    from ..prior.openai import convert_tensor, plan_openai_conversion
+
+    plan = plan_openai_conversion(sd, config)
+    shapes = {ours: tuple(sd[theirs].shape[::-1] if transpose else sd[theirs].shape)
+              for ours, (theirs, transpose) in plan.items()}
+    sizes = {ours: sd[theirs].element_size() for ours, (theirs, _) in plan.items()}
+
+    def materialise(names: list[str]) -> dict[str, torch.Tensor]:
+        return {n: convert_tensor(sd[plan[n][0]], plan[n][1], sd[plan[n][0]].dtype) for n in names}
+
+    groups = plan_shards(shapes, sizes, shard_bytes)
+    folder.mkdir(parents=True, exist_ok=True)
+    if len(groups) == 1:
+        save_weights(folder, materialise(groups[0]))
+    else:
+        write_shards(folder, ((names, materialise(names)) for names in groups), len(groups))
+    config.save_json(folder / "config.json")
+    return sum(math.prod(s) for s in shapes.values())
 
 
 def _import_ids(ids_dir: Path, out: Path, kinds: Mapping[int, str], log: Callable[[str], None]) -> None:

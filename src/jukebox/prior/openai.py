@@ -18,7 +18,7 @@ from ..nn.conv import openai_decoder_block_keys
 from .config import LabelConfig, LyricsConfig, PriorConfig, TransformerConfig, UpsamplerConditionerConfig
 
 __all__ = ["OPENAI_PRIOR_DEFAULTS", "OPENAI_RELEASED_HPS", "openai_preset_hps", "config_from_openai_hps",
-           "openai_key_table", "convert_openai_state_dict"]
+           "openai_key_table", "plan_openai_conversion", "convert_tensor", "convert_openai_state_dict"]
 
 #: The original's defaults (hparams.DEFAULTS) for every key a prior uses; the VQ-VAE keys default to the
 #: released VQ-VAE (the original takes them from the VQ-VAE the prior is built with).
@@ -213,46 +213,62 @@ def _expected_shapes(config: PriorConfig) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
 
 
-def convert_openai_state_dict(state_dict: Mapping[str, Tensor], config: PriorConfig,
-                              dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-    """Rename an original prior state dict (keys as saved, ``module.`` prefixes allowed) to ours.
+def plan_openai_conversion(state_dict: Mapping[str, Tensor], config: PriorConfig) -> dict[str, tuple[str, bool]]:
+    """Check an original prior state dict against ``config`` without touching tensor data.
 
-    Every tensor is shape-checked against the model ``config`` builds and cast to ``dtype``. Raises
-    :class:`JukeboxError` listing missing, unexpected and mis-shaped keys.
+    Returns {our key: (original key as found in ``state_dict``, transpose?)}. Raises :class:`JukeboxError`
+    listing missing, unexpected and mis-shaped keys (``module.`` prefixes are allowed).
     """
-    sd = {(k[7:] if k.startswith("module.") else k): v for k, v in state_dict.items()}
+    keys = {(k[7:] if k.startswith("module.") else k): k for k in state_dict}
     table = openai_key_table(config)
     expected = _expected_shapes(config)
     problems: list[str] = []
     missing_in_table = sorted(set(expected) - set(table))
     if missing_in_table:  # a bug in the table itself
         problems.append(f"no rename rule for our keys {missing_in_table}")
-    out: dict[str, Tensor] = {}
+    plan: dict[str, tuple[str, bool]] = {}
     used: set[str] = set()
     missing: list[str] = []
     for ours, (theirs, transpose) in table.items():
-        if theirs not in sd:
+        if theirs not in keys:
             missing.append(theirs)
             continue
         used.add(theirs)
-        tensor = sd[theirs]
+        shape = tuple(state_dict[keys[theirs]].shape)
         if transpose:
-            tensor = tensor.t()
+            shape = shape[::-1]
         want = expected.get(ours)
         if want is None:
             problems.append(f"rename rule for unknown key {ours}")
             continue
-        if tuple(tensor.shape) != want:
-            shown = tuple(sd[theirs].shape)
+        if shape != want:
+            shown = tuple(state_dict[keys[theirs]].shape)
             problems.append(f"{theirs}: shape {shown} does not fit {ours} {want}" + (" (after transpose)"
                                                                                       if transpose else ""))
             continue
-        out[ours] = tensor.detach().to(dtype).contiguous()
-    unexpected = sorted(set(sd) - used)
+        plan[ours] = (keys[theirs], transpose)
+    unexpected = sorted(set(keys) - used)
     if missing:
         problems.append(f"missing keys {sorted(missing)}")
     if unexpected:
         problems.append(f"unexpected keys {unexpected}")
     if problems:
-        raise JukeboxError("OpenAI prior state dict does not match the config:\n  " + "\n  ".join(problems))
-    return out
+        raise JukeboxError("OpenAI prior state dict does not match the config: " + "; ".join(problems))
+    return plan
+
+
+def convert_tensor(tensor: Tensor, transpose: bool, dtype: torch.dtype = torch.float32) -> Tensor:
+    """One original tensor in our layout (Conv1D weights transposed) and ``dtype``."""
+    return (tensor.t() if transpose else tensor).detach().to(dtype).contiguous()
+
+
+def convert_openai_state_dict(state_dict: Mapping[str, Tensor], config: PriorConfig,
+                              dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+    """Rename an original prior state dict (keys as saved, ``module.`` prefixes allowed) to ours.
+
+    Every tensor is shape-checked against the model ``config`` builds and cast to ``dtype``. Raises
+    :class:`JukeboxError` listing missing, unexpected and mis-shaped keys. (For large checkpoints, use
+    :func:`plan_openai_conversion` and convert tensor by tensor.)
+    """
+    plan = plan_openai_conversion(state_dict, config)
+    return {ours: convert_tensor(state_dict[theirs], transpose, dtype) for ours, (theirs, transpose) in plan.items()}
