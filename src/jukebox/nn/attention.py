@@ -283,7 +283,7 @@ class FactorizedAttention(nn.Module):
             # Prefill from the beginning: the block-sparse full path on the new keys equals attention over the cache.
             cache.write(k, v, 0)
             return self._full(q, k, v)
-        if T == 1:
+        if T == 1 and not cache.reference:
             kk, vv = self._step_keys(k, v, cache, start)
             if kk is None:
                 return q.new_zeros(q.shape)  # prev_block in the first block: no key

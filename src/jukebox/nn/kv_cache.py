@@ -36,7 +36,7 @@ class LayerKVCache:
 
     def __init__(self, batch: int, heads: int, length: int, head_dim: int, *, cross: bool = False,
                  dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
-                 layout: str = "linear", n_blocks: int = 1) -> None:
+                 layout: str = "linear", n_blocks: int = 1, reference: bool = False) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"unknown cache layout {layout!r}; choose one of {LAYOUTS}")
         if cross and layout != "linear":
@@ -50,6 +50,9 @@ class LayerKVCache:
         self.n_blocks = n_blocks
         self.cross = cross
         self.ready = False  # cross layers: encoder keys/values stored
+        #: Decode single tokens the unoptimised way (keys from the cached prefix, mask rebuilt every step), for
+        #: benchmarks and equality checks against the fast path.
+        self.reference = reference
 
     @property
     def capacity(self) -> int:

@@ -136,7 +136,8 @@ class Transformer(nn.Module):
         """Allocate a :class:`KVCache` for ``batch`` sequences (dtype/device default to the parameters').
 
         ``compact``: each layer gets the layout its pattern reads fastest (local blocks keep one or two blocks,
-        transposed blocks a column-major grid); otherwise every layer keeps the full context."""
+        transposed blocks a column-major grid); otherwise every layer keeps the full context and single tokens
+        are decoded the unoptimised way (mask rebuilt per layer per step: the benchmarks' reference path)."""
         ref = next(self.parameters())
         dtype = dtype or ref.dtype
         device = device if device is not None else ref.device
@@ -151,5 +152,5 @@ class Transformer(nn.Module):
             else:
                 layout, length, n_blocks = "linear", attn.cache_len(), 1
             layers.append(LayerKVCache(batch, attn.heads, length, attn.head_dim, cross=cross, dtype=dtype,
-                                       device=device, layout=layout, n_blocks=n_blocks))
+                                       device=device, layout=layout, n_blocks=n_blocks, reference=not compact))
         return KVCache(layers)

@@ -1,0 +1,215 @@
+"""Decode throughput of the priors: tokens/s per sequence and in total, random weights at given shapes.
+
+    python benchmarks/bench_sampling.py --models upsampler_level_0 1b_lyrics --batch 1 16 --dtype bfloat16 \\
+        --device cuda --decode graph
+    python benchmarks/bench_sampling.py --models cpu_small --device cpu --reference   # + the unoptimised path
+
+Each case builds ``Prior(prior_preset(name))`` on the device (random weights), prefills ``--position`` tokens
+(default: half the context) and times ``--tokens`` decode steps of :func:`jukebox.prior.sampler.
+sample_autoregressive` (top-k 0, temperature 1: the real draw path), after ``--warmup`` steps. ``--reference``
+also times the unoptimised path (full-context caches, masks rebuilt per layer per step) and reports the ratio.
+``--check`` first verifies on a small shape that greedy fp32 samples of the fast path(s) and the reference path
+are identical. Prints one JSON object (``--json`` also writes it) and a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from jukebox.prior.config import PriorConfig, prior_preset
+from jukebox.prior.model import Prior
+from jukebox.prior.sampler import sample_autoregressive
+
+#: Extra shapes for CPU runs (same structure as the released models, smaller).
+EXTRA = {
+    "cpu_small": dict(base="upsampler_level_0", n_ctx=1024, width=256, depth=12, heads=2, blocks=16),
+    "cpu_medium": dict(base="upsampler_level_0", n_ctx=2048, width=512, depth=24, heads=2, blocks=32),
+}
+#: Memory bandwidth (bytes/s) used for the roofline column, by device name fragment.
+BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12}
+
+
+def make_config(name: str) -> PriorConfig:
+    if name in EXTRA:
+        e = EXTRA[name]
+        base = prior_preset(e["base"])
+        t = base.transformer.replace(width=e["width"], depth=e["depth"], heads=e["heads"], blocks=e["blocks"])
+        up = base.upsampler.replace(width=e["width"], depth=4) if base.upsampler else None
+        return base.replace(n_ctx=e["n_ctx"], transformer=t, upsampler=up)
+    return prior_preset(name)
+
+
+def build(name: str, dtype: torch.dtype, device: str) -> Prior:
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = Prior(make_config(name)).eval()
+        with torch.no_grad():
+            for p in model.parameters():  # no all-zero projections (they would make every logit equal)
+                if p.dim() > 1 and p.abs().max() == 0:
+                    p.normal_(std=0.02)
+    return model.to(dtype)
+
+
+def make_inputs(model: Prior, batch: int, device: str, seed: int = 0) -> tuple[torch.Tensor | None, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    c = model.config
+    z_cond = None
+    if c.is_upsampler:
+        z_cond = torch.randint(0, c.l_bins, (batch, c.n_ctx // c.cond_downsample), generator=g).to(device)
+    lab = c.labels
+    genres = torch.full((batch, lab.max_bow_genre_size), -1)
+    genres[:, 0] = 1
+    total = int(180 * lab.sample_rate)
+    y = torch.cat([
+        torch.tensor([[total, 0, c.sample_length]] * batch),
+        torch.ones(batch, 1, dtype=torch.long),
+        genres,
+        torch.randint(1, max(c.lyrics.n_vocab, 2), (batch, c.lyrics.n_tokens), generator=g),
+    ], dim=1).to(device)
+    return z_cond, y
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+@torch.no_grad()
+def time_decode(model: Prior, batch: int, device: str, position: int, tokens: int, warmup: int, decode: str,
+                reference: bool = False, top_k: int = 0) -> dict:
+    """Seconds per decode step after a prefill of ``position`` tokens (the real sampler, via its progress hook)."""
+    z_cond, y = make_inputs(model, batch, device)
+    cond = model.conditioning(z_cond, y)
+    dec = model.decoder
+    states, c, known = None, cond.cond, None
+    g = torch.Generator(device=device).manual_seed(0)
+    prime = torch.randint(0, model.config.l_bins, (batch, position), generator=g, device=device)
+    if model.style == "merged":
+        known, c = model.merged_sequence(cond.lyrics, prime, c)
+    else:
+        known = prime if position else None
+        if model.style == "encoder_decoder":
+            states = model.encode_lyrics(cond.lyrics)
+    P = 0 if known is None else known.shape[1]
+    total = min(P + warmup + tokens, dec.n_ctx)
+    marks: dict[int, float] = {}
+
+    def progress(done: int, todo: int) -> None:
+        if done in (warmup, todo):
+            _sync(device)
+            marks[done] = time.perf_counter()
+
+    t0 = time.perf_counter()
+    sample_autoregressive(dec, batch, total, known, cond.start, c, states, temperature=1.0, top_k=top_k,
+                          chunk_size=None if device.startswith("cuda") else 256, progress=progress,
+                          decode=decode, compact_cache=not reference, generator=g)
+    wall = time.perf_counter() - t0
+    steps = total - P - warmup
+    sec = (marks[total - P] - marks[warmup]) / steps
+    return dict(seconds_per_step=sec, steps=steps, wall_s=wall)
+
+
+def weight_bytes(model: Prior) -> int:
+    return sum(p.numel() * p.element_size() for p in model.decoder.parameters())
+
+
+@torch.no_grad()
+def check_greedy_identical(device: str, decodes: list[str]) -> dict:
+    """fp32 greedy samples of the fast path(s) equal those of the reference path on a small shape."""
+    out = {}
+    for name in ("cpu_small",):
+        model = build(name, torch.float32, device)
+        z_cond, y = make_inputs(model, 2, device)
+        cond = model.conditioning(z_cond, y)
+        n = 200
+        ref, _ = sample_autoregressive(model.decoder, 2, n, None, cond.start, cond.cond, top_k=1,
+                                       compact_cache=False)
+        for decode in decodes:
+            got, _ = sample_autoregressive(model.decoder, 2, n, None, cond.start, cond.cond, top_k=1, decode=decode)
+            out[f"{name}/{decode}"] = bool(torch.equal(got, ref))
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", default=["cpu_small"])
+    ap.add_argument("--batch", nargs="+", type=int, default=[1])
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--decode", nargs="+", default=["eager"], choices=["eager", "static", "graph", "compile"])
+    ap.add_argument("--position", type=int, default=None, help="prefilled tokens (default: half the context)")
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--warmup", type=int, default=8)
+    ap.add_argument("--reference", action="store_true", help="also time the unoptimised path")
+    ap.add_argument("--check", action="store_true", help="greedy fp32 equality of fast and reference paths")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    dev_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
+    result: dict = dict(device=args.device, device_name=dev_name, torch=torch.__version__, dtype=args.dtype,
+                        threads=torch.get_num_threads(), python=sys.version.split()[0], cases=[])
+    if args.check:
+        result["greedy_identical"] = check_greedy_identical(args.device, [d for d in args.decode])
+    bw = next((v for k, v in BANDWIDTH.items() if k in dev_name), None)
+    for name in args.models:
+        model = build(name, dtype, args.device)
+        wbytes = weight_bytes(model)
+        n_params = sum(p.numel() for p in model.decoder.parameters())
+        pos = args.position if args.position is not None else model.n_ctx // 2
+        for batch in args.batch:
+            variants = [(d, False) for d in args.decode] + ([("eager", True)] if args.reference else [])
+            for decode, ref in variants:
+                try:
+                    r = time_decode(model, batch, args.device, pos, args.tokens, args.warmup, decode, ref)
+                except Exception as e:  # noqa: BLE001 - report and go on with the other cases
+                    r = dict(error=f"{type(e).__name__}: {e}"[:300])
+                case = dict(model=name, params=n_params, batch=batch, decode="reference" if ref else decode,
+                            position=pos, **r)
+                if "seconds_per_step" in r:
+                    case["tokens_per_s_per_seq"] = 1.0 / r["seconds_per_step"]
+                    case["tokens_per_s_total"] = batch / r["seconds_per_step"]
+                    if bw:
+                        limit = bw / wbytes  # steps/s if each step only read the weights once
+                        case["bandwidth_limit_steps_per_s"] = limit
+                        case["fraction_of_limit"] = case["tokens_per_s_per_seq"] / limit
+                result["cases"].append(case)
+                print(json.dumps(case), file=sys.stderr, flush=True)
+                if args.json:
+                    args.json.write_text(json.dumps(result, indent=1))
+        del model
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    for case in result["cases"]:
+        ref = next((c for c in result["cases"] if c["model"] == case["model"] and c["batch"] == case["batch"]
+                    and c["decode"] == "reference" and "seconds_per_step" in c), None)
+        if ref and "seconds_per_step" in case:
+            case["speedup_vs_reference"] = ref["seconds_per_step"] / case["seconds_per_step"]
+    print(json.dumps(result, indent=1))
+    print(f"\n{'model':<20}{'params':>8}{'batch':>6}{'decode':>10}{'tok/s/seq':>11}{'tok/s':>10}{'x ref':>7}"
+          f"{'of BW':>7}")
+    for c in result["cases"]:
+        if "error" in c:
+            print(f"{c['model']:<20}{'':>8}{c['batch']:>6}{c['decode']:>10}  {c['error'][:60]}")
+            continue
+        sp = c.get("speedup_vs_reference")
+        fr = c.get("fraction_of_limit")
+        print(f"{c['model']:<20}{c['params'] / 1e6:>7.0f}M{c['batch']:>6}{c['decode']:>10}"
+              f"{c['tokens_per_s_per_seq']:>11.1f}{c['tokens_per_s_total']:>10.1f}"
+              f"{'' if sp is None else f'{sp:.1f}':>7}{'' if fr is None else f'{fr:.0%}':>7}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""One whole song through every level (random weights): seconds per minute of audio and real-time factor.
+
+    python benchmarks/bench_song.py --hierarchy cpu_default --seconds 10 --device cpu      # CPU real-time factor
+    python benchmarks/bench_song.py --hierarchy 5b_lyrics --seconds 60 --device cuda --dtype bfloat16 \\
+        --upsample-mode parallel --decode graph                                            # the full 5b_lyrics
+
+Hierarchies: ``5b_lyrics`` (the released top + both upsamplers + the 44.1 kHz VQ-VAE), ``1b_lyrics``, ``tiny``
+(the test shapes) and ``cpu_default`` (a small model shaped like the embedded default one: the 22.05 kHz codec
+and small priors). Priors are built on the device one level at a time and released after it (peak memory is
+one prior plus its caches). Prints one JSON object and a table; ``--json`` also writes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from jukebox.config import vqvae_preset
+from jukebox.prior.config import PriorConfig, TransformerConfig, UpsamplerConditionerConfig, prior_preset
+from jukebox.prior.model import Prior
+from jukebox.sampling.pipeline import DEFAULT_HOP_FRACTIONS, LevelSettings, sample_levels
+
+
+def _small(level: int, n_ctx: int, width: int, depth: int, sample_rate: int) -> PriorConfig:
+    base = prior_preset("tiny_top" if level == 2 else "tiny_upsampler")
+    t = TransformerConfig(width=width, depth=depth, heads=2, attn_order=2, blocks=n_ctx // 32)
+    c = base.replace(level=level, n_ctx=n_ctx, l_bins=2048, transformer=t,
+                     labels=base.labels.replace(sample_rate=sample_rate))
+    if level < 2:
+        c = c.replace(upsampler=UpsamplerConditionerConfig(width=width, depth=2, dilation_cycle=8))
+    return c
+
+
+def hierarchy(name: str) -> tuple[str, dict[int, PriorConfig]]:
+    """(VQ-VAE preset, level -> prior config)."""
+    if name in ("5b_lyrics", "1b_lyrics", "5b"):
+        return "openai", {2: prior_preset(name), 1: prior_preset("upsampler_level_1"),
+                          0: prior_preset("upsampler_level_0")}
+    if name == "tiny":
+        return "tiny", {2: prior_preset("tiny_top"), 1: prior_preset("tiny_upsampler"),
+                        0: prior_preset("tiny_upsampler").replace(level=0)}
+    if name == "cpu_default":
+        sr = vqvae_preset("default22k").sample_rate
+        return "default22k", {2: _small(2, 512, 128, 4, sr), 1: _small(1, 512, 128, 4, sr),
+                              0: _small(0, 512, 128, 4, sr)}
+    raise SystemExit(f"unknown hierarchy {name!r}")
+
+
+def build_prior(config: PriorConfig, dtype: torch.dtype, device: str) -> Prior:
+    torch.manual_seed(config.level)
+    with torch.device(device):
+        model = Prior(config).eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() > 1 and p.abs().max() == 0:
+                    p.normal_(std=0.02)
+    return model.to(dtype)
+
+
+def label_fn_for(configs: dict[int, PriorConfig], n: int, total_length: int, device: str):
+    def label_fn(level: int, start: int) -> torch.Tensor | None:
+        c = configs[level]
+        lab = c.labels
+        if lab is None:
+            return None
+        genres = torch.full((n, lab.max_bow_genre_size), -1)
+        genres[:, 0] = 1
+        offset = start * c.raw_to_tokens
+        lyr = (torch.arange(c.lyrics.n_tokens) % 26 + 1).expand(n, -1)
+        return torch.cat([torch.tensor([[total_length, offset, c.sample_length]] * n), torch.ones(n, 1).long(),
+                          genres, lyr], 1).to(device)
+    return label_fn
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--hierarchy", default="cpu_default")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--n-samples", type=int, default=1)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--upsample-mode", default="parallel", choices=["sequential", "parallel"])
+    ap.add_argument("--decode", default="eager", choices=["eager", "static", "graph", "compile"])
+    ap.add_argument("--levels", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--top-hop-fraction", type=float, default=DEFAULT_HOP_FRACTIONS[2])
+    ap.add_argument("--no-audio", action="store_true", help="skip the VQ-VAE decode")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    cuda = args.device.startswith("cuda")
+    vq_name, configs = hierarchy(args.hierarchy)
+    vq = vqvae_preset(vq_name)
+    hops = vq.hop_lengths
+    top_hop = hops[max(args.levels)]
+    length = int(args.seconds * vq.sample_rate) // top_hop * top_hop
+    n = args.n_samples
+    settings = {lvl: LevelSettings(top_k=0, hop_fraction=args.top_hop_fraction if lvl == 2 else
+                                   DEFAULT_HOP_FRACTIONS[lvl], chunk_size=1024 if cuda else 256,
+                                   max_batch_size=max(16, n), decode=args.decode) for lvl in args.levels}
+    label_fn = label_fn_for(configs, n, length, args.device)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    build_s: dict[int, float] = {}
+
+    def load(level: int) -> Prior:
+        t0 = time.perf_counter()
+        prior = build_prior(configs[level], dtype, args.device)
+        build_s[level] = time.perf_counter() - t0
+        return prior
+
+    def release(level: int, prior: object) -> None:
+        if cuda:
+            torch.cuda.empty_cache()
+
+    codes = {lvl: torch.zeros(n, 0, dtype=torch.long, device=args.device) for lvl in range(3)}
+    gen = torch.Generator(device=args.device).manual_seed(0)
+    t0 = time.perf_counter()
+    codes, reports = sample_levels(load, codes, args.levels, length, label_fn, settings, hops, gen,
+                                   release=release, upsample_mode=args.upsample_mode)
+    if cuda:
+        torch.cuda.synchronize()
+    sampling_s = time.perf_counter() - t0 - sum(build_s.values())
+    decode_s = 0.0
+    if not args.no_audio:
+        from jukebox.codec import decode_codes
+        from jukebox.vqvae import VQVAE
+
+        with torch.device(args.device):
+            vqvae = VQVAE(vq).eval()
+        t1 = time.perf_counter()
+        with torch.no_grad():
+            audio = decode_codes(vqvae, codes[min(args.levels)], min(args.levels))
+        if cuda:
+            torch.cuda.synchronize()
+        decode_s = time.perf_counter() - t1
+        assert audio.shape[-1] == length
+    audio_s = length / vq.sample_rate
+    total_s = sampling_s + decode_s
+    result = dict(hierarchy=args.hierarchy, device=args.device,
+                  device_name=torch.cuda.get_device_name() if cuda else "cpu", torch=torch.__version__,
+                  dtype=args.dtype, decode=args.decode, upsample_mode=args.upsample_mode, n_samples=n,
+                  audio_seconds=audio_s, sampling_seconds=sampling_s, vqvae_decode_seconds=decode_s,
+                  total_seconds=total_s, real_time_factor=audio_s / total_s,
+                  seconds_per_minute_of_audio=total_s * 60.0 / audio_s, threads=torch.get_num_threads(),
+                  peak_gpu_memory_gb=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+                  build_seconds=build_s,
+                  levels=[dict(level=r.level, tokens=r.tokens, seconds=r.seconds, tokens_per_s=r.tokens_per_second)
+                          for r in reports])
+    print(json.dumps(result, indent=1))
+    print(f"\n{args.hierarchy} on {result['device_name']}: {audio_s:.1f} s of audio in {total_s:.1f} s "
+          f"(sampling {sampling_s:.1f} s, VQ-VAE {decode_s:.1f} s): real-time factor {result['real_time_factor']:.2f},"
+          f" {result['seconds_per_minute_of_audio']:.0f} s per minute of audio", file=sys.stdout)
+    for lv in result["levels"]:
+        print(f"  level {lv['level']}: {lv['tokens']} tokens in {lv['seconds']:.1f} s ({lv['tokens_per_s']:.0f} tok/s)")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
