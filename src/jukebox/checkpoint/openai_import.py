@@ -78,7 +78,7 @@ def import_openai(
         raise JukeboxError(f"{out} already exists and is not empty; pass --force to overwrite it")
 
     sd, hps = _checkpoint_parts(vq_path)
-    vq_config = vqvae_openai.config_from_openai_hps(hps)
+    vq_config = vqvae_openai.config_from_openai_hps({**vqvae_openai.OPENAI_RELEASED_HPS, **hps})
     vq_sd = vqvae_openai.convert_openai_state_dict(sd, vq_config)
     del sd
     model_dir = ModelDir(out, create=True, name=out.name)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from ..errors import JukeboxError, UsageError
 
 #: Modules that register subcommands, in the order they appear in ``jukebox --help``.
-COMMAND_MODULES = ("sample", "score", "codec", "importer", "prepare")
+COMMAND_MODULES = ("sample", "score", "codec", "importer", "prepare", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

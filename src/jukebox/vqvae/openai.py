@@ -68,6 +68,15 @@ _HPS_TO_CONFIG = {
     "vqvae_reverse_decoder_dilation": "reverse_decoder_dilation",
     "use_nonrelative_specloss": "use_nonrelative_specloss",
 }
+#: The hyper-parameters of OpenAI's released VQ-VAE (the original's ``vqvae`` registry entry); a checkpoint's
+#: own ``hps`` entry overrides them.
+OPENAI_RELEASED_HPS: dict[str, Any] = {
+    "sr": 44100, "levels": 3, "downs_t": (3, 2, 2), "strides_t": (2, 2, 2), "emb_width": 64, "l_bins": 2048,
+    "l_mu": 0.99, "commit": 0.02, "spectral": 0.0, "multispectral": 1.0, "hvqvae_multipliers": (2, 1, 1),
+    "loss_fn": "lmix", "lmix_l2": 1.0, "lmix_linf": 0.02, "width": 32, "depth": 4, "m_conv": 1.0,
+    "dilation_growth_rate": 3,
+}
+
 _TUPLES = {
     "downs_t": "downs_t", "strides_t": "strides_t", "multispec_loss_n_fft": "multispec_n_fft",
     "multispec_loss_hop_length": "multispec_hop_length", "multispec_loss_window_size": "multispec_window_size",
