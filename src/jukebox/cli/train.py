@@ -37,6 +37,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of tracks held out when the data has no split yet (default 0.1)")
     p.add_argument("--resume", action="store_true", help="continue the training checkpoint exactly")
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="stop (and checkpoint) after this step, keeping the LR schedule of --steps; --resume "
+                        "continues later exactly as if never stopped")
     p.add_argument("--restart", action="store_true", help="start over from the preset even if weights exist")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (torchrun: each process its local GPU)")
     p.add_argument("--log-dir", default=None,
@@ -132,7 +135,7 @@ def cmd_train_vqvae(args: argparse.Namespace) -> int:
     result = train_vqvae(args.data, args.out, preset=args.preset, config=_config(args), window=args.window,
                          resume=args.resume, restart=args.restart, device=_device(args.device),
                          log_dir=args.log_dir, progress=not args.no_progress and sys.stderr.isatty(),
-                         val_fraction=args.val_fraction)
+                         val_fraction=args.val_fraction, stop_at=args.stop_at)
     _summary(args, result, f"{args.out}/vqvae")
     return 0
 
@@ -149,7 +152,7 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
                          rebuild_cache=args.rebuild_cache, n_ctx=args.n_ctx,
                          checkpoint_activations=args.checkpoint_activations, device=_device(args.device),
                          log_dir=args.log_dir, progress=not args.no_progress and sys.stderr.isatty(),
-                         val_fraction=args.val_fraction)
+                         val_fraction=args.val_fraction, stop_at=args.stop_at)
     _summary(args, result, f"{args.model}/prior_level_{args.level}")
     return 0
 

@@ -217,8 +217,12 @@ class Trainer:
         return {k: v / max(1, len(batches)) for k, v in sums.items()}
 
     # ---------------------------------------------------------------------------------------------- fit
-    def fit(self, resume: bool = False) -> TrainResult:
-        """Run from step 0 (or from the checkpoint with ``resume``) to ``config.steps``."""
+    def fit(self, resume: bool = False, stop_at: int | None = None) -> TrainResult:
+        """Run from step 0 (or from the checkpoint with ``resume``) to ``config.steps``.
+
+        ``stop_at``: stop after that step (checkpointing it) while keeping the schedule of ``config.steps``, so
+        a long run can be split into pieces that ``resume`` joins bit for bit.
+        """
         c, d = self.config, self.dist
         model = self.model.to(self.device)
         model.train()
@@ -257,7 +261,8 @@ class Trainer:
                             broadcast_buffers=False)
         params = [p for p in model.parameters() if p.requires_grad]
         writer = _open_writer(self.log_dir) if d.is_main else None
-        order = ((s, m) for s in range(start, c.steps) for m in range(c.grad_accum))
+        end = c.steps if stop_at is None else max(start, min(stop_at, c.steps))
+        order = ((s, m) for s in range(start, end) for m in range(c.grad_accum))
         prefetch = _Prefetcher(self.task, d.rank, c.workers, order, ahead=2 * c.grad_accum)
         result = TrainResult(step=start, checkpoint=self.checkpoint_dir)
         bar = None
@@ -270,7 +275,7 @@ class Trainer:
         t0, tokens_done = time.perf_counter(), 0
         window: list[dict[str, float]] = []
         try:
-            for step in range(start, c.steps):
+            for step in range(start, end):
                 torch.manual_seed(step_seed(c.seed, step, d.rank))
                 lr = lr_at(step, c)
                 for g in optimizer.param_groups:
@@ -331,7 +336,7 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_v:.4g}", refresh=False)
-                if d.is_main and (done % c.log_every == 0 or done == c.steps):
+                if d.is_main and (done % c.log_every == 0 or done == end):
                     means = {k: float(np.mean([r[k] for r in window])) for k in window[-1]}
                     window = []
                     metrics_out = means
@@ -343,7 +348,7 @@ class Trainer:
                     if bar is None:
                         self.log(f"{self.task.name} step {done}/{c.steps} loss {means['loss']:.4g} "
                                  f"lr {lr:.3g} {result.tokens_per_second:.0f} tokens/s")
-                last = done == c.steps
+                last = done == end
                 if d.is_main and ((c.val_every and done % c.val_every == 0) or last):
                     val = self.validate(ema)
                     if val:

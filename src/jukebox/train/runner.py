@@ -91,7 +91,7 @@ def train_vqvae(data: str | Path, out: str | Path, preset: str = "tiny", config:
                 window: int | None = None, resume: bool = False, restart: bool = False,
                 device: str | torch.device | None = None, log_dir: str | Path | None = None, progress: bool = True,
                 val_fraction: float = 0.1, vqvae_config: VQVAEConfig | None = None, record_batches: bool = False,
-                log: LogFn = _stderr) -> TrainResult:
+                stop_at: int | None = None, log: LogFn = _stderr) -> TrainResult:
     """Train (or continue, or fine-tune) the VQ-VAE of model directory ``out`` on the corpus ``data``.
 
     A new directory gets the ``preset`` VQ-VAE with loss normalisers measured on the corpus. An existing VQ-VAE
@@ -148,7 +148,7 @@ def train_vqvae(data: str | Path, out: str | Path, preset: str = "tiny", config:
         trainer = Trainer(model, task, config, ckpt, dist, _writer_dir(log_dir, md.path / "logs" / "vqvae"),
                           progress=progress and dist.is_main, record_batches=record_batches, log=log,
                           extra_state={"model_config": model.config.to_dict(), "window": window, "preset": preset})
-        return trainer.fit(resume=resume)
+        return trainer.fit(resume=resume, stop_at=stop_at)
     finally:
         cleanup_distributed(dist)
 
@@ -213,7 +213,7 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
                 cache_dir: str | Path | None = None, rebuild_cache: bool = False, n_ctx: int | None = None,
                 checkpoint_activations: bool | None = None, device: str | torch.device | None = None,
                 log_dir: str | Path | None = None, progress: bool = True, val_fraction: float = 0.1,
-                record_batches: bool = False, log: LogFn = _stderr) -> TrainResult:
+                record_batches: bool = False, stop_at: int | None = None, log: LogFn = _stderr) -> TrainResult:
     """Add or continue the level-``level`` prior of ``model_dir``, trained on ``data`` through the code cache.
 
     New prior: from ``preset`` (vocabulary from the corpus, saved as ``prior_level_L/labels.json``). Existing
@@ -346,8 +346,8 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
                        "lora": lora_info, "preset": preset}
         trainer = Trainer(model, task, config, ckpt, dist, writer_dir, progress=progress and dist.is_main,
                           record_batches=record_batches, log=log, extra_state=extra_state)
-        result = trainer.fit(resume=resume)
-        if merge_lora and lora_info and dist.is_main:
+        result = trainer.fit(resume=resume, stop_at=stop_at)
+        if merge_lora and lora_info and dist.is_main and result.step >= config.steps:
             merged = copy.deepcopy(model).cpu()
             load_lora(merged, folder / "lora")  # the exported adapters (EMA-averaged when --ema is on)
             merge(merged)
