@@ -53,12 +53,17 @@ def hierarchy(name: str) -> tuple[str, dict[int, PriorConfig]]:
 
 def build_prior(config: PriorConfig, dtype: torch.dtype, device: str) -> Prior:
     torch.manual_seed(config.level)
-    with torch.device(device):
-        model = Prior(config).eval()
-        with torch.no_grad():
-            for p in model.parameters():
-                if p.dim() > 1 and p.abs().max() == 0:
-                    p.normal_(std=0.02)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # built directly in the inference dtype: no fp32 copy on the device
+    try:
+        with torch.device(device):
+            model = Prior(config).eval()
+            with torch.no_grad():
+                for p in model.parameters():
+                    if p.dim() > 1 and p.abs().max() == 0:
+                        p.normal_(std=0.02)
+    finally:
+        torch.set_default_dtype(default)
     return model.to(dtype)
 
 
@@ -116,7 +121,21 @@ def main(argv: list[str] | None = None) -> dict:
         build_s[level] = time.perf_counter() - t0
         return prior
 
+    partial: dict = dict(hierarchy=args.hierarchy, seconds=args.seconds, levels_done=[])
+    mark = [time.perf_counter()]
+
     def release(level: int, prior: object) -> None:
+        if cuda:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        partial["levels_done"].append(dict(level=level, seconds_incl_build=now - mark[0],
+                                           build_seconds=build_s.get(level),
+                                           peak_gpu_memory_gb=torch.cuda.max_memory_allocated() / 2**30 if cuda
+                                           else None))
+        mark[0] = now
+        print(json.dumps(partial["levels_done"][-1]), file=sys.stderr, flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(partial, indent=1))
         if cuda:
             torch.cuda.empty_cache()
 
