@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -27,7 +26,8 @@ from jukebox.checkpoint.model_dir import ModelDir
 t = time.perf_counter()
 prior = ModelDir(sys.argv[1]).load_prior(int(sys.argv[2]), "cpu")
 n = sum(p.numel() for p in prior.parameters())
-print(json.dumps({"load_seconds": time.perf_counter() - t, "params": n,
+checksum = float(sum(p.float().sum() for p in prior.parameters()))  # touch every weight page
+print(json.dumps({"load_seconds": time.perf_counter() - t, "params": n, "checksum": checksum,
                   "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
 
@@ -87,17 +87,27 @@ def write_checkpoint(folder: Path, preset: str) -> int:
 
 
 def child_peak(cmd: list[str]) -> tuple[dict | None, int, float]:
+    """Run ``cmd``; return (its last stdout line as JSON, its own peak RSS in bytes, wall seconds)."""
+    import os
+    import tempfile
+
     t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    el = time.perf_counter() - t
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        el = time.perf_counter() - t
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
     if proc.returncode != 0:
-        raise SystemExit(f"command failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+        raise SystemExit(f"command failed: {' '.join(cmd)}\n{stderr[-2000:]}")
+    last = stdout.strip().splitlines()[-1] if stdout.strip() else ""
     try:
         data = json.loads(last)
     except json.JSONDecodeError:
         data = None
-    return data, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, el
+    return data, usage.ru_maxrss * 1024, el
 
 
 def main() -> None:
@@ -118,13 +128,13 @@ def main() -> None:
     _, import_peak, import_s = child_peak([sys.executable, "-m", "jukebox.cli.main", "import-openai", str(src),
                                           "-o", str(dst)])
     level = int(args.preset[-1]) if args.preset.startswith("upsampler") else 2
-    load, _, _ = child_peak([sys.executable, "-c", LOAD_SNIPPET, str(dst), str(level)])
+    load, load_peak, _ = child_peak([sys.executable, "-c", LOAD_SNIPPET, str(dst), str(level)])
     result = {
         "preset": args.preset, "checkpoint_bytes": size, "write_seconds": round(write_s, 1),
         "import_seconds": round(import_s, 1), "import_peak_rss_bytes": import_peak,
         "import_peak_over_checkpoint": round(import_peak / size, 3),
-        "load_peak_rss_bytes": load["peak_rss_bytes"], "load_seconds": round(load["load_seconds"], 1),
-        "load_peak_over_checkpoint": round(load["peak_rss_bytes"] / size, 3), "params": load["params"],
+        "load_peak_rss_bytes": load_peak, "load_seconds": round(load["load_seconds"], 1),
+        "load_peak_over_checkpoint": round(load_peak / size, 3), "params": load["params"],
     }
     if args.sample_tokens:
         sample, _, _ = child_peak([sys.executable, "-c", SAMPLE_SNIPPET, str(dst), str(level),

@@ -82,10 +82,13 @@ def write_shards(folder: Path, shards: Iterable[tuple[list[str], dict[str, torch
     Used by streaming converters, which materialise one shard's tensors at a time.
     """
     weight_map: dict[str, str] = {}
-    for i, (names, tensors) in enumerate(shards):
+    it = iter(shards)
+    for i in range(n_shards):
+        names, tensors = next(it)
         fname = f"model-{i + 1:05d}-of-{n_shards:05d}.safetensors"
         _save_file(_unshare({k: v.detach().contiguous().cpu() for k, v in tensors.items()}), folder / fname)
         weight_map.update({k: fname for k in names})
+        del tensors  # drop this shard before the next one is materialised
     atomic_write_text(folder / INDEX_NAME, json.dumps({"weight_map": weight_map}, indent=1) + "\n")
     (folder / WEIGHTS_NAME).unlink(missing_ok=True)
 

@@ -23,7 +23,7 @@ from .safe_load import safe_torch_load, to_plain
 
 TOP_KINDS = ("5b", "5b_lyrics", "1b_lyrics")
 #: Shard size while converting: peak host memory is about the source checkpoint plus one shard.
-STREAM_SHARD_BYTES = 256 * 1024**2
+STREAM_SHARD_BYTES = 64 * 1024**2
 
 
 def _checkpoint_parts(path: Path) -> tuple[Mapping[str, torch.Tensor], dict[str, Any]]:

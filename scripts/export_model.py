@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Export a trained model directory for shipping: weights in fp16, no training state, optionally as a tar split
+into parts (the GPU machine returns files of at most 16 MiB).
+
+    python scripts/export_model.py runs/default OUT_DIR [--tar-parts-mb 15]
+    python scripts/export_model.py --join OUT_DIR/default_model.tar.part* DEST_DIR   # unpack parts here
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import sys
+import tarfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from jukebox.checkpoint.format import load_weights, save_weights  # noqa: E402
+
+KEEP = ("model.json", "config.json", "labels.json")
+
+
+def export(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src / "model.json", dst / "model.json")
+    for comp in sorted(p for p in src.iterdir() if p.is_dir() and (p / "config.json").exists()):
+        out = dst / comp.name
+        out.mkdir(exist_ok=True)
+        for name in KEEP:
+            if (comp / name).exists():
+                shutil.copy2(comp / name, out / name)
+        sd = load_weights(comp)
+        save_weights(out, {k: v.half() if v.is_floating_point() else v for k, v in sd.items()})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("paths", nargs="+")
+    ap.add_argument("--tar-parts-mb", type=float, default=0, help="write OUT/default_model.tar.partNN instead")
+    ap.add_argument("--join", action="store_true", help="join tar parts (all but the last path) into DEST")
+    args = ap.parse_args()
+    if args.join:
+        *parts, dest = args.paths
+        data = b"".join(Path(p).read_bytes() for p in sorted(parts))
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(dest, filter="data")
+        print(f"unpacked {len(parts)} parts into {dest}")
+        return
+    src, dst = Path(args.paths[0]), Path(args.paths[1])
+    if not args.tar_parts_mb:
+        export(src, dst)
+        print(f"exported {src} -> {dst}")
+        return
+    tmp = dst / "_export"
+    export(src, tmp)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(tmp, arcname="default_model")
+    shutil.rmtree(tmp)
+    data, size = buf.getvalue(), int(args.tar_parts_mb * 1024 * 1024)
+    for i in range(0, len(data), size):
+        (dst / f"default_model.tar.part{i // size:02d}").write_bytes(data[i:i + size])
+    print(f"exported {src} -> {dst} as {(len(data) + size - 1) // size} part(s), {len(data) / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()

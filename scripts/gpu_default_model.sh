@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The embedded default model's training recipe, as run on one lent H100 (see docs/default-model.md).
+#   STAGE=calibrate|vqvae|priors|export  bash scripts/gpu_default_model.sh
+# Data: the packed corpus subset in .pack/ (scripts/pack_training_audio.py). Wheels missing on the GPU image
+# (soundfile, soxr, unidecode, cffi) travel in .whl/. Results go to $OUT (or out/ when $OUT is unset).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out}
+mkdir -p "$OUT"
+if [ -d .whl ] && ! python3 -c "import soundfile, soxr, unidecode" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+J="python3 -m jukebox.cli.main"
+RUN=${RUN:-runs/default}
+DATA=${DATA:-.pack}
+STAGE=${STAGE:-calibrate}
+VQ_STEPS=${VQ_STEPS:-4000}
+TOP_STEPS=${TOP_STEPS:-3000}
+UP_STEPS=${UP_STEPS:-2000}
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+case "$STAGE" in
+  calibrate)
+    rm -rf runs/calib
+    $J train vqvae --data "$DATA" --preset default22k --window 65536 --batch-size 16 --steps 60 --device cuda \
+      --no-progress --log-every 20 --out runs/calib --json | tee "$OUT/calib_vqvae.json"
+    for L in 2 1 0; do
+      P=default_top; [ "$L" != 2 ] && P=default_upsampler_level_$L
+      $J train prior --model runs/calib --data "$DATA" --level $L --preset $P --batch-size 32 --steps 40 \
+        --device cuda --no-progress --log-every 20 --json | tee "$OUT/calib_prior_$L.json"
+    done
+    ;;
+  vqvae)
+    $J train vqvae --data "$DATA" --preset default22k --window 65536 --batch-size 16 --steps "$VQ_STEPS" \
+      --lr 3e-4 --device cuda --no-progress --log-every 200 --save-every 1000 --out "$RUN" --json \
+      | tee "$OUT/vqvae.json"
+    python3 scripts/export_model.py "$RUN" "$OUT" --tar-parts-mb 15
+    ;;
+  priors)
+    for L in ${LEVELS:-2 1 0}; do
+      P=default_top; S=$TOP_STEPS
+      [ "$L" != 2 ] && P=default_upsampler_level_$L && S=$UP_STEPS
+      $J train prior --model "$RUN" --data "$DATA" --level $L --preset $P --batch-size 32 --steps "$S" \
+        --lr 3e-4 --device cuda --no-progress --log-every 200 --save-every 1000 --json | tee "$OUT/prior_$L.json"
+    done
+    python3 scripts/export_model.py "$RUN" "$OUT" --tar-parts-mb 15
+    ;;
+esac
+ls -la "$OUT"
