@@ -88,7 +88,7 @@ def test_train_vqvae_and_three_priors_then_sample(tmp_path: Path, corpus: Path,
     out = tmp_path / "model"
     common = ["--steps", "2", "--batch-size", "2", "--log-dir", "none", "--device", "cpu", "--workers", "1"]
     assert _cli(["train", "vqvae", "--data", str(corpus), "--preset", "tiny", "--out", str(out),
-                 "--window", "2048", *common], monkeypatch) == 0
+                 "--window", "2048", *common, "--batch-size", "1", "--val-batches", "1"], monkeypatch) == 0
     md = ModelDir(out)
     assert md.has_vqvae() and md.vqvae_config().bandwidth_l2 != 1.0  # normalisers measured on the corpus
     for level in (2, 1, 0):
@@ -143,7 +143,7 @@ def test_prior_resume_is_bit_for_bit(tmp_path: Path, corpus: Path, tiny_dir: Pat
 
 def test_vqvae_resume_is_bit_for_bit(tmp_path: Path, corpus: Path) -> None:
     kw = dict(window=2048, log_dir="none", progress=False, device="cpu")
-    cfg = _cfg(steps=3, save_every=1, val_batches=1)
+    cfg = _cfg(steps=2, batch_size=1, save_every=1, val_batches=1)
     train_vqvae(corpus, tmp_path / "a", config=cfg, **kw)
     train_vqvae(corpus, tmp_path / "b", config=cfg, stop_at=1, **kw)
     train_vqvae(corpus, tmp_path / "b", config=cfg, resume=True, **kw)
