@@ -381,3 +381,16 @@ def test_code_cache_matches_encoder_and_invalidates(tmp_path: Path, corpus: Path
     again = ensure_code_cache(manifest, vqvae, md.path / "vqvae", tmp_path / "cache", log=logs.append)
     assert logs and "VQ-VAE changed" in logs[0]
     assert again.fingerprint != cache.fingerprint and isinstance(again, CodeCache)
+
+
+def test_tensorboard_logs_when_installed(tmp_path: Path, corpus: Path, tiny_dir: Path) -> None:
+    pytest.importorskip("tensorboard")
+    model = _copy(tiny_dir, tmp_path / "model")
+    train_prior(model, corpus, level=2, config=_cfg(steps=1), log_dir=tmp_path / "tb", progress=False, device="cpu")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"train/loss", "train/bpd", "val/bpd"} <= set(tags["scalars"])
+    assert "audio/sample" in tags["audio"]
