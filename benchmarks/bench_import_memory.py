@@ -115,11 +115,18 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/jukebox_import_bench")
     ap.add_argument("--preset", default="upsampler_level_0")
     ap.add_argument("--sample-tokens", type=int, default=0, help="also sample this many tokens with the prior")
+    ap.add_argument("--write-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     work = Path(args.workdir)
     src, dst = work / "src", work / "model"
+    if args.write_only:
+        print(json.dumps({"checkpoint_bytes": write_checkpoint(src, args.preset)}))
+        return
+    # Every step runs in its own child: a child's peak RSS starts from its parent's at fork time.
     t = time.perf_counter()
-    size = write_checkpoint(src, args.preset)
+    written, _, _ = child_peak([sys.executable, __file__, "--workdir", str(work), "--preset", args.preset,
+                                "--write-only"])
+    size = written["checkpoint_bytes"]
     write_s = time.perf_counter() - t
     if dst.exists():
         import shutil
