@@ -156,12 +156,12 @@ def convert_openai_state_dict(sd: Mapping[str, Tensor], config: VQVAEConfig) -> 
             continue
         out[ours] = value.detach().clone().float()
     if missing or unexpected or misshaped:
-        lines = ["OpenAI VQ-VAE state_dict does not match the config:"]
+        parts = []
         for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
             if items:
                 more = " ..." if len(items) > 20 else ""
-                lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:20]) + more)
-        raise JukeboxError("\n".join(lines))
+                parts.append(f"{title} ({len(items)}): " + ", ".join(items[:20]) + more)
+        raise JukeboxError("OpenAI VQ-VAE state_dict does not match the config: " + "; ".join(parts))
     for level in range(config.levels):
         k = out[f"codebooks.{level}.codebook"]
         out[f"codebooks.{level}.ema_sum"] = k.clone()
