@@ -32,17 +32,19 @@ case "$STAGE" in
     done
     ;;
   vqvae)
-    $J train vqvae --data "$DATA" --preset default22k --window 65536 --batch-size 16 --steps "$VQ_STEPS" \
-      --lr 3e-4 --device cuda --no-progress --log-every 200 --save-every 1000 --out "$RUN" --json \
-      | tee "$OUT/vqvae.json"
+    # Time-boxed: constant LR after warmup; weights are exported from the last save when the box ends.
+    timeout "${VQ_SECONDS:-450}" $J train vqvae --data "$DATA" --preset default22k --window 65536 --batch-size 16 \
+      --steps 100000 --decay none --lr 3e-4 --device cuda --no-progress --log-every 100 --save-every 200 \
+      --workers 12 --out "$RUN" --json | tee "$OUT/vqvae.log" || true
     python3 scripts/export_model.py "$RUN" "$OUT" --tar-parts-mb 15
     ;;
   priors)
     for L in ${LEVELS:-2 1 0}; do
-      P=default_top; S=$TOP_STEPS
-      [ "$L" != 2 ] && P=default_upsampler_level_$L && S=$UP_STEPS
-      $J train prior --model "$RUN" --data "$DATA" --level $L --preset $P --batch-size 32 --steps "$S" \
-        --lr 3e-4 --device cuda --no-progress --log-every 200 --save-every 1000 --json | tee "$OUT/prior_$L.json"
+      P=default_top; T=${TOP_SECONDS:-220}
+      [ "$L" != 2 ] && P=default_upsampler_level_$L && T=${UP_SECONDS:-150}
+      timeout "$T" $J train prior --model "$RUN" --data "$DATA" --level $L --preset $P --batch-size 32 \
+        --steps 100000 --decay none --lr 3e-4 --device cuda --no-progress --log-every 100 --save-every 300 \
+        --workers 12 --json | tee "$OUT/prior_$L.log" || true
     done
     python3 scripts/export_model.py "$RUN" "$OUT" --tar-parts-mb 15
     ;;
