@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from ..errors import JukeboxError, UsageError
 
 #: Modules that register subcommands, in the order they appear in ``jukebox --help``.
-COMMAND_MODULES = ("sample", "score", "codec", "importer", "prepare", "train")
+COMMAND_MODULES = ("sample", "score", "codec", "importer", "prepare", "train", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
