@@ -54,7 +54,7 @@ def render_status(jobs: JobQueue) -> str:
     if not live:
         return '<div id="jb-status" class="jb-muted">No job running. Results are kept in ' \
                f'<code>{_esc(jobs.results_dir)}</code>.</div>'
-    live.sort(key=lambda j: (j.status != "running", j.id))
+    live.sort(key=lambda j: (j.status != "running", j.created))
     parts = ['<div id="jb-status">']
     for pos, job in enumerate(live):
         r = job.request

@@ -63,9 +63,9 @@ def result_path(results_dir: str | Path, job_id: str, name: str) -> Path:
     Raises :class:`~jukebox.errors.UsageError` for a malformed id or name, and
     :class:`~jukebox.errors.JukeboxError` when the file does not exist.
     """
-    if not isinstance(job_id, str) or not JOB_ID_RE.match(job_id):
+    if not isinstance(job_id, str) or not JOB_ID_RE.fullmatch(job_id):
         raise UsageError("malformed result id")
-    if not isinstance(name, str) or not RESULT_FILE_RE.match(name):
+    if not isinstance(name, str) or not RESULT_FILE_RE.fullmatch(name):
         raise UsageError("no such result file")
     path = Path(results_dir) / job_id / name
     if not path.is_file():
@@ -199,18 +199,21 @@ class JobQueue:
             if job is None or job.is_finished:
                 return False
             job.cancel_event.set()
-            if job.status == "queued":
+            queued = job.status == "queued"
+            if queued:
                 self._finish(job, "cancelled", "cancelled before it started")
             else:
                 job.stage = "cancelling"
                 self._bump()
-            return True
+        if queued:
+            self._save_metadata(job, self.results_dir / job.id)
+        return True
 
     def cancel_latest(self) -> Job | None:
         """Cancel the most recently submitted unfinished job (what a page's Cancel button means)."""
         with self._lock:
             live = [j for j in self._jobs.values() if not j.is_finished and not j.cancel_event.is_set()]
-        live.sort(key=lambda j: j.id)
+        live.sort(key=_order)
         for job in reversed(live):
             if self.cancel(job.id):
                 return job
@@ -218,7 +221,7 @@ class JobQueue:
 
     def get(self, job_id: str) -> Job | None:
         """The job with this id, or None (malformed ids included)."""
-        if not isinstance(job_id, str) or not JOB_ID_RE.match(job_id):
+        if not isinstance(job_id, str) or not JOB_ID_RE.fullmatch(job_id):
             return None
         with self._lock:
             return self._jobs.get(job_id)
@@ -226,13 +229,13 @@ class JobQueue:
     def jobs(self) -> list[Job]:
         """All jobs, newest first."""
         with self._lock:
-            return sorted(self._jobs.values(), key=lambda j: j.id, reverse=True)
+            return sorted(self._jobs.values(), key=_order, reverse=True)
 
     def queue_position(self, job_id: str) -> int | None:
         """0 for the running job, 1.. for queued ones in order, None when finished or unknown."""
         with self._lock:
-            live = sorted((j for j in self._jobs.values() if not j.is_finished), key=lambda j: (j.status != "running",
-                                                                                                j.id))
+            live = sorted((j for j in self._jobs.values() if not j.is_finished),
+                          key=lambda j: (j.status != "running", _order(j)))
         ids = [j.id for j in live]
         return ids.index(job_id) if job_id in ids else None
 
@@ -368,18 +371,21 @@ class JobQueue:
                 self._end(job, out, "done", None)
 
     def _end(self, job: Job, out: Path, status: str, error: str | None) -> None:
-        with self._lock:
-            job.outputs = sorted(p.name for p in out.iterdir() if RESULT_FILE_RE.match(p.name)) if out.is_dir() else []
-            self._finish(job, status, error)
         try:  # a finished run's metadata.json (written by the runner, with settings and timings) is kept
             meta = json.loads((out / "metadata.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             meta = {}
         if status != "done" or not isinstance(meta, dict) or meta.get("status") != "done":
-            try:
-                _write_json(out / "metadata.json", self._metadata(job))
-            except OSError:
-                pass
+            self._save_metadata(job, out, status=status, error=error)
+        with self._lock:
+            job.outputs = sorted(p.name for p in out.iterdir() if RESULT_FILE_RE.fullmatch(p.name)) if out.is_dir() else []
+            self._finish(job, status, error)
+
+    def _save_metadata(self, job: Job, out: Path, **override: Any) -> None:
+        try:
+            _write_json(out / "metadata.json", {**self._metadata(job), **override})
+        except OSError:
+            pass
 
     def _finish(self, job: Job, status: str, error: str | None) -> None:
         job.status, job.error, job.finished = status, error, time.time()
@@ -398,7 +404,7 @@ class JobQueue:
 
     def _load_history(self) -> None:
         for folder in sorted(self.results_dir.iterdir()):
-            if not (folder.is_dir() and JOB_ID_RE.match(folder.name)):
+            if not (folder.is_dir() and JOB_ID_RE.fullmatch(folder.name)):
                 continue
             try:
                 meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
@@ -408,7 +414,7 @@ class JobQueue:
             status = meta.get("status")
             status = status if status in FINISHED else "interrupted"
             job = Job(folder.name, request, status=status, stage=status, error=meta.get("error"),
-                      outputs=sorted(p.name for p in folder.iterdir() if RESULT_FILE_RE.match(p.name)),
+                      outputs=sorted(p.name for p in folder.iterdir() if RESULT_FILE_RE.fullmatch(p.name)),
                       level=meta.get("level"), settings=meta.get("settings") or {})
             job.n_items = sum(1 for n in job.outputs if n.startswith("item_"))
             job.created = job.finished = folder.stat().st_mtime
@@ -470,6 +476,11 @@ def run_job(model: Any, job: Job, out: Path, progress: Callable[[int, int, int],
                     created=_iso(job.created), started=_iso(job.started or time.time()), source="jukebox serve")
     _write_outputs(out, model, gen, metadata)
     job.n_items, job.level, job.settings = int(gen.audio.shape[0]), int(gen.level), dict(gen.settings)
+
+
+def _order(job: Job) -> tuple[float, str]:
+    """Submission order (ids share a second's prefix, so the creation time decides)."""
+    return job.created, job.id
 
 
 def _iso(t: float) -> str:

@@ -1,0 +1,121 @@
+"""`jukebox serve` and the page's server side without a browser: the install hint, the results route, the HTML."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+
+from jukebox.cli.main import main
+from jukebox.testing import make_tiny_model_dir
+from jukebox.ui.app import render_results, render_status
+from jukebox.ui.jobs import Job, JobQueue, JobRequest
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_model_dir(tmp_path_factory.mktemp("m") / "tiny", lyrics="encoder_decoder").path
+
+
+def test_serve_without_gradio_says_how_to_install(monkeypatch, capsys, tiny):
+    import jukebox.cli.serve as serve
+
+    real = serve.importlib.util.find_spec
+    monkeypatch.setattr(serve.importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else real(name))
+    assert main(["serve", "-m", str(tiny)]) == 1
+    err = capsys.readouterr().err
+    assert err == "error: the web page needs Gradio; install it with: pip install 'jukebox[ui]'\n"
+
+
+def test_serve_bad_port(tiny, capsys):
+    pytest.importorskip("gradio")
+    assert main(["serve", "-m", str(tiny), "--port", "70000"]) == 2
+    assert "--port must be 0 to 65535" in capsys.readouterr().err
+
+
+class _Model:
+    sample_rate = 8000
+    prior_levels = [0, 1, 2]
+
+
+def test_html_escapes_everything_and_shows_progress(tmp_path):
+    q = JobQueue(_Model(), tmp_path, runner=lambda *a: None)
+    q.close()
+    evil = "<script>alert(1)</script>"
+    run = Job("20250101-000000-aaaaaaaaaaaa", JobRequest(artist=evil, genre="folk", seconds=2), status="running",
+              stage="sampling level 1", progress={2: (17, 17), 1: (10, 68)})
+    wait = Job("20250101-000001-bbbbbbbbbbbb", JobRequest(seconds=3), created=run.created + 1)
+    done = Job("20250101-000002-cccccccccccc", JobRequest(lyrics=evil, seed=4), status="done",
+               outputs=["item_0.wav", "spectrogram_0.png", "alignment_0.png", "codes.npz", "metadata.json"],
+               created=run.created + 2)
+    bad = Job("20250101-000003-dddddddddddd", JobRequest(), status="failed", error=evil, created=run.created + 3)
+    q._jobs = {j.id: j for j in (run, wait, done, bad)}
+    status = render_status(q)
+    assert evil not in status and "&lt;script&gt;" in status
+    assert '<progress value="17" max="17">' in status and '<progress value="10" max="68">' in status
+    assert "level 0: <progress value=\"0\"" in status and "Queued #1" in status
+    results = render_results(q)
+    assert evil not in results and results.count("&lt;script&gt;") == 2  # the lyrics (settings) and the error
+    base = f"results/{done.id}"
+    assert f'<audio controls preload="metadata" src="{base}/item_0.wav">' in results
+    assert f'download="jukebox-{done.id}-0.wav"' in results and f'src="{base}/spectrogram_0.png"' in results
+    assert f'src="{base}/alignment_0.png"' in results and "alignment.json" not in results
+    assert f'data-job="{bad.id}" data-status="failed"' in results
+
+
+def test_results_route_serves_only_result_files(tmp_path, tiny):
+    pytest.importorskip("gradio")
+    from fastapi.testclient import TestClient
+
+    from jukebox.api import load_model
+    from jukebox.ui.app import build_app
+
+    q = JobQueue(load_model(tiny, device="cpu"), tmp_path / "results")
+    try:
+        job = q.submit(JobRequest(seconds=0.05, levels=[2], seed=0))
+        assert q.wait(job.id, 60).status == "done", job.error
+        (tmp_path / "results" / "secret.txt").write_text("no")
+        client = TestClient(build_app(q))
+        r = client.get(f"/results/{job.id}/item_0.wav")
+        assert r.status_code == 200 and r.headers["content-type"] == "audio/wav" and r.content[:4] == b"RIFF"
+        assert client.get(f"/results/{job.id}/spectrogram_0.png").content[:4] == b"\x89PNG"
+        assert json.loads(client.get(f"/results/{job.id}/metadata.json").content)["status"] == "done"
+        for bad in ("/results/..%2Fsecret.txt/x", f"/results/{job.id}/..%2F..%2Fsecret.txt",
+                    f"/results/{job.id}/item_1.wav", "/results/nope/item_0.wav", f"/results/{job.id}/prompt.wav"):
+            assert client.get(bad).status_code == 404, bad
+        page = client.get("/")
+        assert page.status_code == 200 and "<html" in page.text
+    finally:
+        q.close()
+
+
+def test_jukebox_serve_starts_and_stops(tmp_path, tiny):
+    pytest.importorskip("gradio")
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "jukebox.cli.main", "serve", "-m", str(tiny), "--port", "0",
+                             "--results-dir", str(tmp_path / "res")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("jukebox: serving tiny at http://127.0.0.1:"), (line, proc.stderr.read())
+        url = line.split(" at ")[1].split(" ")[0]
+        with urllib.request.urlopen(url, timeout=20) as r:
+            assert r.status == 200 and b"<html" in r.read()
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(url + "results/x/y", timeout=20)
+        assert (tmp_path / "res").is_dir()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode in (0, 130)
+    assert "Traceback" not in proc.stderr.read()
