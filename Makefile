@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 # torch 2.13.0 is the CPU wheel this project's machines provide; the package itself accepts torch >= 2.4.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test lint clean
+.PHONY: setup setup-ui demo test lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
+
+# The web page (`jukebox serve`) and its browser test: Gradio plus Playwright (which drives the system's
+# Chromium, `apt-get install chromium`; it never downloads a browser).
+setup-ui: setup
+	$(PIP) install -q -e ".[dev,ui]" playwright
 
 demo: setup
 	$(PY) -m jukebox.demo demo.wav

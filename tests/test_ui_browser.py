@@ -2,11 +2,13 @@
 driven by Playwright, fills the page's form, generates with a tiny model, waits for the audio player and checks
 the downloaded wav. Skipped cleanly when chromium, playwright or gradio is missing.
 
-Set ``JUKEBOX_UI_SCREENSHOT=docs/ui.png`` to save a screenshot of the page with the result.
+Set ``JUKEBOX_UI_SCREENSHOT=docs/ui.png`` to save a screenshot of the page with the result. CI sets
+``JUKEBOX_REQUIRE_BROWSER=1``: then a missing browser or package fails the test instead of skipping it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -18,10 +20,20 @@ CHROMIUM = os.environ.get("JUKEBOX_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage", "--mute-audio"]
 
+REQUIRED = os.environ.get("JUKEBOX_REQUIRE_BROWSER") == "1"
+
+
+def _missing(reason: str) -> None:
+    if REQUIRED:
+        pytest.fail(f"JUKEBOX_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
 if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
-    pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
-pytest.importorskip("gradio", reason="gradio not installed (pip install 'jukebox[ui]')")
+    _missing(f"chromium not found at {CHROMIUM} (apt-get install chromium)")
+for _module, _hint in (("playwright", "pip install playwright"), ("gradio", "pip install 'jukebox[ui]'")):
+    if importlib.util.find_spec(_module) is None:
+        _missing(f"{_module} not installed ({_hint})")
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 

@@ -378,7 +378,7 @@ class JobQueue:
         if status != "done" or not isinstance(meta, dict) or meta.get("status") != "done":
             self._save_metadata(job, out, status=status, error=error)
         with self._lock:
-            job.outputs = sorted(p.name for p in out.iterdir() if RESULT_FILE_RE.fullmatch(p.name)) if out.is_dir() else []
+            job.outputs = _outputs(out)
             self._finish(job, status, error)
 
     def _save_metadata(self, job: Job, out: Path, **override: Any) -> None:
@@ -414,7 +414,7 @@ class JobQueue:
             status = meta.get("status")
             status = status if status in FINISHED else "interrupted"
             job = Job(folder.name, request, status=status, stage=status, error=meta.get("error"),
-                      outputs=sorted(p.name for p in folder.iterdir() if RESULT_FILE_RE.fullmatch(p.name)),
+                      outputs=_outputs(folder),
                       level=meta.get("level"), settings=meta.get("settings") or {})
             job.n_items = sum(1 for n in job.outputs if n.startswith("item_"))
             job.created = job.finished = folder.stat().st_mtime
@@ -476,6 +476,13 @@ def run_job(model: Any, job: Job, out: Path, progress: Callable[[int, int, int],
                     created=_iso(job.created), started=_iso(job.started or time.time()), source="jukebox serve")
     _write_outputs(out, model, gen, metadata)
     job.n_items, job.level, job.settings = int(gen.audio.shape[0]), int(gen.level), dict(gen.settings)
+
+
+def _outputs(folder: Path) -> list[str]:
+    """The result files in a job folder (names from the fixed pattern only)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and RESULT_FILE_RE.fullmatch(p.name))
 
 
 def _order(job: Job) -> tuple[float, str]:
