@@ -40,6 +40,14 @@ def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+def display_path(path: Path) -> str:
+    """``path`` with the home folder shown as ``~``."""
+    try:
+        return "~/" + Path(path).relative_to(Path.home()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _levels_of(jobs: JobQueue, job: Job) -> list[int]:
     have = sorted(getattr(jobs.model, "prior_levels", []) or [], reverse=True)
     levels = sorted(job.request.levels or have, reverse=True)
@@ -53,7 +61,7 @@ def render_status(jobs: JobQueue) -> str:
     live = [j for j in jobs.jobs() if not j.is_finished]
     if not live:
         return '<div id="jb-status" class="jb-muted">No job running. Results are kept in ' \
-               f'<code>{_esc(jobs.results_dir)}</code>.</div>'
+               f'<code>{_esc(display_path(jobs.results_dir))}</code>.</div>'
     live.sort(key=lambda j: (j.status != "running", j.created))
     parts = ['<div id="jb-status">']
     for pos, job in enumerate(live):
@@ -152,9 +160,9 @@ def build_blocks(jobs: JobQueue, default_seconds: float = 10.0):
     level_choices = [(f"level {lvl}" + (" (top)" if lvl == top else ""), str(lvl)) for lvl in levels]
     has_lyrics = _has_lyrics(model)
 
-    with gr.Blocks(title="Jukebox") as blocks:
+    with gr.Blocks(title="Jukebox", delete_cache=(3600, 3600)) as blocks:  # uploads are copied at once
         gr.Markdown(f"## Jukebox\nModel `{_esc(model.model_dir.path.name)}` · {model.sample_rate} Hz · levels "
-                    f"{', '.join(map(str, levels)) or 'none'} · results in `{_esc(jobs.results_dir)}`")
+                    f"{', '.join(map(str, levels)) or 'none'} · results in `{_esc(display_path(jobs.results_dir))}`")
         with gr.Row():
             with gr.Column(scale=1):
                 artist = gr.Dropdown(artists, value="unknown" if "unknown" in artists else artists[0],
@@ -167,7 +175,7 @@ def build_blocks(jobs: JobQueue, default_seconds: float = 10.0):
                                     lines=5, elem_id="lyrics")
                 with gr.Row():
                     seconds = gr.Number(default_seconds, label="Length (s)", minimum=0, elem_id="seconds")
-                    total = gr.Number(None, label="Song length for timing (s, optional)", minimum=0,
+                    total = gr.Number(None, label="Song length for timing (s, 0: the length)", minimum=0,
                                       elem_id="total-seconds")
                     n_samples = gr.Slider(1, jobs.max_samples, value=1, step=1, label="Samples",
                                           elem_id="n-samples")
@@ -186,7 +194,7 @@ def build_blocks(jobs: JobQueue, default_seconds: float = 10.0):
                     prompt = gr.File(label=f"Audio prompt ({', '.join(UPLOAD_SUFFIXES)}; up to "
                                            f"{jobs.max_upload_bytes // 2**20} MB)",
                                      file_types=list(UPLOAD_SUFFIXES), type="filepath", elem_id="prompt")
-                    prompt_seconds = gr.Number(None, label="Prompt length to keep (s, empty: all)", minimum=0,
+                    prompt_seconds = gr.Number(None, label="Prompt length to keep (s, 0: all)", minimum=0,
                                                elem_id="prompt-seconds")
                 with gr.Row():
                     generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
