@@ -141,3 +141,25 @@ def test_bad_upload_and_foreign_paths_in_browser(server, browser, tmp_path):
                 "results/nope/item_0.wav"):
         assert page.request.get(srv.url + bad).status == 404
     page.close()
+
+
+def test_live_progress_and_cancel_in_browser(server, browser):
+    srv, jobs = server
+    page = browser.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(srv.url)
+    page.locator("#seconds input").fill("2")  # long enough for the tiny model to still run when we cancel
+    page.locator("#generate").click()
+    expect(page.locator("#message")).to_contain_text("Queued")
+    running = page.locator("#status .jb-progress")
+    expect(running).to_contain_text("level 2")
+    expect(running.locator("progress")).to_have_count(3)
+    page.wait_for_function("[...document.querySelectorAll('#status progress')].some(p => p.value > 0)")
+    job_id = running.get_attribute("data-job")
+    page.locator("#cancel").click()
+    expect(page.locator("#message")).to_contain_text(f"Cancelling `{job_id}`".replace("`", ""))
+    card = page.locator(f'#results .jb-card[data-job="{job_id}"]')
+    expect(card).to_have_attribute("data-status", "cancelled")
+    expect(page.locator("#status")).to_contain_text("No job running")
+    assert jobs.get(job_id).status == "cancelled" and "item_0.wav" not in jobs.get(job_id).outputs
+    page.close()
