@@ -230,6 +230,10 @@ def test_real_jobs_generate_continue_upsample_prompt(tiny_lyrics, tmp_path):
         for job in (up, cont, primed):
             assert q.wait(job.id, 60).status == "done", job.error
         assert up.n_items == 2 and up.level == 0 and "alignment.json" not in up.outputs
+        # continue/upsample keep the source's labels and samples (the recorded request says so)
+        assert (up.request.artist, up.request.genre, up.request.n_samples, up.request.seconds) == (
+            "Alice Example", "folk", 2, 0.05)
+        assert cont.request.lyrics == "la la la" and cont.request.seconds == 0.1
         assert sf.info(q.result_file(cont.id, "item_0.wav")).frames == 4352
         with np.load(q.result_file(cont.id, "codes.npz")) as c, np.load(q.result_file(gen.id, "codes.npz")) as g:
             assert np.array_equal(c["level_2"][:, :8], g["level_2"][:, :8])  # 0.03 s kept = 8 top tokens

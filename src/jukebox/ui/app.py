@@ -204,7 +204,8 @@ def build_blocks(jobs: JobQueue, default_seconds: float = 10.0):
                                          elem_id="source")
                     gr.Markdown("*Continue* extends it to **Length** seconds in all (keeping **Prompt length** "
                                 "of it when given); *Upsample* renders its top level through the upsamplers. "
-                                "Both use the settings above.")
+                                "Both keep the result's artist, genre and lyrics and use the sampling settings "
+                                "above.")
                     with gr.Row():
                         continue_btn = gr.Button("Continue", elem_id="continue")
                         upsample_btn = gr.Button("Upsample", elem_id="upsample")

@@ -75,7 +75,8 @@ def result_path(results_dir: str | Path, job_id: str, name: str) -> Path:
 
 @dataclass
 class JobRequest:
-    """What the page asks for. ``source`` names a previous result (its id) for ``continue``/``upsample``."""
+    """What the page asks for. ``source`` names a previous result (its id) for ``continue``/``upsample``; those
+    take the source's labels (artist, genre, lyrics) and number of samples, and upsample also its lengths."""
 
     action: str = "generate"
     artist: str = "unknown"
@@ -174,6 +175,7 @@ class JobQueue:
         nothing is queued and no result folder is left behind.
         """
         self._check(request, prompt_file)
+        self._inherit(request)
         job = Job(new_job_id(), request)
         out = self.results_dir / job.id
         out.mkdir(parents=True)
@@ -313,6 +315,17 @@ class JobQueue:
             if size > self.max_upload_bytes:
                 raise UsageError(f"the prompt is {size / 2**20:.1f} MB; the limit is "
                                  f"{self.max_upload_bytes / 2**20:.0f} MB")
+
+    def _inherit(self, r: JobRequest) -> None:
+        """Continue/upsample keep the source's labels (artist, genre, lyrics) and samples; upsample its lengths."""
+        if r.action == "generate" or r.source is None:
+            return
+        src = self._jobs[r.source]
+        r.artist, r.genre, r.lyrics = src.request.artist, src.request.genre, src.request.lyrics
+        r.n_samples = src.n_items or src.request.n_samples
+        if r.action == "upsample":
+            r.seconds = src.request.seconds
+            r.total_seconds = r.total_seconds or src.request.total_seconds
 
     def _store_prompt(self, src: Path, dst: Path) -> None:
         """Decode the upload (jukebox.audio's checks and errors), resample to the model's rate, save as wav."""
