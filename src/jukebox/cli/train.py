@@ -62,6 +62,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--preset", default="tiny", help="VQ-VAE preset for a new model: tiny or openai (default tiny)")
     v.add_argument("--window", type=int, default=None,
                    help="training window in samples, a multiple of the top hop (default: 8192 tiny, 262144 openai)")
+    g = v.add_argument_group("adversarial training (see docs/adversarial.md)")
+    g.add_argument("--adversarial", action="store_true",
+                   help="train with discriminators (multi-scale STFT + multi-period), adversarial, feature-matching "
+                        "and mel losses; the discriminator is saved in MODEL_DIR/discriminator/")
+    g.add_argument("--decoder-only", action="store_true",
+                   help="fine-tune only the decoders of the existing VQ-VAE against its frozen encoders and "
+                        "codebooks (codes unchanged, so trained priors stay valid); without --adversarial: the "
+                        "VQ-VAE loss + mel loss only")
+    g.add_argument("--disc", choices=("both", "msstft", "mpd"), default="both",
+                   help="discriminators: msstft (EnCodec multi-scale STFT), mpd (HiFi-GAN periods) or both")
+    g.add_argument("--adv-loss", choices=("hinge", "lsgan"), default="hinge", help="adversarial loss (default hinge)")
+    g.add_argument("--adv-levels", default=None, metavar="L,..",
+                   help="levels whose reconstructions are judged (and, with --decoder-only, trained); default all")
+    for name, default, what in (("recon", 1.0, "the VQ-VAE's own loss"), ("mel", 5.0, "multi-scale mel L1"),
+                                ("adv", 1.0, "adversarial loss"), ("feat", 2.0, "feature matching")):
+        g.add_argument(f"--{name}-weight", type=float, default=default, help=f"weight of {what} (default {default})")
+    g.add_argument("--disc-lr", type=float, default=0.0, help="discriminator peak learning rate (default: --lr)")
+    g.add_argument("--disc-channels", type=int, default=32,
+                   help="channels of the STFT discriminators and first channels of the period ones (default 32)")
     _add_common(v)
     v.set_defaults(func=cmd_train_vqvae)
 
@@ -128,6 +147,25 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--steps must be >= 1, got {args.steps}")
 
 
+def _adversarial(args: argparse.Namespace):
+    """The AdversarialConfig of ``--adversarial`` / ``--decoder-only`` (None for plain VQ-VAE training)."""
+    if not (args.adversarial or args.decoder_only):
+        return None
+    from ..vqvae.discriminator import AdversarialConfig
+
+    try:
+        levels = tuple(int(v) for v in args.adv_levels.split(",") if v.strip()) if args.adv_levels else ()
+    except ValueError:
+        raise UsageError(f"--adv-levels takes comma-separated level numbers, got {args.adv_levels!r}") from None
+    on = args.adversarial
+    return AdversarialConfig(
+        discriminators=("msstft", "mpd") if args.disc == "both" else (args.disc,), loss=args.adv_loss,
+        recon_weight=args.recon_weight, mel_weight=args.mel_weight, adv_weight=args.adv_weight if on else 0.0,
+        feat_weight=args.feat_weight if on else 0.0, stft_channels=args.disc_channels,
+        mpd_channels=args.disc_channels, mpd_max_channels=max(16 * args.disc_channels, args.disc_channels),
+        disc_lr=args.disc_lr, levels=levels, decoder_only=args.decoder_only)
+
+
 def cmd_train_vqvae(args: argparse.Namespace) -> int:
     from ..train import train_vqvae
 
@@ -135,7 +173,7 @@ def cmd_train_vqvae(args: argparse.Namespace) -> int:
     result = train_vqvae(args.data, args.out, preset=args.preset, config=_config(args), window=args.window,
                          resume=args.resume, restart=args.restart, device=_device(args.device),
                          log_dir=args.log_dir, progress=not args.no_progress and sys.stderr.isatty(),
-                         val_fraction=args.val_fraction, stop_at=args.stop_at)
+                         val_fraction=args.val_fraction, stop_at=args.stop_at, adversarial=_adversarial(args))
     _summary(args, result, f"{args.out}/vqvae")
     return 0
 

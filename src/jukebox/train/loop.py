@@ -68,6 +68,24 @@ class Task(Protocol):
         """Optional TensorBoard media (audio); ``model`` is unwrapped, in eval mode."""
 
 
+class AdversarialTask(Task, Protocol):
+    """A task that also trains a second model with its own optimiser (a GAN discriminator).
+
+    After every optimiser step of the model, the loop takes one step of ``discriminator`` on the same
+    micro-batches: ``discriminator_loss(batch)`` may use what ``loss`` left in ``batch`` (e.g. the detached
+    reconstructions). The discriminator's weights and optimiser state are checkpointed and resumed with the rest;
+    its learning rate follows the model's schedule, scaled by its optimiser's initial learning rate / ``lr``.
+    """
+
+    discriminator: nn.Module
+
+    def discriminator_optimizer(self, config: TrainConfig) -> torch.optim.Optimizer:
+        """A fresh optimiser over the discriminator's parameters."""
+
+    def discriminator_loss(self, batch: Any, device: torch.device) -> tuple[Tensor, dict[str, Tensor]]:
+        """(scalar loss, detached scalar metrics) of the discriminator on ``batch`` after ``loss`` saw it."""
+
+
 @dataclass
 class TrainResult:
     """What :meth:`Trainer.fit` returns: the final step, per-step history and (optionally) the batches seen."""
@@ -179,14 +197,17 @@ class Trainer:
                 "grad_accum": c.grad_accum}
 
     def _save(self, step: int, optimizer: torch.optim.Optimizer, ema: ModelEMA | None,
-              metrics: dict[str, float]) -> None:
+              metrics: dict[str, float], d_opt: torch.optim.Optimizer | None = None) -> None:
         """Checkpoint then export (rank 0)."""
         if not self.dist.is_main:
             return
+        disc = getattr(self.task, "discriminator", None) if d_opt is not None else None
         state = CheckpointState(step=step, config=self.config, model=self.model.state_dict(),
                                 optimizer=optimizer.state_dict(), ema=ema.state_dict() if ema else None,
                                 rng=rng_state(), data=self._data_state(), metrics=metrics,
-                                extra=self.extra_state)
+                                extra=self.extra_state,
+                                discriminator=disc.state_dict() if disc is not None else None,
+                                discriminator_optimizer=d_opt.state_dict() if d_opt is not None else None)
         save_checkpoint(self.checkpoint_dir, state)
         self.task.export(self._inference_model(ema))
         self.last_saved_step = step
@@ -197,6 +218,49 @@ class Trainer:
         m = copy.deepcopy(self.model)
         ema.apply_to(m)
         return m
+
+    def _discriminator_step(self, step: int, d_opt: torch.optim.Optimizer, batches: list[Any],
+                            lr_scale: float) -> dict[str, float]:
+        """One optimiser step of the task's discriminator on this step's micro-batches; returns its metrics."""
+        c, d = self.config, self.dist
+        disc: nn.Module = self.task.discriminator  # type: ignore[attr-defined]
+        for g, base in zip(d_opt.param_groups, self._d_base_lr):
+            g["lr"] = base * lr_scale
+        d_opt.zero_grad(set_to_none=True)
+        loss_sum = torch.zeros((), device=self.device)
+        metric_sums: dict[str, Tensor] = {}
+        for batch in batches:
+            with self._autocast():
+                loss, metrics = self.task.discriminator_loss(batch, self.device)  # type: ignore[attr-defined]
+            (loss / len(batches)).backward()
+            loss_sum = loss_sum + loss.detach().float() / len(batches)
+            for k, v in metrics.items():
+                metric_sums[k] = metric_sums.get(k, 0.0) + v.detach().float() / len(batches)
+        params = [p for p in disc.parameters() if p.requires_grad]
+        if d.distributed:  # the discriminator is not DDP-wrapped: average its gradients by hand
+            import torch.distributed as tdist
+
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                tdist.all_reduce(p.grad)
+                p.grad.div_(d.world_size)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip if c.grad_clip > 0 else math.inf)
+        keys = sorted(metric_sums)
+        packed = torch.stack([loss_sum, grad_norm.float().to(loss_sum.device),
+                              *[metric_sums[k].reshape(()) for k in keys]])
+        if d.distributed:
+            import torch.distributed as tdist
+
+            tdist.all_reduce(packed)
+            packed = packed / d.world_size
+        values = packed.tolist()
+        if not all(math.isfinite(v) for v in values[:2]):
+            raise TrainingDiverged(f"{self.task.name}: the discriminator's loss or gradient norm became "
+                                   f"{values[0]}/{values[1]} at step {step + 1}; training stopped and the last good "
+                                   f"checkpoint (step {self.last_saved_step}) is kept in {self.checkpoint_dir}")
+        d_opt.step()
+        return {"disc_loss": values[0], "disc_grad_norm": values[1], **dict(zip(keys, values[2:]))}
 
     @torch.no_grad()
     def validate(self, ema: ModelEMA | None = None) -> dict[str, float]:
@@ -228,11 +292,23 @@ class Trainer:
         model.train()
         optimizer = build_optimizer(model, c)
         ema = ModelEMA(model, c.ema) if c.ema > 0 else None
+        disc: nn.Module | None = getattr(self.task, "discriminator", None)
+        d_opt: torch.optim.Optimizer | None = None
+        if disc is not None:
+            disc.to(self.device).train()
+            d_opt = self.task.discriminator_optimizer(c)  # type: ignore[attr-defined]
+            self._d_base_lr = [g["lr"] for g in d_opt.param_groups]
         start = 0
         if resume:
             state = load_checkpoint(self.checkpoint_dir)
             model.load_state_dict(state.model, strict=True)
             optimizer.load_state_dict(state.optimizer)
+            if disc is not None and d_opt is not None:
+                if state.discriminator is None or state.discriminator_optimizer is None:
+                    raise JukeboxError(f"{self.checkpoint_dir}: the checkpoint has no discriminator state to resume "
+                                       "adversarial training from")
+                disc.load_state_dict(state.discriminator, strict=True)
+                d_opt.load_state_dict(state.discriminator_optimizer)
             if ema is not None:
                 if state.ema is None:
                     self.log("note: the checkpoint has no EMA weights; the EMA starts from the current weights")
@@ -284,8 +360,11 @@ class Trainer:
                 loss_sum = torch.zeros((), device=self.device)
                 metric_sums: dict[str, Tensor] = {}
                 seen_step: list[str] = []
+                step_batches: list[Any] = []
                 for micro in range(c.grad_accum):
                     batch = prefetch.get(step, micro)
+                    if d_opt is not None:
+                        step_batches.append(batch)
                     if self.record_batches:
                         seen_step.extend(self.task.describe(batch))
                     tokens_done += self.task.tokens(batch) * d.world_size
@@ -321,9 +400,10 @@ class Trainer:
                 optimizer.step()
                 if ema is not None:
                     ema.update(model)
+                d_row = self._discriminator_step(step, d_opt, step_batches, lr / c.lr) if d_opt is not None else {}
                 done = step + 1
                 row = {"step": done, "loss": loss_v, "lr": lr, "grad_norm": norm_v,
-                       **{k: v for k, v in zip(keys, values[2:])}}
+                       **{k: v for k, v in zip(keys, values[2:])}, **d_row}
                 result.history.append(row)
                 result.step = done
                 window.append(row)
@@ -365,7 +445,7 @@ class Trainer:
                             self.task.log_media(writer, m, done)
                         m.train()
                 if (c.save_every and done % c.save_every == 0) or last:
-                    self._save(done, optimizer, ema, metrics_out or row)
+                    self._save(done, optimizer, ema, metrics_out or row, d_opt)
         finally:
             prefetch.close()
             if bar is not None:

@@ -91,12 +91,14 @@ def train_vqvae(data: str | Path, out: str | Path, preset: str = "tiny", config:
                 window: int | None = None, resume: bool = False, restart: bool = False,
                 device: str | torch.device | None = None, log_dir: str | Path | None = None, progress: bool = True,
                 val_fraction: float = 0.1, vqvae_config: VQVAEConfig | None = None, record_batches: bool = False,
-                stop_at: int | None = None, log: LogFn = _stderr) -> TrainResult:
+                stop_at: int | None = None, log: LogFn = _stderr, adversarial: Any = None) -> TrainResult:
     """Train (or continue, or fine-tune) the VQ-VAE of model directory ``out`` on the corpus ``data``.
 
     A new directory gets the ``preset`` VQ-VAE with loss normalisers measured on the corpus. An existing VQ-VAE
     is fine-tuned from its weights (``restart``: start over from the preset) or, with ``resume``, continued
     from its training checkpoint exactly. ``window``: training window in samples (a multiple of the top hop).
+    ``adversarial``: a :class:`~jukebox.vqvae.discriminator.AdversarialConfig` to train with discriminators
+    (saved in ``out/discriminator/``); with its ``decoder_only`` only the decoders of an existing VQ-VAE train.
     """
     config = config or TrainConfig()
     dist = setup_distributed(device)
@@ -114,12 +116,21 @@ def train_vqvae(data: str | Path, out: str | Path, preset: str = "tiny", config:
             extra = _on_rank0(dist, lambda: read_checkpoint_extra(ckpt))
             cfg = VQVAEConfig.from_dict(extra["model_config"], f"{ckpt}: model_config")
             window = int(extra.get("window", window or 0)) or window
+            if extra.get("adversarial") is not None:
+                from ..vqvae.discriminator import AdversarialConfig
+
+                adversarial = AdversarialConfig.from_dict(extra["adversarial"], f"{ckpt}: adversarial")
+            else:
+                adversarial = None
         elif md.has_vqvae() and not restart:
             cfg = md.vqvae_config()
             if dist.is_main:
                 log(f"fine-tuning the VQ-VAE of {md.path} (pass --restart to start from the preset)")
         else:
             cfg = vqvae_config or vqvae_preset(preset)
+            if adversarial is not None and adversarial.decoder_only:
+                raise UsageError("--decoder-only fine-tunes the decoders of an existing VQ-VAE; "
+                                 f"{md.path} has none (or --restart was given)")
         top = cfg.hop_lengths[-1]
         window = int(window or VQVAE_WINDOWS.get(preset, 262144))
         if window <= 0 or window % top:
@@ -138,16 +149,39 @@ def train_vqvae(data: str | Path, out: str | Path, preset: str = "tiny", config:
         torch.manual_seed(config.seed)
         if not resume and md.has_vqvae() and not restart:
             model = md.load_vqvae("cpu").train()
-            model.restore_codebook_ema(window * config.batch_size, dist.world_size)
+            if adversarial is None or not adversarial.decoder_only:
+                model.restore_codebook_ema(window * config.batch_size, dist.world_size)
         else:
             model = VQVAE(cfg).train()
-        task = VQVAETask(train, val, config.batch_size, config.seed, config.val_batches, export=md.save_vqvae)
+        extra_state = {"model_config": model.config.to_dict(), "window": window, "preset": preset}
+        task: VQVAETask
+        if adversarial is not None:
+            from ..vqvae.discriminator import Discriminator
+            from .adversarial import AdversarialVQVAETask, GeneratorVQVAE, freeze_for_decoder_only
+
+            levels = adversarial.trained_levels(model.levels)
+            if adversarial.decoder_only:
+                n = freeze_for_decoder_only(model, levels)
+                if dist.is_main:
+                    log(f"decoder-only: training the level {list(levels)} decoders ({n / 1e6:.2f}M parameters); "
+                        "encoders and codebooks frozen, codes unchanged")
+            disc = Discriminator(adversarial) if adversarial.adv_weight > 0 or adversarial.feat_weight > 0 else None
+            model = GeneratorVQVAE(model, levels, adversarial.decoder_only)
+            task = AdversarialVQVAETask(train, val, config.batch_size, adversarial, disc, cfg.sample_rate,
+                                        config.seed, config.val_batches, export=md.save_vqvae,
+                                        export_discriminator=str(md.path / "discriminator"))
+            extra_state["adversarial"] = adversarial.to_dict()
+            if dist.is_main and disc is not None:
+                log(f"adversarial training: {'+'.join(adversarial.discriminators)} discriminators "
+                    f"({sum(p.numel() for p in disc.parameters()) / 1e6:.2f}M parameters), {adversarial.loss} loss")
+        else:
+            task = VQVAETask(train, val, config.batch_size, config.seed, config.val_batches, export=md.save_vqvae)
         if dist.is_main:
             log(f"training the VQ-VAE on {len(train.tracks)} tracks ({train.dropped} shorter than the window "
                 f"left out), window {window} samples, {dist.world_size} process(es) on {dist.device}")
         trainer = Trainer(model, task, config, ckpt, dist, _writer_dir(log_dir, md.path / "logs" / "vqvae"),
                           progress=progress and dist.is_main, record_batches=record_batches, log=log,
-                          extra_state={"model_config": model.config.to_dict(), "window": window, "preset": preset})
+                          extra_state=extra_state)
         return trainer.fit(resume=resume, stop_at=stop_at)
     finally:
         cleanup_distributed(dist)

@@ -4,7 +4,8 @@ A checkpoint is a folder (by default ``<component>/checkpoint/`` inside the mode
 
     model.safetensors   the raw trained weights (all of the state_dict, LoRA adapters included)
     trainer.safetensors optimiser moments (``optim/<param index>/<key>``), EMA weights (``ema/<name>``),
-                        RNG states (``rng/torch``, ``rng/cuda/<i>``)
+                        RNG states (``rng/torch``, ``rng/cuda/<i>``); with a discriminator (adversarial
+                        training) also its weights (``disc/<name>``) and moments (``disc_optim/<i>/<key>``)
     trainer.json        step, TrainConfig, optimiser param groups, data-order state, last metrics, extra
 
 It is written into a temporary folder which then replaces the previous checkpoint with two renames, so a crash
@@ -47,24 +48,28 @@ class CheckpointState:
     data: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: A second model trained alongside (the GAN discriminator) and its optimiser, or None.
+    discriminator: dict[str, torch.Tensor] | None = None
+    discriminator_optimizer: dict[str, Any] | None = None
 
 
-def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _flatten_optimizer(sd: dict[str, Any], prefix: str = "optim") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for idx, st in sd["state"].items():
         for key, value in st.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optim/{idx}/{key}"] = value.detach().cpu().contiguous()
+                tensors[f"{prefix}/{idx}/{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars.setdefault(str(idx), {})[key] = value
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str = "optim"
+                         ) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
-        if name.startswith("optim/"):
+        if name.startswith(f"{prefix}/"):
             _, idx, key = name.split("/", 2)
             state.setdefault(int(idx), {})[key] = value
     for idx, scalars in meta.get("scalars", {}).items():
@@ -101,6 +106,12 @@ def save_checkpoint(folder: str | Path, state: CheckpointState) -> Path:
         if state.ema is not None:
             tensors.update({f"ema/{k}": v.detach().cpu().contiguous() for k, v in state.ema.items()})
         tensors.update({k: v.cpu().contiguous() for k, v in state.rng.items()})
+        disc_meta = None
+        if state.discriminator is not None:
+            tensors.update({f"disc/{k}": v.detach().cpu().contiguous() for k, v in state.discriminator.items()})
+        if state.discriminator_optimizer is not None:
+            disc_tensors, disc_meta = _flatten_optimizer(state.discriminator_optimizer, "disc_optim")
+            tensors.update(disc_tensors)
         tensors = {k: (v.clone() if v.numel() == 0 else v) for k, v in tensors.items()}
         save_file(_unshare(tensors), str(tmp / STATE_TENSORS))
         meta = {
@@ -110,6 +121,8 @@ def save_checkpoint(folder: str | Path, state: CheckpointState) -> Path:
             "config": state.config.to_dict(),
             "optimizer": optim_meta,
             "has_ema": state.ema is not None,
+            **({"has_discriminator": True} if state.discriminator is not None else {}),
+            **({"discriminator_optimizer": disc_meta} if disc_meta is not None else {}),
             "data": state.data,
             "metrics": state.metrics,
             "extra": state.extra,
@@ -194,4 +207,8 @@ def load_checkpoint(folder: str | Path) -> CheckpointState:
         data=meta.get("data", {}),
         metrics=meta.get("metrics", {}),
         extra=meta.get("extra", {}),
+        discriminator={k[5:]: v for k, v in tensors.items() if k.startswith("disc/")}
+        if meta.get("has_discriminator") else None,
+        discriminator_optimizer=_unflatten_optimizer(tensors, meta["discriminator_optimizer"], "disc_optim")
+        if meta.get("discriminator_optimizer") is not None else None,
     )
