@@ -24,10 +24,10 @@ Layout of ``--out`` (default ``/work/sung_corpus``)::
     timing/<id>.json                          labels, lyrics, score and each word's start/end seconds in the mix
     catalog.csv                               every song: file, artist, genre, lyrics, split (train/validation/test)
 
-Tools (not package dependencies; ``pip install 'jukebox[corpus]'`` gives the Python ones)::
+Tools (recipe tools, not package dependencies)::
 
     apt-get install festival festvox-kallpc16k festvox-kdlpc16k fluidsynth fluid-soundfont-gm
-    pip install mido soxr soundfile numpy
+    pip install mido soxr soundfile numpy pocketsphinx   # pocketsphinx: scripts/sung_wer.py
 
 Usage: ``python scripts/build_sung_corpus.py --songs 200 --workers 2``. Rerunning skips finished songs (a song is
 finished when its timing JSON exists; it is written last), and songs ``0..N-1`` are the same for any ``--songs``
@@ -171,7 +171,8 @@ def festival_syllables(words: Sequence[str]) -> dict[str, int]:
         script = (
             '(load (path-append datadir "init.scm"))\n'
             f"({voice})\n"
-            f"(mapcar (lambda (w) (format t \"%s %d\\n\" w (length (car (cdr (cdr (lex.lookup w nil))))))) '({quoted}))\n"
+            "(mapcar (lambda (w) (format t \"%s %d\\n\" w"
+            f" (length (car (cdr (cdr (lex.lookup w nil))))))) '({quoted}))\n"
         )
         with tempfile.NamedTemporaryFile("w", suffix=".scm", delete=False) as f:
             f.write(script)
@@ -358,7 +359,6 @@ def make_score(song: Song, syllables: dict[str, int]) -> list[dict]:
                     extra = 0
             start = beat
             wi = word_index - 1
-            last_word = None
             for (w, k, ns), d in zip(syls, dur, strict=True):
                 if k == 0:
                     wi += 1
@@ -375,8 +375,6 @@ def make_score(song: Song, syllables: dict[str, int]) -> list[dict]:
                               "pitch": pitch, "start": start, "dur": d / 2})
                 start += d / 2
                 prev = pitch
-                last_word = w
-            del last_word
             word_index = wi + 1
             line_index += 1
             beat += bars * 4
@@ -593,7 +591,7 @@ def build_song(song: Song, syllables: dict[str, int], out: Path) -> dict:
             score_words[-1]["pitches"].append(nt["pitch"])
     if len(sung) != len(score_words):
         raise RuntimeError(f"{song.song_id}: festival sang {len(sung)} words, score has {len(score_words)}")
-    for sw, (w, s, e) in zip(score_words, sung, strict=True):
+    for sw, (_w, s, e) in zip(score_words, sung, strict=True):
         sw["start"], sw["end"] = round(s + intro, 4), round(e + intro, 4)
         sw["score_start"], sw["score_end"] = round(sw["score_start"], 4), round(sw["score_end"], 4)
 
