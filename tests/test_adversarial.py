@@ -61,9 +61,11 @@ COMMON = ["--steps", "2", "--batch-size", "1", "--window", "2048", "--log-dir", 
 # ---------------------------------------------------------------------------------------------------- modules
 
 
-@pytest.mark.parametrize("disc", [STFTDiscriminator(512, 4), PeriodDiscriminator(3, 4, 16),
-                                  MultiScaleSTFTDiscriminator((512, 256), 4), MultiPeriodDiscriminator((2, 3, 5), 4, 16)],
-                         ids=["stft", "period", "msstft", "mpd"])
+DISCS = [STFTDiscriminator(512, 4), PeriodDiscriminator(3, 4, 16), MultiScaleSTFTDiscriminator((512, 256), 4),
+         MultiPeriodDiscriminator((2, 3, 5), 4, 16)]
+
+
+@pytest.mark.parametrize("disc", DISCS, ids=["stft", "period", "msstft", "mpd"])
 def test_discriminator_shapes_and_gradients(disc: torch.nn.Module) -> None:
     torch.manual_seed(0)
     x = torch.randn(2, 1, 2000, requires_grad=True)  # not a multiple of any period: padded inside
