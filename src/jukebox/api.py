@@ -12,6 +12,7 @@ Audio is always [batch, channels, time] float32 in [-1, 1] at ``model.sample_rat
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .audio import MAX_SECONDS
 from .checkpoint.model_dir import ModelDir, prior_folder
 from .errors import JukeboxError, UsageError
 from .sampling.pipeline import DEFAULT_HOP_FRACTIONS, UPSAMPLE_MODES, LevelReport, LevelSettings, sample_levels
@@ -157,17 +159,64 @@ class Jukebox:
             unknown = set(item) - {"artist", "genre", "lyrics"}
             if unknown:
                 raise UsageError(f"label item {i} has unknown keys {sorted(unknown)}; use artist, genre, lyrics")
-            out.append(dict(artist=str(item.get("artist", "unknown")), genre=str(item.get("genre", "unknown")),
-                            lyrics=str(item.get("lyrics", "") or "")))
+            entry = dict(artist=str(item.get("artist", "unknown")), genre=str(item.get("genre", "unknown")),
+                         lyrics=str(item.get("lyrics", "") or ""))
+            for key, text in entry.items():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:  # lone surrogates, e.g. from undecodable command-line bytes
+                    raise UsageError(f"the {key} of item {i} is not valid Unicode text; pass UTF-8") from None
+            out.append(entry)
         return out
+
+    @property
+    def max_seconds(self) -> float:
+        """The longest song the model can describe: its top prior's timing range (else 4 hours)."""
+        labels = self.model_dir.prior_config(self.top_level).labels
+        if labels is not None and labels.max_duration:
+            return float(labels.max_duration)
+        return float(MAX_SECONDS)
+
+    def _check_seconds(self, seconds: float, name: str = "seconds") -> float:
+        try:
+            value = float(seconds)
+        except (TypeError, ValueError):
+            raise UsageError(f"{name} must be a number, got {seconds!r}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise UsageError(f"{name} must be a positive number of seconds, got {seconds}")
+        if value > self.max_seconds:
+            raise UsageError(f"{name} ({value:g} s) is beyond this model's range of {self.max_seconds:g} s; "
+                             "ask for a shorter song")
+        return value
+
+    def _total_length(self, total_seconds: float | None, seconds: float) -> int:
+        return int(round(self._check_seconds(total_seconds if total_seconds is not None else seconds,
+                                             "total_seconds") * self.sample_rate))
 
     def sample_length(self, seconds: float) -> int:
         """Samples for ``seconds``: round(seconds * sr) rounded down to a multiple of the top level's hop."""
         hop = self.hop_lengths[self.top_level]
-        length = int(round(seconds * self.sample_rate)) // hop * hop
+        length = int(round(self._check_seconds(seconds) * self.sample_rate)) // hop * hop
         if length <= 0:
             raise UsageError(f"{seconds} s is shorter than one top-level token ({hop / self.sample_rate:.4f} s)")
         return length
+
+    def _check_codes(self, codes: Mapping[int, torch.Tensor], n: int, sample_length: int) -> None:
+        """Codes given to continue or upsample: known levels, one batch size, in the codebook, not too long."""
+        bins = self.vqvae.config.l_bins
+        for lvl, c in codes.items():
+            if not 0 <= lvl < len(self.hop_lengths):
+                raise UsageError(f"codes for level {lvl}, but the model has levels 0-{len(self.hop_lengths) - 1}")
+            if c.dim() != 2 or c.shape[0] != n:
+                raise UsageError(f"level-{lvl} codes have shape {tuple(c.shape)}; expected [{n}, T] for {n} "
+                                 "sample(s)")
+            if c.numel() and (int(c.min()) < 0 or int(c.max()) >= bins):
+                raise JukeboxError(f"level-{lvl} codes must lie in [0, {bins}), found [{int(c.min())}, "
+                                   f"{int(c.max())}]; were they made with another model?")
+            if c.shape[1] * self.hop_lengths[lvl] > sample_length:
+                raise UsageError(f"the level-{lvl} codes ({c.shape[1] * self.hop_lengths[lvl] / self.sample_rate:.2f}"
+                                 f" s) are longer than the song ({sample_length / self.sample_rate:.2f} s); ask for "
+                                 "more seconds or cut them with prompt_seconds")
 
     def _run(self, codes: dict[int, torch.Tensor], levels: Sequence[int], sample_length: int, total_length: int,
              items: list[dict[str, str]], temperature: PerLevel, top_k: PerLevel, top_p: PerLevel,
@@ -175,14 +224,23 @@ class Jukebox:
              progress: ProgressFn | None, on_level_done: Callable[[int, dict[int, torch.Tensor]], None] | None,
              alignment: bool, upsample_mode: str = "sequential", decode: str = "eager") -> Generation:
         levels = sorted(set(levels), reverse=True)
+        if seed is not None and not -(2**53) < int(seed) < 2**53:
+            raise UsageError(f"seed must be an integer between -2**53 and 2**53, got {seed}")
         if upsample_mode not in UPSAMPLE_MODES:
             raise UsageError(f"upsample_mode must be one of {UPSAMPLE_MODES}, got {upsample_mode!r}")
         missing = [lvl for lvl in levels if lvl not in self.prior_levels]
         if missing:
             raise UsageError(f"the model has no prior for level(s) {missing} (it has {self.prior_levels})")
         n = len(items)
+        self._check_codes(codes, n, sample_length)
         for lvl in levels:
             cfg = self.model_dir.prior_config(lvl)
+            upper = lvl + 1
+            if cfg.is_upsampler and upper not in levels and (
+                    upper not in codes or codes[upper].shape[1] * self.hop_lengths[upper] < sample_length):
+                raise JukeboxError(f"{self.model_dir.path}: the level-{lvl} upsampler needs level-{upper} codes, "
+                                   f"but the model has no level-{upper} prior (levels present: {self.prior_levels}); "
+                                   f"is prior_level_{upper}/ missing or incomplete?")
             need = cfg.n_ctx * self.hop_lengths[lvl]
             if cfg.is_upsampler and sample_length < need:
                 raise UsageError(f"upsampling level {lvl} needs at least {need / self.sample_rate:.2f} s of audio "
@@ -272,7 +330,7 @@ class Jukebox:
         if n_samples < 1:
             raise UsageError(f"n_samples must be >= 1, got {n_samples}")
         length = self.sample_length(seconds)
-        total = int(round((total_seconds if total_seconds is not None else seconds) * self.sample_rate))
+        total = self._total_length(total_seconds, seconds)
         if total < length:
             raise UsageError(f"total_seconds ({total_seconds}) must be at least seconds ({seconds})")
         levels = list(self.prior_levels if levels is None else levels)
@@ -293,6 +351,8 @@ class Jukebox:
         if (audio is None) == (codes is None):
             raise UsageError("give either an audio prompt or codes to continue")
         top_hop = self.hop_lengths[self.top_level]
+        if prompt_seconds is not None:
+            prompt_seconds = self._check_seconds(prompt_seconds, "prompt_seconds")
         if audio is not None:
             x = torch.as_tensor(audio, dtype=torch.float32)
             x = x[None, None] if x.dim() == 1 else x[None] if x.dim() == 2 else x
@@ -319,7 +379,7 @@ class Jukebox:
             have = min(start_codes[lvl].shape[1] * self.hop_lengths[lvl] for lvl in levels)
             raise UsageError(f"the prompt ({have / self.sample_rate:.2f} s) is not shorter than the song "
                              f"({length / self.sample_rate:.2f} s); ask for more seconds")
-        total = int(round((total_seconds if total_seconds is not None else seconds) * self.sample_rate))
+        total = self._total_length(total_seconds, seconds)
         opts = dict(temperature=1.0, top_k=0, top_p=0.0, hop_fraction=None, chunk_size=32, max_batch_size=16,
                     seed=None, progress=None, on_level_done=None, alignment=True, upsample_mode="sequential",
                     decode="eager")
@@ -340,7 +400,10 @@ class Jukebox:
         z = torch.as_tensor(codes[top]).long()
         z = z[None] if z.dim() == 1 else z
         length = z.shape[1] * self.hop_lengths[top]
-        total = int(round(total_seconds * self.sample_rate)) if total_seconds is not None else length
+        if length > self.max_seconds * self.sample_rate:
+            raise UsageError(f"the codes ({length / self.sample_rate:g} s) are beyond this model's range of "
+                             f"{self.max_seconds:g} s")
+        total = self._total_length(total_seconds, length / self.sample_rate)
         levels = [lvl for lvl in (kwargs.pop("levels", None) or self.prior_levels) if lvl < top]
         if not levels:
             raise UsageError("the model has no upsamplers")

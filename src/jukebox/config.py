@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -39,6 +40,15 @@ def _from_plain(tp: Any, value: Any, where: str) -> Any:
         return _from_plain(non_none[0], value, where)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return tp.from_dict(value, where)
+    expected = {tuple: list, list: list, dict: dict}.get(origin) or (tp if tp in (int, float, bool, str) else None)
+    if expected is not None:  # a hand-edited or damaged file: a clear error now, not a TypeError deep inside
+        ok = isinstance(value, (list, tuple) if expected is list else (int, float) if expected is float else expected)
+        if ok and expected in (int, float) and isinstance(value, bool):
+            ok = False
+        if not ok:
+            raise JukeboxError(f"{where}: expected {expected.__name__}, got {type(value).__name__} {value!r:.40}")
+        if expected in (int, float) and not math.isfinite(value):
+            raise JukeboxError(f"{where}: expected a finite number, got {value!r}")
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_from_plain(args[0], v, where) for v in value)

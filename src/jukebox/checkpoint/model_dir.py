@@ -61,7 +61,7 @@ class ModelDir:
             self.info: dict[str, Any] = json.loads(meta.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise JukeboxError(f"{meta}: corrupt model.json ({e})") from None
-        if self.info.get("format") != FORMAT:
+        if not isinstance(self.info, dict) or self.info.get("format") != FORMAT:
             raise JukeboxError(f"{meta}: not a jukebox model description")
 
     def __repr__(self) -> str:
@@ -84,7 +84,8 @@ class ModelDir:
     def vqvae_config(self) -> VQVAEConfig:
         if not self.has_vqvae():
             raise JukeboxError(f"{self.path}: model directory has no VQ-VAE (vqvae/)")
-        return VQVAEConfig.load_json(self.path / "vqvae" / "config.json")
+        path = self.path / "vqvae" / "config.json"
+        return check_sizes(VQVAEConfig.load_json(path), str(path))
 
     def load_vqvae(self, device: str | torch.device = "cpu") -> VQVAE:
         from ..vqvae import VQVAE
@@ -105,7 +106,7 @@ class ModelDir:
         if not self._has_weights(folder):
             have = self.prior_levels()
             raise JukeboxError(f"{self.path}: no prior for level {level} (levels present: {have or 'none'})")
-        return PriorConfig.load_json(folder / "config.json")
+        return check_sizes(PriorConfig.load_json(folder / "config.json"), str(folder / "config.json"))
 
     def load_prior(self, level: int, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Prior:
         """Build the level's prior on the meta device and stream its weights in (one copy in memory)."""
@@ -126,6 +127,31 @@ class ModelDir:
     # ---------------------------------------------------------------- labels
     def labels_path(self) -> Path:
         return self.path / "labels.json"
+
+
+#: Sizes that must be positive in a model config (zero would divide by zero or build an empty model).
+POSITIVE = frozenset({"sample_rate", "levels", "l_bins", "n_ctx", "width", "emb_width", "t_bins", "genre_bins",
+                      "artist_bins"})
+
+
+def check_sizes(config: Any, where: str) -> Any:
+    """Refuse a (hand-edited or damaged) model config with negative numbers or zero sizes; return it."""
+    import dataclasses
+
+    def walk(obj: Any, path: str) -> None:
+        if dataclasses.is_dataclass(obj):
+            for f in dataclasses.fields(obj):
+                walk(getattr(obj, f.name), f"{path}.{f.name}" if path else f.name)
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                walk(v, f"{path}[{i}]")
+        elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+            name = path.rsplit(".", 1)[-1].split("[")[0]
+            if obj < 0 or (obj == 0 and name in POSITIVE):
+                raise JukeboxError(f"{where}: invalid {path} = {obj}; the config is damaged or was edited by hand")
+
+    walk(config, "")
+    return config
 
 
 def save_component(folder: Path, config: Any, state_dict: dict[str, torch.Tensor]) -> None:

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from ..errors import JukeboxError, UsageError
@@ -32,12 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    text = " ".join(str(message).split())
+    print(f"warning: {text}", file=file or sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = os.environ.get("JUKEBOX_DEBUG") == "1"
     try:
-        rc = args.func(args)
+        with warnings.catch_warnings():
+            if not debug:  # warnings as one line each, without the source line Python shows by default
+                warnings.showwarning = _one_line_warning
+            rc = args.func(args)
     except UsageError as e:
         if debug:
             raise
