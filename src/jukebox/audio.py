@@ -135,7 +135,11 @@ def save_audio(
     if subtype != "float":
         x = np.clip(x, -1.0, 1.0)
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), x.T, int(sample_rate), subtype=_SUBTYPES[subtype], format=fmt)
+        try:
+            sf.write(str(tmp), x.T, int(sample_rate), subtype=_SUBTYPES[subtype], format=fmt)
+        except (sf.LibsndfileError, RuntimeError) as e:  # libsndfile reports a full disk as "System error."
+            raise JukeboxError(f"could not write {path} ({_short(e)}); is the disk full or the folder "
+                               "read-only?") from None
     return path
 
 

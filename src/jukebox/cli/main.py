@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..errors import JukeboxError, UsageError
 
@@ -33,9 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    text = " ".join(str(message).split())
-    print(f"warning: {text}", file=file or sys.stderr)
+def _one_line_warning_once() -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints each distinct warning once, on one line, without source lines."""
+    seen: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        text = " ".join(str(message).split())
+        if text not in seen:
+            seen.add(text)
+            print(f"warning: {text}", file=file or sys.stderr)
+    return show
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             if not debug:  # warnings as one line each, without the source line Python shows by default
-                warnings.showwarning = _one_line_warning
+                warnings.simplefilter("always")  # repeats are dropped by the printer
+                warnings.showwarning = _one_line_warning_once()
             rc = args.func(args)
     except UsageError as e:
         if debug:

@@ -195,6 +195,11 @@ def _request_from_args(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--seconds must be positive, got {args.seconds}")
     if n < 1:
         raise UsageError(f"--n-samples must be >= 1, got {n}")
+    for name, text in (("--artist", args.artist), ("--genre", args.genre), ("--lyrics", lyrics)):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes on the command line arrive as lone surrogates
+            raise UsageError(f"{name} is not valid Unicode text; pass UTF-8") from None
     return dict(mode=mode, artist=args.artist, genre=args.genre, lyrics=lyrics, items=items, n_samples=n,
                 seconds=args.seconds, total_seconds=args.total_seconds, temperature=args.temperature,
                 top_k=args.top_k, top_p=args.top_p, hop_fraction=args.hop_fraction, seed=args.seed,
