@@ -59,7 +59,10 @@ def safe_torch_load(path: str | Path, mmap: bool = True) -> Any:
             raise JukeboxError(f"{path}: refused to load: the file asks to call {detail}, which a checkpoint may "
                                "not do (nothing was executed)") from None
         raise JukeboxError(f"{path}: not a loadable checkpoint ({_unpickler_reason(str(e))})") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+    except MemoryError:
+        raise JukeboxError(f"{path}: corrupt checkpoint (it asks for more memory than there is)") from None
+    except Exception as e:  # noqa: BLE001 - a damaged file makes torch's reader raise many types (struct.error,
+        # IndexError, AssertionError, ...); nothing in it was executed (weights_only), so all mean "corrupt".
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise JukeboxError(f"{path}: corrupt or truncated checkpoint ({first[:200]})") from None
 

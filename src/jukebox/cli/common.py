@@ -51,7 +51,10 @@ def load_codes_file(path: str | Path) -> dict[int, np.ndarray]:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except (ValueError, OSError, EOFError, KeyError) as e:
-        raise JukeboxError(f"{path}: not a readable codes file ({str(e).splitlines()[0][:150]})") from None
+        first = str(e).strip().splitlines()[0][:150] if str(e).strip() else type(e).__name__
+        raise JukeboxError(f"{path}: not a readable codes file ({first})") from None
+    except MemoryError:
+        raise JukeboxError(f"{path}: corrupt codes file (it asks for more memory than there is)") from None
     except Exception as e:  # zipfile.BadZipFile and friends from a corrupt archive
         raise JukeboxError(f"{path}: corrupt codes file ({type(e).__name__})") from None
     codes: dict[int, np.ndarray] = {}
