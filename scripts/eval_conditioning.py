@@ -37,6 +37,7 @@ def features(audio: torch.Tensor, sr: int, fb: torch.Tensor) -> np.ndarray:
     return torch.cat([mel.mean(1), mel.std(1), delta.std(1)]).numpy()
 
 
+@torch.enable_grad()
 def train_logreg(x: np.ndarray, y: np.ndarray, n_classes: int, steps: int = 800, wd: float = 1e-3):
     mu, sd = x.mean(0), x.std(0) + 1e-6
     xt = torch.tensor((x - mu) / sd, dtype=torch.float32)
@@ -111,8 +112,8 @@ def main() -> None:
             if len(audio) < n or np.sqrt(np.mean(audio[:n] ** 2)) < 1e-3:
                 continue
             x = torch.from_numpy(audio[:n])[None, None]
-            codes = model.encode(x, levels=args.level + 1)
-            out.append(features(model.decode(codes, args.level)[0, 0], sr, fb))
+            code = model.vqvae.encode(x, start_level=args.level, end_level=args.level + 1)[0]
+            out.append(features(model.decode({args.level: code}, args.level)[0, 0], sr, fb))
         return out
 
     xs, ys, xv, yv = [], [], [], []
