@@ -380,13 +380,7 @@ class Jukebox:
             raise UsageError(f"the prompt ({have / self.sample_rate:.2f} s) is not shorter than the song "
                              f"({length / self.sample_rate:.2f} s); ask for more seconds")
         total = self._total_length(total_seconds, seconds)
-        opts = dict(temperature=1.0, top_k=0, top_p=0.0, hop_fraction=None, chunk_size=32, max_batch_size=16,
-                    seed=None, progress=None, on_level_done=None, alignment=True, upsample_mode="sequential",
-                    decode="eager")
-        unknown = set(kwargs) - set(opts)
-        if unknown:
-            raise TypeError(f"unexpected arguments {sorted(unknown)}")
-        opts.update(kwargs)
+        opts = _sampling_options(kwargs)
         return self._run(start_codes, levels, length, max(total, length), self._items(n, artist, genre, lyrics,
                                                                                       items), **opts)
 
@@ -407,19 +401,26 @@ class Jukebox:
         levels = [lvl for lvl in (kwargs.pop("levels", None) or self.prior_levels) if lvl < top]
         if not levels:
             raise UsageError("the model has no upsamplers")
-        opts = dict(temperature=1.0, top_k=0, top_p=0.0, hop_fraction=None, chunk_size=32, max_batch_size=16,
-                    seed=None, progress=None, on_level_done=None, alignment=True, upsample_mode="sequential",
-                    decode="eager")
-        unknown = set(kwargs) - set(opts)
-        if unknown:
-            raise TypeError(f"unexpected arguments {sorted(unknown)}")
-        opts.update(kwargs)
+        opts = _sampling_options(kwargs)
         start = {top: z}
         for lvl, c in codes.items():  # keep finer codes already sampled (resume)
             if lvl < top:
                 start[lvl] = torch.as_tensor(c).long()
         return self._run(start, levels, length, max(total, length),
                          self._items(z.shape[0], artist, genre, lyrics, items), **opts)
+
+
+#: Sampling options ``continue_`` and ``upsample`` take as keyword arguments, with their defaults.
+_SAMPLING_DEFAULTS: dict[str, Any] = dict(
+    temperature=1.0, top_k=0, top_p=0.0, hop_fraction=None, chunk_size=32, max_batch_size=16, seed=None,
+    progress=None, on_level_done=None, alignment=True, upsample_mode="sequential", decode="eager")
+
+
+def _sampling_options(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(kwargs) - set(_SAMPLING_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unexpected arguments {sorted(unknown)}")
+    return {**_SAMPLING_DEFAULTS, **kwargs}
 
 
 def default_model_path() -> Path | None:

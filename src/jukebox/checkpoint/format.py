@@ -55,7 +55,7 @@ def save_weights(folder: str | Path, state_dict: Mapping[str, torch.Tensor],
     """Write ``state_dict`` as safetensors into ``folder`` (sharded above ``max_shard_bytes``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = _unshare({k: v.detach().contiguous().cpu() for k, v in state_dict.items()})
+    tensors = unshare_tensors({k: v.detach().contiguous().cpu() for k, v in state_dict.items()})
     groups = plan_shards({k: v.shape for k, v in tensors.items()},
                          {k: v.element_size() for k, v in tensors.items()}, max_shard_bytes)
     if len(groups) <= 1:
@@ -65,14 +65,14 @@ def save_weights(folder: str | Path, state_dict: Mapping[str, torch.Tensor],
     write_shards(folder, ((names, {k: tensors[k] for k in names}) for names in groups), len(groups))
 
 
-def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Copy tensors that share storage with an earlier one (tied weights), as safetensors requires."""
-    seen: set[tuple[int, int]] = set()
+def unshare_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Copy tensors that share storage with an earlier one (tied weights, views), as safetensors requires."""
+    seen: set[int] = set()
     out = {}
     for k, v in tensors.items():
-        key = (v.untyped_storage().data_ptr(), v.storage_offset()) if v.numel() else (id(v), 0)
-        out[k] = v.clone() if key in seen else v
-        seen.add(key)
+        ptr = v.untyped_storage().data_ptr() if v.numel() else id(v)
+        out[k] = v.clone() if ptr in seen else v
+        seen.add(ptr)
     return out
 
 
@@ -86,7 +86,7 @@ def write_shards(folder: Path, shards: Iterable[tuple[list[str], dict[str, torch
     for i in range(n_shards):
         names, tensors = next(it)
         fname = f"model-{i + 1:05d}-of-{n_shards:05d}.safetensors"
-        _save_file(_unshare({k: v.detach().contiguous().cpu() for k, v in tensors.items()}), folder / fname)
+        _save_file(unshare_tensors({k: v.detach().contiguous().cpu() for k, v in tensors.items()}), folder / fname)
         weight_map.update({k: fname for k in names})
         del tensors  # drop this shard before the next one is materialised
     atomic_write_text(folder / INDEX_NAME, json.dumps({"weight_map": weight_map}, indent=1) + "\n")

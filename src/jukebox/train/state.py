@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..checkpoint.format import load_weights, save_weights
+from ..checkpoint.format import load_weights, save_weights, unshare_tensors
 from ..errors import JukeboxError
 from .config import TrainConfig
 
@@ -113,7 +113,7 @@ def save_checkpoint(folder: str | Path, state: CheckpointState) -> Path:
             disc_tensors, disc_meta = _flatten_optimizer(state.discriminator_optimizer, "disc_optim")
             tensors.update(disc_tensors)
         tensors = {k: (v.clone() if v.numel() == 0 else v) for k, v in tensors.items()}
-        save_file(_unshare(tensors), str(tmp / STATE_TENSORS))
+        save_file(unshare_tensors(tensors), str(tmp / STATE_TENSORS))
         meta = {
             "format": FORMAT,
             "version": VERSION,
@@ -136,16 +136,6 @@ def save_checkpoint(folder: str | Path, state: CheckpointState) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
-
-
-def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    seen: set[int] = set()
-    out = {}
-    for k, v in tensors.items():
-        ptr = v.untyped_storage().data_ptr() if v.numel() else id(v)
-        out[k] = v.clone() if ptr in seen else v
-        seen.add(ptr)
-    return out
 
 
 def _swap_in(tmp: Path, folder: Path) -> None:
