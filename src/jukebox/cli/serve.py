@@ -68,6 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: binding {args.host} makes the page (and the results) reachable from other machines",
               file=sys.stderr)
+    interrupted = False
     try:
         server.start()
         print(f"jukebox: serving {model.model_dir.path.name} at {server.url} (results in {jobs.results_dir}); "
@@ -75,7 +76,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         assert server.thread is not None
         while server.thread.is_alive():
             server.thread.join(0.5)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("interrupted", file=sys.stderr)
     finally:
         server.stop()
         jobs.close()
-    return 0
+    # Both are stopped (each with a bounded wait); don't let a library's leftover non-daemon thread keep the
+    # process alive after Ctrl+C.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130 if interrupted else 0)
