@@ -100,7 +100,9 @@ def test_jukebox_serve_starts_and_stops(tmp_path, tiny):
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "jukebox.cli.main", "serve", "-m", str(tiny), "--port", "0",
                              "--results-dir", str(tmp_path / "res")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            # a CI script run in the background ignores SIGINT, and children inherit that
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()
         assert line.startswith("jukebox: serving tiny at http://127.0.0.1:"), (line, proc.stderr.read())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import signal
 import sys
 
 from ..errors import JukeboxError, UsageError
@@ -69,6 +70,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"warning: binding {args.host} makes the page (and the results) reachable from other machines",
               file=sys.stderr)
     interrupted = False
+
+    def on_term(signum: int, frame: object) -> None:  # `kill` stops the page like Ctrl+C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     try:
         server.start()
         print(f"jukebox: serving {model.model_dir.path.name} at {server.url} (results in {jobs.results_dir}); "
