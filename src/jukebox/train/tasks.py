@@ -33,7 +33,31 @@ def _unwrap(model: nn.Module) -> nn.Module:
 # ---------------------------------------------------------------------------------------------------- VQ-VAE
 
 
-class VQVAETask:
+class _WindowBatches:
+    """Batches drawn by a task's ``_draw(sampler, rng)``: training batches are a pure function of (seed, step,
+    micro-step, rank), so resuming redraws them exactly; validation batches are drawn once and kept."""
+
+    train: Any
+    val: Any
+    seed: int
+    n_val: int
+    _val: list[dict[str, Any]] | None
+
+    def _draw(self, sampler: Any, rng: np.random.Generator) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def train_batch(self, step: int, micro: int, rank: int) -> dict[str, Any]:
+        return self._draw(self.train, batch_rng(self.seed, step, micro, rank))
+
+    def val_batches(self) -> list[dict[str, Any]]:
+        if self._val is None:
+            sampler = self.val or self.train
+            rng = np.random.default_rng([self.seed, VAL_STREAM])
+            self._val = [self._draw(sampler, rng) for _ in range(self.n_val)]
+        return self._val
+
+
+class VQVAETask(_WindowBatches):
     """Train a VQ-VAE on audio windows [B, 1, window] decoded on the fly from the corpus."""
 
     name = "vqvae"
@@ -53,17 +77,6 @@ class VQVAETask:
     def _draw(self, sampler: WindowSampler, rng: np.random.Generator) -> dict[str, Any]:
         idx = rng.integers(len(sampler), size=self.batch_size)
         return self._collate([sampler.window_at(*sampler.locate(int(i))) for i in idx])
-
-    def train_batch(self, step: int, micro: int, rank: int) -> dict[str, Any]:
-        """audio float32 [B, 1, window] and ids."""
-        return self._draw(self.train, batch_rng(self.seed, step, micro, rank))
-
-    def val_batches(self) -> list[dict[str, Any]]:
-        if self._val is None:
-            sampler = self.val or self.train
-            rng = np.random.default_rng([self.seed, VAL_STREAM])
-            self._val = [self._draw(sampler, rng) for _ in range(self.n_val)]
-        return self._val
 
     def loss(self, model: nn.Module, batch: dict[str, Any], device: torch.device) -> tuple[Tensor, dict[str, Tensor]]:
         x = torch.from_numpy(batch["audio"]).to(device, non_blocking=True)
@@ -117,7 +130,7 @@ def estimate_bandwidth(sampler: WindowSampler, config: Any, n_windows: int = 16,
 # ---------------------------------------------------------------------------------------------------- priors
 
 
-class PriorTask:
+class PriorTask(_WindowBatches):
     """Train one prior on windows of cached codes with their labels.
 
     ``labeller`` builds y [B, 4 + max_bow_genre_size + n_tokens] (None for a prior without labels).
@@ -153,16 +166,6 @@ class PriorTask:
     def _draw(self, sampler: CodeWindowSampler, rng: np.random.Generator) -> dict[str, Any]:
         idx = rng.integers(len(sampler), size=self.batch_size)
         return self._collate([sampler.window(int(i)) for i in idx])
-
-    def train_batch(self, step: int, micro: int, rank: int) -> dict[str, Any]:
-        return self._draw(self.train, batch_rng(self.seed, step, micro, rank))
-
-    def val_batches(self) -> list[dict[str, Any]]:
-        if self._val is None:
-            sampler = self.val or self.train
-            rng = np.random.default_rng([self.seed, VAL_STREAM])
-            self._val = [self._draw(sampler, rng) for _ in range(self.n_val)]
-        return self._val
 
     def loss(self, model: nn.Module, batch: dict[str, Any], device: torch.device) -> tuple[Tensor, dict[str, Tensor]]:
         z = batch["z"].to(device, non_blocking=True)
