@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +48,21 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def swap_in_folder(tmp: str | Path, folder: str | Path) -> None:
+    """Replace ``folder`` by the completed folder ``tmp`` with two renames; the old one is removed afterwards.
+
+    At every moment either the old or the new folder is complete under ``folder`` (or under ``folder.old``).
+    """
+    tmp, folder = Path(tmp), Path(folder)
+    old = folder.with_name(folder.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def check_can_write(path: str | Path, force: bool) -> Path:

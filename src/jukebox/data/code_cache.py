@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..audio import load_audio
+from ..checkpoint.atomic import swap_in_folder
 from ..errors import JukeboxError
 from .dataset import Manifest, Track
 
@@ -194,13 +195,7 @@ def build_code_cache(manifest: Manifest, vqvae: Any, root: str | Path, fingerpri
                  "hop_lengths": list(vqvae.config.hop_lengths), "l_bins": l_bins, "dtype": dtype.str,
                  "lengths": lengths, "tracks": table}
         (tmp / INDEX).write_text(json.dumps(index, indent=1) + "\n")
-        old = root.with_name(root.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        if root.exists():
-            os.replace(root, old)
-        os.replace(tmp, root)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in_folder(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..checkpoint.atomic import swap_in_folder
 from ..checkpoint.format import load_weights, save_weights, unshare_tensors
 from ..errors import JukeboxError
 from .config import TrainConfig
@@ -131,21 +132,11 @@ def save_checkpoint(folder: str | Path, state: CheckpointState) -> Path:
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        _swap_in(tmp, folder)
+        swap_in_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
-
-
-def _swap_in(tmp: Path, folder: Path) -> None:
-    old = folder.with_name(folder.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def checkpoint_exists(folder: str | Path) -> bool:
