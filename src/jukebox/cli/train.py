@@ -14,7 +14,8 @@ from ..errors import UsageError
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, metavar="DIR",
-                   help="folder of audio files (optional metadata.csv/jsonl) or a manifest from `jukebox prepare -o`")
+                   help="folder of audio files (optional metadata.csv/jsonl), a manifest from `jukebox prepare -o`, "
+                   "or (train prior only) a code folder from `jukebox prepare --codes` (no audio needed)")
     p.add_argument("--steps", type=int, required=True, help="optimiser steps to train to (a resumed run counts "
                    "the steps already done)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per process per micro-step (default 4)")
@@ -86,7 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = tsub.add_parser("prior", help="add or continue one level's prior in a model directory",
                         description="Encode the corpus once with the model's VQ-VAE (cached, reused by every "
-                        "level) and train the level-L prior on the codes.")
+                        "level) and train the level-L prior on the codes. --data may also be a code folder made by "
+                        "`jukebox prepare --codes` on another machine: then no audio is read.")
     q.add_argument("--model", "-m", required=True, metavar="MODEL_DIR", help="model directory with a VQ-VAE")
     q.add_argument("--level", type=int, required=True, help="level to train (top = levels - 1; 0 = bottom)")
     q.add_argument("--preset", default=None,

@@ -2,16 +2,23 @@
 
 Layout of a cache folder::
 
-    index.json     {"format": "jukebox-code-cache", "version": 1, "fingerprint": <VQ-VAE hash>, "sample_rate",
-                    "hop_lengths", "l_bins", "dtype", "lengths": [codes per level],
+    index.json     {"format": "jukebox-code-cache", "version": 2, "fingerprint": <VQ-VAE hash>, "sample_rate",
+                    "hop_lengths", "l_bins", "dtype", "levels_present": [levels with codes],
+                    "lengths": [codes per level, 0 for absent levels], "manifest": "manifest.json" or null,
                     "tracks": {path: {"duration", "total_length", "start": [per level], "length": [per level]}}}
     level_0.bin    every track's level-0 codes, concatenated (raw little-endian int16; int32 above 32767 codes)
-    level_1.bin    ...
+    level_1.bin    ... (only the levels in ``levels_present``)
+    manifest.json  portable code folders only: the corpus manifest (paths, durations, labels, lyrics, splits)
 
 The ``.bin`` files are memory-mapped, so a prior's batch reads only its windows. The cache is keyed by the
 VQ-VAE's fingerprint (a hash of its config and weight files): when the VQ-VAE changes, or the corpus gains tracks
-the cache lacks, :func:`ensure_code_cache` rebuilds it. Labels are not stored: they come from the manifest at
-training time, so relabelling a corpus never needs re-encoding.
+the cache lacks, :func:`ensure_code_cache` rebuilds it. The cache under a model directory stores no labels: they
+come from the manifest at training time, so relabelling a corpus never needs re-encoding.
+
+A *portable code folder* (``jukebox prepare --codes``) also stores the manifest, so priors train from it on
+another machine without the audio (``jukebox train prior --data CODE_FOLDER``); it may hold only some levels
+(a level-L prior needs level L, an upsampler also level L + 1). Version-1 indexes (all levels, no manifest)
+still load.
 
 Tracks are encoded in chunks with a margin of context on each side (trimmed afterwards), so long songs need
 bounded memory; a track is cut to a whole number of top-level codes.
@@ -19,6 +26,7 @@ bounded memory; a track is cut to a whole number of top-level codes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -38,8 +46,21 @@ from ..errors import JukeboxError
 from .dataset import Manifest, Track
 
 FORMAT = "jukebox-code-cache"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 INDEX = "index.json"
+MANIFEST = "manifest.json"
+
+
+def is_code_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder holding a code cache index (of any version)."""
+    index = Path(path) / INDEX
+    if not index.is_file():
+        return False
+    try:
+        return json.loads(index.read_text()).get("format") == FORMAT
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return False
 
 
 def vqvae_fingerprint(vqvae_folder: str | Path) -> str:
@@ -81,8 +102,9 @@ class CodeCache:
             self.index: dict[str, Any] = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise JukeboxError(f"{path}: corrupt code cache index ({e})") from None
-        if self.index.get("format") != FORMAT or self.index.get("version") != VERSION:
-            raise JukeboxError(f"{path}: not a {FORMAT} v{VERSION} index")
+        if self.index.get("format") != FORMAT or self.index.get("version") not in READABLE_VERSIONS:
+            raise JukeboxError(f"{path}: not a {FORMAT} index of version "
+                               f"{' or '.join(map(str, READABLE_VERSIONS))}")
         self.fingerprint: str = self.index["fingerprint"]
         self.sample_rate: int = int(self.index["sample_rate"])
         self.hop_lengths: tuple[int, ...] = tuple(self.index["hop_lengths"])
@@ -91,9 +113,15 @@ class CodeCache:
             p: CachedTrack(p, float(t["duration"]), int(t["total_length"]), tuple(t["start"]), tuple(t["length"]))
             for p, t in self.index["tracks"].items()
         }
+        self.present: tuple[int, ...] = tuple(int(v) for v in self.index.get(
+            "levels_present", range(len(self.hop_lengths))))
+        self.manifest_file: str | None = self.index.get("manifest")
         dtype = np.dtype(self.index["dtype"])
-        self._levels = []
+        self._levels: list[np.ndarray | None] = []
         for level, n in enumerate(self.index["lengths"]):
+            if level not in self.present:
+                self._levels.append(None)
+                continue
             f = self.root / f"level_{level}.bin"
             if not f.is_file() or f.stat().st_size != n * dtype.itemsize:
                 raise JukeboxError(f"{f}: missing or truncated (expected {n} codes); rebuild the cache")
@@ -101,16 +129,44 @@ class CodeCache:
 
     @property
     def levels(self) -> int:
+        """The VQ-VAE's number of levels (not all of them need be present)."""
         return len(self.hop_lengths)
+
+    def has_level(self, level: int) -> bool:
+        return level in self.present
+
+    def require_levels(self, *levels: int) -> None:
+        """Raise a one-line :class:`JukeboxError` unless every one of ``levels`` has codes here."""
+        missing = [lv for lv in levels if lv not in self.present]
+        if missing:
+            have = ", ".join(map(str, self.present)) or "none"
+            raise JukeboxError(f"{self.root}: no level-{missing[0]} codes (it holds level(s) {have}); re-encode with "
+                               f"`jukebox prepare --codes ... --levels {' '.join(map(str, sorted(set(levels))))}`")
 
     def codes(self, path: str, level: int) -> np.ndarray:
         """The codes of track ``path`` at ``level``: a read-only view [length] (int16 or int32)."""
+        self.require_levels(level)
         t = self.tracks[path]
-        return self._levels[level][t.start[level]:t.start[level] + t.length[level]]
+        return self._levels[level][t.start[level]:t.start[level] + t.length[level]]  # type: ignore[index]
+
+    def manifest(self) -> Manifest:
+        """The corpus manifest stored in a portable code folder (tracks, labels, lyrics, splits)."""
+        if not self.manifest_file:
+            raise JukeboxError(f"{self.root}: this code cache stores no manifest (not made by "
+                               "`jukebox prepare --codes`); train with the audio folder instead")
+        manifest = Manifest.load(self.root / self.manifest_file)
+        missing = [t.path for t in manifest.tracks if t.path not in self.tracks]
+        if missing:
+            raise JukeboxError(f"{self.root}: the manifest lists {len(missing)} tracks without codes "
+                               f"(e.g. {missing[0]}); re-encode the folder")
+        return manifest
 
     def covers(self, manifest: Manifest, fingerprint: str) -> bool:
-        """Whether this cache was made by the VQ-VAE ``fingerprint`` and holds every track of ``manifest``."""
+        """Whether this cache was made by the VQ-VAE ``fingerprint``, holds every level and every track of
+        ``manifest``."""
         if fingerprint != self.fingerprint or manifest.sample_rate not in (None, self.sample_rate):
+            return False
+        if len(self.present) != self.levels:
             return False
         return all(t.path in self.tracks and abs(self.tracks[t.path].duration - t.duration) < 1e-3
                    for t in manifest.tracks)
@@ -120,16 +176,31 @@ def _segments(n: int, chunk: int) -> list[tuple[int, int]]:
     return [(s, min(n, s + chunk)) for s in range(0, n, chunk)]
 
 
+def _level_runs(levels: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted ``levels`` as runs of consecutive levels [(start, end)), one VQ-VAE encode call each."""
+    runs: list[tuple[int, int]] = []
+    for lv in sorted(set(levels)):
+        if runs and runs[-1][1] == lv:
+            runs[-1] = (runs[-1][0], lv + 1)
+        else:
+            runs.append((lv, lv + 1))
+    return runs
+
+
 @torch.no_grad()
 def encode_track(vqvae: Any, audio: np.ndarray, chunk: int = 1 << 19, margin: int = 1 << 15,
-                 batch_size: int = 4) -> list[np.ndarray]:
+                 batch_size: int = 4, levels: Sequence[int] | None = None) -> list[np.ndarray]:
     """Codes of every level for mono ``audio`` [T] (cut to a whole number of top-level codes).
 
     The track is cut into ``chunk`` samples, each encoded with ``margin`` samples of context on both sides
     (zeros beyond the ends) whose codes are then dropped. ``chunk`` and ``margin`` are rounded to multiples of
-    the top hop length. Returns one int64 array [T // hop_l] per level.
+    the top hop length. Returns one int64 array [T // hop_l] per level; with ``levels``, only those levels are
+    encoded (each level has its own encoder) and the others are empty arrays.
     """
     hops = vqvae.config.hop_lengths
+    wanted = set(range(len(hops)) if levels is None else levels)
+    if not wanted or not wanted <= set(range(len(hops))):
+        raise JukeboxError(f"levels {sorted(wanted)} outside the VQ-VAE's levels 0..{len(hops) - 1}")
     top = hops[-1]
     chunk = max(top, chunk // top * top)
     margin = margin // top * top
@@ -143,63 +214,128 @@ def encode_track(vqvae: Any, audio: np.ndarray, chunk: int = 1 << 19, margin: in
     padded[margin:margin + n] = audio[:n]
     segs = _segments(n, chunk)
     out: list[list[np.ndarray]] = [[] for _ in hops]
+    runs = _level_runs(sorted(wanted))
     for b in range(0, len(segs), batch_size):
         group = segs[b:b + batch_size]
-        x = np.stack([padded[s:s + chunk + 2 * margin] for s, _ in group])
-        codes = vqvae.encode(torch.from_numpy(x).to(device)[:, None])
-        for level, hop in enumerate(hops):
-            c = codes[level].cpu().numpy()
-            for i, (s, e) in enumerate(group):
-                out[level].append(c[i, margin // hop:(margin + e - s) // hop])
-    return [np.concatenate(parts).astype(np.int64) for parts in out]
+        x = torch.from_numpy(np.stack([padded[s:s + chunk + 2 * margin] for s, _ in group])).to(device)[:, None]
+        for lo, hi in runs:
+            codes = vqvae.encode(x, start_level=lo, end_level=hi)
+            for level in range(lo, hi):
+                hop = hops[level]
+                c = codes[level - lo].cpu().numpy()
+                for i, (s, e) in enumerate(group):
+                    out[level].append(c[i, margin // hop:(margin + e - s) // hop])
+    return [np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64) for parts in out]
+
+
+class CodeFolderWriter:
+    """Writes a code cache folder track by track into a temporary folder, swapped in by :meth:`commit`.
+
+    ``levels``: the levels whose codes are stored (default all). Use as a context manager: leaving it with an
+    error (or without :meth:`commit`) removes the temporary folder and leaves ``root`` as it was.
+    """
+
+    def __init__(self, root: str | Path, fingerprint: str, sample_rate: int, hop_lengths: Sequence[int],
+                 l_bins: int, levels: Sequence[int] | None = None) -> None:
+        self.root = Path(root)
+        self.fingerprint, self.sample_rate, self.l_bins = fingerprint, int(sample_rate), int(l_bins)
+        self.hop_lengths = [int(h) for h in hop_lengths]
+        n_levels = len(self.hop_lengths)
+        self.levels = sorted(set(range(n_levels) if levels is None else (int(v) for v in levels)))
+        if not self.levels or not set(self.levels) <= set(range(n_levels)):
+            raise JukeboxError(f"levels {self.levels} outside the VQ-VAE's levels 0..{n_levels - 1}")
+        self.dtype = np.dtype("<i2") if self.l_bins <= 32767 else np.dtype("<i4")
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.", suffix=".tmp", dir=self.root.parent))
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o777 & ~umask)  # the usual folder permissions, not mkdtemp's 0700 (carried elsewhere)
+        self._files = {lv: open(self.tmp / f"level_{lv}.bin", "wb") for lv in self.levels}
+        self.lengths = [0] * n_levels
+        self.table: dict[str, Any] = {}
+
+    def __enter__(self) -> CodeFolderWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def add(self, path: str, duration: float, total_length: int, codes: Sequence[np.ndarray]) -> None:
+        """Append one track: ``codes`` holds one array per VQ-VAE level (only the stored levels are read)."""
+        if path in self.table:
+            raise JukeboxError(f"{path}: track added twice to the code folder")
+        entry = {"duration": float(duration), "total_length": int(total_length), "start": [0] * len(self.lengths),
+                 "length": [0] * len(self.lengths)}
+        for lv in self.levels:
+            c = np.asarray(codes[lv])
+            if c.size and (c.min() < 0 or c.max() >= self.l_bins):
+                raise JukeboxError(f"{path}: level-{lv} codes outside 0..{self.l_bins - 1}")
+            entry["start"][lv], entry["length"][lv] = self.lengths[lv], len(c)
+            self._files[lv].write(c.astype(self.dtype).tobytes())
+            self.lengths[lv] += len(c)
+        self.table[path] = entry
+
+    def close(self) -> None:
+        for f in self._files.values():
+            if not f.closed:
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+
+    def commit(self, manifest: Manifest | None = None) -> CodeCache:
+        """Write the index (and, for a portable folder, ``manifest``) and swap the folder in; returns it opened."""
+        self.close()
+        if manifest is not None:
+            missing = [t.path for t in manifest.tracks if t.path not in self.table]
+            if missing:
+                raise JukeboxError(f"the manifest lists {len(missing)} tracks without codes (e.g. {missing[0]})")
+            manifest.save(self.tmp / MANIFEST)
+        index = {"format": FORMAT, "version": VERSION, "fingerprint": self.fingerprint,
+                 "sample_rate": self.sample_rate, "hop_lengths": self.hop_lengths, "l_bins": self.l_bins,
+                 "dtype": self.dtype.str, "levels_present": self.levels, "lengths": self.lengths,
+                 "manifest": MANIFEST if manifest is not None else None, "tracks": self.table}
+        (self.tmp / INDEX).write_text(json.dumps(index, indent=1) + "\n")
+        swap_in_folder(self.tmp, self.root)
+        return CodeCache(self.root)
 
 
 def build_code_cache(manifest: Manifest, vqvae: Any, root: str | Path, fingerprint: str,
                      tracks: Sequence[Track] | None = None, chunk: int = 1 << 19, margin: int = 1 << 15,
-                     progress: Callable[[int, int, str], None] | None = None) -> CodeCache:
+                     progress: Callable[[int, int, str], None] | None = None, levels: Sequence[int] | None = None,
+                     portable: bool = False, batch_size: int = 4) -> CodeCache:
     """Encode ``tracks`` (default: all of ``manifest``) with ``vqvae`` into a new cache at ``root``.
 
+    ``levels``: the levels to encode and store (default all). ``portable``: also store the manifest of the
+    encoded tracks, so priors can train from the folder without the audio. ``batch_size``: chunks encoded
+    together. ``progress(i, total, path)`` is called before each track and once more at the end (``i == total``).
     Written into a temporary folder that replaces ``root`` only when complete.
     """
-    root = Path(root)
     tracks = list(manifest.tracks if tracks is None else tracks)
-    sr = vqvae.config.sample_rate
-    l_bins = vqvae.config.l_bins
-    dtype = np.dtype("<i2") if l_bins <= 32767 else np.dtype("<i4")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
+    cfg = vqvae.config
+    sr = cfg.sample_rate
+    was_training = vqvae.training
+    vqvae.eval()
     try:
-        files = [open(tmp / f"level_{lvl}.bin", "wb") for lvl in range(len(vqvae.config.hop_lengths))]
-        lengths = [0] * len(files)
-        table: dict[str, Any] = {}
-        was_training = vqvae.training
-        vqvae.eval()
-        try:
+        with CodeFolderWriter(root, fingerprint, sr, cfg.hop_lengths, cfg.l_bins, levels) as writer:
             for i, track in enumerate(tracks):
                 if progress is not None:
                     progress(i, len(tracks), track.path)
                 audio, _ = load_audio(manifest.track_path(track), sample_rate=sr)
-                codes = encode_track(vqvae, audio, chunk=chunk, margin=margin)
-                table[track.path] = {"duration": track.duration, "total_length": int(len(audio)),
-                                     "start": list(lengths), "length": [len(c) for c in codes]}
-                for lvl, c in enumerate(codes):
-                    files[lvl].write(c.astype(dtype).tobytes())
-                    lengths[lvl] += len(c)
-        finally:
-            vqvae.train(was_training)
-            for f in files:
-                f.flush()
-                os.fsync(f.fileno())
-                f.close()
-        index = {"format": FORMAT, "version": VERSION, "fingerprint": fingerprint, "sample_rate": sr,
-                 "hop_lengths": list(vqvae.config.hop_lengths), "l_bins": l_bins, "dtype": dtype.str,
-                 "lengths": lengths, "tracks": table}
-        (tmp / INDEX).write_text(json.dumps(index, indent=1) + "\n")
-        swap_in_folder(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return CodeCache(root)
+                codes = encode_track(vqvae, audio, chunk=chunk, margin=margin, batch_size=batch_size,
+                                     levels=writer.levels)
+                writer.add(track.path, track.duration, len(audio), codes)
+            if progress is not None:
+                progress(len(tracks), len(tracks), "")
+            if portable:
+                kept = {t.path for t in tracks}
+                stored = dataclasses.replace(manifest, tracks=[t for t in manifest.tracks if t.path in kept],
+                                             sample_rate=sr)
+                return writer.commit(stored)
+            return writer.commit()
+    finally:
+        vqvae.train(was_training)
 
 
 def ensure_code_cache(manifest: Manifest, vqvae: Any, vqvae_folder: str | Path, root: str | Path,
@@ -214,7 +350,8 @@ def ensure_code_cache(manifest: Manifest, vqvae: Any, vqvae_folder: str | Path, 
             cache = CodeCache(root)
             if cache.covers(manifest, fingerprint):
                 return cache
-            why = "the VQ-VAE changed" if cache.fingerprint != fingerprint else "the corpus changed"
+            why = ("the VQ-VAE changed" if cache.fingerprint != fingerprint else
+                   "it lacks levels" if len(cache.present) != cache.levels else "the corpus changed")
         except JukeboxError as e:
             why = str(e)
         if log is not None:
@@ -247,6 +384,7 @@ class CodeWindowSampler:
                  cond_downsample: int | None = None) -> None:
         if not 0 <= level < cache.levels:
             raise JukeboxError(f"level {level} outside the cache's levels 0..{cache.levels - 1}")
+        cache.require_levels(level, *((level + 1,) if cond_downsample is not None else ()))
         self.cache, self.level, self.n_ctx, self.down = cache, level, int(n_ctx), cond_downsample
         self.hop = cache.hop_lengths[level]
         self.align = cache.hop_lengths[-1] // self.hop

@@ -59,7 +59,12 @@ def load_corpus(data: str | Path, sample_rate: int, val_fraction: float = 0.1, s
 
     Tracks without a split are assigned one (``val_fraction`` of them to validation, by track).
     """
+    from ..data.code_cache import is_code_folder
+
     path = Path(data)
+    if path.is_dir() and is_code_folder(path):
+        raise JukeboxError(f"{data} is a code folder (made by `jukebox prepare --codes`); only `jukebox train "
+                           "prior` trains from codes, this needs the audio")
     if path.is_file() and path.suffix.lower() == ".json":
         manifest = Manifest.load(path)
     else:
@@ -72,6 +77,27 @@ def load_corpus(data: str | Path, sample_rate: int, val_fraction: float = 0.1, s
     if any(t.split is None for t in manifest.tracks):
         manifest = split_manifest(manifest, val_fraction=val_fraction, seed=seed)
     return dataclasses.replace(manifest, sample_rate=sample_rate)
+
+
+def load_code_folder(data: str | Path, vqvae_folder: str | Path, level: int, top_level: int,
+                     val_fraction: float = 0.1, seed: int = 0) -> tuple[Manifest, Any]:
+    """The manifest and opened cache of the portable code folder ``data`` for training the level-``level`` prior.
+
+    One-line errors when the codes were made by another VQ-VAE than ``vqvae_folder``'s or lack the level(s)
+    the prior needs (level ``level``; upsamplers also ``level + 1``). Tracks without a split get one.
+    """
+    from ..data.code_cache import CodeCache, vqvae_fingerprint
+
+    cache = CodeCache(data)
+    if cache.fingerprint != vqvae_fingerprint(vqvae_folder):
+        raise JukeboxError(f"{data}: codes were made by another VQ-VAE; re-encode with jukebox prepare --codes")
+    cache.require_levels(level, *((level + 1,) if level < top_level else ()))
+    manifest = cache.manifest()
+    if not manifest.tracks:
+        raise JukeboxError(f"{data}: the code folder holds no tracks")
+    if any(t.split is None for t in manifest.tracks):
+        manifest = split_manifest(manifest, val_fraction=val_fraction, seed=seed)
+    return dataclasses.replace(manifest, sample_rate=cache.sample_rate), cache
 
 
 def _writer_dir(log_dir: str | Path | None, default: Path) -> Path | None:
@@ -254,9 +280,10 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
     prior: fine-tuned from its weights, its vocabulary extended with the corpus's new artists and genres
     (``restart``: start over from the preset). ``resume``: continue the training checkpoint exactly.
     ``lora_rank`` > 0 trains LoRA adapters only (saved in ``prior_level_L/lora/``; ``merge_lora`` folds them
-    into the prior's weights at the end).
+    into the prior's weights at the end). ``data`` may be a portable code folder (``jukebox prepare --codes``):
+    then no audio is read and ``cache_dir`` / ``rebuild_cache`` do not apply.
     """
-    from ..data.code_cache import CodeCache, CodeWindowSampler, ensure_code_cache
+    from ..data.code_cache import CodeCache, CodeWindowSampler, ensure_code_cache, is_code_folder
     from ..prior import Prior
     from ..prior.config import PriorConfig
     from ..prior.lora import apply_lora, load_lora, mark_only_lora_trainable, save_lora
@@ -274,16 +301,28 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
             raise UsageError(f"--level must be in 0..{vq.levels - 1} for this VQ-VAE, got {level}")
         folder = md.path / prior_folder(level)
         ckpt = folder / "checkpoint"
-        manifest = _on_rank0(dist, lambda: load_corpus(data, vq.sample_rate, val_fraction, config.seed, log))
-        key = hashlib.sha1(str(Path(manifest.root).resolve()).encode()).hexdigest()[:12]
-        cache_root = Path(cache_dir) if cache_dir is not None else md.path / "code_cache" / key
+        if Path(data).is_dir() and is_code_folder(data):
+            if cache_dir is not None or rebuild_cache:
+                raise UsageError(f"{data} is a code folder: --cache and --rebuild-cache apply to audio folders only")
+            manifest = _on_rank0(dist, lambda: load_code_folder(data, md.path / "vqvae", level, vq.levels - 1,
+                                                                val_fraction, config.seed)[0])
+            cache = CodeCache(data)
+            if cache.sample_rate != vq.sample_rate or cache.hop_lengths != tuple(vq.hop_lengths):
+                raise JukeboxError(f"{data}: codes were made by another VQ-VAE; re-encode with jukebox prepare --codes")
+            if dist.is_main:
+                log(f"training from the code folder {data} ({len(manifest.tracks)} tracks, levels "
+                    f"{', '.join(map(str, cache.present))}; no audio needed)")
+        else:
+            manifest = _on_rank0(dist, lambda: load_corpus(data, vq.sample_rate, val_fraction, config.seed, log))
+            key = hashlib.sha1(str(Path(manifest.root).resolve()).encode()).hexdigest()[:12]
+            cache_root = Path(cache_dir) if cache_dir is not None else md.path / "code_cache" / key
 
-        def build_cache() -> None:
-            vqvae = md.load_vqvae(dist.device)
-            ensure_code_cache(manifest, vqvae, md.path / "vqvae", cache_root, rebuild=rebuild_cache, log=log)
+            def build_cache() -> None:
+                vqvae = md.load_vqvae(dist.device)
+                ensure_code_cache(manifest, vqvae, md.path / "vqvae", cache_root, rebuild=rebuild_cache, log=log)
 
-        _on_rank0(dist, build_cache)
-        cache = CodeCache(cache_root)
+            _on_rank0(dist, build_cache)
+            cache = CodeCache(cache_root)
 
         exists = level in md.prior_levels()
         lora_info: dict[str, Any] | None = None
