@@ -123,3 +123,39 @@ def test_version_1_cache_still_loads(tmp_path: Path) -> None:
     build_code_cache(manifest, md.load_vqvae(), tmp_path / "cache", fp, levels=[2])
     full = ensure_code_cache(manifest, md.load_vqvae(), md.path / "vqvae", tmp_path / "cache", log=logs.append)
     assert full.present == (0, 1, 2) and "lacks levels" in logs[0]
+
+
+def test_codes_from_npy_script_matches_prepare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """scripts/codes_from_npy.py turns per-track level-2 .npy files + metadata.csv into the folder prepare writes."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("codes_from_npy", Path(__file__).parents[1] / "scripts" /
+                                                  "codes_from_npy.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)  # type: ignore[union-attr]
+    corpus = _corpus(tmp_path / "music", n=3)
+    md = make_tiny_model_dir(tmp_path / "model", levels=(2,))
+    assert _cli(["prepare", "--data", str(corpus), "--model", str(md.path), "--codes", str(tmp_path / "ref"),
+                 "--levels", "2", "--device", "cpu", "--json"], monkeypatch) == 0
+    ref = CodeCache(tmp_path / "ref")
+    npy = tmp_path / "npy"
+    npy.mkdir()
+    for name in ref.tracks:
+        np.save(npy / name.replace(".wav", ".npy"), np.asarray(ref.codes(name, 2), np.int16))
+    meta = (corpus / "metadata.csv").read_text().splitlines()
+    rows = [meta[0] + ",seconds"] + [r + ",1.2" for r in meta[1:]] + ["gone.wav,X,folk,,train,3.0"]
+    (tmp_path / "meta.csv").write_text("\n".join(rows) + "\n")
+    base = ["--npy-root", str(npy), "--metadata", str(tmp_path / "meta.csv"), "--model", str(md.path),
+            "--level", "2", "--out", str(tmp_path / "out")]
+    assert script.main(base) == 1  # gone.wav has no codes
+    for extra in ([], ["--corpus", str(corpus), "--force"]):  # lengths from seconds, then from the audio
+        assert script.main([*base, "--allow-missing", *extra]) == 0
+        out = CodeCache(tmp_path / "out")
+        assert out.present == (2,) and out.fingerprint == ref.fingerprint and set(out.tracks) == set(ref.tracks)
+        for name, t in ref.tracks.items():
+            assert np.array_equal(out.codes(name, 2), ref.codes(name, 2))
+            assert out.tracks[name].total_length // 128 == t.total_length // 128
+        assert [(t.lyrics, t.split) for t in out.manifest().tracks] == [(t.lyrics, t.split)
+                                                                        for t in ref.manifest().tracks]
+    assert out.tracks["s0.wav"].total_length == ref.tracks["s0.wav"].total_length
+    assert script.main(base) == 1  # exists, no --force
