@@ -7,16 +7,18 @@ that owns the transformer (see :mod:`jukebox.prior.autoregressive`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .attention import DecodePlan, FactorizedAttention
 from .kv_cache import KVCache, LayerKVCache
 
-__all__ = ["quick_gelu", "MLP", "TransformerBlock", "Transformer"]
+__all__ = ["quick_gelu", "MLP", "TransformerBlock", "Transformer", "LeanDecoder"]
 
 
 def quick_gelu(x: Tensor) -> Tensor:
@@ -154,3 +156,102 @@ class Transformer(nn.Module):
             layers.append(LayerKVCache(batch, attn.heads, length, attn.head_dim, cross=cross, dtype=dtype,
                                        device=device, layout=layout, n_blocks=n_blocks, reference=not compact))
         return KVCache(layers)
+
+
+class LeanDecoder:
+    """The stack of a :class:`Transformer` for one token per step, with everything bound once: a few ``addmm``
+    and in-place ops per layer over 2-D [B, width] activations, no module calls, exactly the keys each pattern
+    allows read straight out of a compact :class:`KVCache` (the fastest step on a CPU, where a decode step of a
+    small prior costs mostly per-op dispatch).
+
+    Same arithmetic as :meth:`Transformer.forward` with a cache, operation for operation, except the attention
+    kernel (``attention="sdpa"``: ``scaled_dot_product_attention`` as the eager path; ``"matmul"``: two batched
+    matmuls and a softmax, cheaper for few keys). Needs a compact cache whose cross-attention layers are filled
+    (after the first step) and a model in eval mode.
+    """
+
+    def __init__(self, transformer: Transformer, cache: KVCache, attention: str = "sdpa") -> None:
+        if attention not in ("sdpa", "matmul"):
+            raise ValueError(f"attention must be 'sdpa' or 'matmul', got {attention!r}")
+        if transformer.training:
+            raise ValueError("LeanDecoder needs a model in eval mode (no dropout)")
+        self.cache = cache
+        self.matmul = attention == "matmul"
+        self.layers = []
+        for block, layer_cache in zip(transformer.blocks, cache.layers):
+            if layer_cache.reference:
+                raise ValueError("LeanDecoder needs a compact cache")
+            attn, mlp = block.attn, block.mlp
+            if attn.record_weights:
+                raise ValueError("LeanDecoder does not record attention weights")
+            if attn.pattern == "cross":
+                qw, qb = attn.q.weight.t(), attn.q.bias
+            else:
+                qw, qb = attn.qkv.weight.t(), attn.qkv.bias
+            self.layers.append((
+                attn.pattern, layer_cache, attn.heads, attn.head_dim, attn.n_state, attn.block_ctx,
+                block.norm_attn.normalized_shape, block.norm_attn.weight, block.norm_attn.bias, block.norm_attn.eps,
+                qw, qb, attn.proj.weight.t(), attn.proj.bias,
+                block.norm_mlp.weight, block.norm_mlp.bias, block.norm_mlp.eps,
+                mlp.fc.weight.t(), mlp.fc.bias, mlp.proj.weight.t(), mlp.proj.bias, block.res_scale,
+                1.0 / math.sqrt(attn.head_dim)))
+
+    def _keys(self, pattern: str, cache: LayerKVCache, k: Tensor, v: Tensor, t: int, bc: int,
+              ) -> tuple[Tensor | None, Tensor | None]:
+        """Write key/value [B, H, D] of position ``t``; the keys/values [B, H, L, D] query ``t`` may attend to."""
+        key, value = cache.key, cache.value
+        if pattern == "block":  # ring of one block: the block so far
+            s = t % bc
+            key.select(2, s).copy_(k)
+            value.select(2, s).copy_(v)
+            return key.narrow(2, 0, s + 1), value.narrow(2, 0, s + 1)
+        if pattern == "prev_block":  # ring of two blocks: the whole previous block
+            key.select(2, t % cache.size).copy_(k)
+            value.select(2, t % cache.size).copy_(v)
+            lo = (t // bc - 1) * bc
+            if lo < 0:
+                return None, None
+            s = lo % cache.size
+            return key.narrow(2, s, bc), value.narrow(2, s, bc)
+        if pattern == "transpose":  # columns: the column of position t, rows so far
+            c, r = t % bc, t // bc
+            kc, vc = key.select(2, c), value.select(2, c)
+            kc.select(2, r).copy_(k)
+            vc.select(2, r).copy_(v)
+            return kc.narrow(2, 0, r + 1), vc.narrow(2, 0, r + 1)
+        if t < cache.size:  # dense, prime (positions past the prime prefix are not kept)
+            key.select(2, t).copy_(k)
+            value.select(2, t).copy_(v)
+        n = min(t + 1, cache.size)
+        return key.narrow(2, 0, n), value.narrow(2, 0, n)
+
+    def __call__(self, x: Tensor, t: int) -> Tensor:
+        """Hidden state x [B, width] of position ``t`` (> 0, a Python int) -> output [B, width]."""
+        B = x.shape[0]
+        layer_norm, addmm, sdpa = F.layer_norm, torch.addmm, F.scaled_dot_product_attention
+        for (pattern, cache, H, D, ns, bc, shape, w1, b1, e1, qw, qb, pw, pb, w2, b2, e2, fw, fb, mw, mb, rs,
+             scale) in self.layers:
+            h = layer_norm(x, shape, w1, b1, e1)
+            if pattern == "cross":
+                q = addmm(qb, h, qw)
+                kk, vv = cache.key, cache.value
+            else:
+                qkv = addmm(qb, h, qw)
+                q = qkv[:, :ns]
+                kk, vv = self._keys(pattern, cache, qkv[:, ns:2 * ns].view(B, H, D), qkv[:, 2 * ns:].view(B, H, D),
+                                    t, bc)
+            if kk is None:  # prev_block in the first block: no key, the attention output is exactly zero
+                a = pb.expand(B, -1)
+            else:
+                q = q.reshape(B, H, 1, D)
+                if self.matmul:
+                    w = torch.matmul(q, kk.transpose(-1, -2)).mul_(scale).softmax(-1)
+                    o = torch.matmul(w, vv)
+                else:
+                    o = sdpa(q, kk, vv)
+                a = addmm(pb, o.reshape(B, ns), pw)
+            h = x + a
+            m = addmm(fb, layer_norm(h, shape, w2, b2, e2), fw)
+            m = addmm(mb, m * torch.sigmoid(1.702 * m), mw)
+            x = h + m if rs == 1.0 else x + rs * (a + m)
+        return x

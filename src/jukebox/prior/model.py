@@ -166,7 +166,7 @@ class Prior(nn.Module):
                         generator: torch.Generator | None = None, progress: Callable[[int, int], None] | None = None,
                         mask_lyric_vocab: bool = False, return_logits: bool = False,
                         prime_lengths: Sequence[int] | None = None, decode: str = "eager",
-                        ) -> tuple[Tensor, Tensor | None]:
+                        draw: str = "multinomial") -> tuple[Tensor, Tensor | None]:
         """Sample the decoder's raw sequence (1b style: lyric tokens then codes + n_vocab) and, if asked, its
         logits at every position. Arguments as :meth:`sample`."""
         for name, t in (("z_cond", z_cond), ("y", y), ("prime", prime)):
@@ -189,7 +189,7 @@ class Prior(nn.Module):
             states = self.encode_lyrics(cond.lyrics)
         return sample_autoregressive(self.decoder, n_samples, total, known, cond.start, c, states, temperature,
                                      top_k, top_p, chunk_size, generator, progress, mask, return_logits,
-                                     known_lengths=lengths, decode=decode)
+                                     known_lengths=lengths, decode=decode, draw=draw)
 
     @torch.no_grad()
     def sample(self, n_samples: int, z_cond: Tensor | None = None, y: Tensor | None = None,
@@ -197,7 +197,7 @@ class Prior(nn.Module):
                sample_tokens: int | None = None, chunk_size: int | None = None,
                generator: torch.Generator | None = None, progress: Callable[[int, int], None] | None = None,
                mask_lyric_vocab: bool = False, prime_lengths: Sequence[int] | None = None,
-               decode: str = "eager") -> Tensor:
+               decode: str = "eager", draw: str = "multinomial") -> Tensor:
         """Sample codes [B, sample_tokens or n_ctx] with the KV cache.
 
         Args:
@@ -212,10 +212,12 @@ class Prior(nn.Module):
                 different lengths in one batch (parallel upsampling).
             decode: ``eager`` (default), ``static``, ``graph`` or ``compile`` (CUDA); see
                 :mod:`jukebox.prior.sampler`.
+            draw: categorical draw, ``multinomial`` (the original's seeded samples, default) or ``cdf`` (one
+                uniform per row, cheaper; see :func:`jukebox.prior.sampler.draw_tokens`).
         """
         seq, _ = self.sample_sequence(n_samples, z_cond, y, temperature, top_k, top_p, prime, sample_tokens,
                                       chunk_size, generator, progress, mask_lyric_vocab,
-                                      prime_lengths=prime_lengths, decode=decode)
+                                      prime_lengths=prime_lengths, decode=decode, draw=draw)
         if self.style == "merged":
             seq = (seq[:, self.n_tokens:] - self.n_vocab).clamp(min=0)
         return seq

@@ -2,7 +2,10 @@
 
 Decoding modes (``decode=``), all equal in exact arithmetic and all free of per-token host synchronisation:
 
-``eager``    each step slices exactly the keys its layers need out of the cache (default; fastest on CPU).
+``eager``    each step slices exactly the keys its layers need out of the cache, through a lean step with every
+             weight bound once (:class:`~jukebox.nn.transformer.LeanDecoder`: a few ``addmm`` and in-place ops per
+             layer, no module calls); the default and the fastest on a CPU.
+``module``   the same through the modules' ``forward`` (:meth:`AutoregressiveTransformer.step`), as a reference.
 ``static``   the fixed-shape step (:meth:`AutoregressiveTransformer.step_static`), run eagerly.
 ``graph``    the static step captured once in a CUDA graph and replayed for every token (CUDA only).
 ``compile``  the static step compiled by ``torch.compile`` (fused kernels), then captured in a CUDA graph.
@@ -19,30 +22,36 @@ import torch
 from torch import Tensor
 
 from ..nn.kv_cache import KVCache
-from ..sampling.filters import filter_logits
+from ..nn.transformer import LeanDecoder
+from ..sampling.filters import DRAWS, categorical_cdf, filter_logits
 from .autoregressive import AutoregressiveTransformer
 
 __all__ = ["DECODE_MODES", "draw_tokens", "split_chunks", "sample_autoregressive", "StaticDecoder"]
 
 ProgressFn = Callable[[int, int], None]
-DECODE_MODES = ("eager", "static", "graph", "compile")
+DECODE_MODES = ("eager", "module", "static", "graph", "compile")
 
 
 def draw_tokens(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
-                generator: torch.Generator | None = None) -> Tensor:
+                generator: torch.Generator | None = None, draw: str = "multinomial") -> Tensor:
     """One token per row of logits [..., V] -> [...]. ``top_k == 1`` or ``temperature == 0`` is argmax.
 
-    Stochastic draws follow Jukebox: ``logits / temperature``, top-k/top-p filtering, then a categorical draw
-    (normalised log-probabilities, ``multinomial`` with replacement, as ``torch.distributions.Categorical``).
-    Everything stays on the logits' device (no host synchronisation).
+    Stochastic draws follow Jukebox: ``logits / temperature``, top-k/top-p filtering, then a categorical draw:
+    ``draw="multinomial"`` as the original (normalised log-probabilities, ``multinomial`` with replacement, as
+    ``torch.distributions.Categorical``: the same seeded samples), or ``"cdf"`` (one uniform per row, inverse CDF;
+    :func:`~jukebox.sampling.filters.categorical_cdf`). Everything stays on the logits' device.
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if draw not in DRAWS:
+        raise ValueError(f"draw must be one of {DRAWS}, got {draw!r}")
     if top_k == 1 or temperature == 0:
         return logits.argmax(dim=-1)
-    x = logits.float() / temperature
+    x = logits.float() if temperature == 1.0 else logits.float() / temperature  # dividing by 1 changes no bit
     if top_k > 0 or 0.0 < top_p < 1.0:
         x = filter_logits(x, top_k=top_k, top_p=top_p)
+    if draw == "cdf":
+        return categorical_cdf(x, generator)
     probs = torch.softmax(x - x.logsumexp(dim=-1, keepdim=True), dim=-1)
     flat = probs.reshape(-1, probs.shape[-1])
     return torch.multinomial(flat, 1, replacement=True, generator=generator).reshape(probs.shape[:-1])
@@ -54,6 +63,37 @@ def split_chunks(length: int, chunk_size: int | None) -> list[int]:
         return []
     size = length if not chunk_size else chunk_size
     return [size] * ((length - 1) // size) + [(length - 1) % size + 1]
+
+
+class LeanStep:
+    """One decoding step of an :class:`AutoregressiveTransformer` with everything bound once: token and
+    position embeddings, conditioning, :class:`~jukebox.nn.transformer.LeanDecoder` and the head, over 2-D
+    activations. Same arithmetic as :meth:`AutoregressiveTransformer.step` for one token (bar the attention
+    kernel with ``attention="matmul"``). ``cond``: [B or 1, T or 1, W] or None."""
+
+    def __init__(self, model: AutoregressiveTransformer, cache: KVCache, cond: Tensor | None,
+                 attention: str = "sdpa") -> None:
+        self.stack = LeanDecoder(model.transformer, cache, attention)
+        self.cache = cache
+        self.emb = model.token_emb.weight
+        self.pos = model.pos_emb
+        self.cond = cond
+        self.after = model.add_cond_after
+        self.head = None if model.head is None else model.head.weight.t()
+
+    def __call__(self, prev_tokens: Tensor, t: int) -> Tensor:
+        """Logits [B, 1, V] (hidden states for a model without head) at position ``t`` > 0 given the token
+        before it [B, 1]; advances ``cache.length`` to ``t + 1``."""
+        x = torch.nn.functional.embedding(prev_tokens.view(-1), self.emb) + self.pos[t]
+        c = None
+        if self.cond is not None:
+            c = self.cond[:, 0] if self.cond.shape[1] == 1 else self.cond[:, t]
+            x = x + c
+        x = self.stack(x, t)
+        if self.after and c is not None:
+            x = x + c
+        self.cache.length = t + 1
+        return (x if self.head is None else torch.mm(x, self.head)).unsqueeze(1)
 
 
 class StaticDecoder:
@@ -116,19 +156,24 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
                           generator: torch.Generator | None = None, progress: ProgressFn | None = None,
                           logits_mask: Tensor | None = None, return_logits: bool = False,
                           known_lengths: Sequence[int] | None = None, decode: str = "eager",
-                          compact_cache: bool = True) -> tuple[Tensor, Tensor | None]:
+                          compact_cache: bool = True, attention: str = "sdpa", draw: str = "multinomial",
+                          ) -> tuple[Tensor, Tensor | None]:
     """Sample a sequence of ``total`` tokens, continuing ``known`` [B, P] (kept as is).
 
     The known prefix is run through the model in chunks of ``chunk_size`` (default: one chunk) to fill the
     cache; then one token per step. ``known_lengths`` (one per row, <= P) lets rows of one batch continue
     prefixes of different lengths: positions before a row's length keep its known tokens (the shortest prefix is
     prefilled, the rest is teacher-forced step by step). ``logits_mask`` [V] (True = forbidden) masks sampled
-    logits. ``decode``: see the module docstring. ``compact_cache``: per-pattern cache layouts (False: every
-    layer keeps the whole context, the unoptimised reference).
+    logits. ``decode``: see the module docstring; ``attention``: the attention kernel of the ``eager`` step
+    (``sdpa`` or ``matmul``, see :class:`~jukebox.nn.transformer.LeanDecoder`). ``draw``: the categorical draw
+    (``multinomial``, the original's, or ``cdf``; see :func:`draw_tokens`). ``compact_cache``: per-pattern cache
+    layouts (False: every layer keeps the whole context, the unoptimised reference).
     Returns tokens [B, total] and, if asked, the logits at every position [B, total, V] (prefix included).
     """
     if decode not in DECODE_MODES:
         raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
+    if draw not in DRAWS:
+        raise ValueError(f"draw must be one of {DRAWS}, got {draw!r}")
     device = model.pos_emb.device
     P = 0 if known is None else known.shape[1]
     if not P < total <= model.n_ctx:
@@ -154,10 +199,14 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
             begin += size
             if return_logits:
                 all_logits.append(logits.float())
-    static = None if decode == "eager" else StaticDecoder(model, cache, cond, n_samples, decode)
+    static = None
+    if decode in ("static", "graph", "compile"):
+        static = StaticDecoder(model, cache, cond, n_samples, decode)
+    elif decode == "eager" and compact_cache and not model.training:
+        static = LeanStep(model, cache, cond, attention)
     prev_tok = out[:, P0 - 1:P0] if P0 else out[:, :1]
     for t in range(P0, total):
-        if static is None or t == 0:
+        if static is None or t == 0:  # position 0 takes the start embedding (and fills cross-attention caches)
             logits = model.step(prev_tok, cache, start, cond, encoder_states)
         else:
             logits = static(prev_tok, t)
@@ -166,7 +215,7 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
         step_logits = logits[:, 0]
         if logits_mask is not None:
             step_logits = step_logits.masked_fill(logits_mask, float("-inf"))
-        tok = draw_tokens(step_logits, temperature, top_k, top_p, generator)
+        tok = draw_tokens(step_logits, temperature, top_k, top_p, generator, draw)
         if lengths is not None and t < P:
             tok = torch.where(lengths > t, out[:, t], tok)
         out[:, t] = tok

@@ -1,4 +1,4 @@
-"""Logit filters for sampling: temperature, top-k and nucleus (top-p).
+"""Logit filters for sampling: temperature, top-k and nucleus (top-p); categorical draws.
 
 Pure functions over ``[..., vocab]`` logits; fully batched, no host synchronisation.
 """
@@ -54,3 +54,20 @@ def sample_from_logits(
     probs = torch.softmax(logits, dim=-1)
     flat = probs.reshape(-1, probs.shape[-1])
     return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+
+
+#: Categorical draws: ``multinomial`` (``torch.multinomial``, one exponential per vocabulary entry; reproduces the
+#: original Jukebox's seeded samples) or ``cdf`` (inverse CDF, one uniform per row; much cheaper in large batches).
+DRAWS = ("multinomial", "cdf")
+
+
+def categorical_cdf(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One draw per row of ``softmax(logits)`` [..., V] -> LongTensor [...] by inverting the CDF with one uniform
+    number per row (``-inf`` logits are never drawn). Deterministic for a given generator state and batch."""
+    x = logits.float()
+    cdf = torch.softmax(x, dim=-1).cumsum_(dim=-1)
+    total = cdf[..., -1:]
+    u = torch.rand(total.shape, generator=generator, device=x.device, dtype=x.dtype).mul_(total)
+    # u < total strictly (a product can round up to it), so the token found has non-zero probability
+    u = torch.minimum(u, total.nextafter(torch.zeros_like(total)))
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1)

@@ -92,6 +92,7 @@ def sample_level_parallel(prior, codes: dict[int, Tensor], level: int, total_tok
     if down is not None and upper is None:
         raise ValueError(f"level {level} needs the codes of level {level + 1}")
     decode = getattr(settings, "decode", "eager")
+    draw = getattr(settings, "draw", "multinomial")
     for phase in phases:
         rows = [(step, b) for step in phase for b in range(n)]  # window-major, samples inside
         limit = max_batch_size or len(rows)
@@ -121,7 +122,8 @@ def sample_level_parallel(prior, codes: dict[int, Tensor], level: int, total_tok
             window = prior.sample(
                 n_samples=len(part), z_cond=z_cond, y=y, temperature=settings.temperature, top_k=settings.top_k,
                 top_p=settings.top_p, prime=prime, prime_lengths=[step.known for step, _ in part] if width else None,
-                sample_tokens=n_ctx, chunk_size=settings.chunk_size, generator=generator, decode=decode)
+                sample_tokens=n_ctx, chunk_size=settings.chunk_size, generator=generator, decode=decode,
+                draw=draw)
             for i, (step, b) in enumerate(part):
                 out[b, step.start + step.known:step.start + n_ctx] = window[i, step.known:]
             done += sum(step.new_tokens for step, _ in part)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..prior.sampler import DECODE_MODES
+from .filters import DRAWS
 from .parallel import sample_level_parallel
 from .schedule import plan_level
 
@@ -40,6 +42,8 @@ class LevelSettings:
     max_batch_size: int = 16
     #: Decode step: ``eager``, ``static``, ``graph`` or ``compile`` (CUDA); see :mod:`jukebox.prior.sampler`.
     decode: str = "eager"
+    #: Categorical draw: ``multinomial`` (reproduces the original's seeded samples) or ``cdf`` (cheaper).
+    draw: str = "multinomial"
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -52,8 +56,10 @@ class LevelSettings:
             raise ValueError(f"hop_fraction must be in (0, 1], got {self.hop_fraction}")
         if self.chunk_size < 1 or self.max_batch_size < 1:
             raise ValueError("chunk_size and max_batch_size must be >= 1")
-        if self.decode not in ("eager", "static", "graph", "compile"):
-            raise ValueError(f"decode must be eager, static, graph or compile, got {self.decode!r}")
+        if self.decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got {self.decode!r}")
+        if self.draw not in DRAWS:
+            raise ValueError(f"draw must be one of {', '.join(DRAWS)}, got {self.draw!r}")
 
 
 #: Builds the label vector y [B, label_width] for a window starting at ``start`` tokens of ``level``
@@ -133,6 +139,7 @@ def sample_level(
                 generator=generator,
                 progress=on_token,
                 decode=settings.decode,
+                draw=settings.draw,
             ))
         window = torch.cat(pieces, dim=0)
         z = torch.cat([z[:, :step.start + step.known], window[:, step.known:]], dim=1)
