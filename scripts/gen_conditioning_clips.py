@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Generate clips for the conditioning judge: N clips per requested genre, each with a real artist of that genre.
+
+Runs where the model runs fast (the GPU machine), returns only codes (small) and the requested labels; the judge
+(`scripts/eval_conditioning.py --generated DIR`) decodes the codes with the model's VQ-VAE on the CPU.
+
+Which artists: the plan (`scripts/conditioning_plan.json`, written by this script's ``--write-plan`` from the
+corpus's metadata.csv) lists, per genre, the artists of the training split ordered by their number of tracks.
+Clip i of a genre asks for the (i mod k)-th of the first k (``--artists-per-genre``) planned artists that the
+model's vocabulary knows, so several clips share an artist and the judge can also check artists.
+
+Output (the "conditioning clips" format, read by the judge), in ``--out``:
+
+* ``cond_codes.npz``: ``level_L`` int16 arrays [N, T_L] for every sampled level L (compressed);
+* ``cond_clips.json``: ``{"format": "jukebox.conditioning_clips", "version": 1, "items": [{"genre", "artist"}]
+  (one per row of the arrays), "seconds", "sample_rate", "hop_lengths", "levels", "vqvae_sha256",
+  "model", "settings": {...}, "timing": {...}}``.
+
+    python scripts/gen_conditioning_clips.py -m MODEL_DIR --per-genre 16 --seconds 8 --out OUT
+    python scripts/gen_conditioning_clips.py --write-plan scripts/conditioning_plan.json --corpus /work/corpus
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "jukebox.conditioning_clips"
+CODES_FILE = "cond_codes.npz"
+CLIPS_FILE = "cond_clips.json"
+PLAN_FILE = Path(__file__).with_name("conditioning_plan.json")
+MAIN_GENRES = ("ambient", "classical", "electronic", "folk", "orchestral")
+
+
+def plan_from_metadata(metadata: Path) -> dict:
+    """Per genre, the training-split artists ordered by track count: {"genres": {genre: [[artist, n], ...]}}."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    with open(metadata, encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row["split"] == "train":
+                counts[row["genre"].lower()][row["artist"]] += 1
+    return {"format": "jukebox.conditioning_plan", "version": 1, "source": "metadata.csv, split train",
+            "genres": {g: [[a, n] for a, n in sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))]
+                       for g, c in sorted(counts.items())}}
+
+
+def vqvae_sha256(model_dir: Path) -> str:
+    """Hash of the VQ-VAE weights: the judge refuses codes of another codec."""
+    h = hashlib.sha256()
+    with open(model_dir / "vqvae" / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def choose_items(plan: dict, genres: list[str], per_genre: int, artists_per_genre: int, known) -> list[dict]:
+    """One {genre, artist} per clip: clip i of a genre gets the (i mod k)-th known planned artist of it.
+
+    ``known(artist) -> bool`` says whether the model's vocabulary has the artist; a genre with no known
+    artist falls back to ``unknown``.
+    """
+    items = []
+    for g in genres:
+        if g not in plan["genres"]:
+            raise SystemExit(f"error: genre {g!r} is not in the plan (has {sorted(plan['genres'])})")
+        artists = [a for a, _ in plan["genres"][g] if known(a)][:artists_per_genre] or ["unknown"]
+        items += [{"genre": g, "artist": artists[i % len(artists)]} for i in range(per_genre)]
+    return items
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-m", "--model", default=None, help="model directory (default: the embedded default model)")
+    ap.add_argument("--plan", default=str(PLAN_FILE), help="conditioning plan JSON (default: %(default)s)")
+    ap.add_argument("--genres", nargs="+", default=list(MAIN_GENRES), help="genres to ask for; 'all': every "
+                    "genre of the plan (default: %(default)s)")
+    ap.add_argument("--per-genre", type=int, default=16)
+    ap.add_argument("--artists-per-genre", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--total-seconds", type=float, default=120.0, help="song length the timing labels describe")
+    ap.add_argument("--levels", type=int, nargs="+", default=None, help="levels to sample (default: all)")
+    ap.add_argument("--temperature", type=float, default=0.98)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=0, help="clips per generate call (default: all at once)")
+    ap.add_argument("--max-batch-size", type=int, default=512, help="rows per sampler call (windows x clips)")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--decode", default="eager", choices=["eager", "graph", "compile"])
+    ap.add_argument("--out", default=None, help="output folder (cond_codes.npz, cond_clips.json)")
+    ap.add_argument("--write-plan", default=None, help="write the plan from --corpus's metadata.csv and stop")
+    ap.add_argument("--corpus", default="/work/corpus")
+    args = ap.parse_args(argv)
+
+    if args.write_plan:
+        plan = plan_from_metadata(Path(args.corpus) / "metadata.csv")
+        Path(args.write_plan).write_text(json.dumps(plan, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"wrote {args.write_plan}: {', '.join(f'{g} ({len(a)} artists)' for g, a in plan['genres'].items())}")
+        return
+    if not args.out:
+        raise SystemExit("error: give --out (or --write-plan)")
+    if args.per_genre < 1 or args.seconds <= 0:
+        raise SystemExit("error: --per-genre must be >= 1 and --seconds > 0")
+    import torch
+
+    import jukebox
+
+    plan = json.loads(Path(args.plan).read_text(encoding="utf-8"))
+    genres = sorted(plan["genres"]) if args.genres == ["all"] else [g.lower() for g in args.genres]
+    t0 = time.perf_counter()
+    model = jukebox.load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+    vocab = model.vocab()
+    known = (lambda a: vocab.artist_id(a, warn=False) != 0) if vocab is not None else (lambda a: False)
+    items = choose_items(plan, genres, args.per_genre, args.artists_per_genre, known)
+    total_seconds = min(max(args.total_seconds, args.seconds), model.max_seconds)
+    levels = sorted(args.levels or model.prior_levels, reverse=True)
+    batch = args.batch or len(items)
+    codes: dict[int, list[np.ndarray]] = defaultdict(list)
+    reports = []
+    t_load = time.perf_counter() - t0
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sha = vqvae_sha256(model.model_dir.path)
+
+    def write(n_items: int, done_levels: list[int]) -> None:
+        """Save the first ``n_items`` clips' codes of ``done_levels`` (called after every level: a run stopped
+        early still leaves its finished levels)."""
+        np.savez_compressed(out_dir / CODES_FILE, **{f"level_{lvl}": np.concatenate(codes[lvl])
+                                                    for lvl in done_levels})
+        info = {
+            "format": FORMAT, "version": 1, "items": items[:n_items], "seconds": args.seconds,
+            "total_seconds": total_seconds, "sample_rate": model.sample_rate,
+            "hop_lengths": list(model.hop_lengths), "levels": done_levels, "model": str(model.model_dir.path),
+            "vqvae_sha256": sha,
+            "settings": {"temperature": args.temperature, "seed": args.seed, "batch": batch, "dtype": args.dtype,
+                         "decode": args.decode, "device": str(model.device), "upsample_mode": "parallel",
+                         "levels_requested": levels},
+            "timing": {"load_seconds": round(t_load, 1), "total_seconds": round(time.perf_counter() - t0, 1),
+                       "batches": reports},
+        }
+        (out_dir / CLIPS_FILE).write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    for b in range(0, len(items), batch):
+        chunk = items[b:b + batch]
+        t_chunk = time.perf_counter()
+        level_seconds: dict[int, float] = {}
+
+        def level_done(level: int, cs: dict, b=b, chunk=chunk, t_chunk=t_chunk, level_seconds=level_seconds):
+            codes[level].append(cs[level].numpy().astype(np.int16))
+            level_seconds[level] = round(time.perf_counter() - t_chunk, 1)
+            print(f"clips {b}-{b + len(chunk) - 1}: level {level} done at {level_seconds[level]} s", file=sys.stderr)
+            write(b + len(chunk), [lvl for lvl in levels if lvl in level_seconds])
+
+        model.generate(items=[dict(it, lyrics="") for it in chunk], n_samples=len(chunk), seconds=args.seconds,
+                       total_seconds=total_seconds, temperature=args.temperature,
+                       seed=args.seed + b, levels=levels, alignment=False, upsample_mode="parallel",
+                       max_batch_size=args.max_batch_size, decode=args.decode, on_level_done=level_done)
+        reports.append({"items": len(chunk), "level_done_at_seconds": level_seconds})
+    write(len(items), levels)
+    print(json.dumps({"clips": len(items), "genres": genres, "levels": levels, "out": str(out_dir),
+                      "seconds": round(time.perf_counter() - t0, 1)}))
+
+
+if __name__ == "__main__":
+    main()
