@@ -101,7 +101,10 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.write_plan:
         plan = plan_from_metadata(Path(args.corpus) / "metadata.csv")
-        Path(args.write_plan).write_text(json.dumps(plan, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        genres = ",\n".join(f"  {json.dumps(g)}: {json.dumps(a, ensure_ascii=False)}"
+                             for g, a in plan["genres"].items())
+        head = json.dumps({k: v for k, v in plan.items() if k != "genres"}, ensure_ascii=False)[:-1]
+        Path(args.write_plan).write_text(f'{head}, "genres": {{\n{genres}\n}}}}\n', encoding="utf-8")
         print(f"wrote {args.write_plan}: {', '.join(f'{g} ({len(a)} artists)' for g, a in plan['genres'].items())}")
         return
     if not args.out:
