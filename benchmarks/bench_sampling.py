@@ -10,11 +10,18 @@ sample_autoregressive` (top-k 0, temperature 1: the real draw path), after ``--w
 also times the unoptimised path (full-context caches, masks rebuilt per layer per step) and reports the ratio.
 ``--check`` first verifies on a small shape that greedy fp32 samples of the fast path(s) and the reference path
 are identical. Prints one JSON object (``--json`` also writes it) and a table.
+
+``--decode triton``: the fused Triton step (:mod:`jukebox.nn.triton_decode`) replayed from a CUDA graph; its
+GEMV tiles are timed at the first step (reported as ``triton_tiles``). With ``--check`` each timed case also
+compares the logits of its first decode steps with PyTorch's static step in the same dtype
+(``logits_rel_err_vs_static``: relative L2 over the steps until the greedy tokens first differ), and the greedy
+fp32 check runs on shapes with the released head sizes (480, 256, 150) too.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -27,10 +34,20 @@ from jukebox.prior.config import PriorConfig, prior_preset
 from jukebox.prior.model import Prior
 from jukebox.prior.sampler import sample_autoregressive
 
+try:
+    from jukebox.nn import triton_decode
+except ImportError:  # pragma: no cover
+    triton_decode = None
+
 #: Extra shapes for CPU runs (same structure as the released models, smaller).
 EXTRA = {
     "cpu_small": dict(base="upsampler_level_0", n_ctx=1024, width=256, depth=12, heads=2, blocks=16),
     "cpu_medium": dict(base="upsampler_level_0", n_ctx=2048, width=512, depth=24, heads=2, blocks=32),
+    # Released head sizes at a few layers (greedy checks of --decode triton): 480 (upsamplers), 256 with a
+    # ``prime`` layer (1b_lyrics, layer 15), 150 with a cross-attention layer (5b_lyrics, layer 18).
+    "check_up": dict(base="upsampler_level_0", n_ctx=1024, width=1920, depth=3, heads=1, blocks=16),
+    "check_1b": dict(base="1b_lyrics", n_ctx=1024, width=2048, depth=16, heads=2, blocks=16),
+    "check_5b": dict(base="5b_lyrics", n_ctx=1024, width=1200, depth=19, heads=2, blocks=16),
 }
 #: Memory bandwidth (bytes/s) used for the roofline column, by device name fragment.
 BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12}
@@ -76,18 +93,20 @@ def make_inputs(model: Prior, batch: int, device: str, seed: int = 0) -> tuple[t
     return z_cond, y
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+def decode_mode(decode: str, tune: bool = True):
+    """(mode passed to the sampler, context it runs in): ``triton`` is the graph mode with the fused step (its
+    GEMV tiles timed at the first step unless ``tune`` is off)."""
+    if decode != "triton":
+        return decode, contextlib.nullcontext()
+    if triton_decode is None or triton_decode.triton is None:
+        raise RuntimeError("--decode triton needs the triton package")
+    return "graph", triton_decode.triton_sampling(tune)
 
 
-@torch.no_grad()
-def time_decode(model: Prior, batch: int, device: str, position: int, tokens: int, warmup: int, decode: str,
-                reference: bool = False, top_k: int = 0) -> dict:
-    """Seconds per decode step after a prefill of ``position`` tokens (the real sampler, via its progress hook)."""
+def decoder_inputs(model: Prior, batch: int, device: str, position: int):
+    """(known [B, P] or None, start, cond, encoder states) of the decoder after ``position`` music tokens."""
     z_cond, y = make_inputs(model, batch, device)
     cond = model.conditioning(z_cond, y)
-    dec = model.decoder
     states, c, known = None, cond.cond, None
     g = torch.Generator(device=device).manual_seed(0)
     prime = torch.randint(0, model.config.l_bins, (batch, position), generator=g, device=device)
@@ -97,6 +116,21 @@ def time_decode(model: Prior, batch: int, device: str, position: int, tokens: in
         known = prime if position else None
         if model.style == "encoder_decoder":
             states = model.encode_lyrics(cond.lyrics)
+    return known, cond.start, c, states
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+@torch.no_grad()
+def time_decode(model: Prior, batch: int, device: str, position: int, tokens: int, warmup: int, decode: str,
+                reference: bool = False, top_k: int = 0) -> dict:
+    """Seconds per decode step after a prefill of ``position`` tokens (the real sampler, via its progress hook)."""
+    dec = model.decoder
+    known, start, c, states = decoder_inputs(model, batch, device, position)
+    g = torch.Generator(device=device).manual_seed(0)
     P = 0 if known is None else known.shape[1]
     total = min(P + warmup + tokens, dec.n_ctx)
     marks: dict[int, float] = {}
@@ -106,14 +140,43 @@ def time_decode(model: Prior, batch: int, device: str, position: int, tokens: in
             _sync(device)
             marks[done] = time.perf_counter()
 
+    mode, ctx = decode_mode(decode)
     t0 = time.perf_counter()
-    sample_autoregressive(dec, batch, total, known, cond.start, c, states, temperature=1.0, top_k=top_k,
-                          chunk_size=None if device.startswith("cuda") else 256, progress=progress,
-                          decode=decode, compact_cache=not reference, generator=g)
+    with ctx:
+        sample_autoregressive(dec, batch, total, known, start, c, states, temperature=1.0, top_k=top_k,
+                              chunk_size=None if device.startswith("cuda") else 256, progress=progress,
+                              decode=mode, compact_cache=not reference, generator=g)
     wall = time.perf_counter() - t0
     steps = total - P - warmup
     sec = (marks[total - P] - marks[warmup]) / steps
-    return dict(seconds_per_step=sec, steps=steps, wall_s=wall)
+    out = dict(seconds_per_step=sec, steps=steps, wall_s=wall)
+    if decode == "triton":  # GEMV tiles timed at the first step (shapes of this model, this batch)
+        shapes = {tuple(m.weight.shape) for m in dec.transformer.modules() if isinstance(m, torch.nn.Linear)}
+        dt = str(dec.pos_emb.dtype).split(".")[-1]
+        out["triton_tiles"] = [e for e in triton_decode.TUNE_LOG
+                               if e["batch"] == batch and e["dtype"] == dt and (e["N"], e["K"]) in shapes]
+    return out
+
+
+@torch.no_grad()
+def compare_logits(model: Prior, batch: int, device: str, position: int, decode: str, steps: int = 8) -> dict:
+    """Greedy decode of ``steps`` tokens by ``decode`` and by the PyTorch static step (same dtype, same prefill):
+    relative L2 error of the logits over the steps before the tokens first differ, and that number of steps."""
+    dec = model.decoder
+    known, start, c, states = decoder_inputs(model, batch, device, position)
+    P = 0 if known is None else known.shape[1]
+    total = min(P + steps, dec.n_ctx)
+    runs = {}
+    for name in ("static", decode):
+        mode, ctx = decode_mode(name)
+        with ctx:
+            runs[name] = sample_autoregressive(dec, batch, total, known, start, c, states, top_k=1, decode=mode,
+                                               return_logits=True)
+    (ta, la), (tb, lb) = runs["static"], runs[decode]
+    differ = (ta[:, P:] != tb[:, P:]).any(0).nonzero()
+    n = int(differ[0]) + 1 if len(differ) else total - P  # the step where tokens first differ still compares
+    a, b = la[:, P:P + n].float(), lb[:, P:P + n].float()
+    return dict(logits_rel_err_vs_static=((a - b).norm() / a.norm()).item(), logits_steps_compared=n)
 
 
 def weight_bytes(model: Prior) -> int:
@@ -122,18 +185,25 @@ def weight_bytes(model: Prior) -> int:
 
 @torch.no_grad()
 def check_greedy_identical(device: str, decodes: list[str]) -> dict:
-    """fp32 greedy samples of the fast path(s) equal those of the reference path on a small shape."""
+    """fp32 greedy samples of the fast path(s) equal those of the reference path on small shapes (and, for
+    ``triton``, shapes with the released head sizes; 40 tokens after a prefix crossing a few blocks)."""
     out = {}
-    for name in ("cpu_small",):
+    names = ["cpu_small"] + (["check_up", "check_1b", "check_5b"] if "triton" in decodes else [])
+    for name in names:
         model = build(name, torch.float32, device)
-        z_cond, y = make_inputs(model, 2, device)
-        cond = model.conditioning(z_cond, y)
-        n = 200
-        ref, _ = sample_autoregressive(model.decoder, 2, n, None, cond.start, cond.cond, top_k=1,
-                                       compact_cache=False)
-        for decode in decodes:
-            got, _ = sample_autoregressive(model.decoder, 2, n, None, cond.start, cond.cond, top_k=1, decode=decode)
+        if name == "cpu_small":
+            known, start, c, states = decoder_inputs(model, 2, device, 0)
+            n = 200
+        else:
+            known, start, c, states = decoder_inputs(model, 2, device, 100)
+            n = known.shape[1] + 40
+        ref, _ = sample_autoregressive(model.decoder, 2, n, known, start, c, states, top_k=1, compact_cache=False)
+        for decode in decodes if name == "cpu_small" else ["triton"]:
+            mode, ctx = decode_mode(decode, tune=False)  # fp32 checks: default tiles (no compile of every tile)
+            with ctx:
+                got, _ = sample_autoregressive(model.decoder, 2, n, known, start, c, states, top_k=1, decode=mode)
             out[f"{name}/{decode}"] = bool(torch.equal(got, ref))
+        del model
     return out
 
 
@@ -143,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", nargs="+", type=int, default=[1])
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--decode", nargs="+", default=["eager"], choices=["eager", "static", "graph", "compile"])
+    ap.add_argument("--decode", nargs="+", default=["eager"], choices=["eager", "static", "graph", "compile", "triton"])
     ap.add_argument("--position", type=int, default=None, help="prefilled tokens (default: half the context)")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--warmup", type=int, default=8)
@@ -173,6 +243,11 @@ def main(argv: list[str] | None = None) -> dict:
                     r = time_decode(model, batch, args.device, pos, args.tokens, args.warmup, decode, ref)
                 except Exception as e:  # noqa: BLE001 - report and go on with the other cases
                     r = dict(error=f"{type(e).__name__}: {e}"[:300])
+                if args.check and decode not in ("eager", "static") and not ref and "error" not in r:
+                    try:
+                        r.update(compare_logits(model, batch, args.device, pos, decode))
+                    except Exception as e:  # noqa: BLE001
+                        r["check_error"] = f"{type(e).__name__}: {e}"[:300]
                 case = dict(model=name, params=n_params, batch=batch, decode="reference" if ref else decode,
                             position=pos, **r)
                 if "seconds_per_step" in r:
@@ -196,16 +271,22 @@ def main(argv: list[str] | None = None) -> dict:
             case["speedup_vs_reference"] = ref["seconds_per_step"] / case["seconds_per_step"]
     print(json.dumps(result, indent=1))
     print(f"\n{'model':<20}{'params':>8}{'batch':>6}{'decode':>10}{'tok/s/seq':>11}{'tok/s':>10}{'x ref':>7}"
-          f"{'of BW':>7}")
+          f"{'of BW':>7}{'logit err':>11}")
     for c in result["cases"]:
         if "error" in c:
             print(f"{c['model']:<20}{'':>8}{c['batch']:>6}{c['decode']:>10}  {c['error'][:60]}")
             continue
         sp = c.get("speedup_vs_reference")
         fr = c.get("fraction_of_limit")
+        le = c.get("logits_rel_err_vs_static")
         print(f"{c['model']:<20}{c['params'] / 1e6:>7.0f}M{c['batch']:>6}{c['decode']:>10}"
               f"{c['tokens_per_s_per_seq']:>11.1f}{c['tokens_per_s_total']:>10.1f}"
-              f"{'' if sp is None else f'{sp:.1f}':>7}{'' if fr is None else f'{fr:.0%}':>7}")
+              f"{'' if sp is None else f'{sp:.1f}':>7}{'' if fr is None else f'{fr:.0%}':>7}"
+              f"{'' if le is None else f'{le:.1e}':>11}")
+    for c in result["cases"]:
+        for e in c.get("triton_tiles", []):
+            print(f"  {c['model']} B{c['batch']} {e['linear']:>5} {e['N']}x{e['K']}: {e['best']} {e['best_us']} us "
+                  f"({e['best_GBps']} GB/s)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return result

@@ -1,6 +1,7 @@
 """Where a decode step's time goes on the GPU: kernels per step, GPU time per step, the top kernels.
 
     python benchmarks/profile_decode.py --models upsampler_level_0 5b_lyrics --dtype bfloat16 --decode static graph
+    python benchmarks/profile_decode.py --models upsampler_level_0 --decode graph triton   # + the fused Triton step
 
 For each model and decode mode, runs :func:`jukebox.prior.sampler.sample_autoregressive` for ``--tokens`` steps after
 a prefill of half the context under ``torch.profiler`` (CUDA activity) and reports: wall seconds per step (profiled,
@@ -23,7 +24,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sampling import build, make_inputs  # noqa: E402
+from bench_sampling import build, decode_mode, make_inputs  # noqa: E402
 
 from jukebox.prior.sampler import sample_autoregressive  # noqa: E402
 
@@ -46,9 +47,11 @@ def run(model, batch: int, tokens: int, decode: str, device: str) -> dict:
     P = known.shape[1]
 
     def go(n: int) -> float:
+        mode, ctx = decode_mode(decode)  # "triton": the graph mode with the fused step
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        sample_autoregressive(dec, batch, P + n, known, cond.start, c, states, top_k=0, decode=decode, generator=g)
+        with ctx:
+            sample_autoregressive(dec, batch, P + n, known, cond.start, c, states, top_k=0, decode=mode, generator=g)
         torch.cuda.synchronize()
         return time.perf_counter() - t0
 
@@ -86,6 +89,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--top", type=int, default=12, help="kernels printed per run")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     dtype = getattr(torch, a.dtype)
@@ -97,7 +101,7 @@ def main() -> None:
             res["runs"][f"{name}/{d}"] = r
             print(f"{name}/{d}: {1 / r['wall_s_per_step']:.1f} tok/s, kernel time {r['kernel_s_per_step'] * 1e3:.2f} ms"
                   f"/step ({r['kernels_per_step']:.0f} kernels), wall {r['wall_s_per_step'] * 1e3:.2f} ms", flush=True)
-            for k in r["top_kernels"][:12]:
+            for k in r["top_kernels"][:a.top]:
                 print(f"   {k['us_per_step']:9.1f} us  x{k['per_step']:6.1f}  {k['name']}", flush=True)
         del model
         torch.cuda.empty_cache()
