@@ -1,13 +1,16 @@
-"""One whole song through every level (random weights): seconds per minute of audio and real-time factor.
+"""One whole song through every level: seconds per minute of audio and real-time factor.
 
-    python benchmarks/bench_song.py --hierarchy cpu_default --seconds 10 --device cpu      # CPU real-time factor
+    python benchmarks/bench_song.py --hierarchy default --seconds 10 --threads 2           # the shipped model, CPU
+    python benchmarks/bench_song.py --hierarchy cpu_default --seconds 10 --device cpu      # random weights
     python benchmarks/bench_song.py --hierarchy 5b_lyrics --seconds 60 --device cuda --dtype bfloat16 \\
         --upsample-mode parallel --decode graph                                            # the full 5b_lyrics
 
-Hierarchies: ``5b_lyrics`` (the released top + both upsamplers + the 44.1 kHz VQ-VAE), ``1b_lyrics``, ``tiny``
-(the test shapes) and ``cpu_default`` (a small model shaped like the embedded default one: the 22.05 kHz codec
-and small priors). Priors are built on the device one level at a time and released after it (peak memory is
-one prior plus its caches). Prints one JSON object and a table; ``--json`` also writes it.
+Hierarchies: ``default`` (the embedded default model with its trained weights, through the public API exactly as
+``jukebox sample`` runs it: ``Jukebox.generate``, labels, conditioning, VQ-VAE decode; load time reported apart),
+and, with random weights, ``5b_lyrics`` (the released top + both upsamplers + the 44.1 kHz VQ-VAE), ``1b_lyrics``,
+``tiny`` (the test shapes) and ``cpu_default`` (a small stand-in: the 22.05 kHz codec and small priors). Random
+priors are built on the device one level at a time and released after it (peak memory is one prior plus its
+caches). Prints one JSON object and a table; ``--json`` also writes it.
 """
 
 from __future__ import annotations
@@ -82,6 +85,62 @@ def label_fn_for(configs: dict[int, PriorConfig], n: int, total_length: int, dev
     return label_fn
 
 
+def _print(result: dict, json_path: Path | None) -> None:
+    print(json.dumps(result, indent=1))
+    audio_s, total_s, r = result["audio_seconds"], result["total_seconds"], result
+    print(f"\n{r['hierarchy']} on {r['device_name']} ({r['threads']} threads): {audio_s:.1f} s of audio "
+          f"in {total_s:.1f} s (sampling {r['sampling_seconds']:.1f} s, VQ-VAE {r['vqvae_decode_seconds']:.1f}"
+          f" s): real-time factor {result['real_time_factor']:.2f}, {result['seconds_per_minute_of_audio']:.0f} s per "
+          "minute of audio", file=sys.stdout)
+    if r.get("cpu_seconds") is not None:
+        print(f"  processor time {r['cpu_seconds']:.1f} s (all threads)")
+    for lv in result["levels"]:
+        cpu = f", processor {lv['cpu_seconds']:.2f} s" if lv.get("cpu_seconds") is not None else ""
+        print(f"  level {lv['level']}: {lv['tokens']} tokens in {lv['seconds']:.2f} s "
+              f"({lv['tokens_per_s']:.0f} tok/s{cpu})")
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=1))
+
+
+def run_default(args: argparse.Namespace) -> dict:
+    """The embedded default model through ``Jukebox.generate`` (what ``jukebox sample`` runs)."""
+    import jukebox
+    from jukebox.api import default_model_path
+
+    if default_model_path() is None:
+        raise SystemExit("this install has no embedded default model")
+    t0 = time.perf_counter()
+    model = jukebox.load_model(device=args.device)
+    for level in model.prior_levels:
+        model.prior(level)  # load every prior up front: sampling times exclude loading
+    load_s = time.perf_counter() - t0
+    levels = sorted(args.levels)
+    kw = dict(seconds=args.seconds, n_samples=args.n_samples, seed=0, levels=levels, alignment=False,
+              decode=args.decode, temperature=args.temperature)
+    if args.upsample_mode:
+        kw["upsample_mode"] = args.upsample_mode
+    if args.draw:
+        kw["draw"] = args.draw
+    if args.warmup:  # one short call first (allocator, thread pool, lazy init)
+        model.generate(**{**kw, "seconds": args.warmup, "levels": [max(levels)]})
+    t1, c1 = time.perf_counter(), time.process_time()
+    out = model.generate(**kw)
+    wall, cpu = time.perf_counter() - t1, time.process_time() - c1
+    audio_s = out.audio.shape[-1] / model.sample_rate
+    sampling_s, decode_s = out.settings["sampling_seconds"], out.settings["decode_seconds"]
+    result = dict(hierarchy="default", device=args.device, device_name="cpu" if args.device == "cpu" else
+                  torch.cuda.get_device_name(), torch=torch.__version__, dtype="float32", decode=args.decode,
+                  upsample_mode=out.settings["upsample_mode"], draw=out.settings["draw"], n_samples=args.n_samples,
+                  temperature=args.temperature, audio_seconds=audio_s, sampling_seconds=sampling_s,
+                  vqvae_decode_seconds=decode_s, total_seconds=wall, real_time_factor=audio_s / wall,
+                  seconds_per_minute_of_audio=wall * 60.0 / audio_s, threads=torch.get_num_threads(),
+                  load_seconds=load_s, cpu_seconds=cpu,
+                  levels=[dict(level=r.level, tokens=r.tokens, seconds=r.seconds, tokens_per_s=r.tokens_per_second,
+                               cpu_seconds=r.cpu_seconds) for r in out.reports])
+    _print(result, args.json)
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hierarchy", default="cpu_default")
@@ -89,8 +148,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n-samples", type=int, default=1)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    ap.add_argument("--upsample-mode", default="parallel", choices=["sequential", "parallel"])
-    ap.add_argument("--decode", default="eager", choices=["eager", "static", "graph", "compile"])
+    ap.add_argument("--upsample-mode", default=None, choices=["sequential", "parallel"],
+                    help="default: parallel (default hierarchy: the model's own default)")
+    ap.add_argument("--draw", default=None, choices=["multinomial", "cdf"],
+                    help="categorical draw (default: multinomial; default hierarchy: the model's own default)")
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--warmup", type=float, default=1.0, help="default hierarchy: seconds of a warm-up draft (0: none)")
+    ap.add_argument("--decode", default="eager", choices=["eager", "module", "static", "graph", "compile"])
     ap.add_argument("--levels", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--top-hop-fraction", type=float, default=DEFAULT_HOP_FRACTIONS[2])
     ap.add_argument("--no-audio", action="store_true", help="skip the VQ-VAE decode")
@@ -99,6 +163,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.hierarchy == "default":
+        return run_default(args)
+    args.upsample_mode = args.upsample_mode or "parallel"
     dtype = getattr(torch, args.dtype)
     cuda = args.device.startswith("cuda")
     vq_name, configs = hierarchy(args.hierarchy)
@@ -107,9 +174,10 @@ def main(argv: list[str] | None = None) -> dict:
     top_hop = hops[max(args.levels)]
     length = int(args.seconds * vq.sample_rate) // top_hop * top_hop
     n = args.n_samples
-    settings = {lvl: LevelSettings(top_k=0, hop_fraction=args.top_hop_fraction if lvl == 2 else
-                                   DEFAULT_HOP_FRACTIONS[lvl], chunk_size=1024 if cuda else 256,
-                                   max_batch_size=max(16, n), decode=args.decode) for lvl in args.levels}
+    settings = {lvl: LevelSettings(temperature=args.temperature, top_k=0,
+                                   hop_fraction=args.top_hop_fraction if lvl == 2 else DEFAULT_HOP_FRACTIONS[lvl],
+                                   chunk_size=1024 if cuda else 256, max_batch_size=max(16, n), decode=args.decode,
+                                   draw=args.draw or "multinomial") for lvl in args.levels}
     label_fn = label_fn_for(configs, n, length, args.device)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -165,7 +233,8 @@ def main(argv: list[str] | None = None) -> dict:
     total_s = sampling_s + decode_s
     result = dict(hierarchy=args.hierarchy, device=args.device,
                   device_name=torch.cuda.get_device_name() if cuda else "cpu", torch=torch.__version__,
-                  dtype=args.dtype, decode=args.decode, upsample_mode=args.upsample_mode, n_samples=n,
+                  dtype=args.dtype, decode=args.decode, upsample_mode=args.upsample_mode,
+                  draw=args.draw or "multinomial", n_samples=n,
                   audio_seconds=audio_s, sampling_seconds=sampling_s, vqvae_decode_seconds=decode_s,
                   total_seconds=total_s, real_time_factor=audio_s / total_s,
                   seconds_per_minute_of_audio=total_s * 60.0 / audio_s, threads=torch.get_num_threads(),
@@ -173,14 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
                   build_seconds=build_s,
                   levels=[dict(level=r.level, tokens=r.tokens, seconds=r.seconds, tokens_per_s=r.tokens_per_second)
                           for r in reports])
-    print(json.dumps(result, indent=1))
-    print(f"\n{args.hierarchy} on {result['device_name']}: {audio_s:.1f} s of audio in {total_s:.1f} s "
-          f"(sampling {sampling_s:.1f} s, VQ-VAE {decode_s:.1f} s): real-time factor {result['real_time_factor']:.2f},"
-          f" {result['seconds_per_minute_of_audio']:.0f} s per minute of audio", file=sys.stdout)
-    for lv in result["levels"]:
-        print(f"  level {lv['level']}: {lv['tokens']} tokens in {lv['seconds']:.1f} s ({lv['tokens_per_s']:.0f} tok/s)")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+    _print(result, args.json)
     return result
 
 

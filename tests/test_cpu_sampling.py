@@ -83,3 +83,23 @@ def test_cdf_draw_never_picks_filtered_tokens():
         draw_tokens(logits, draw="gumbel")
     with pytest.raises(ValueError):
         LevelSettings(draw="gumbel")
+
+
+@pytest.mark.parametrize("res_scale", [False, True])
+def test_channels_last_decode_equals_modules(res_scale):
+    """The CPU inference decode (channels-last 2-D convolutions) equals the decoder modules within rounding."""
+    from jukebox.config import vqvae_preset
+    from jukebox.vqvae import VQVAE
+
+    torch.manual_seed(0)
+    vq = VQVAE(vqvae_preset("tiny").replace(res_scale=res_scale)).eval()
+    codes = torch.randint(0, vq.l_bins, (2, 40))
+    with torch.no_grad():
+        for level in range(vq.levels):
+            z = codes[:, : 40 // 2**level]
+            ref = vq.decoders[level](vq.codebooks[level].decode(z))
+            got = vq.decode_level(z, level)
+            assert got.shape == ref.shape and got.is_contiguous()
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    with torch.enable_grad():  # with gradients the modules run as they are
+        assert torch.equal(vq.decode_level(codes, 0), vq.decoders[0](vq.codebooks[0].decode(codes)))

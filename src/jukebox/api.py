@@ -25,6 +25,7 @@ import torch
 from .audio import MAX_SECONDS
 from .checkpoint.model_dir import ModelDir, prior_folder
 from .errors import JukeboxError, UsageError
+from .sampling.filters import DRAWS
 from .sampling.pipeline import DEFAULT_HOP_FRACTIONS, UPSAMPLE_MODES, LevelReport, LevelSettings, sample_levels
 
 #: ``progress(level, tokens_done, tokens_total)``
@@ -81,6 +82,20 @@ class Jukebox:
 
     def __repr__(self) -> str:
         return f"Jukebox({str(self.model_dir.path)!r}, levels={self.prior_levels}, sr={self.sample_rate})"
+
+    @property
+    def sampling_defaults(self) -> dict[str, str]:
+        """``upsample_mode`` and ``draw`` used when a call does not give them: the ``sampling`` entry of the
+        model's ``model.json`` if any (the embedded default model asks for the fast ``parallel`` and ``cdf``),
+        else the original's order and draw (``sequential``, ``multinomial``), so imported OpenAI models
+        reproduce the original's samples."""
+        given = self.model_dir.info.get("sampling")
+        given = given if isinstance(given, dict) else {}
+        out = {"upsample_mode": "sequential", "draw": "multinomial"}
+        for key, allowed in (("upsample_mode", UPSAMPLE_MODES), ("draw", DRAWS)):
+            if given.get(key) in allowed:
+                out[key] = given[key]
+        return out
 
     # ------------------------------------------------------------------ components
     @property
@@ -222,8 +237,14 @@ class Jukebox:
              items: list[dict[str, str]], temperature: PerLevel, top_k: PerLevel, top_p: PerLevel,
              hop_fraction: PerLevel, chunk_size: int, max_batch_size: int, seed: int | None,
              progress: ProgressFn | None, on_level_done: Callable[[int, dict[int, torch.Tensor]], None] | None,
-             alignment: bool, upsample_mode: str = "sequential", decode: str = "eager") -> Generation:
+             alignment: bool, upsample_mode: str | None = None, decode: str = "eager",
+             draw: str | None = None) -> Generation:
         levels = sorted(set(levels), reverse=True)
+        defaults = self.sampling_defaults
+        upsample_mode = defaults["upsample_mode"] if upsample_mode is None else upsample_mode
+        draw = defaults["draw"] if draw is None else draw
+        if draw not in DRAWS:
+            raise UsageError(f"draw must be one of {DRAWS}, got {draw!r}")
         if seed is not None and not -(2**53) < int(seed) < 2**53:
             raise UsageError(f"seed must be an integer between -2**53 and 2**53, got {seed}")
         if upsample_mode not in UPSAMPLE_MODES:
@@ -254,7 +275,7 @@ class Jukebox:
             hops = {lvl: DEFAULT_HOP_FRACTIONS[lvl] if lvl < len(DEFAULT_HOP_FRACTIONS) else 0.5 for lvl in levels}
         try:
             settings = {lvl: LevelSettings(float(temps[lvl]), int(ks[lvl]), float(ps[lvl]), float(hops[lvl]),
-                                           chunk_size, max_batch_size, decode) for lvl in levels}
+                                           chunk_size, max_batch_size, decode, draw) for lvl in levels}
         except ValueError as e:
             raise UsageError(str(e)) from None
 
@@ -305,6 +326,7 @@ class Jukebox:
                                      settings[top].hop_fraction)
         info = dict(levels=levels, sample_length=sample_length, total_length=total_length, items=items,
                     seed=seed, chunk_size=chunk_size, max_batch_size=max_batch_size, upsample_mode=upsample_mode,
+                    draw=draw,
                     per_level={lvl: vars(s).copy() for lvl, s in settings.items()},
                     sampling_seconds=t1 - t0, decode_seconds=decode_s)
         return Generation(audio, codes_cpu, lowest, self.sample_rate, reports, info, aligns)
@@ -316,16 +338,20 @@ class Jukebox:
                  levels: Sequence[int] | None = None, hop_fraction: PerLevel = None, chunk_size: int = 32,
                  max_batch_size: int = 16, progress: ProgressFn | None = None,
                  on_level_done: Callable[[int, dict[int, torch.Tensor]], None] | None = None,
-                 alignment: bool = True, upsample_mode: str = "sequential", decode: str = "eager") -> Generation:
+                 alignment: bool = True, upsample_mode: str | None = None, decode: str = "eager",
+                 draw: str | None = None) -> Generation:
         """Sample a new piece from nothing (ancestral sampling).
 
         ``items`` gives one {artist, genre, lyrics} per sample instead of shared labels. ``levels`` selects the
         levels to sample (default: all the model has); stopping early (e.g. ``levels=[2]``) decodes a fast,
         rough draft from the lowest sampled level. ``total_seconds`` is the song length the timing labels
         describe (default: ``seconds``). ``upsample_mode``: ``"sequential"`` (the original's window order) or
-        ``"parallel"`` (each upsampler level in batched windows, much faster on a GPU; see
+        ``"parallel"`` (each upsampler level in batched windows, much faster; see
         :mod:`jukebox.sampling.parallel`). ``decode``: the decode step (``"eager"``; on CUDA ``"graph"`` or
-        ``"compile"``; see :mod:`jukebox.prior.sampler`).
+        ``"compile"``; see :mod:`jukebox.prior.sampler`). ``draw``: the categorical draw, ``"multinomial"`` (the
+        original's: seeded samples of imported OpenAI models equal the original's) or ``"cdf"`` (one uniform per
+        token, much cheaper on a CPU). ``upsample_mode`` and ``draw`` default to the model's
+        :attr:`sampling_defaults`.
         """
         if n_samples < 1:
             raise UsageError(f"n_samples must be >= 1, got {n_samples}")
@@ -336,7 +362,7 @@ class Jukebox:
         levels = list(self.prior_levels if levels is None else levels)
         return self._run({}, levels, length, total, self._items(n_samples, artist, genre, lyrics, items),
                          temperature, top_k, top_p, hop_fraction, chunk_size, max_batch_size, seed, progress,
-                         on_level_done, alignment, upsample_mode, decode)
+                         on_level_done, alignment, upsample_mode, decode, draw)
 
     def continue_(self, audio: torch.Tensor | np.ndarray | None = None, seconds: float = 5.0,
                   codes: Mapping[int, torch.Tensor] | None = None, prompt_seconds: float | None = None,
@@ -413,7 +439,7 @@ class Jukebox:
 #: Sampling options ``continue_`` and ``upsample`` take as keyword arguments, with their defaults.
 _SAMPLING_DEFAULTS: dict[str, Any] = dict(
     temperature=1.0, top_k=0, top_p=0.0, hop_fraction=None, chunk_size=32, max_batch_size=16, seed=None,
-    progress=None, on_level_done=None, alignment=True, upsample_mode="sequential", decode="eager")
+    progress=None, on_level_done=None, alignment=True, upsample_mode=None, decode="eager", draw=None)
 
 
 def _sampling_options(kwargs: Mapping[str, Any]) -> dict[str, Any]:

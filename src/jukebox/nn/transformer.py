@@ -228,10 +228,11 @@ class LeanDecoder:
     def __call__(self, x: Tensor, t: int) -> Tensor:
         """Hidden state x [B, width] of position ``t`` (> 0, a Python int) -> output [B, width]."""
         B = x.shape[0]
-        layer_norm, addmm, sdpa = F.layer_norm, torch.addmm, F.scaled_dot_product_attention
+        layer_norm, addmm, sdpa, sigmoid = torch.layer_norm, torch.addmm, F.scaled_dot_product_attention, torch.sigmoid
+        cudnn = torch.backends.cudnn.enabled
         for (pattern, cache, H, D, ns, bc, shape, w1, b1, e1, qw, qb, pw, pb, w2, b2, e2, fw, fb, mw, mb, rs,
              scale) in self.layers:
-            h = layer_norm(x, shape, w1, b1, e1)
+            h = layer_norm(x, shape, w1, b1, e1, cudnn)
             if pattern == "cross":
                 q = addmm(qb, h, qw)
                 kk, vv = cache.key, cache.value
@@ -243,15 +244,14 @@ class LeanDecoder:
             if kk is None:  # prev_block in the first block: no key, the attention output is exactly zero
                 a = pb.expand(B, -1)
             else:
-                q = q.reshape(B, H, 1, D)
+                q = q.view(B, H, 1, D)
                 if self.matmul:
-                    w = torch.matmul(q, kk.transpose(-1, -2)).mul_(scale).softmax(-1)
-                    o = torch.matmul(w, vv)
+                    o = torch.matmul(torch.matmul(q, kk.transpose(-1, -2)).mul_(scale).softmax(-1), vv)
                 else:
                     o = sdpa(q, kk, vv)
                 a = addmm(pb, o.reshape(B, ns), pw)
             h = x + a
-            m = addmm(fb, layer_norm(h, shape, w2, b2, e2), fw)
-            m = addmm(mb, m * torch.sigmoid(1.702 * m), mw)
-            x = h + m if rs == 1.0 else x + rs * (a + m)
+            m = addmm(fb, layer_norm(h, shape, w2, b2, e2, cudnn), fw)
+            m = addmm(mb, m * sigmoid(1.702 * m), mw)
+            x = h.add_(m) if rs == 1.0 else x + rs * (a + m)
         return x

@@ -74,6 +74,8 @@ class LevelReport:
     level: int
     tokens: int
     seconds: float
+    #: Processor time of this process (all its threads) over the level: equals ``seconds`` on one quiet core.
+    cpu_seconds: float = 0.0
 
     @property
     def tokens_per_second(self) -> float:
@@ -181,7 +183,7 @@ def sample_levels(
             codes[level] = codes[level][:, :total]
             continue
         prior = load(level)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         before = codes[level].shape[1]
         gen = generator(level) if callable(generator) else generator
         if upsample_mode == "parallel" and prior.cond_downsample is not None:
@@ -190,7 +192,8 @@ def sample_levels(
             codes[level] = sample_level(prior, codes, level, total, labels, settings[level], gen, progress)
         if codes[level].is_cuda:
             torch.cuda.synchronize(codes[level].device)
-        reports.append(LevelReport(level, (total - before) * codes[level].shape[0], time.perf_counter() - t0))
+        reports.append(LevelReport(level, (total - before) * codes[level].shape[0], time.perf_counter() - t0,
+                                   time.process_time() - c0))
         if release is not None:
             release(level, prior)
         del prior
