@@ -35,6 +35,10 @@ dilation_cycle=None, zero_out=False, res_scale=False, reverse_dilation=False, ch
     Note the argument order is (input, output) of *this* module; Jukebox's ``DecoderConvBock(a, b, ...)``
     maps ``b -> a``, i.e. ``DecoderBlock(in_channels=b, out_channels=a)``.
 
+Fast inference on a CPU: ``decoder_block_channels_last(block, x)`` runs a DecoderBlock on a channels-last
+``[B, C, 1, T]`` tensor with every convolution as the equivalent 2-D one (oneDNN runs those about 2x faster than
+1-D convolutions; same maths, float rounding aside).
+
 Rename helpers (our relative key -> original relative key, weights and biases):
 ``openai_residual_stack_keys(depth, checkpoint_res=False)``, ``openai_encoder_block_keys(down_t, depth)``,
 ``openai_decoder_block_keys(down_t, depth, checkpoint_res=False)``.
@@ -57,6 +61,8 @@ __all__ = [
     "openai_residual_stack_keys",
     "openai_encoder_block_keys",
     "openai_decoder_block_keys",
+    "conv1d_channels_last",
+    "decoder_block_channels_last",
 ]
 
 
@@ -175,6 +181,33 @@ class DecoderBlock(nn.Module):
         for stage in self.stages:
             x = stage(x)
         return x
+
+
+# --- fast CPU inference: channels-last 2-D convolutions ----------------------------------------------------------
+
+def conv1d_channels_last(x: Tensor, conv: nn.Conv1d) -> Tensor:
+    """A Conv1d applied to channels-last x [B, C, 1, T] as the equivalent 2-D convolution."""
+    return F.conv2d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]), padding=(0, conv.padding[0]),
+                    dilation=(1, conv.dilation[0]))
+
+
+def decoder_block_channels_last(block: DecoderBlock, x: Tensor) -> Tensor:
+    """:class:`~jukebox.nn.conv.DecoderBlock` on channels-last x [B, C, 1, T] -> [B, C', 1, T * stride ** down]
+    (inference: residual sums are done in place on the block's own intermediates, never on ``x``)."""
+    own = False
+    if block.proj is not None:
+        x, own = conv1d_channels_last(x, block.proj), True
+    for stage in block.stages:
+        for res in stage.res.blocks:
+            h = conv1d_channels_last(conv1d_channels_last(torch.relu(x), res.dilated_conv).relu_(), res.proj)
+            if res.res_scale != 1.0:
+                h = h.mul_(res.res_scale)
+            x = x.add_(h) if own else x + h
+            own = True
+        up = stage.up
+        x = F.conv_transpose2d(x, up.weight.unsqueeze(2), up.bias, stride=(1, up.stride[0]),
+                               padding=(0, up.padding[0]))
+    return x
 
 
 # --- rename tables to the original Jukebox checkpoint names (relative to the block) ---------------------------

@@ -7,11 +7,10 @@ Audio is channels-first ``[B, 1, T]`` float in [-1, 1]; level ``l`` turns it int
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import VQVAEConfig
-from ..nn.conv import DecoderBlock
+from ..nn.conv import conv1d_channels_last, decoder_block_channels_last
 from .bottleneck import Codebook
 from .encdec import LevelDecoder, LevelEncoder
 from .losses import jukebox_spectral_convergence, multispectral_loss, reconstruction_loss, spectral_loss
@@ -193,31 +192,6 @@ class VQVAE(nn.Module):
 
 # --- fast CPU inference of a decoder ------------------------------------------------------------------------------
 
-def _conv(x: Tensor, conv: nn.Conv1d) -> Tensor:
-    """A Conv1d applied to channels-last x [B, C, 1, T] as the equivalent 2-D convolution."""
-    return F.conv2d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]), padding=(0, conv.padding[0]),
-                    dilation=(1, conv.dilation[0]))
-
-
-def decoder_block_channels_last(block: DecoderBlock, x: Tensor) -> Tensor:
-    """:class:`~jukebox.nn.conv.DecoderBlock` on channels-last x [B, C, 1, T] -> [B, C', 1, T * stride ** down]
-    (inference: residual sums are done in place on the block's own intermediates, never on ``x``)."""
-    own = False
-    if block.proj is not None:
-        x, own = _conv(x, block.proj), True
-    for stage in block.stages:
-        for res in stage.res.blocks:
-            h = _conv(_conv(torch.relu(x), res.dilated_conv).relu_(), res.proj)
-            if res.res_scale != 1.0:
-                h = h.mul_(res.res_scale)
-            x = x.add_(h) if own else x + h
-            own = True
-        up = stage.up
-        x = F.conv_transpose2d(x, up.weight.unsqueeze(2), up.bias, stride=(1, up.stride[0]),
-                               padding=(0, up.padding[0]))
-    return x
-
-
 def decode_channels_last(decoder: LevelDecoder, z: Tensor) -> Tensor:
     """``decoder(z)`` for latents z [B, emb_width, T] with every convolution as a 2-D one over a channels-last
     [B, C, 1, T] layout, which oneDNN runs much faster on a CPU than 1-D convolutions (and 1x1 convolutions as
@@ -225,4 +199,4 @@ def decode_channels_last(decoder: LevelDecoder, z: Tensor) -> Tensor:
     x = z.unsqueeze(2).contiguous(memory_format=torch.channels_last)
     for block in reversed(decoder.blocks):
         x = decoder_block_channels_last(block, x)
-    return _conv(x, decoder.out).squeeze(2).contiguous()
+    return conv1d_channels_last(x, decoder.out).squeeze(2).contiguous()
