@@ -9,7 +9,8 @@ corpus's metadata.csv) lists, per genre, the artists of the training split order
 Clip i of a genre asks for the (i mod k)-th of the first k (``--artists-per-genre``) planned artists that the
 model's vocabulary knows, so several clips share an artist and the judge can also check artists.
 
-Output (the "conditioning clips" format, read by the judge), in ``--out``:
+Output (the "conditioning clips" format, read by the judge), in ``--out``, named by ``--prefix`` (default
+``cond``; flat names, so several runs can share one output folder):
 
 * ``cond_codes.npz``: ``level_L`` int16 arrays [N, T_L] for every sampled level L (compressed);
 * ``cond_clips.json``: ``{"format": "jukebox.conditioning_clips", "version": 1, "items": [{"genre", "artist"}]
@@ -34,8 +35,8 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "jukebox.conditioning_clips"
-CODES_FILE = "cond_codes.npz"
-CLIPS_FILE = "cond_clips.json"
+CODES_FILE = "{prefix}_codes.npz"
+CLIPS_FILE = "{prefix}_clips.json"
 PLAN_FILE = Path(__file__).with_name("conditioning_plan.json")
 MAIN_GENRES = ("ambient", "classical", "electronic", "folk", "orchestral")
 
@@ -94,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--decode", default="eager", choices=["eager", "graph", "compile"])
-    ap.add_argument("--out", default=None, help="output folder (cond_codes.npz, cond_clips.json)")
+    ap.add_argument("--out", default=None, help="output folder (PREFIX_codes.npz, PREFIX_clips.json)")
+    ap.add_argument("--prefix", default="cond", help="file name prefix (default: %(default)s)")
     ap.add_argument("--write-plan", default=None, help="write the plan from --corpus's metadata.csv and stop")
     ap.add_argument("--corpus", default="/work/corpus")
     args = ap.parse_args(argv)
@@ -135,8 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     def write(n_items: int, done_levels: list[int]) -> None:
         """Save the first ``n_items`` clips' codes of ``done_levels`` (called after every level: a run stopped
         early still leaves its finished levels)."""
-        np.savez_compressed(out_dir / CODES_FILE, **{f"level_{lvl}": np.concatenate(codes[lvl])
-                                                    for lvl in done_levels})
+        np.savez_compressed(out_dir / CODES_FILE.format(prefix=args.prefix),
+                            **{f"level_{lvl}": np.concatenate(codes[lvl]) for lvl in done_levels})
         info = {
             "format": FORMAT, "version": 1, "items": items[:n_items], "seconds": args.seconds,
             "total_seconds": total_seconds, "sample_rate": model.sample_rate,
@@ -148,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
             "timing": {"load_seconds": round(t_load, 1), "total_seconds": round(time.perf_counter() - t0, 1),
                        "batches": reports},
         }
-        (out_dir / CLIPS_FILE).write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        text = json.dumps(info, indent=1, ensure_ascii=False) + "\n"
+        (out_dir / CLIPS_FILE.format(prefix=args.prefix)).write_text(text, encoding="utf-8")
 
     for b in range(0, len(items), batch):
         chunk = items[b:b + batch]

@@ -102,14 +102,14 @@ def test_plan_items_and_generated_clips_round_trip(tmp_path):
     out = tmp_path / "clips"
     gen.main(["-m", str(model_dir), "--plan", str(plan_file), "--genres", "folk", "rock", "--per-genre", "2",
               "--seconds", "0.05", "--out", str(out), "--device", "cpu"])
-    info = json.loads((out / gen.CLIPS_FILE).read_text())
+    info = json.loads((out / gen.CLIPS_FILE.format(prefix="cond")).read_text())
     assert info["format"] == gen.FORMAT and len(info["items"]) == 4 and info["levels"] == [2, 1, 0]
     import jukebox
 
     model = jukebox.load_model(model_dir, device="cpu")
     audio, items, level, _ = ev.load_generated(out, model, None)
     assert level == 0 and audio.shape[0] == 4 and items == info["items"]
-    audio2, _, level2, _ = ev.load_generated(out, model, 2)
+    audio2, _, level2, _ = ev.load_generated(out / "cond_clips.json", model, 2)
     assert level2 == 2 and audio2.shape == audio.shape
     other = tmp_path / "other"
     make_tiny_model_dir(other, seed=1)
