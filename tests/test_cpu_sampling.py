@@ -103,3 +103,32 @@ def test_channels_last_decode_equals_modules(res_scale):
             torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
     with torch.enable_grad():  # with gradients the modules run as they are
         assert torch.equal(vq.decode_level(codes, 0), vq.decoders[0](vq.codebooks[0].decode(codes)))
+
+
+def test_model_sampling_defaults(tmp_path):
+    """Without a ``sampling`` entry a model samples as the original (imported OpenAI models); the entry in
+    ``model.json`` (the embedded default model has one) picks the fast order, draw and prefill chunk."""
+    import json
+
+    from jukebox.api import Jukebox, default_model_path
+    from jukebox.checkpoint.model_dir import ModelDir
+    from jukebox.testing import make_tiny_model_dir
+
+    make_tiny_model_dir(tmp_path / "m")
+    jb = Jukebox(ModelDir(tmp_path / "m"), device="cpu")
+    assert jb.sampling_defaults == {"upsample_mode": "sequential", "draw": "multinomial", "chunk_size": 32}
+    meta = tmp_path / "m" / "model.json"
+    info = json.loads(meta.read_text())
+    info["sampling"] = {"upsample_mode": "parallel", "draw": "cdf", "chunk_size": 64, "other": 1}
+    meta.write_text(json.dumps(info))
+    jb = Jukebox(ModelDir(tmp_path / "m"), device="cpu")
+    seconds = 2 * 32 * 8 * 4 / jb.sample_rate
+    out = jb.generate(seconds=seconds, seed=0, alignment=False)
+    assert (out.settings["upsample_mode"], out.settings["draw"], out.settings["chunk_size"]) == ("parallel", "cdf", 64)
+    assert out.settings["per_level"][0]["draw"] == "cdf"
+    again = jb.generate(seconds=seconds, seed=0, alignment=False)
+    assert all(torch.equal(again.codes[k], out.codes[k]) for k in out.codes)  # seeded: reproducible
+    orig = jb.generate(seconds=seconds, seed=0, alignment=False, draw="multinomial", upsample_mode="sequential")
+    assert orig.settings["draw"] == "multinomial" and orig.settings["upsample_mode"] == "sequential"
+    if default_model_path() is not None:
+        assert Jukebox(ModelDir(default_model_path()), device="cpu").sampling_defaults["draw"] == "cdf"

@@ -84,17 +84,20 @@ class Jukebox:
         return f"Jukebox({str(self.model_dir.path)!r}, levels={self.prior_levels}, sr={self.sample_rate})"
 
     @property
-    def sampling_defaults(self) -> dict[str, str]:
-        """``upsample_mode`` and ``draw`` used when a call does not give them: the ``sampling`` entry of the
-        model's ``model.json`` if any (the embedded default model asks for the fast ``parallel`` and ``cdf``),
-        else the original's order and draw (``sequential``, ``multinomial``), so imported OpenAI models
-        reproduce the original's samples."""
+    def sampling_defaults(self) -> dict[str, Any]:
+        """``upsample_mode``, ``draw`` and ``chunk_size`` used when a call does not give them: the ``sampling``
+        entry of the model's ``model.json`` where it has them (the embedded default model asks for the fast
+        ``parallel``, ``cdf`` and a one-chunk prefill), else the original's order, draw and chunks
+        (``sequential``, ``multinomial``, 32), so imported OpenAI models reproduce the original's samples."""
         given = self.model_dir.info.get("sampling")
         given = given if isinstance(given, dict) else {}
-        out = {"upsample_mode": "sequential", "draw": "multinomial"}
+        out: dict[str, Any] = {"upsample_mode": "sequential", "draw": "multinomial", "chunk_size": 32}
         for key, allowed in (("upsample_mode", UPSAMPLE_MODES), ("draw", DRAWS)):
             if given.get(key) in allowed:
                 out[key] = given[key]
+        size = given.get("chunk_size")
+        if isinstance(size, int) and not isinstance(size, bool) and size >= 1:
+            out["chunk_size"] = size
         return out
 
     # ------------------------------------------------------------------ components
@@ -235,7 +238,7 @@ class Jukebox:
 
     def _run(self, codes: dict[int, torch.Tensor], levels: Sequence[int], sample_length: int, total_length: int,
              items: list[dict[str, str]], temperature: PerLevel, top_k: PerLevel, top_p: PerLevel,
-             hop_fraction: PerLevel, chunk_size: int, max_batch_size: int, seed: int | None,
+             hop_fraction: PerLevel, chunk_size: int | None, max_batch_size: int, seed: int | None,
              progress: ProgressFn | None, on_level_done: Callable[[int, dict[int, torch.Tensor]], None] | None,
              alignment: bool, upsample_mode: str | None = None, decode: str = "eager",
              draw: str | None = None) -> Generation:
@@ -243,6 +246,7 @@ class Jukebox:
         defaults = self.sampling_defaults
         upsample_mode = defaults["upsample_mode"] if upsample_mode is None else upsample_mode
         draw = defaults["draw"] if draw is None else draw
+        chunk_size = defaults["chunk_size"] if chunk_size is None else chunk_size
         if draw not in DRAWS:
             raise UsageError(f"draw must be one of {DRAWS}, got {draw!r}")
         if seed is not None and not -(2**53) < int(seed) < 2**53:
@@ -335,7 +339,7 @@ class Jukebox:
                  total_seconds: float | None = None, n_samples: int = 1,
                  items: Sequence[Mapping[str, str]] | None = None, temperature: PerLevel = 1.0,
                  top_k: PerLevel = 0, top_p: PerLevel = 0.0, seed: int | None = None,
-                 levels: Sequence[int] | None = None, hop_fraction: PerLevel = None, chunk_size: int = 32,
+                 levels: Sequence[int] | None = None, hop_fraction: PerLevel = None, chunk_size: int | None = None,
                  max_batch_size: int = 16, progress: ProgressFn | None = None,
                  on_level_done: Callable[[int, dict[int, torch.Tensor]], None] | None = None,
                  alignment: bool = True, upsample_mode: str | None = None, decode: str = "eager",
@@ -438,7 +442,7 @@ class Jukebox:
 
 #: Sampling options ``continue_`` and ``upsample`` take as keyword arguments, with their defaults.
 _SAMPLING_DEFAULTS: dict[str, Any] = dict(
-    temperature=1.0, top_k=0, top_p=0.0, hop_fraction=None, chunk_size=32, max_batch_size=16, seed=None,
+    temperature=1.0, top_k=0, top_p=0.0, hop_fraction=None, chunk_size=None, max_batch_size=16, seed=None,
     progress=None, on_level_done=None, alignment=True, upsample_mode=None, decode="eager", draw=None)
 
 

@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", default=None, help="audio file to continue (primed sampling)")
     p.add_argument("--prompt-seconds", type=float, default=None, help="seconds of the prompt/codes to keep")
     p.add_argument("--codes", default=None, help="codes.npz to continue or upsample")
-    p.add_argument("--chunk-size", type=int, default=32, help="tokens per chunk when priming the cache")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="tokens per chunk when priming the cache (default: the model's, else 32)")
     p.add_argument("--max-batch-size", type=int, default=16, help="largest batch per sampling call")
     p.add_argument("--low-memory", action="store_true", help="load one level's prior at a time")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
