@@ -123,6 +123,9 @@ def test_merged_mask_lyric_vocab_and_alignment():
     w = lyr.alignment_weights(z, z_cond, y)
     assert w.shape == (2, lyr.n_ctx, lyr.n_tokens)
     torch.testing.assert_close(w.sum(-1), torch.ones(2, lyr.n_ctx))
+    # bf16 inference (as sampling on a GPU runs it): the lyric encoder's loss head must take the model's dtype
+    wb = lyr.to(torch.bfloat16).alignment_weights(z, z_cond, y)
+    assert wb.shape == w.shape and torch.isfinite(wb.float()).all()
 
 
 @pytest.mark.parametrize("name", sorted(PRIOR_PRESETS))

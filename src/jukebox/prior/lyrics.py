@@ -41,6 +41,6 @@ class LyricEncoder(nn.Module):
 
     def loss(self, states: Tensor, tokens: Tensor) -> Tensor:
         """Per-item cross-entropy of the lyric characters in bits, [B]."""
-        logits = self.head(states.float())
+        logits = self.head(states.to(self.head.weight.dtype)).float()  # the model's dtype (bf16 inference too)
         ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")  # [B, n_tokens]
         return ce.mean(dim=1) / math.log(2.0)
