@@ -258,6 +258,35 @@ PRIOR_PRESETS: dict[str, PriorConfig] = {
                            version=3),
         upsampler=UpsamplerConditionerConfig(width=128, depth=4, dilation_cycle=4),
     ),
+    # Lyric top priors in the default model's size class (issue 10, the sung corpus): default_top's decoder and
+    # labels (v3: 79 lyric characters) plus lyrics. ``default_lyrics`` (5b_lyrics style): attn_order 6 makes
+    # every 4th layer cross-attention over a dense 4-layer lyric encoder (layers 3, 7, 11); 6.96 M parameters.
+    # ``default_merged`` (1b_lyrics style): 128 lyric characters before the 1024 codes; attn_order 12 has its
+    # "prime" layer (music over the lyric tokens) at layer 15, hence depth 16; 8.51 M parameters. 128 characters
+    # span ~20 s of these songs' lyrics around the window's proportional position (a window is 5.9 s). The
+    # alignment head is a placeholder until a trained model shows which head aligns (scripts/eval_lyrics.py
+    # alignment scores them all).
+    "default_lyrics": PriorConfig(
+        level=2,
+        n_ctx=1024,
+        transformer=TransformerConfig(width=384, depth=12, heads=4, attn_order=6, blocks=16, init_scale=0.2),
+        labels=LabelConfig(genre_bins=16, artist_bins=128, max_bow_genre_size=1, t_bins=64, sample_rate=22050,
+                           min_duration=10.0, max_duration=900.0, version=3),
+        lyrics=LyricsConfig(style="encoder_decoder", n_tokens=128, n_vocab=79, prime_loss_fraction=0.4,
+                            encoder=TransformerConfig(width=128, depth=4, heads=2, attn_order=0, init_scale=0.7)),
+        alignment_layer=11,
+        alignment_head=0,
+    ),
+    "default_merged": PriorConfig(
+        level=2,
+        n_ctx=1024,
+        transformer=TransformerConfig(width=384, depth=16, heads=4, attn_order=12, blocks=16, init_scale=0.2),
+        labels=LabelConfig(genre_bins=16, artist_bins=128, max_bow_genre_size=1, t_bins=64, sample_rate=22050,
+                           min_duration=10.0, max_duration=900.0, version=3),
+        lyrics=LyricsConfig(style="merged", n_tokens=128, n_vocab=79, prime_loss_fraction=0.4),
+        alignment_layer=15,
+        alignment_head=0,
+    ),
     # Tiny shapes for tests (built in milliseconds on CPU).
     "tiny_top": PriorConfig(
         level=2,
