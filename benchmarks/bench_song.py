@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="categorical draw (default: multinomial; default hierarchy: the model's own default)")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--warmup", type=float, default=1.0, help="default hierarchy: seconds of a warm-up draft (0: none)")
-    ap.add_argument("--decode", default="eager", choices=["eager", "module", "static", "graph", "compile"])
+    ap.add_argument("--decode", default="eager", choices=["eager", "module", "static", "graph", "compile", "triton"])
     ap.add_argument("--levels", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--top-hop-fraction", type=float, default=DEFAULT_HOP_FRACTIONS[2])
     ap.add_argument("--no-audio", action="store_true", help="skip the VQ-VAE decode")

@@ -202,6 +202,18 @@ def test_greedy_samples_equal_reference_path():
     assert torch.allclose(logits, ref_logits, atol=1e-4, rtol=1e-4)
 
 
+def test_decode_triton_mode_equals_reference_path():
+    """``decode="triton"`` of sample_autoregressive (the mode the pipeline and benchmarks name) = reference."""
+    from jukebox.prior.sampler import sample_autoregressive
+
+    model = _model("tiny_top")
+    known, start, cond, _ = _decoder_inputs(model, 2, 5)
+    with torch.no_grad():
+        ref, _ = sample_autoregressive(model.decoder, 2, 14, known, start, cond, top_k=1, compact_cache=False)
+        got, _ = sample_autoregressive(model.decoder, 2, 14, known, start, cond, top_k=1, decode="triton")
+    assert torch.equal(got, ref)
+
+
 def test_rejects_reference_cache():
     model = _model("tiny_top")
     cache = model.decoder.make_cache(1, compact=False)

@@ -9,6 +9,8 @@ Decoding modes (``decode=``), all equal in exact arithmetic and all free of per-
 ``static``   the fixed-shape step (:meth:`AutoregressiveTransformer.step_static`), run eagerly.
 ``graph``    the static step captured once in a CUDA graph and replayed for every token (CUDA only).
 ``compile``  the static step compiled by ``torch.compile`` (fused kernels), then captured in a CUDA graph.
+``triton``   the transformer stack in fused Triton kernels (~5 per layer, :mod:`jukebox.nn.triton_decode`), captured
+             in a CUDA graph; needs ``triton`` (on CPU it runs in Triton's interpreter: tests only).
 
 Token draws (temperature, top-k/top-p, categorical) stay on the device; the sequence is written into a
 preallocated output tensor.
@@ -29,7 +31,7 @@ from .autoregressive import AutoregressiveTransformer
 __all__ = ["DECODE_MODES", "draw_tokens", "split_chunks", "sample_autoregressive", "StaticDecoder"]
 
 ProgressFn = Callable[[int, int], None]
-DECODE_MODES = ("eager", "module", "static", "graph", "compile")
+DECODE_MODES = ("eager", "module", "static", "graph", "compile", "triton")
 
 
 def draw_tokens(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
@@ -202,6 +204,10 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
     static = None
     if decode in ("static", "graph", "compile"):
         static = StaticDecoder(model, cache, cond, n_samples, decode)
+    elif decode == "triton":
+        from ..nn.triton_decode import triton_static_decoder
+
+        static = triton_static_decoder(model, cache, cond, n_samples)
     elif decode == "eager" and compact_cache and not model.training:
         static = LeanStep(model, cache, cond, attention)
     prev_tok = out[:, P0 - 1:P0] if P0 else out[:, :1]
