@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--warmup", type=float, default=1.0, help="default hierarchy: seconds of a warm-up draft (0: none)")
     ap.add_argument("--decode", default="eager", choices=["eager", "module", "static", "graph", "compile", "triton"])
     ap.add_argument("--levels", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--max-windows", type=int, default=None, help="parallel upsampling: windows per sampler call")
     ap.add_argument("--top-hop-fraction", type=float, default=DEFAULT_HOP_FRACTIONS[2])
     ap.add_argument("--no-audio", action="store_true", help="skip the VQ-VAE decode")
     ap.add_argument("--threads", type=int, default=None)
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     settings = {lvl: LevelSettings(temperature=args.temperature, top_k=0,
                                    hop_fraction=args.top_hop_fraction if lvl == 2 else DEFAULT_HOP_FRACTIONS[lvl],
                                    chunk_size=1024 if cuda else 256, max_batch_size=max(16, n), decode=args.decode,
-                                   draw=args.draw or "multinomial") for lvl in args.levels}
+                                   draw=args.draw or "multinomial", max_windows=args.max_windows) for lvl in args.levels}
     label_fn = label_fn_for(configs, n, length, args.device)
     if cuda:
         torch.cuda.reset_peak_memory_stats()

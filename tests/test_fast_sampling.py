@@ -205,3 +205,20 @@ def test_api_parallel_upsampling(tmp_path):
     assert out.settings["upsample_mode"] == "parallel"
     with pytest.raises(UsageError):
         jb.generate(seconds=seconds, upsample_mode="sideways")
+
+
+def test_max_windows_bounds_parallel_calls_greedy_equal():
+    """LevelSettings.max_windows (windows x samples per sampler call) changes memory, not greedy results."""
+    model = _model("tiny_upsampler")
+    n_ctx, down = model.n_ctx, model.cond_downsample
+    total = 4 * n_ctx + 3
+    upper = torch.randint(0, 64, (2, total // down + 1), generator=torch.Generator().manual_seed(1))
+    _, _, y = _inputs(model)
+    settings = LevelSettings(top_k=1, hop_fraction=0.5, chunk_size=8, max_windows=1)
+    codes = {1: torch.zeros(2, 0, dtype=torch.long), 2: upper}
+    whole = sample_level_parallel(model, codes, 1, total, lambda lvl, s: y, settings)
+    capped = sample_level_parallel(model, codes, 1, total, lambda lvl, s: y, settings,
+                                   max_batch_size=settings.max_windows)
+    assert torch.equal(whole, capped)
+    with pytest.raises(ValueError, match="max_windows"):
+        LevelSettings(max_windows=0)

@@ -44,6 +44,9 @@ class LevelSettings:
     decode: str = "eager"
     #: Categorical draw: ``multinomial`` (reproduces the original's seeded samples) or ``cdf`` (cheaper).
     draw: str = "multinomial"
+    #: Parallel upsampling only: at most this many windows x samples per sampler call (None: all at once). Bounds
+    #: the memory of the KV caches (each window holds one) at the cost of more sequential passes.
+    max_windows: int | None = None
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -56,6 +59,8 @@ class LevelSettings:
             raise ValueError(f"hop_fraction must be in (0, 1], got {self.hop_fraction}")
         if self.chunk_size < 1 or self.max_batch_size < 1:
             raise ValueError("chunk_size and max_batch_size must be >= 1")
+        if self.max_windows is not None and self.max_windows < 1:
+            raise ValueError(f"max_windows must be >= 1 or None, got {self.max_windows}")
         if self.decode not in DECODE_MODES:
             raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got {self.decode!r}")
         if self.draw not in DRAWS:
@@ -187,7 +192,8 @@ def sample_levels(
         before = codes[level].shape[1]
         gen = generator(level) if callable(generator) else generator
         if upsample_mode == "parallel" and prior.cond_downsample is not None:
-            codes[level] = sample_level_parallel(prior, codes, level, total, labels, settings[level], gen, progress)
+            codes[level] = sample_level_parallel(prior, codes, level, total, labels, settings[level], gen, progress,
+                                                 max_batch_size=settings[level].max_windows)
         else:
             codes[level] = sample_level(prior, codes, level, total, labels, settings[level], gen, progress)
         if codes[level].is_cuda:
