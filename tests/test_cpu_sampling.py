@@ -132,3 +132,40 @@ def test_model_sampling_defaults(tmp_path):
     assert orig.settings["draw"] == "multinomial" and orig.settings["upsample_mode"] == "sequential"
     if default_model_path() is not None:
         assert Jukebox(ModelDir(default_model_path()), device="cpu").sampling_defaults["draw"] == "cdf"
+
+
+@pytest.mark.parametrize("draw", ["cdf", "multinomial"])
+def test_parallel_workers_do_not_change_seeded_samples(draw):
+    """On a CPU the windows of a phase run in two batches with their own generators, on one or two threads:
+    the same seeded samples either way (and the thread count is restored)."""
+    from jukebox.sampling.parallel import sample_level_parallel
+
+    model = _model("tiny_upsampler")
+    n_ctx, down = model.n_ctx, model.cond_downsample
+    total = 5 * n_ctx + 7
+    upper = torch.randint(0, 64, (2, total // down + 1), generator=torch.Generator().manual_seed(0))
+    _, _, y = _inputs(model)
+    settings = LevelSettings(temperature=0.9, hop_fraction=0.5, chunk_size=8, draw=draw)
+    codes = {1: torch.zeros(2, 0, dtype=torch.long), 2: upper}
+    threads = torch.get_num_threads()
+    runs = [sample_level_parallel(model, codes, 1, total, lambda lvl, s: y, settings,
+                                  torch.Generator().manual_seed(7), workers=w) for w in (1, 2, 2)]
+    assert torch.get_num_threads() == threads
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[1], runs[2])
+    other = sample_level_parallel(model, codes, 1, total, lambda lvl, s: y, settings, torch.Generator().manual_seed(8))
+    assert not torch.equal(other, runs[0])
+
+
+def test_parallel_worker_error_propagates():
+    from jukebox.sampling.parallel import sample_level_parallel
+
+    model = _model("tiny_upsampler")
+    n_ctx, down = model.n_ctx, model.cond_downsample
+    upper = torch.randint(0, 64, (1, 3 * n_ctx // down), generator=torch.Generator().manual_seed(0))
+    _, _, y = _inputs(model, batch=1)
+    codes = {1: torch.zeros(1, 0, dtype=torch.long), 2: upper}
+    threads = torch.get_num_threads()
+    with pytest.raises(ValueError, match="too short"):  # the level above ends before the last window
+        sample_level_parallel(model, codes, 1, 3 * n_ctx + n_ctx // 2, lambda lvl, s: y,
+                              LevelSettings(hop_fraction=0.5), workers=2)
+    assert torch.get_num_threads() == threads

@@ -31,6 +31,11 @@ from .autoregressive import AutoregressiveTransformer
 __all__ = ["DECODE_MODES", "draw_tokens", "split_chunks", "sample_autoregressive", "StaticDecoder"]
 
 ProgressFn = Callable[[int, int], None]
+#: Intra-op threads of the token-by-token loop on a CPU (0: leave the process's setting). A decode step is a few
+#: hundred small operations; synchronising cores for each costs more than it saves, and stalls badly whenever
+#: another process holds a core. Prefills and convolutions keep every thread; parallel upsampling runs its window
+#: batches on separate cores instead (:mod:`jukebox.sampling.parallel`).
+CPU_DECODE_THREADS = 1
 DECODE_MODES = ("eager", "module", "static", "graph", "compile", "triton")
 
 
@@ -211,6 +216,27 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
     elif decode == "eager" and compact_cache and not model.training:
         static = LeanStep(model, cache, cond, attention)
     prev_tok = out[:, P0 - 1:P0] if P0 else out[:, :1]
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and CPU_DECODE_THREADS and threads > CPU_DECODE_THREADS:
+        torch.set_num_threads(CPU_DECODE_THREADS)
+    try:
+        _decode_loop(model, out, cache, P, P0, total, lengths, prev_tok, static, start, cond, encoder_states,
+                     logits_mask, temperature, top_k, top_p, generator, draw, progress,
+                     all_logits if return_logits else None)
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+    return out, (torch.cat(all_logits, dim=1) if return_logits else None)
+
+
+def _decode_loop(model: AutoregressiveTransformer, out: Tensor, cache: KVCache, P: int, P0: int, total: int,
+                 lengths: Tensor | None, prev_tok: Tensor, static: Callable[[Tensor, int], Tensor] | None,
+                 start: Tensor | None, cond: Tensor | None, encoder_states: Tensor | None,
+                 logits_mask: Tensor | None, temperature: float, top_k: int, top_p: float,
+                 generator: torch.Generator | None, draw: str, progress: ProgressFn | None,
+                 all_logits: list[Tensor] | None) -> None:
+    """Token-by-token part of :func:`sample_autoregressive`: positions ``P0 .. total - 1`` into ``out``."""
+    return_logits = all_logits is not None
     for t in range(P0, total):
         if static is None or t == 0:  # position 0 takes the start embedding (and fills cross-attention caches)
             logits = model.step(prev_tok, cache, start, cond, encoder_states)
@@ -228,4 +254,3 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
         prev_tok = out[:, t:t + 1]
         if progress is not None:
             progress(t + 1 - P0, total - P0)
-    return out, (torch.cat(all_logits, dim=1) if return_logits else None)
