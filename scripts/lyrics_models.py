@@ -421,8 +421,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
             info.setdefault("skipped_upsampling", []).append(a["name"])
             continue
         t0 = time.time()
-        z = sample_items(jb, a["items"], args.seconds, levels, args.seed + 1, decode, args.upsample_mode,
-                         codes=codes[a["name"]], temperature=args.temperature)
+        try:
+            z = sample_items(jb, a["items"], args.seconds, levels, args.seed + 1, decode, args.upsample_mode,
+                             codes=codes[a["name"]], temperature=args.temperature)
+        except Exception as e:  # noqa: BLE001 - as above: fall back to the eager decode step once
+            if decode == "eager":
+                raise
+            log(f"{a['name']}: decode {decode} failed while upsampling ({type(e).__name__}: {e}); retrying eager")
+            decode = info["decode"] = "eager"
+            z = sample_items(jb, a["items"], args.seconds, levels, args.seed + 1, decode, args.upsample_mode,
+                             codes=codes[a["name"]], temperature=args.temperature)
         codes[a["name"]].update(z)
         per_arm = time.time() - t0 if per_arm is None else max(per_arm, time.time() - t0)
         info["timings"][f"{a['name']}_upsample"] = round(time.time() - t0, 1)
