@@ -184,6 +184,21 @@ def hand_features(audio: np.ndarray, sr: int = SR) -> np.ndarray:
     return torch.cat(parts, dim=1).float().numpy()
 
 
+#: Feature set names -> the cached kind they are made from (``handlf``: ``hand`` without loudness).
+KIND_OF = {"hand": "hand", "handlf": "hand", "musicnn": "musicnn"}
+
+
+def level_free(x: np.ndarray) -> np.ndarray:
+    """Hand features [N, 322] -> the same without loudness: the clip's mean log-mel level is subtracted from the
+    64 log-mel means and the 7 band valleys, and the mean MFCC 0 and mean log energy are dropped (-> [N, 320]).
+    Every other hand feature is a spread, a difference of logs or a ratio, so it does not change with gain."""
+    x = x.copy()
+    offset = x[:, :64].mean(1, keepdims=True)
+    x[:, :64] -= offset
+    x[:, 258:265] -= offset
+    return np.delete(x, [192, 240], axis=1)
+
+
 def spectral_summary(audio: np.ndarray, sr: int = SR) -> dict[str, np.ndarray]:
     """Readable per-clip statistics [B] for the report: centroid and roll-off (Hz), flatness, RMS (dBFS),
     share of energy above 4 kHz, onset strength and pulse clarity."""
@@ -459,11 +474,13 @@ def spectrogram_png(path: Path, rows: list[tuple[str, list[tuple[str, np.ndarray
                 ax.set_title(title, fontsize=7)
             if j == 0:
                 ax.set_ylabel(genre, fontsize=7)
-    fig.suptitle("log-mel spectrograms, 0-11 kHz, 8 s", fontsize=8)
     fig.tight_layout(pad=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=70)
+    fig.savefig(path, dpi=60)
     plt.close(fig)
+    from PIL import Image
+
+    Image.open(path).convert("RGB").quantize(colors=48).save(path, optimize=True)  # small enough to commit
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -476,10 +493,11 @@ def main(argv: list[str] | None = None) -> None:
                     "genre of the corpus (default: %(default)s)")
     ap.add_argument("--clip-seconds", type=float, default=8.0)
     ap.add_argument("--clips-per-track", type=int, default=4)
-    ap.add_argument("--features", nargs="+", default=["hand", "musicnn", "hand+musicnn"],
-                    help="feature sets to compare (musicnn ones need --musicnn-python)")
+    ap.add_argument("--features", nargs="+", default=["hand", "handlf", "musicnn", "hand+musicnn", "handlf+musicnn"],
+                    help="feature sets to compare: hand, handlf (hand without loudness), musicnn (needs "
+                    "--musicnn-python), joined by + (default: %(default)s)")
     ap.add_argument("--musicnn-python", default=None, help="a Python with musicnn (see scripts/musicnn_embed.py)")
-    ap.add_argument("--wd", type=float, nargs="+", default=[1e-3, 1e-2, 1e-1], help="L2 weights to try")
+    ap.add_argument("--wd", type=float, nargs="+", default=[1e-2, 3e-2, 1e-1], help="L2 weights to try")
     ap.add_argument("--codec-tracks-per-genre", type=int, default=6, help="held-out tracks per genre whose clips "
                     "are also passed through the codec (slow on CPU; 0: none)")
     ap.add_argument("--codec-clip-step", type=int, default=1, help="of those tracks, every N-th clip only")
@@ -505,7 +523,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(genres) - set(all_genres)
     if unknown:
         raise SystemExit(f"error: genres {sorted(unknown)} are not in the corpus (has {all_genres})")
-    kinds_wanted = sorted({k for fs in args.features for k in fs.split("+")})
+    kinds_wanted = sorted({KIND_OF[k] for fs in args.features for k in fs.split("+")})
     if "musicnn" in kinds_wanted and not args.musicnn_python:
         print("note: no --musicnn-python: comparing hand-made features only", file=sys.stderr)
         args.features = [f for f in args.features if "musicnn" not in f]
@@ -522,7 +540,8 @@ def main(argv: list[str] | None = None) -> None:
                           musicnn_python=args.musicnn_python)
 
     def featset(name: str, parts: dict[str, np.ndarray]) -> np.ndarray:
-        return np.concatenate([parts[k] for k in name.split("+")], axis=1)
+        return np.concatenate([level_free(parts["hand"]) if k == "handlf" else parts[k] for k in name.split("+")],
+                              axis=1)
 
     # --- the judge on real clips of unseen tracks: pick features and regularisation
     folds = stratified_group_folds(list(tracks), [c.genre for c in clips])
@@ -648,7 +667,7 @@ def main(argv: list[str] | None = None) -> None:
                 cols = [("real", sets["real"][0][ri[0]])]
                 if f"real_codec_level{level}" in sets:
                     cols.append((f"real via codec L{level}", sets[f"real_codec_level{level}"][0][ri[0]]))
-                cols += [(f"generated {k + 1} ({g})", sets["generated"][0][i]) for k, i in enumerate(gi)]
+                cols += [(f"generated {k + 1} (L{level})", sets["generated"][0][i]) for k, i in enumerate(gi)]
                 grid.append((g, cols))
             spectrogram_png(Path(args.png), grid)
             result["png"] = args.png
@@ -684,6 +703,7 @@ def artist_report(clips: list[Clip], x: np.ndarray, tracks: np.ndarray, gen_item
                 clf = fit_logreg(x[idx], ya, len(artists), wd)
                 yg = np.array([low[gen_items[i]["artist"].lower()] for i in gsel])
                 entry["generated"] = scores(yg, clf.predict(xg[gsel]), artists)
+                entry["generated"]["chance"] = round(1 / len(artists), 3)  # the judge picks among all of them
         out[genre] = entry
     return out
 

@@ -43,6 +43,10 @@ def test_hand_features_shape_finite_and_tell_kinds_apart():
     f = ev.hand_features(audio)
     assert f.shape == (3, 322) and f.dtype == np.float32 and np.isfinite(f).all()
     assert not np.allclose(f[0], f[1])
+    full = (audio[0] + 0.05 * np.random.default_rng(0).standard_normal(audio.shape[1]))[None].astype(np.float32)
+    loud, quiet = ev.hand_features(full), ev.hand_features(full * 0.1)
+    assert np.abs(ev.level_free(quiet) - ev.level_free(loud)).max() < 1e-2  # loudness removed
+    assert np.abs(quiet - loud).max() > 0.5
     s = ev.spectral_summary(audio[:2])
     assert s["flatness"][1] > s["flatness"][0]  # noise is flatter than tones
     assert s["pulse_clarity"][1] > s["pulse_clarity"][0]
