@@ -136,8 +136,8 @@ def test_model_sampling_defaults(tmp_path):
 
 @pytest.mark.parametrize("draw", ["cdf", "multinomial"])
 def test_parallel_workers_do_not_change_seeded_samples(draw):
-    """On a CPU the windows of a phase run in two batches with their own generators, on one or two threads:
-    the same seeded samples either way (and the thread count is restored)."""
+    """On a CPU with several threads the windows of a call run in two batches with their own generators on two
+    threads: seeded samples are reproducible and the same for any number of workers >= 2 (thread count restored)."""
     from jukebox.sampling.parallel import sample_level_parallel
 
     model = _model("tiny_upsampler")
@@ -149,9 +149,10 @@ def test_parallel_workers_do_not_change_seeded_samples(draw):
     codes = {1: torch.zeros(2, 0, dtype=torch.long), 2: upper}
     threads = torch.get_num_threads()
     runs = [sample_level_parallel(model, codes, 1, total, lambda lvl, s: y, settings,
-                                  torch.Generator().manual_seed(7), workers=w) for w in (1, 2, 2)]
+                                  torch.Generator().manual_seed(7), workers=w) for w in (2, 2, 3, 1, 1)]
     assert torch.get_num_threads() == threads
     assert torch.equal(runs[0], runs[1]) and torch.equal(runs[1], runs[2])
+    assert torch.equal(runs[3], runs[4])
     other = sample_level_parallel(model, codes, 1, total, lambda lvl, s: y, settings, torch.Generator().manual_seed(8))
     assert not torch.equal(other, runs[0])
 
@@ -169,3 +170,24 @@ def test_parallel_worker_error_propagates():
         sample_level_parallel(model, codes, 1, 3 * n_ctx + n_ctx // 2, lambda lvl, s: y,
                               LevelSettings(hop_fraction=0.5), workers=2)
     assert torch.get_num_threads() == threads
+
+
+def test_channels_last_decode_in_pieces_equals_one_piece():
+    """Long latents decode in pieces on two threads, each with its receptive field of context: same samples."""
+    from jukebox.config import vqvae_preset
+    from jukebox.vqvae import VQVAE
+    from jukebox.vqvae.model import decode_channels_last, receptive_radius
+
+    torch.manual_seed(0)
+    vq = VQVAE(vqvae_preset("tiny")).eval()
+    threads = torch.get_num_threads()
+    with torch.no_grad():
+        for level in range(vq.levels):
+            dec = vq.decoders[level]
+            n = 12 * receptive_radius(dec) + 7
+            z = vq.codebooks[level].decode(torch.randint(0, vq.l_bins, (2, n)))
+            one = decode_channels_last(dec, z, workers=1)
+            for workers in (2, 3):
+                torch.testing.assert_close(decode_channels_last(dec, z, workers=workers), one, rtol=1e-5, atol=1e-6)
+            assert torch.get_num_threads() == threads
+            torch.testing.assert_close(one, dec(z), rtol=1e-5, atol=1e-5)

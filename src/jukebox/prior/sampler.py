@@ -31,10 +31,11 @@ from .autoregressive import AutoregressiveTransformer
 __all__ = ["DECODE_MODES", "draw_tokens", "split_chunks", "sample_autoregressive", "StaticDecoder"]
 
 ProgressFn = Callable[[int, int], None]
-#: Intra-op threads of the token-by-token loop on a CPU (0: leave the process's setting). A decode step is a few
-#: hundred small operations; synchronising cores for each costs more than it saves, and stalls badly whenever
-#: another process holds a core. Prefills and convolutions keep every thread; parallel upsampling runs its window
-#: batches on separate cores instead (:mod:`jukebox.sampling.parallel`).
+#: Intra-op threads of :func:`sample_autoregressive` on a CPU (0: leave the process's setting). A decode step is a
+#: few hundred small operations; synchronising cores for each costs more than it saves, and any operation split
+#: over cores stalls whenever another process holds one of them (measured: a 10 s top level took 3x longer with
+#: two threads than with one on a busy 2-core machine). Parallel upsampling runs its window batches on separate
+#: cores instead (:mod:`jukebox.sampling.parallel`).
 CPU_DECODE_THREADS = 1
 DECODE_MODES = ("eager", "module", "static", "graph", "compile", "triton")
 
@@ -193,6 +194,26 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
         P0 = min(known_lengths)
         if P0 < P:
             lengths = torch.as_tensor(list(known_lengths), dtype=torch.long, device=device)
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and CPU_DECODE_THREADS and threads > CPU_DECODE_THREADS:
+        torch.set_num_threads(CPU_DECODE_THREADS)
+    try:
+        return _sample(model, n_samples, total, known, P, P0, lengths, start, cond, encoder_states, temperature,
+                       top_k, top_p, chunk_size, generator, progress, logits_mask, return_logits, decode,
+                       compact_cache, attention, draw)
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+def _sample(model: AutoregressiveTransformer, n_samples: int, total: int, known: Tensor | None, P: int, P0: int,
+            lengths: Tensor | None, start: Tensor | None, cond: Tensor | None, encoder_states: Tensor | None,
+            temperature: float, top_k: int, top_p: float, chunk_size: int | None,
+            generator: torch.Generator | None, progress: ProgressFn | None, logits_mask: Tensor | None,
+            return_logits: bool, decode: str, compact_cache: bool, attention: str, draw: str,
+            ) -> tuple[Tensor, Tensor | None]:
+    """:func:`sample_autoregressive` after its checks: prefill, then the token-by-token loop."""
+    device = model.pos_emb.device
     out = torch.zeros(n_samples, total, dtype=torch.long, device=device)
     cache = model.make_cache(n_samples, compact=compact_cache)
     all_logits: list[Tensor] = []
@@ -216,16 +237,9 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
     elif decode == "eager" and compact_cache and not model.training:
         static = LeanStep(model, cache, cond, attention)
     prev_tok = out[:, P0 - 1:P0] if P0 else out[:, :1]
-    threads = torch.get_num_threads()
-    if device.type == "cpu" and CPU_DECODE_THREADS and threads > CPU_DECODE_THREADS:
-        torch.set_num_threads(CPU_DECODE_THREADS)
-    try:
-        _decode_loop(model, out, cache, P, P0, total, lengths, prev_tok, static, start, cond, encoder_states,
-                     logits_mask, temperature, top_k, top_p, generator, draw, progress,
-                     all_logits if return_logits else None)
-    finally:
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
+    _decode_loop(model, out, cache, P, P0, total, lengths, prev_tok, static, start, cond, encoder_states,
+                 logits_mask, temperature, top_k, top_p, generator, draw, progress,
+                 all_logits if return_logits else None)
     return out, (torch.cat(all_logits, dim=1) if return_logits else None)
 
 

@@ -68,9 +68,8 @@ def plan_parallel(total_tokens: int, have_tokens: int, n_ctx: int, hop: int, pas
     return [phase for phase in (anchors, gaps) if phase]
 
 
-#: On a CPU every call's windows are split into this many batches, each with its own generator drawn from the
-#: level's, so they can run on separate cores (see :func:`sample_level_parallel`) with seeded results that do not
-#: depend on the number of cores.
+#: On a CPU with several threads every call's windows are split into this many batches, each with its own
+#: generator drawn from the level's, run on separate cores (see :func:`sample_level_parallel`).
 CPU_GROUPS = 2
 
 
@@ -102,11 +101,11 @@ def sample_level_parallel(prior, codes: dict[int, Tensor], level: int, total_tok
     bounds samples per call in the sequential order; here ``max_batch_size`` bounds windows x samples per call,
     default: a whole phase in one call). Returns the new codes tensor.
 
-    On a CPU each call is split into :data:`CPU_GROUPS` batches with generators drawn from ``generator``, run by
-    ``workers`` threads (default: ``torch.get_num_threads()``) with one intra-op thread each: every core decodes
-    its own batch with no synchronisation between cores per operation (which costs more than the small operations
-    of a decode step, and stalls whenever another process holds a core). The result does not depend on
-    ``workers``.
+    On a CPU with ``workers`` >= 2 (default: ``torch.get_num_threads()``) each call is split into
+    ``min(workers, CPU_GROUPS)`` batches with generators drawn from ``generator``, each run by its own thread with
+    one intra-op thread: every core decodes its own batch with no synchronisation between cores per operation
+    (which costs more than the small operations of a decode step, and stalls whenever another process holds a
+    core). Seeded results are the same for any ``workers`` >= 2 (and differ from one worker's, one batch per call).
     """
     z = codes[level]
     n, have = z.shape
@@ -163,9 +162,10 @@ def sample_level_parallel(prior, codes: dict[int, Tensor], level: int, total_tok
         limit = max_batch_size or len(rows)
         for lo in range(0, len(rows), limit):
             call = rows[lo:lo + limit]
-            parts = _split(call, CPU_GROUPS) if cpu else [call]
+            n_workers = min(CPU_GROUPS, workers or torch.get_num_threads()) if cpu else 1
+            parts = _split(call, n_workers)
             gens = [_child_generator(generator) for _ in parts] if len(parts) > 1 else [generator]
-            n_workers = min(len(parts), workers or torch.get_num_threads()) if cpu else 1
+            n_workers = min(n_workers, len(parts))
             if n_workers > 1:
                 windows = _run_threads(sample, parts, gens, n_workers, cancel)
             else:
