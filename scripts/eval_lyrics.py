@@ -101,6 +101,20 @@ def load_audio(path: Path, sr: int, seconds: float | None = None, offset: float 
     return x
 
 
+def _no_grad(fn: Any) -> Any:
+    """Run ``fn`` without autograd (local state: importing this module or calling it leaves torch as it was)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def _emit(report: dict[str, Any], out: Path | None) -> None:
     text = json.dumps(report, indent=1)
     if out is not None:
@@ -109,13 +123,13 @@ def _emit(report: dict[str, Any], out: Path | None) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- roundtrip
+@_no_grad
 def cmd_roundtrip(args: argparse.Namespace) -> int:
     """Original vs VQ-VAE reconstructions from each level: pooled WER / recall per version."""
     import torch
 
     import jukebox
 
-    torch.set_grad_enabled(False)
     torch.set_num_threads(args.threads)
     model = jukebox.load_model(args.model, device="cpu")
     sr = model.sample_rate
@@ -177,7 +191,7 @@ def alignment_heads(prior: Any) -> list[tuple[int, int]]:
     return [(i, h) for i, p in enumerate(pats) if p in ("cross", "prime") for h in range(t.heads)]
 
 
-@__import__("torch").no_grad()
+@_no_grad
 def all_head_alignments(jb: Any, z: Any, meta: dict[str, Any], hop_fraction: float = 0.5
                         ) -> tuple[dict[tuple[int, int], np.ndarray], str]:
     """Teacher-forced alignment matrices [T, n_chars] of every lyric head for top-level codes ``z`` [T] of one
@@ -267,6 +281,7 @@ def _song_records(corpus: Path, split: str, n: int | None) -> list[dict[str, Any
     return recs[:n] if n else recs
 
 
+@_no_grad
 def cmd_alignment(args: argparse.Namespace) -> int:
     """Teacher-forced alignment of the lyric prior on real songs: every lyric head scored against the word
     timings; the head is chosen on the validation songs and reported on the held-out songs."""
@@ -274,7 +289,6 @@ def cmd_alignment(args: argparse.Namespace) -> int:
 
     import jukebox
 
-    torch.set_grad_enabled(False)
     torch.set_num_threads(args.threads)
     jb = jukebox.load_model(args.model, device="cpu")
     top = jb.top_level
@@ -371,13 +385,13 @@ def _given_words(lyrics: str, fraction: float) -> list[str]:
     return [m.group(0) for m in _WORD_RE.finditer(lyrics) if m.start() < fraction * len(lyrics)]
 
 
+@_no_grad
 def cmd_samples(args: argparse.Namespace) -> int:
     """WER per arm of the sampled codes, against the song's own sung words and against the words given."""
     import torch
 
     import jukebox
 
-    torch.set_grad_enabled(False)
     torch.set_num_threads(args.threads)
     res = Path(args.results)
     info = json.loads((res / "sample_info.json").read_text())

@@ -329,12 +329,12 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     tmp.replace(path)
 
 
+@torch.no_grad()
 def cmd_sample(args: argparse.Namespace) -> int:
     import jukebox
 
     t_start = time.time()
     deadline = t_start + args.deadline if args.deadline else None
-    torch.set_grad_enabled(False)
     models_dir, out = Path(args.models), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     songs = json.loads(Path(args.heldout).read_text())

@@ -111,6 +111,7 @@ def test_sample_stage_tiny(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert lm.main(["sample", "--models", str(models), "--heldout", str(tmp_path / "heldout.json"), "--out",
                     str(out), "--seconds", "0.1", "--device", "cpu"]) == 0
+    assert torch.is_grad_enabled()  # the script leaves torch's global state as it was
     info = json.loads((out / "sample_info.json").read_text())
     assert [a["name"] for a in info["arms"]] == ["lyrics_right", "lyrics_wrong", "control_none"]
     z = np.load(out / "samples_lyrics.npz")
