@@ -121,6 +121,8 @@ def run_default(args: argparse.Namespace) -> dict:
         kw["upsample_mode"] = args.upsample_mode
     if args.draw:
         kw["draw"] = args.draw
+    if args.top_hop_fraction:
+        kw["hop_fraction"] = {lvl: DEFAULT_HOP_FRACTIONS[lvl] for lvl in levels} | {max(levels): args.top_hop_fraction}
     if args.warmup:  # one short call first (allocator, thread pool, lazy init)
         model.generate(**{**kw, "seconds": args.warmup, "levels": [max(levels)]})
     t1, c1 = time.perf_counter(), time.process_time()
@@ -131,7 +133,9 @@ def run_default(args: argparse.Namespace) -> dict:
     result = dict(hierarchy="default", device=args.device, device_name="cpu" if args.device == "cpu" else
                   torch.cuda.get_device_name(), torch=torch.__version__, dtype="float32", decode=args.decode,
                   upsample_mode=out.settings["upsample_mode"], draw=out.settings["draw"], n_samples=args.n_samples,
-                  temperature=args.temperature, audio_seconds=audio_s, sampling_seconds=sampling_s,
+                  temperature=args.temperature,
+                  hop_fractions={lvl: s["hop_fraction"] for lvl, s in out.settings["per_level"].items()},
+                  audio_seconds=audio_s, sampling_seconds=sampling_s,
                   vqvae_decode_seconds=decode_s, total_seconds=wall, real_time_factor=audio_s / wall,
                   seconds_per_minute_of_audio=wall * 60.0 / audio_s, threads=torch.get_num_threads(),
                   load_seconds=load_s, cpu_seconds=cpu,
@@ -157,7 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--decode", default="eager", choices=["eager", "module", "static", "graph", "compile", "triton"])
     ap.add_argument("--levels", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--max-windows", type=int, default=None, help="parallel upsampling: windows per sampler call")
-    ap.add_argument("--top-hop-fraction", type=float, default=DEFAULT_HOP_FRACTIONS[2])
+    ap.add_argument("--top-hop-fraction", type=float, default=None,
+                    help=f"hop fraction of the top level (default: {DEFAULT_HOP_FRACTIONS[2]}, the original's)")
     ap.add_argument("--no-audio", action="store_true", help="skip the VQ-VAE decode")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", type=Path, default=None)
@@ -176,9 +181,11 @@ def main(argv: list[str] | None = None) -> dict:
     length = int(args.seconds * vq.sample_rate) // top_hop * top_hop
     n = args.n_samples
     settings = {lvl: LevelSettings(temperature=args.temperature, top_k=0,
-                                   hop_fraction=args.top_hop_fraction if lvl == 2 else DEFAULT_HOP_FRACTIONS[lvl],
+                                   hop_fraction=args.top_hop_fraction or DEFAULT_HOP_FRACTIONS[2] if lvl == 2 else
+                                   DEFAULT_HOP_FRACTIONS[lvl],
                                    chunk_size=1024 if cuda else 256, max_batch_size=max(16, n), decode=args.decode,
-                                   draw=args.draw or "multinomial", max_windows=args.max_windows) for lvl in args.levels}
+                                   draw=args.draw or "multinomial", max_windows=args.max_windows)
+                for lvl in args.levels}
     label_fn = label_fn_for(configs, n, length, args.device)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -241,8 +248,8 @@ def main(argv: list[str] | None = None) -> dict:
                   seconds_per_minute_of_audio=total_s * 60.0 / audio_s, threads=torch.get_num_threads(),
                   peak_gpu_memory_gb=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
                   build_seconds=build_s,
-                  levels=[dict(level=r.level, tokens=r.tokens, seconds=r.seconds, tokens_per_s=r.tokens_per_second)
-                          for r in reports])
+                  levels=[dict(level=r.level, tokens=r.tokens, seconds=r.seconds, tokens_per_s=r.tokens_per_second,
+                               cpu_seconds=r.cpu_seconds) for r in reports])
     _print(result, args.json)
     return result
 
