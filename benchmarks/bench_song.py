@@ -102,15 +102,57 @@ def _print(result: dict, json_path: Path | None) -> None:
         json_path.write_text(json.dumps(result, indent=1))
 
 
+def parse_shape(text: str) -> tuple[int, int, int, int | None]:
+    """``LEVEL:WIDTHxDEPTH[/NCTX]`` -> (level, width, depth, n_ctx or None)."""
+    try:
+        level, rest = text.split(":")
+        size, _, n_ctx = rest.partition("/")
+        width, depth = size.split("x")
+        return int(level), int(width), int(depth), int(n_ctx) if n_ctx else None
+    except ValueError:
+        raise SystemExit(f"--shape {text!r}: expected LEVEL:WIDTHxDEPTH[/NCTX], e.g. 2:384x6 or 0:256x8/512") from None
+
+
+def shaped_model_dir(shapes: list[str], out: Path) -> Path:
+    """A copy of the default model in ``out`` whose priors named in ``shapes`` are replaced by random-weight priors
+    of those shapes (heads keep the default's head width where they divide; the rest of the config is kept)."""
+    import shutil
+
+    from jukebox.api import default_model_path
+    from jukebox.checkpoint.model_dir import ModelDir, prior_folder
+
+    src = default_model_path()
+    shutil.copytree(src, out, dirs_exist_ok=True)
+    md = ModelDir(out)
+    for text in shapes:
+        level, width, depth, n_ctx = parse_shape(text)
+        c = md.prior_config(level)
+        t = c.transformer
+        head_dim = max(1, int(t.m_attn * t.width) // t.heads)
+        heads = max(1, int(t.m_attn * width) // head_dim)
+        c = c.replace(transformer=t.replace(width=width, depth=depth, heads=heads), n_ctx=n_ctx or c.n_ctx)
+        prior = build_prior(c, torch.float32, "cpu")
+        shutil.rmtree(out / prior_folder(level))
+        md.save_prior(prior)
+        shutil.copy2(src / prior_folder(level) / "labels.json", out / prior_folder(level) / "labels.json")
+    return out
+
+
 def run_default(args: argparse.Namespace) -> dict:
-    """The embedded default model through ``Jukebox.generate`` (what ``jukebox sample`` runs)."""
+    """The embedded default model through ``Jukebox.generate`` (what ``jukebox sample`` runs); with ``--shape``,
+    the same with some priors replaced by random-weight ones of other shapes (costs do not depend on weights)."""
+    import tempfile
+
     import jukebox
     from jukebox.api import default_model_path
 
     if default_model_path() is None:
         raise SystemExit("this install has no embedded default model")
+    path = None
+    if args.shape:
+        path = shaped_model_dir(args.shape, Path(tempfile.mkdtemp(prefix="bench_song_")) / "model")
     t0 = time.perf_counter()
-    model = jukebox.load_model(device=args.device)
+    model = jukebox.load_model(path, device=args.device)
     for level in model.prior_levels:
         model.prior(level)  # load every prior up front: sampling times exclude loading
     load_s = time.perf_counter() - t0
@@ -130,7 +172,12 @@ def run_default(args: argparse.Namespace) -> dict:
     wall, cpu = time.perf_counter() - t1, time.process_time() - c1
     audio_s = out.audio.shape[-1] / model.sample_rate
     sampling_s, decode_s = out.settings["sampling_seconds"], out.settings["decode_seconds"]
-    result = dict(hierarchy="default", device=args.device, device_name="cpu" if args.device == "cpu" else
+    shapes = {lvl: dict(width=model.prior(lvl).config.transformer.width,
+                        depth=model.prior(lvl).config.transformer.depth, n_ctx=model.prior(lvl).n_ctx,
+                        decoder_params=sum(p.numel() for p in model.prior(lvl).decoder.parameters()))
+              for lvl in model.prior_levels}
+    result = dict(hierarchy="default" if not args.shape else "default+" + ",".join(args.shape), shapes=shapes,
+                  device=args.device, device_name="cpu" if args.device == "cpu" else
                   torch.cuda.get_device_name(), torch=torch.__version__, dtype="float32", decode=args.decode,
                   upsample_mode=out.settings["upsample_mode"], draw=out.settings["draw"], n_samples=args.n_samples,
                   temperature=args.temperature,
@@ -165,6 +212,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help=f"hop fraction of the top level (default: {DEFAULT_HOP_FRACTIONS[2]}, the original's)")
     ap.add_argument("--no-audio", action="store_true", help="skip the VQ-VAE decode")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--shape", action="append", default=[],
+                    help="default hierarchy: replace a prior by a random-weight one of this shape, "
+                         "LEVEL:WIDTHxDEPTH[/NCTX] (repeatable), to measure what another model shape would cost")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.threads:
