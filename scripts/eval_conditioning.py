@@ -395,12 +395,12 @@ def scores(y: np.ndarray, pred: np.ndarray, names: list[str]) -> dict:
 # ---------------------------------------------------------------------------------------------- distances
 def frechet(a: np.ndarray, b: np.ndarray) -> float:
     """Frechet distance between Gaussians fitted to two sets of embeddings [N, D] and [M, D]."""
-    from scipy import linalg
-
     mu1, mu2 = a.mean(0), b.mean(0)
-    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean = linalg.sqrtm(s1 @ s2)
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * np.real(covmean)))
+    s1, s2 = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    # tr(sqrt(s1 s2)) = sum of sqrt of the eigenvalues of s1 s2 (real, >= 0 up to rounding): numpy only, no scipy
+    eig = np.linalg.eigvals(s1 @ s2)
+    tr_covmean = float(np.sqrt(np.clip(np.real(eig), 0.0, None)).sum())
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2) - 2 * tr_covmean)
 
 
 def matched_sample(pool_genres: np.ndarray, pool_groups: np.ndarray, want: Counter, rng) -> np.ndarray:
