@@ -26,6 +26,7 @@ import torch
 from jukebox.config import vqvae_preset
 from jukebox.prior.config import PriorConfig, TransformerConfig, UpsamplerConditionerConfig, prior_preset
 from jukebox.prior.model import Prior
+from jukebox.prior.sampler import DECODE_MODES
 from jukebox.sampling.pipeline import DEFAULT_HOP_FRACTIONS, LevelSettings, sample_levels
 
 
@@ -158,7 +159,9 @@ def run_default(args: argparse.Namespace) -> dict:
     load_s = time.perf_counter() - t0
     levels = sorted(args.levels)
     kw = dict(seconds=args.seconds, n_samples=args.n_samples, seed=0, levels=levels, alignment=False,
-              decode=args.decode, temperature=args.temperature)
+              temperature=args.temperature)
+    if args.decode:
+        kw["decode"] = args.decode
     if args.upsample_mode:
         kw["upsample_mode"] = args.upsample_mode
     if args.draw:
@@ -178,7 +181,8 @@ def run_default(args: argparse.Namespace) -> dict:
               for lvl in model.prior_levels}
     result = dict(hierarchy="default" if not args.shape else "default+" + ",".join(args.shape), shapes=shapes,
                   device=args.device, device_name="cpu" if args.device == "cpu" else
-                  torch.cuda.get_device_name(), torch=torch.__version__, dtype="float32", decode=args.decode,
+                  torch.cuda.get_device_name(), torch=torch.__version__, dtype="float32",
+                  decode=out.settings["per_level"][max(levels)]["decode"],
                   upsample_mode=out.settings["upsample_mode"], draw=out.settings["draw"], n_samples=args.n_samples,
                   temperature=args.temperature,
                   hop_fractions={lvl: s["hop_fraction"] for lvl, s in out.settings["per_level"].items()},
@@ -205,7 +209,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="categorical draw (default: multinomial; default hierarchy: the model's own default)")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--warmup", type=float, default=1.0, help="default hierarchy: seconds of a warm-up draft (0: none)")
-    ap.add_argument("--decode", default="eager", choices=["eager", "module", "static", "graph", "compile", "triton"])
+    ap.add_argument("--decode", default=None, choices=list(DECODE_MODES),
+                    help="decode step (default: eager; default hierarchy: the model's own default)")
     ap.add_argument("--levels", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--max-windows", type=int, default=None, help="parallel upsampling: windows per sampler call")
     ap.add_argument("--top-hop-fraction", type=float, default=None,
@@ -222,6 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.hierarchy == "default":
         return run_default(args)
     args.upsample_mode = args.upsample_mode or "parallel"
+    args.decode = args.decode or "eager"
     dtype = getattr(torch, args.dtype)
     cuda = args.device.startswith("cuda")
     vq_name, configs = hierarchy(args.hierarchy)

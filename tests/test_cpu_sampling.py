@@ -116,60 +116,24 @@ def test_model_sampling_defaults(tmp_path):
 
     make_tiny_model_dir(tmp_path / "m")
     jb = Jukebox(ModelDir(tmp_path / "m"), device="cpu")
-    assert jb.sampling_defaults == {"upsample_mode": "sequential", "draw": "multinomial", "chunk_size": 32}
+    assert jb.sampling_defaults == {"upsample_mode": "sequential", "decode": "eager", "draw": "multinomial",
+                                    "chunk_size": 32}
     meta = tmp_path / "m" / "model.json"
     info = json.loads(meta.read_text())
-    info["sampling"] = {"upsample_mode": "parallel", "draw": "cdf", "chunk_size": 64, "other": 1}
+    info["sampling"] = {"upsample_mode": "parallel", "draw": "cdf", "chunk_size": 64, "decode": "int8", "other": 1}
     meta.write_text(json.dumps(info))
     jb = Jukebox(ModelDir(tmp_path / "m"), device="cpu")
     seconds = 2 * 32 * 8 * 4 / jb.sample_rate
     out = jb.generate(seconds=seconds, seed=0, alignment=False)
     assert (out.settings["upsample_mode"], out.settings["draw"], out.settings["chunk_size"]) == ("parallel", "cdf", 64)
-    assert out.settings["per_level"][0]["draw"] == "cdf"
+    assert out.settings["per_level"][0]["draw"] == "cdf" and out.settings["per_level"][0]["decode"] == "int8"
     again = jb.generate(seconds=seconds, seed=0, alignment=False)
     assert all(torch.equal(again.codes[k], out.codes[k]) for k in out.codes)  # seeded: reproducible
     orig = jb.generate(seconds=seconds, seed=0, alignment=False, draw="multinomial", upsample_mode="sequential")
     assert orig.settings["draw"] == "multinomial" and orig.settings["upsample_mode"] == "sequential"
     if default_model_path() is not None:
-        assert Jukebox(ModelDir(default_model_path()), device="cpu").sampling_defaults["draw"] == "cdf"
-
-
-@pytest.mark.parametrize("draw", ["cdf", "multinomial"])
-def test_parallel_workers_do_not_change_seeded_samples(draw):
-    """On a CPU with several threads the windows of a call run in two batches with their own generators on two
-    threads: seeded samples are reproducible and the same for any number of workers >= 2 (thread count restored)."""
-    from jukebox.sampling.parallel import sample_level_parallel
-
-    model = _model("tiny_upsampler")
-    n_ctx, down = model.n_ctx, model.cond_downsample
-    total = 5 * n_ctx + 7
-    upper = torch.randint(0, 64, (2, total // down + 1), generator=torch.Generator().manual_seed(0))
-    _, _, y = _inputs(model)
-    settings = LevelSettings(temperature=0.9, hop_fraction=0.5, chunk_size=8, draw=draw)
-    codes = {1: torch.zeros(2, 0, dtype=torch.long), 2: upper}
-    threads = torch.get_num_threads()
-    runs = [sample_level_parallel(model, codes, 1, total, lambda lvl, s: y, settings,
-                                  torch.Generator().manual_seed(7), workers=w) for w in (2, 2, 3, 1, 1)]
-    assert torch.get_num_threads() == threads
-    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[1], runs[2])
-    assert torch.equal(runs[3], runs[4])
-    other = sample_level_parallel(model, codes, 1, total, lambda lvl, s: y, settings, torch.Generator().manual_seed(8))
-    assert not torch.equal(other, runs[0])
-
-
-def test_parallel_worker_error_propagates():
-    from jukebox.sampling.parallel import sample_level_parallel
-
-    model = _model("tiny_upsampler")
-    n_ctx, down = model.n_ctx, model.cond_downsample
-    upper = torch.randint(0, 64, (1, 3 * n_ctx // down), generator=torch.Generator().manual_seed(0))
-    _, _, y = _inputs(model, batch=1)
-    codes = {1: torch.zeros(1, 0, dtype=torch.long), 2: upper}
-    threads = torch.get_num_threads()
-    with pytest.raises(ValueError, match="too short"):  # the level above ends before the last window
-        sample_level_parallel(model, codes, 1, 3 * n_ctx + n_ctx // 2, lambda lvl, s: y,
-                              LevelSettings(hop_fraction=0.5), workers=2)
-    assert torch.get_num_threads() == threads
+        defaults = Jukebox(ModelDir(default_model_path()), device="cpu").sampling_defaults
+        assert defaults["draw"] == "cdf" and defaults["upsample_mode"] == "parallel"
 
 
 def test_channels_last_decode_in_pieces_equals_one_piece():

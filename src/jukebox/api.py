@@ -85,14 +85,18 @@ class Jukebox:
 
     @property
     def sampling_defaults(self) -> dict[str, Any]:
-        """``upsample_mode``, ``draw`` and ``chunk_size`` used when a call does not give them: the ``sampling``
-        entry of the model's ``model.json`` where it has them (the embedded default model asks for the fast
-        ``parallel``, ``cdf`` and a one-chunk prefill), else the original's order, draw and chunks
-        (``sequential``, ``multinomial``, 32), so imported OpenAI models reproduce the original's samples."""
+        """``upsample_mode``, ``decode``, ``draw`` and ``chunk_size`` used when a call does not give them: the
+        ``sampling`` entry of the model's ``model.json`` where it has them (the embedded default model asks for the
+        fast ``parallel``, ``int8`` (CPU; ``eager`` elsewhere), ``cdf`` and one-chunk prefills), else the original's
+        order, draw and chunks (``sequential``, ``eager``, ``multinomial``, 32), so imported OpenAI models
+        reproduce the original's samples."""
+        from .prior.sampler import DECODE_MODES
+
         given = self.model_dir.info.get("sampling")
         given = given if isinstance(given, dict) else {}
-        out: dict[str, Any] = {"upsample_mode": "sequential", "draw": "multinomial", "chunk_size": 32}
-        for key, allowed in (("upsample_mode", UPSAMPLE_MODES), ("draw", DRAWS)):
+        out: dict[str, Any] = {"upsample_mode": "sequential", "decode": "eager", "draw": "multinomial",
+                               "chunk_size": 32}
+        for key, allowed in (("upsample_mode", UPSAMPLE_MODES), ("decode", DECODE_MODES), ("draw", DRAWS)):
             if given.get(key) in allowed:
                 out[key] = given[key]
         size = given.get("chunk_size")
@@ -240,14 +244,16 @@ class Jukebox:
              items: list[dict[str, str]], temperature: PerLevel, top_k: PerLevel, top_p: PerLevel,
              hop_fraction: PerLevel, chunk_size: int | None, max_batch_size: int, seed: int | None,
              progress: ProgressFn | None, on_level_done: Callable[[int, dict[int, torch.Tensor]], None] | None,
-             alignment: bool, upsample_mode: str | None = None, decode: str = "eager",
+             alignment: bool, upsample_mode: str | None = None, decode: str | None = None,
              draw: str | None = None) -> Generation:
         levels = sorted(set(levels), reverse=True)
         defaults = self.sampling_defaults
         upsample_mode = defaults["upsample_mode"] if upsample_mode is None else upsample_mode
         draw = defaults["draw"] if draw is None else draw
         chunk_size = defaults["chunk_size"] if chunk_size is None else chunk_size
-        if draw not in DRAWS:
+        decode = defaults["decode"] if decode is None else decode
+        if decode == "int8" and self.device.type != "cpu":
+            decode = "eager"  # a model's CPU default; GPUs decode in float        if draw not in DRAWS:
             raise UsageError(f"draw must be one of {DRAWS}, got {draw!r}")
         if seed is not None and not -(2**53) < int(seed) < 2**53:
             raise UsageError(f"seed must be an integer between -2**53 and 2**53, got {seed}")
@@ -342,7 +348,7 @@ class Jukebox:
                  levels: Sequence[int] | None = None, hop_fraction: PerLevel = None, chunk_size: int | None = None,
                  max_batch_size: int = 16, progress: ProgressFn | None = None,
                  on_level_done: Callable[[int, dict[int, torch.Tensor]], None] | None = None,
-                 alignment: bool = True, upsample_mode: str | None = None, decode: str = "eager",
+                 alignment: bool = True, upsample_mode: str | None = None, decode: str | None = None,
                  draw: str | None = None) -> Generation:
         """Sample a new piece from nothing (ancestral sampling).
 
@@ -351,11 +357,11 @@ class Jukebox:
         rough draft from the lowest sampled level. ``total_seconds`` is the song length the timing labels
         describe (default: ``seconds``). ``upsample_mode``: ``"sequential"`` (the original's window order) or
         ``"parallel"`` (each upsampler level in batched windows, much faster; see
-        :mod:`jukebox.sampling.parallel`). ``decode``: the decode step (``"eager"``; on CUDA ``"graph"`` or
-        ``"compile"``; see :mod:`jukebox.prior.sampler`). ``draw``: the categorical draw, ``"multinomial"`` (the
-        original's: seeded samples of imported OpenAI models equal the original's) or ``"cdf"`` (one uniform per
-        token, much cheaper on a CPU). ``upsample_mode`` and ``draw`` default to the model's
-        :attr:`sampling_defaults`.
+        :mod:`jukebox.sampling.parallel`). ``decode``: the decode step (``"eager"``; on a CPU ``"int8"``; on CUDA
+        ``"graph"``, ``"compile"`` or ``"triton"``; see :mod:`jukebox.prior.sampler`). ``draw``: the categorical
+        draw, ``"multinomial"`` (the original's: seeded samples of imported OpenAI models equal the original's) or
+        ``"cdf"`` (one uniform per token, much cheaper on a CPU). ``upsample_mode``, ``decode``, ``draw`` and
+        ``chunk_size`` default to the model's :attr:`sampling_defaults`.
         """
         if n_samples < 1:
             raise UsageError(f"n_samples must be >= 1, got {n_samples}")
@@ -443,7 +449,7 @@ class Jukebox:
 #: Sampling options ``continue_`` and ``upsample`` take as keyword arguments, with their defaults.
 _SAMPLING_DEFAULTS: dict[str, Any] = dict(
     temperature=1.0, top_k=0, top_p=0.0, hop_fraction=None, chunk_size=None, max_batch_size=16, seed=None,
-    progress=None, on_level_done=None, alignment=True, upsample_mode=None, decode="eager", draw=None)
+    progress=None, on_level_done=None, alignment=True, upsample_mode=None, decode=None, draw=None)
 
 
 def _sampling_options(kwargs: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,8 @@ that owns the transformer (see :mod:`jukebox.prior.autoregressive`).
 from __future__ import annotations
 
 import math
+import warnings
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -18,7 +20,8 @@ from torch.utils.checkpoint import checkpoint
 from .attention import DecodePlan, FactorizedAttention
 from .kv_cache import KVCache, LayerKVCache
 
-__all__ = ["quick_gelu", "MLP", "TransformerBlock", "Transformer", "LeanDecoder"]
+__all__ = ["quick_gelu", "MLP", "TransformerBlock", "Transformer", "LeanDecoder", "int8_linear",
+           "int8_linear_supported"]
 
 
 def quick_gelu(x: Tensor) -> Tensor:
@@ -158,6 +161,40 @@ class Transformer(nn.Module):
         return KVCache(layers)
 
 
+_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def int8_linear_supported() -> bool:
+    """Whether this PyTorch build has the fbgemm/oneDNN dynamic int8 linear on the CPU (:func:`int8_linear`)."""
+    try:
+        ops = torch.ops.quantized
+        engine = torch.backends.quantized.engine
+        return (engine in ("x86", "fbgemm", "onednn") and hasattr(torch, "quantize_per_channel")
+                and hasattr(ops, "linear_dynamic") and hasattr(ops, "linear_prepack"))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def int8_linear(weight: Tensor, bias: Tensor | None, owner: object | None = None):
+    """``weight`` [out, in] quantised to int8 per output channel (symmetric) and prepacked for
+    ``torch.ops.quantized.linear_dynamic`` (activations quantised per call). Cached per ``owner`` (a module, or
+    the weight itself) until the weight changes. Uses PyTorch's quantized tensors, deprecated in recent releases
+    (still present in 2.13): check :func:`int8_linear_supported` first."""
+    key = weight if owner is None else owner
+    version = (weight.data_ptr(), weight._version, None if bias is None else (bias.data_ptr(), bias._version))
+    hit = _PACKED.get(key)
+    if hit is not None and hit[0] == version:
+        return hit[1]
+    w = weight.detach().float()
+    scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12).double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the deprecation notice of quantized tensors
+        qw = torch.quantize_per_channel(w, scale, torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
+        packed = torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.detach().float())
+    _PACKED[key] = (version, packed)
+    return packed
+
+
 class LeanDecoder:
     """The stack of a :class:`Transformer` for one token per step, with everything bound once: a few ``addmm``
     and in-place ops per layer over 2-D [B, width] activations, no module calls, exactly the keys each pattern
@@ -168,15 +205,23 @@ class LeanDecoder:
     kernel (``attention="sdpa"``: ``scaled_dot_product_attention`` as the eager path; ``"matmul"``: two batched
     matmuls and a softmax, cheaper for few keys). Needs a compact cache whose cross-attention layers are filled
     (after the first step) and a model in eval mode.
+
+    ``int8``: every linear layer runs as a dynamic int8 linear (weights quantised per output channel once and
+    cached, activations per call; :func:`int8_linear`): on a CPU where a step is bound by reading the weights,
+    2-3x faster linears for a small change of the logits (KL ~1e-3 nats per token measured on the default model).
     """
 
-    def __init__(self, transformer: Transformer, cache: KVCache, attention: str = "sdpa") -> None:
+    def __init__(self, transformer: Transformer, cache: KVCache, attention: str = "sdpa", int8: bool = False,
+                 ) -> None:
         if attention not in ("sdpa", "matmul"):
             raise ValueError(f"attention must be 'sdpa' or 'matmul', got {attention!r}")
         if transformer.training:
             raise ValueError("LeanDecoder needs a model in eval mode (no dropout)")
+        if int8 and not int8_linear_supported():
+            raise ValueError("int8 decoding needs PyTorch's fbgemm/oneDNN quantized engine on the CPU")
         self.cache = cache
         self.matmul = attention == "matmul"
+        self.int8 = int8
         self.layers = []
         for block, layer_cache in zip(transformer.blocks, cache.layers):
             if layer_cache.reference:
@@ -184,17 +229,19 @@ class LeanDecoder:
             attn, mlp = block.attn, block.mlp
             if attn.record_weights:
                 raise ValueError("LeanDecoder does not record attention weights")
-            if attn.pattern == "cross":
-                qw, qb = attn.q.weight.t(), attn.q.bias
+            q_lin = attn.q if attn.pattern == "cross" else attn.qkv
+            lins = [q_lin, attn.proj, mlp.fc, mlp.proj]
+            if int8:  # (packed weights, None): the bias is inside the packed linear
+                wb = [(int8_linear(lin.weight, lin.bias, lin), None) for lin in lins]
             else:
-                qw, qb = attn.qkv.weight.t(), attn.qkv.bias
+                wb = [(lin.weight.t(), lin.bias) for lin in lins]
+            (qw, qb), (pw, pb), (fw, fb), (mw, mb) = wb
             self.layers.append((
                 attn.pattern, layer_cache, attn.heads, attn.head_dim, attn.n_state, attn.block_ctx,
                 block.norm_attn.normalized_shape, block.norm_attn.weight, block.norm_attn.bias, block.norm_attn.eps,
-                qw, qb, attn.proj.weight.t(), attn.proj.bias,
-                block.norm_mlp.weight, block.norm_mlp.bias, block.norm_mlp.eps,
-                mlp.fc.weight.t(), mlp.fc.bias, mlp.proj.weight.t(), mlp.proj.bias, block.res_scale,
-                1.0 / math.sqrt(attn.head_dim)))
+                qw, qb, pw, pb, block.norm_mlp.weight, block.norm_mlp.bias, block.norm_mlp.eps,
+                fw, fb, mw, mb, block.res_scale, 1.0 / math.sqrt(attn.head_dim),
+                attn.proj.bias if int8 else pb))
 
     def _keys(self, pattern: str, cache: LayerKVCache, k: Tensor, v: Tensor, t: int, bc: int,
               ) -> tuple[Tensor | None, Tensor | None]:
@@ -228,10 +275,17 @@ class LeanDecoder:
     def __call__(self, x: Tensor, t: int) -> Tensor:
         """Hidden state x [B, width] of position ``t`` (> 0, a Python int) -> output [B, width]."""
         B = x.shape[0]
-        layer_norm, addmm, sdpa, sigmoid = torch.layer_norm, torch.addmm, F.scaled_dot_product_attention, torch.sigmoid
+        layer_norm, sdpa, sigmoid = torch.layer_norm, F.scaled_dot_product_attention, torch.sigmoid
+        if self.int8:
+            dyn = torch.ops.quantized.linear_dynamic
+
+            def addmm(_bias: None, inp: Tensor, packed) -> Tensor:  # bias packed with the weight
+                return dyn(inp, packed, True)
+        else:
+            addmm = torch.addmm
         cudnn = torch.backends.cudnn.enabled
         for (pattern, cache, H, D, ns, bc, shape, w1, b1, e1, qw, qb, pw, pb, w2, b2, e2, fw, fb, mw, mb, rs,
-             scale) in self.layers:
+             scale, proj_bias) in self.layers:
             h = layer_norm(x, shape, w1, b1, e1, cudnn)
             if pattern == "cross":
                 q = addmm(qb, h, qw)
@@ -242,7 +296,7 @@ class LeanDecoder:
                 kk, vv = self._keys(pattern, cache, qkv[:, ns:2 * ns].view(B, H, D), qkv[:, 2 * ns:].view(B, H, D),
                                     t, bc)
             if kk is None:  # prev_block in the first block: no key, the attention output is exactly zero
-                a = pb.expand(B, -1)
+                a = proj_bias.expand(B, -1)
             else:
                 q = q.view(B, H, 1, D)
                 if self.matmul:

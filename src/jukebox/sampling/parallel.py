@@ -18,9 +18,7 @@ windows are sampled in the original order.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor
@@ -68,44 +66,17 @@ def plan_parallel(total_tokens: int, have_tokens: int, n_ctx: int, hop: int, pas
     return [phase for phase in (anchors, gaps) if phase]
 
 
-#: On a CPU with several threads every call's windows are split into this many batches, each with its own
-#: generator drawn from the level's, run on separate cores (see :func:`sample_level_parallel`).
-CPU_GROUPS = 2
-
-
-class _Cancelled(Exception):
-    pass
-
-
-def _split(rows: list, groups: int) -> list[list]:
-    size = -(-len(rows) // max(1, min(groups, len(rows))))
-    return [rows[i:i + size] for i in range(0, len(rows), size)]
-
-
-def _child_generator(generator: torch.Generator | None) -> torch.Generator | None:
-    if generator is None:
-        return None
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-    return torch.Generator(device=generator.device).manual_seed(seed)
-
-
 @torch.no_grad()
 def sample_level_parallel(prior, codes: dict[int, Tensor], level: int, total_tokens: int,
                           labels: Callable[[int, int], Tensor | None], settings,
                           generator: torch.Generator | None = None,
                           progress: Callable[[int, int, int], None] | None = None, passes: int = 2,
-                          max_batch_size: int | None = None, workers: int | None = None) -> Tensor:
+                          max_batch_size: int | None = None) -> Tensor:
     """Extend ``codes[level]`` [B, have] to [B, total_tokens] with batched windows (module docstring).
 
     ``settings`` is the level's :class:`~jukebox.sampling.pipeline.LevelSettings` (its ``max_batch_size``
     bounds samples per call in the sequential order; here ``max_batch_size`` bounds windows x samples per call,
     default: a whole phase in one call). Returns the new codes tensor.
-
-    On a CPU with ``workers`` >= 2 (default: ``torch.get_num_threads()``) each call is split into
-    ``min(workers, CPU_GROUPS)`` batches with generators drawn from ``generator``, each run by its own thread with
-    one intra-op thread: every core decodes its own batch with no synchronisation between cores per operation
-    (which costs more than the small operations of a decode step, and stalls whenever another process holds a
-    core). Seeded results are the same for any ``workers`` >= 2 (and differ from one worker's, one batch per call).
     """
     z = codes[level]
     n, have = z.shape
@@ -122,80 +93,40 @@ def sample_level_parallel(prior, codes: dict[int, Tensor], level: int, total_tok
         raise ValueError(f"level {level} needs the codes of level {level + 1}")
     decode = getattr(settings, "decode", "eager")
     draw = getattr(settings, "draw", "multinomial")
-    cpu = z.device.type == "cpu"
-    cancel = threading.Event()
-
-    def on_token(_done: int, _todo: int) -> None:
-        if cancel.is_set():
-            raise _Cancelled
-
-    def sample(part: list, gen: torch.Generator | None) -> Tensor:
-        steps = list(dict.fromkeys(step for step, _ in part))
-        z_cond = None
-        if down is not None:
-            pieces = []
-            for step, b in part:
-                zc = upper[b:b + 1, step.start // down:(step.start + n_ctx) // down]
-                if zc.shape[1] != n_ctx // down:
-                    raise ValueError(f"level {level + 1} is too short to condition window "
-                                     f"[{step.start}, {step.start + n_ctx}) of level {level}")
-                pieces.append(zc)
-            z_cond = torch.cat(pieces, 0)
-        ys = {step: labels(level, step.start) for step in steps}
-        y = None
-        if ys[steps[0]] is not None:
-            y = torch.cat([ys[step][b:b + 1] for step, b in part], 0)
-        width = max(step.known for step, _ in part)
-        prime = None
-        if width:
-            prime = torch.zeros(len(part), width, dtype=torch.long, device=z.device)
-            for i, (step, b) in enumerate(part):
-                prime[i, :step.known] = out[b, step.start:step.start + step.known]
-        return prior.sample(
-            n_samples=len(part), z_cond=z_cond, y=y, temperature=settings.temperature, top_k=settings.top_k,
-            top_p=settings.top_p, prime=prime, prime_lengths=[step.known for step, _ in part] if width else None,
-            sample_tokens=n_ctx, chunk_size=settings.chunk_size, generator=gen, decode=decode, draw=draw,
-            progress=on_token)
-
     for phase in phases:
         rows = [(step, b) for step in phase for b in range(n)]  # window-major, samples inside
         limit = max_batch_size or len(rows)
         for lo in range(0, len(rows), limit):
-            call = rows[lo:lo + limit]
-            n_workers = min(CPU_GROUPS, workers or torch.get_num_threads()) if cpu else 1
-            parts = _split(call, n_workers)
-            gens = [_child_generator(generator) for _ in parts] if len(parts) > 1 else [generator]
-            n_workers = min(n_workers, len(parts))
-            if n_workers > 1:
-                windows = _run_threads(sample, parts, gens, n_workers, cancel)
-            else:
-                windows = [sample(part, gen) for part, gen in zip(parts, gens)]
-            for part, window in zip(parts, windows):
+            part = rows[lo:lo + limit]
+            steps = list(dict.fromkeys(step for step, _ in part))
+            z_cond = None
+            if down is not None:
+                pieces = []
+                for step, b in part:
+                    zc = upper[b:b + 1, step.start // down:(step.start + n_ctx) // down]
+                    if zc.shape[1] != n_ctx // down:
+                        raise ValueError(f"level {level + 1} is too short to condition window "
+                                         f"[{step.start}, {step.start + n_ctx}) of level {level}")
+                    pieces.append(zc)
+                z_cond = torch.cat(pieces, 0)
+            ys = {step: labels(level, step.start) for step in steps}
+            y = None
+            if ys[steps[0]] is not None:
+                y = torch.cat([ys[step][b:b + 1] for step, b in part], 0)
+            width = max(step.known for step, _ in part)
+            prime = None
+            if width:
+                prime = torch.zeros(len(part), width, dtype=torch.long, device=z.device)
                 for i, (step, b) in enumerate(part):
-                    out[b, step.start + step.known:step.start + n_ctx] = window[i, step.known:]
-            done += sum(step.new_tokens for step, _ in call)
+                    prime[i, :step.known] = out[b, step.start:step.start + step.known]
+            window = prior.sample(
+                n_samples=len(part), z_cond=z_cond, y=y, temperature=settings.temperature, top_k=settings.top_k,
+                top_p=settings.top_p, prime=prime, prime_lengths=[step.known for step, _ in part] if width else None,
+                sample_tokens=n_ctx, chunk_size=settings.chunk_size, generator=generator, decode=decode,
+                draw=draw)
+            for i, (step, b) in enumerate(part):
+                out[b, step.start + step.known:step.start + n_ctx] = window[i, step.known:]
+            done += sum(step.new_tokens for step, _ in part)
             if progress is not None:
                 progress(level, min(done // n, todo), todo)
     return out
-
-
-def _run_threads(fn: Callable, parts: list, gens: list, n_workers: int, cancel: threading.Event) -> list[Tensor]:
-    """``[fn(part, gen) ...]`` on ``n_workers`` threads with one intra-op thread each (restored after); on an
-    exception or Ctrl+C the other workers stop at their next token."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(n_workers) as pool:
-            futures = [pool.submit(_no_grad_call, fn, part, gen) for part, gen in zip(parts, gens)]
-            try:
-                return [f.result() for f in futures]
-            except BaseException:
-                cancel.set()
-                raise
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _no_grad_call(fn: Callable, *args):
-    with torch.no_grad():  # grad mode is per thread
-        return fn(*args)
