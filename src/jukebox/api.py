@@ -251,9 +251,13 @@ class Jukebox:
         upsample_mode = defaults["upsample_mode"] if upsample_mode is None else upsample_mode
         draw = defaults["draw"] if draw is None else draw
         chunk_size = defaults["chunk_size"] if chunk_size is None else chunk_size
-        decode = defaults["decode"] if decode is None else decode
-        if decode == "int8" and self.device.type != "cpu":
-            decode = "eager"  # a model's CPU default; GPUs decode in float        if draw not in DRAWS:
+        if decode is None:
+            decode = defaults["decode"]
+            if decode == "int8" and self.device.type != "cpu":
+                decode = "eager"  # a model's CPU default; GPUs decode in float
+        elif decode == "int8" and self.device.type != "cpu":
+            raise UsageError("decode='int8' runs on a CPU only")
+        if draw not in DRAWS:
             raise UsageError(f"draw must be one of {DRAWS}, got {draw!r}")
         if seed is not None and not -(2**53) < int(seed) < 2**53:
             raise UsageError(f"seed must be an integer between -2**53 and 2**53, got {seed}")

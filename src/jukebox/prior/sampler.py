@@ -9,7 +9,7 @@ Decoding modes (``decode=``), all equal in exact arithmetic and all free of per-
 ``int8``     ``eager`` with every linear layer of the step (and the head) as a dynamic int8 linear (CPU only;
              weights quantised per output channel once, activations per call): 2-3x faster linears where a step is
              bound by reading the weights, for a small change of the logits; the prefill stays in float. Falls back
-             to ``eager`` where this PyTorch has no quantized CPU engine.
+             to ``eager`` where this PyTorch has no quantized CPU engine, and for models not in float32.
 ``static``   the fixed-shape step (:meth:`AutoregressiveTransformer.step_static`), run eagerly.
 ``graph``    the static step captured once in a CUDA graph and replayed for every token (CUDA only).
 ``compile``  the static step compiled by ``torch.compile`` (fused kernels), then captured in a CUDA graph.
@@ -246,7 +246,7 @@ def _sample(model: AutoregressiveTransformer, n_samples: int, total: int, known:
 
         static = triton_static_decoder(model, cache, cond, n_samples)
     elif decode in ("eager", "int8") and compact_cache and not model.training:
-        int8 = decode == "int8" and int8_linear_supported()
+        int8 = decode == "int8" and int8_linear_supported() and model.pos_emb.dtype == torch.float32
         static = LeanStep(model, cache, cond, attention, int8)
     prev_tok = out[:, P0 - 1:P0] if P0 else out[:, :1]
     _decode_loop(model, out, cache, P, P0, total, lengths, prev_tok, static, start, cond, encoder_states,
