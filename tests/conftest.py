@@ -1,9 +1,12 @@
-"""Shared test helpers: reference fixtures from ../shared (skipped cleanly where absent)."""
+"""Shared test helpers: reference fixtures from ../shared (skipped cleanly where absent), scripts as modules."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -29,3 +32,13 @@ def reference_ids_dir() -> Path:
     if not path.exists():
         pytest.skip(f"reference ids folder {path} not available")
     return path
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` imported as module ``name`` (registered in sys.modules: dataclasses look it up)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod

@@ -127,12 +127,9 @@ def test_version_1_cache_still_loads(tmp_path: Path) -> None:
 
 def test_codes_from_npy_script_matches_prepare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """scripts/codes_from_npy.py turns per-track level-2 .npy files + metadata.csv into the folder prepare writes."""
-    import importlib.util
+    from conftest import load_script
 
-    spec = importlib.util.spec_from_file_location("codes_from_npy", Path(__file__).parents[1] / "scripts" /
-                                                  "codes_from_npy.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)  # type: ignore[union-attr]
+    script = load_script("codes_from_npy")
     corpus = _corpus(tmp_path / "music", n=3)
     md = make_tiny_model_dir(tmp_path / "model", levels=(2,))
     assert _cli(["prepare", "--data", str(corpus), "--model", str(md.path), "--codes", str(tmp_path / "ref"),

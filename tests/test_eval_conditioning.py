@@ -4,27 +4,15 @@ grouped folds, classifier, scores, Frechet distance and the generated-clips form
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from conftest import load_script
 
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ev = _load("eval_conditioning")
-gen = _load("gen_conditioning_clips")
+ev = load_script("eval_conditioning")
+gen = load_script("gen_conditioning_clips")
 
 
 def _clip(kind: str, seed: int, seconds: float = 2.0) -> np.ndarray:

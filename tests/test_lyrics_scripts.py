@@ -3,29 +3,16 @@ summary, alignment scoring against word timings, and the Opus packing of the sun
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from conftest import load_script
 
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-lm = _load("lyrics_models")
+lm = load_script("lyrics_models")
 
 
 def test_int8_round_trip_is_close_and_small() -> None:
@@ -123,7 +110,7 @@ def test_sample_stage_tiny(tmp_path: Path) -> None:
     assert al["argmax_right_lyrics_0"].shape == (n2,) and "argmax_wrong_lyrics_2" in al
 
 
-ev = _load("eval_lyrics")
+ev = load_script("eval_lyrics")
 
 
 def test_char_words_and_alignment_metrics() -> None:
@@ -150,7 +137,7 @@ def test_char_words_and_alignment_metrics() -> None:
 
 def test_opus_pack_rate() -> None:
     pytest.importorskip("soundfile")
-    pk = _load("pack_sung_audio")
+    pk = load_script("pack_sung_audio")
     assert pk.compression_level(6) == 1.0 and abs(pk.compression_level(11) - 0.98) < 1e-9
     with pytest.raises(SystemExit):
         pk.compression_level(3)

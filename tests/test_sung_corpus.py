@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from conftest import load_script
 
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bsc = _load("build_sung_corpus")
-wer_mod = _load("sung_wer")
+bsc = load_script("build_sung_corpus")
+wer_mod = load_script("sung_wer")
 SYL = {w: bsc.heuristic_syllables(w) for w in bsc.vocabulary()}
 
 
