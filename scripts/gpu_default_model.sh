@@ -5,14 +5,7 @@
 # (soundfile, soxr, unidecode, cffi) travel in .whl/. Results go to $OUT (or out/ when $OUT is unset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-out}
-mkdir -p "$OUT"
-if [ -d .whl ] && ! python3 -c "import soundfile, soxr, unidecode" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-J="python3 -m jukebox.cli.main"
+source scripts/device_env.sh
 RUN=${RUN:-runs/default}
 DATA=${DATA:-.pack}
 STAGE=${STAGE:-calibrate}

@@ -14,14 +14,7 @@
 set -euo pipefail
 T0=$(date +%s)
 cd "$(dirname "$0")/.."
-OUT=${OUT:-out}
-mkdir -p "$OUT"
-if [ -d .whl ] && ! python3 -c "import soundfile, soxr, unidecode" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-J="python3 -m jukebox.cli.main"
+source scripts/device_env.sh
 STAGE=${STAGE:-train}
 RUN=${RUN:-runs/lyrics}
 DATA=${DATA:-.sung}
