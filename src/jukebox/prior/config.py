@@ -196,6 +196,12 @@ def _upsampler(level: int) -> PriorConfig:
 _V3 = LabelConfig(genre_bins=604, artist_bins=7898, max_bow_genre_size=1, t_bins=64, min_duration=17.84,
                   max_duration=600.0, version=3)
 
+
+#: Labels of the embedded default model's priors (22.05 kHz, v3 lyric vocabulary); the top level also bounds durations.
+_DEFAULT_UP_LABELS = LabelConfig(genre_bins=16, artist_bins=128, max_bow_genre_size=1, t_bins=64, sample_rate=22050,
+                                 version=3)
+_DEFAULT_TOP_LABELS = _DEFAULT_UP_LABELS.replace(min_duration=10.0, max_duration=900.0)
+
 PRIOR_PRESETS: dict[str, PriorConfig] = {
     "upsampler_level_0": _upsampler(0),
     "upsampler_level_1": _upsampler(1),
@@ -239,23 +245,20 @@ PRIOR_PRESETS: dict[str, PriorConfig] = {
         level=2,
         n_ctx=1024,
         transformer=TransformerConfig(width=384, depth=12, heads=4, attn_order=2, blocks=16, init_scale=0.2),
-        labels=LabelConfig(genre_bins=16, artist_bins=128, max_bow_genre_size=1, t_bins=64, sample_rate=22050,
-                           min_duration=10.0, max_duration=900.0, version=3),
+        labels=_DEFAULT_TOP_LABELS,
     ),
     "default_upsampler_level_1": PriorConfig(
         level=1,
         n_ctx=1024,
         transformer=TransformerConfig(width=256, depth=8, heads=2, attn_order=2, blocks=16, init_scale=0.4),
-        labels=LabelConfig(genre_bins=16, artist_bins=128, max_bow_genre_size=1, t_bins=64, sample_rate=22050,
-                           version=3),
+        labels=_DEFAULT_UP_LABELS,
         upsampler=UpsamplerConditionerConfig(width=128, depth=4, dilation_cycle=4, res_scale=True),
     ),
     "default_upsampler_level_0": PriorConfig(
         level=0,
         n_ctx=1024,
         transformer=TransformerConfig(width=256, depth=8, heads=2, attn_order=2, blocks=16, init_scale=0.4),
-        labels=LabelConfig(genre_bins=16, artist_bins=128, max_bow_genre_size=1, t_bins=64, sample_rate=22050,
-                           version=3),
+        labels=_DEFAULT_UP_LABELS,
         upsampler=UpsamplerConditionerConfig(width=128, depth=4, dilation_cycle=4),
     ),
     # Lyric top priors in the default model's size class (issue 10, the sung corpus): default_top's decoder and
@@ -270,8 +273,7 @@ PRIOR_PRESETS: dict[str, PriorConfig] = {
         level=2,
         n_ctx=1024,
         transformer=TransformerConfig(width=384, depth=12, heads=4, attn_order=6, blocks=16, init_scale=0.2),
-        labels=LabelConfig(genre_bins=16, artist_bins=128, max_bow_genre_size=1, t_bins=64, sample_rate=22050,
-                           min_duration=10.0, max_duration=900.0, version=3),
+        labels=_DEFAULT_TOP_LABELS,
         lyrics=LyricsConfig(style="encoder_decoder", n_tokens=128, n_vocab=79, prime_loss_fraction=0.4,
                             encoder=TransformerConfig(width=128, depth=4, heads=2, attn_order=0, init_scale=0.7)),
         alignment_layer=11,
@@ -281,8 +283,7 @@ PRIOR_PRESETS: dict[str, PriorConfig] = {
         level=2,
         n_ctx=1024,
         transformer=TransformerConfig(width=384, depth=16, heads=4, attn_order=12, blocks=16, init_scale=0.2),
-        labels=LabelConfig(genre_bins=16, artist_bins=128, max_bow_genre_size=1, t_bins=64, sample_rate=22050,
-                           min_duration=10.0, max_duration=900.0, version=3),
+        labels=_DEFAULT_TOP_LABELS,
         lyrics=LyricsConfig(style="merged", n_tokens=128, n_vocab=79, prime_loss_fraction=0.4),
         alignment_layer=15,
         alignment_head=0,
