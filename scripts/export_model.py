@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import shutil
 import sys
 import tarfile
@@ -24,9 +25,21 @@ from jukebox.checkpoint.format import load_weights, save_weights  # noqa: E402
 KEEP = ("model.json", "config.json", "labels.json")
 
 
+EMBEDDED = Path(__file__).resolve().parents[1] / "src" / "jukebox" / "assets" / "default_model"
+
+
 def export(src: Path, dst: Path) -> None:
+    """Copy ``src``'s model directory to ``dst`` with fp16 weights. model.json keeps its ``sampling`` defaults;
+    a model trained from scratch has none, and gets the embedded model's (the settings measured on the CPU in
+    docs/performance.md), so a re-exported default model samples as fast as the one it replaces."""
     dst.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src / "model.json", dst / "model.json")
+    meta = json.loads((src / "model.json").read_text(encoding="utf-8"))
+    if "sampling" not in meta and (EMBEDDED / "model.json").exists():
+        embedded = json.loads((EMBEDDED / "model.json").read_text(encoding="utf-8"))
+        if "sampling" in embedded:
+            meta["sampling"] = embedded["sampling"]
+            print(f"model.json: sampling defaults taken from the embedded model: {meta['sampling']}")
+    (dst / "model.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     for comp in sorted(p for p in src.iterdir() if p.is_dir() and (p / "config.json").exists()):
         out = dst / comp.name
         out.mkdir(exist_ok=True)

@@ -19,6 +19,11 @@ Output (the "conditioning clips" format, read by the judge), in ``--out``, named
 
     python scripts/gen_conditioning_clips.py -m MODEL_DIR --per-genre 16 --seconds 8 --out OUT
     python scripts/gen_conditioning_clips.py --write-plan scripts/conditioning_plan.json --corpus /work/corpus
+
+``--real-top``: the control for the upsamplers. Instead of sampling the top level, take the top-level codes of
+real clips (``--per-genre`` unseen tracks per genre, one window each; ``--exclude`` lists the training metadata)
+and only upsample them. The judge then says whether genre survives the upsamplers and the decoder: if these
+clips are not recognised, no top prior can be.
 """
 
 from __future__ import annotations
@@ -77,6 +82,33 @@ def choose_items(plan: dict, genres: list[str], per_genre: int, artists_per_genr
     return items
 
 
+def real_top_codes(model, corpus: Path, exclude: list[str], genres: list[str], per_genre: int, seconds: float,
+                   seed: int) -> tuple[list[dict], dict]:
+    """Items (genre, artist, file, offset) and top-level codes {top: [N, T]} of one window of ``seconds`` from
+    each of ``per_genre`` unseen tracks per genre (tracks of the ``exclude`` metadata files are skipped)."""
+    import torch
+    from eval_label_likelihood import pick_tracks, track_key
+
+    from jukebox.audio import load_audio
+
+    rows = list(csv.DictReader(open(corpus / "metadata.csv", encoding="utf-8")))
+    excluded = {track_key(r["file"]) for p in exclude for r in csv.DictReader(open(p, encoding="utf-8"))}
+    top = max(model.prior_levels)
+    hop = model.hop_lengths[top]
+    length = model.sample_length(seconds)
+    rng = np.random.default_rng(seed)
+    items, windows = [], []
+    for t in pick_tracks(rows, excluded, genres, per_genre, length / model.sample_rate + 1, seed):
+        audio, _ = load_audio(corpus / t["file"], sample_rate=model.sample_rate, mono=True)
+        offset = int(rng.integers(0, len(audio) - length)) // hop * hop
+        windows.append(np.asarray(audio[offset:offset + length], dtype=np.float32))
+        items.append({"genre": t["genre"].lower(), "artist": t["artist"], "file": t["file"], "offset": offset})
+    x = torch.from_numpy(np.stack(windows))[:, None]
+    with torch.inference_mode():
+        z = model.vqvae.encode(x.to(model.device), start_level=top, end_level=top + 1)[0]
+    return items, {top: z.cpu()}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-m", "--model", default=None, help="model directory (default: the embedded default model)")
@@ -94,11 +126,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-batch-size", type=int, default=512, help="rows per sampler call (windows x clips)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    ap.add_argument("--decode", default="eager", choices=["eager", "graph", "compile"])
+    ap.add_argument("--decode", default=None, choices=["eager", "int8", "graph", "compile", "triton"],
+                    help="decode step (default: the model's sampling default for the device)")
     ap.add_argument("--out", default=None, help="output folder (PREFIX_codes.npz, PREFIX_clips.json)")
     ap.add_argument("--prefix", default="cond", help="file name prefix (default: %(default)s)")
     ap.add_argument("--write-plan", default=None, help="write the plan from --corpus's metadata.csv and stop")
     ap.add_argument("--corpus", default="/work/corpus")
+    ap.add_argument("--real-top", action="store_true", help="upsample real top-level codes of unseen tracks of "
+                    "--corpus instead of sampling the top level (the upsamplers' control)")
+    ap.add_argument("--exclude", nargs="*", default=[], help="with --real-top: training metadata.csv files whose "
+                    "tracks are not used")
     args = ap.parse_args(argv)
 
     if args.write_plan:
@@ -124,8 +161,17 @@ def main(argv: list[str] | None = None) -> None:
     vocab = model.vocab()
     known = (lambda a: vocab.artist_id(a, warn=False) != 0) if vocab is not None else (lambda a: False)
     items = choose_items(plan, genres, args.per_genre, args.artists_per_genre, known)
+    start_codes: dict[int, torch.Tensor] = {}
+    if args.real_top:
+        items, start_codes = real_top_codes(model, Path(args.corpus), args.exclude, genres, args.per_genre,
+                                            args.seconds, args.seed)
+        for it in items:  # artists the vocabulary lacks: the genre's first planned artist (as generated clips)
+            if not known(it["artist"]):
+                it["artist"] = choose_items(plan, [it["genre"]], 1, 1, known)[0]["artist"]
     total_seconds = min(max(args.total_seconds, args.seconds), model.max_seconds)
     levels = sorted(args.levels or model.prior_levels, reverse=True)
+    if args.real_top:
+        levels = [lvl for lvl in levels if lvl != max(model.prior_levels)]
     batch = args.batch or len(items)
     codes: dict[int, list[np.ndarray]] = defaultdict(list)
     reports = []
@@ -162,14 +208,20 @@ def main(argv: list[str] | None = None) -> None:
             codes[level].append(cs[level].numpy().astype(np.int16))
             level_seconds[level] = round(time.perf_counter() - t_chunk, 1)
             print(f"clips {b}-{b + len(chunk) - 1}: level {level} done at {level_seconds[level]} s", file=sys.stderr)
-            write(b + len(chunk), [lvl for lvl in levels if lvl in level_seconds])
+            write(b + len(chunk), sorted(level_seconds, reverse=True))
 
-        model.generate(items=[dict(it, lyrics="") for it in chunk], n_samples=len(chunk), seconds=args.seconds,
-                       total_seconds=total_seconds, temperature=args.temperature,
-                       seed=args.seed + b, levels=levels, alignment=False, upsample_mode="parallel",
-                       max_batch_size=args.max_batch_size, decode=args.decode, on_level_done=level_done)
+        opts = dict(items=[dict(lyrics="", **{k: it[k] for k in ("genre", "artist")}) for it in chunk],
+                    total_seconds=total_seconds, temperature=args.temperature, seed=args.seed + b,
+                    levels=levels, alignment=False, upsample_mode="parallel", max_batch_size=args.max_batch_size,
+                    decode=args.decode, on_level_done=level_done)
+        if start_codes:
+            top = max(start_codes)
+            level_done(top, {top: start_codes[top][b:b + batch]})
+            model.upsample({top: start_codes[top][b:b + batch]}, **opts)
+        else:
+            model.generate(n_samples=len(chunk), seconds=args.seconds, **opts)
         reports.append({"items": len(chunk), "level_done_at_seconds": level_seconds})
-    write(len(items), levels)
+    write(len(items), sorted(codes, reverse=True))
     print(json.dumps({"clips": len(items), "genres": genres, "levels": levels, "out": str(out_dir),
                       "seconds": round(time.perf_counter() - t0, 1)}))
 
