@@ -394,3 +394,58 @@ def test_tensorboard_logs_when_installed(tmp_path: Path, corpus: Path, tiny_dir:
     tags = acc.Tags()
     assert {"train/loss", "train/bpd", "val/bpd"} <= set(tags["scalars"])
     assert "audio/sample" in tags["audio"]
+
+
+
+def test_every_position_labels_upgrade_and_train(tmp_path: Path, tiny_dir: Path, corpus: Path) -> None:
+    """--labels-every-position upgrades a trained prior without changing its output (zero projection); training
+    then moves the projection, and the exported prior keeps the option."""
+    from jukebox.data.labels import Labeller
+    from jukebox.train.runner import with_labels_every_position
+
+    model = _copy(tiny_dir, tmp_path / "model")
+    prior = ModelDir(model).load_prior(2).eval()
+    upgraded, cfg = with_labels_every_position(prior)
+    assert cfg.labels.every_position and not prior.config.labels.every_position
+    vocab = LabelVocab.load(model / "prior_level_2")
+    lab = Labeller(vocab, cfg.labels.max_bow_genre_size, cfg.lyrics.n_tokens, cfg.sample_length)
+    y = lab.batch_labels([{"artist": a, "genre": g, "lyrics": "", "total_length": 10 * SR, "offset": 0}
+                          for a, g in (("Alice Example", "folk"), ("Bob Demo", "rock"))]).y
+    z = torch.randint(0, cfg.l_bins, (2, cfg.n_ctx))
+    with torch.no_grad():
+        torch.testing.assert_close(upgraded.eval().logits(z, None, y), prior.logits(z, None, y))
+    train_prior(model, corpus, level=2, config=_cfg(steps=3), log_dir="none", progress=False, device="cpu",
+                label_dropout=0.5, labels_every_position=True)
+    trained = ModelDir(model).load_prior(2)
+    assert trained.config.labels.every_position
+    assert trained.label_conditioner.label_proj.weight.abs().sum() > 0
+    with torch.no_grad():  # the label now changes every position's prediction, not only through the start token
+        a, b = trained.eval().logits(z[:1].expand(2, -1), None, y)
+    assert not torch.allclose(a[-1], b[-1])
+
+
+def test_label_dropout_nulls_artist_and_genre_reproducibly() -> None:
+    from jukebox.data.code_cache import CodeWindow
+    from jukebox.data.labels import Labeller, null_labels
+    from jukebox.train.tasks import PriorTask
+
+    vocab = LabelVocab.from_names(ARTISTS, GENRES, version="v3")
+    lab = Labeller(vocab, 2, 0, 1024)
+
+    class Windows:
+        def __len__(self) -> int:
+            return 3
+
+        def window(self, i: int) -> CodeWindow:
+            return CodeWindow(np.zeros(8, np.int64), None, ARTISTS[i], GENRES[i % 2], "", 0, 10 * SR, f"s{i}")
+
+    task = PriorTask(2, Windows(), None, lab, batch_size=400, seed=1, label_dropout=0.25)
+    y = task.train_batch(0, 0, 0)["y"]
+    dropped = (y[:, 3] == 0) & (y[:, 4] == 0) & (y[:, 5] == -1)
+    assert 0.15 < dropped.float().mean() < 0.35
+    assert (y[~dropped, 3] > 0).all() and (y[:, 0] == 10 * SR).all()  # timing kept on every row
+    assert torch.equal(task.train_batch(0, 0, 0)["y"], y)  # a function of the step: resume-safe
+    plain = PriorTask(2, Windows(), None, lab, batch_size=400, seed=1).train_batch(0, 0, 0)["y"]
+    assert torch.equal(plain[~dropped], y[~dropped]) and torch.equal(null_labels(plain, 2, dropped), y)
+    with pytest.raises(ValueError, match="label_dropout"):
+        PriorTask(2, Windows(), None, lab, 4, label_dropout=1.0)

@@ -85,11 +85,12 @@ class Jukebox:
 
     @property
     def sampling_defaults(self) -> dict[str, Any]:
-        """``upsample_mode``, ``decode``, ``draw`` and ``chunk_size`` used when a call does not give them: the
-        ``sampling`` entry of the model's ``model.json`` where it has them (the embedded default model asks for the
-        fast ``parallel``, ``int8`` (CPU; ``eager`` elsewhere), ``cdf`` and one-chunk prefills), else the original's
-        order, draw and chunks (``sequential``, ``eager``, ``multinomial``, 32), so imported OpenAI models
-        reproduce the original's samples."""
+        """``upsample_mode``, ``decode``, ``draw``, ``chunk_size`` and ``guidance`` used when a call does not give
+        them: the ``sampling`` entry of the model's ``model.json`` where it has them (the embedded default model
+        asks for the fast ``parallel``, ``int8`` (CPU; ``eager`` elsewhere), ``cdf`` and one-chunk prefills), else
+        the original's order, draw and chunks (``sequential``, ``eager``, ``multinomial``, 32), so imported OpenAI
+        models reproduce the original's samples. ``guidance`` (top level; 1 = off) is the model's measured best
+        classifier-free guidance scale, for priors trained with label dropout."""
         from .prior.sampler import DECODE_MODES
 
         given = self.model_dir.info.get("sampling")
@@ -102,6 +103,8 @@ class Jukebox:
         size = given.get("chunk_size")
         if isinstance(size, int) and not isinstance(size, bool) and size >= 1:
             out["chunk_size"] = size
+        g = given.get("guidance")
+        out["guidance"] = float(g) if isinstance(g, (int, float)) and not isinstance(g, bool) and 0 <= g <= 20 else 1.0
         return out
 
     # ------------------------------------------------------------------ components
@@ -245,9 +248,14 @@ class Jukebox:
              hop_fraction: PerLevel, chunk_size: int | None, max_batch_size: int, seed: int | None,
              progress: ProgressFn | None, on_level_done: Callable[[int, dict[int, torch.Tensor]], None] | None,
              alignment: bool, upsample_mode: str | None = None, decode: str | None = None,
-             draw: str | None = None) -> Generation:
+             draw: str | None = None, guidance: float | None = None) -> Generation:
         levels = sorted(set(levels), reverse=True)
         defaults = self.sampling_defaults
+        guidance = defaults["guidance"] if guidance is None else float(guidance)
+        if not 0.0 <= guidance <= 20.0:
+            raise UsageError(f"guidance must be between 0 and 20 (1 = off), got {guidance}")
+        if guidance != 1.0 and self.top_level in levels and self.labeller(self.top_level) is None:
+            raise UsageError("guidance needs a top prior with artist/genre labels; this one has none")
         upsample_mode = defaults["upsample_mode"] if upsample_mode is None else upsample_mode
         draw = defaults["draw"] if draw is None else draw
         chunk_size = defaults["chunk_size"] if chunk_size is None else chunk_size
@@ -289,7 +297,8 @@ class Jukebox:
             hops = {lvl: DEFAULT_HOP_FRACTIONS[lvl] if lvl < len(DEFAULT_HOP_FRACTIONS) else 0.5 for lvl in levels}
         try:
             settings = {lvl: LevelSettings(float(temps[lvl]), int(ks[lvl]), float(ps[lvl]), float(hops[lvl]),
-                                           chunk_size, max_batch_size, decode, draw) for lvl in levels}
+                                           chunk_size, max_batch_size, decode, draw,
+                                           guidance=guidance if lvl == self.top_level else 1.0) for lvl in levels}
         except ValueError as e:
             raise UsageError(str(e)) from None
 
@@ -340,7 +349,7 @@ class Jukebox:
                                      settings[top].hop_fraction)
         info = dict(levels=levels, sample_length=sample_length, total_length=total_length, items=items,
                     seed=seed, chunk_size=chunk_size, max_batch_size=max_batch_size, upsample_mode=upsample_mode,
-                    draw=draw,
+                    draw=draw, guidance=guidance,
                     per_level={lvl: vars(s).copy() for lvl, s in settings.items()},
                     sampling_seconds=t1 - t0, decode_seconds=decode_s)
         return Generation(audio, codes_cpu, lowest, self.sample_rate, reports, info, aligns)
@@ -353,7 +362,7 @@ class Jukebox:
                  max_batch_size: int = 16, progress: ProgressFn | None = None,
                  on_level_done: Callable[[int, dict[int, torch.Tensor]], None] | None = None,
                  alignment: bool = True, upsample_mode: str | None = None, decode: str | None = None,
-                 draw: str | None = None) -> Generation:
+                 draw: str | None = None, guidance: float | None = None) -> Generation:
         """Sample a new piece from nothing (ancestral sampling).
 
         ``items`` gives one {artist, genre, lyrics} per sample instead of shared labels. ``levels`` selects the
@@ -365,7 +374,9 @@ class Jukebox:
         ``"graph"``, ``"compile"`` or ``"triton"``; see :mod:`jukebox.prior.sampler`). ``draw``: the categorical
         draw, ``"multinomial"`` (the original's: seeded samples of imported OpenAI models equal the original's) or
         ``"cdf"`` (one uniform per token, much cheaper on a CPU). ``upsample_mode``, ``decode``, ``draw`` and
-        ``chunk_size`` default to the model's :attr:`sampling_defaults`.
+        ``chunk_size`` default to the model's :attr:`sampling_defaults`. ``guidance``: classifier-free guidance
+        scale of the top level (1: off; larger follows artist and genre more closely; needs a prior trained with
+        label dropout; default: the model's own, see :attr:`sampling_defaults`).
         """
         if n_samples < 1:
             raise UsageError(f"n_samples must be >= 1, got {n_samples}")
@@ -376,7 +387,7 @@ class Jukebox:
         levels = list(self.prior_levels if levels is None else levels)
         return self._run({}, levels, length, total, self._items(n_samples, artist, genre, lyrics, items),
                          temperature, top_k, top_p, hop_fraction, chunk_size, max_batch_size, seed, progress,
-                         on_level_done, alignment, upsample_mode, decode, draw)
+                         on_level_done, alignment, upsample_mode, decode, draw, guidance)
 
     def continue_(self, audio: torch.Tensor | np.ndarray | None = None, seconds: float = 5.0,
                   codes: Mapping[int, torch.Tensor] | None = None, prompt_seconds: float | None = None,
@@ -453,7 +464,7 @@ class Jukebox:
 #: Sampling options ``continue_`` and ``upsample`` take as keyword arguments, with their defaults.
 _SAMPLING_DEFAULTS: dict[str, Any] = dict(
     temperature=1.0, top_k=0, top_p=0.0, hop_fraction=None, chunk_size=None, max_batch_size=16, seed=None,
-    progress=None, on_level_done=None, alignment=True, upsample_mode=None, decode=None, draw=None)
+    progress=None, on_level_done=None, alignment=True, upsample_mode=None, decode=None, draw=None, guidance=None)
 
 
 def _sampling_options(kwargs: Mapping[str, Any]) -> dict[str, Any]:

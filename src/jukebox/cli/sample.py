@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=_floats, default=None, help="nucleus filtering (0: off), one value or per level")
     p.add_argument("--hop-fraction", type=_floats, default=None,
                    help="window hop as a fraction of the context, per level (default 0.5,0.5,0.125)")
+    p.add_argument("--guidance", type=float, default=None, metavar="W",
+                   help="classifier-free guidance of the top level: 1 = off, larger follows --artist/--genre more "
+                   "closely (for priors trained with --label-dropout; default: the model's own setting)")
     p.add_argument("--seed", type=int, default=None, help="random seed (makes a run reproducible)")
     p.add_argument("--levels", type=_ints, default=None,
                    help="levels to sample, e.g. 2 for a fast draft decoded from the top level (default: all)")
@@ -205,7 +208,7 @@ def _request_from_args(args: argparse.Namespace) -> dict[str, Any]:
                 seconds=args.seconds, total_seconds=args.total_seconds, temperature=args.temperature,
                 top_k=args.top_k, top_p=args.top_p, hop_fraction=args.hop_fraction, seed=args.seed,
                 levels=args.levels, prompt=args.prompt, prompt_seconds=args.prompt_seconds, codes=args.codes,
-                chunk_size=args.chunk_size, max_batch_size=args.max_batch_size)
+                chunk_size=args.chunk_size, max_batch_size=args.max_batch_size, guidance=args.guidance)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -271,7 +274,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
                   hop_fraction=_per_level(request["hop_fraction"], levels), seed=request["seed"],
                   levels=request["levels"], chunk_size=request["chunk_size"],
                   max_batch_size=request["max_batch_size"], progress=bars, on_level_done=on_level_done,
-                  alignment=not args.no_alignment)
+                  alignment=not args.no_alignment, guidance=request.get("guidance"))
     if common["temperature"] is None:
         common["temperature"] = 1.0
     labels = dict(artist=request["artist"], genre=request["genre"], lyrics=request["lyrics"],

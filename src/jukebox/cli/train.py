@@ -97,6 +97,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank only (default off)")
     q.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
     q.add_argument("--merge-lora", action="store_true", help="fold the adapters into the prior's weights at the end")
+    q.add_argument("--label-dropout", type=float, default=0.0, metavar="P",
+                   help="replace each item's artist and genre by 'unknown' with probability P, so the prior also "
+                   "learns to sample without labels: needed for --guidance when sampling (e.g. 0.1; default 0)")
+    q.add_argument("--labels-every-position", action="store_true",
+                   help="add the artist/genre embedding to every position, not only the start token (stronger "
+                   "conditioning; an existing prior is upgraded with a zero-initialised projection)")
     q.add_argument("--cache", default=None, metavar="DIR", help="code cache folder (default MODEL_DIR/code_cache/..)")
     q.add_argument("--rebuild-cache", action="store_true", help="re-encode the corpus even if the cache is valid")
     q.add_argument("--checkpoint-activations", action=argparse.BooleanOptionalAction, default=None,
@@ -186,13 +192,16 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
     _check(args)
     if args.merge_lora and not args.lora_rank:
         raise UsageError("--merge-lora needs --lora-rank")
+    if not 0.0 <= args.label_dropout < 1.0:
+        raise UsageError(f"--label-dropout must be in [0, 1), got {args.label_dropout}")
     result = train_prior(args.model, args.data, args.level, preset=args.preset, config=_config(args),
                          resume=args.resume, restart=args.restart, lora_rank=args.lora_rank,
                          lora_alpha=args.lora_alpha, merge_lora=args.merge_lora, cache_dir=args.cache,
                          rebuild_cache=args.rebuild_cache, n_ctx=args.n_ctx,
                          checkpoint_activations=args.checkpoint_activations, device=_device(args.device),
                          log_dir=args.log_dir, progress=not args.no_progress and sys.stderr.isatty(),
-                         val_fraction=args.val_fraction, stop_at=args.stop_at)
+                         val_fraction=args.val_fraction, stop_at=args.stop_at, label_dropout=args.label_dropout,
+                         labels_every_position=args.labels_every_position)
     _summary(args, result, f"{args.model}/prior_level_{args.level}")
     return 0
 

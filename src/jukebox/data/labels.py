@@ -406,6 +406,18 @@ class Labels:
 _META_KEYS = ("artist", "genre", "lyrics", "total_length", "offset")
 
 
+def null_labels(y: torch.Tensor, max_bow_genre_size: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """``y`` [B, 4 + max_bow_genre_size + n_tokens] with artist and genre set to ``unknown`` (the null label of
+    label dropout and classifier-free guidance) on ``rows`` (bool [B]; default all); timing and lyrics kept."""
+    out = y.clone()
+    sel = slice(None) if rows is None else rows.to(y.device)
+    out[sel, 3] = UNKNOWN_ID
+    out[sel, 4] = UNKNOWN_ID
+    if max_bow_genre_size > 1:
+        out[sel, 5:4 + max_bow_genre_size] = -1
+    return out
+
+
 @dataclass(frozen=True, eq=False)
 class Labeller:
     """Builds ``y`` for one prior: its tables, genre slots, lyric window size and window length (samples)."""

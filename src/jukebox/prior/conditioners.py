@@ -48,6 +48,8 @@ class LabelConditioner(nn.Module):
     y: LongTensor [B, 4 + max_bow_genre_size] = (total_length, offset, sample_length, artist, genre ids padded
     with -1), lengths in audio samples. Returns ``start`` [B, 1, W] = artist + sum of genre embeddings and
     ``timing`` [B, n_time, W] = total-length + absolute-position + relative-position embeddings (or None).
+    With ``config.every_position`` the returned signal also carries ``label_proj(start)`` (zero-initialised, so an
+    existing prior gains the option without changing its output): [B, n_time, W], or [B, 1, W] without timing.
     """
 
     def __init__(self, config: LabelConfig, width: int, n_time: int, include_time: bool,
@@ -68,6 +70,10 @@ class LabelConditioner(nn.Module):
             self.total_length_emb = RangeEmbedding(1, config.t_bins, lo, hi, width, init_scale)
             self.absolute_pos_emb = RangeEmbedding(n_time, config.t_bins, 0.0, hi, width, init_scale)
             self.relative_pos_emb = RangeEmbedding(n_time, config.t_bins, 0.0, 1.0, width, init_scale, clamp=True)
+        self.label_proj = None
+        if config.every_position:
+            self.label_proj = nn.Linear(width, width, bias=False)
+            nn.init.zeros_(self.label_proj.weight)
 
     def forward(self, y: Tensor) -> tuple[Tensor, Tensor | None]:
         if y.dim() != 2 or y.shape[1] != 4 + self.max_bow_genre_size:
@@ -77,12 +83,13 @@ class LabelConditioner(nn.Module):
         mask = (genre >= 0).to(artist_emb.dtype).unsqueeze(2)
         genre_emb = (self.genre_emb(genre.clamp(0)) * mask).sum(dim=1, keepdim=True)
         start = genre_emb + artist_emb
+        everywhere = None if self.label_proj is None else self.label_proj(start)
         if not self.include_time:
-            return start, None
+            return start, everywhere
         total, begin, end = total_length.float(), offset.float(), (offset + length).float()
         timing = (self.total_length_emb(total) + self.absolute_pos_emb(begin, end)
                   + self.relative_pos_emb(begin / total, end / total))
-        return start, timing
+        return start, timing if everywhere is None else timing + everywhere
 
 
 class UpsamplerConditioner(nn.Module):

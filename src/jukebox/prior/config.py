@@ -61,6 +61,9 @@ class LabelConfig(ConfigBase):
     max_duration: float | None = None
     #: Artist/genre id tables and lyric vocabulary version (2: 5b/5b_lyrics/upsamplers, 3: 1b_lyrics).
     version: int = 2
+    #: Not in the original: also add the artist/genre embedding (through a zero-initialised W x W projection) to
+    #: every position, not only as the start token, so the label reaches every window position directly.
+    every_position: bool = False
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.labels import null_labels
 from .autoregressive import AutoregressiveTransformer
 from .conditioners import LabelConditioner, UpsamplerConditioner
 from .config import PriorConfig
@@ -82,7 +83,8 @@ class Prior(nn.Module):
         if self.upsampler_conditioner is not None:
             if z_cond is None:
                 raise ValueError(f"level {self.level} upsampler needs z_cond (codes of level {self.level + 1})")
-            cond = self.upsampler_conditioner(z_cond)
+            upper = self.upsampler_conditioner(z_cond)
+            cond = upper if cond is None else upper + cond  # labels on every position (LabelConfig.every_position)
         return Conditioning(start, cond, lyrics)
 
     def merged_sequence(self, lyrics: Tensor, z: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -166,21 +168,32 @@ class Prior(nn.Module):
                         generator: torch.Generator | None = None, progress: Callable[[int, int], None] | None = None,
                         mask_lyric_vocab: bool = False, return_logits: bool = False,
                         prime_lengths: Sequence[int] | None = None, decode: str = "eager",
-                        draw: str = "multinomial") -> tuple[Tensor, Tensor | None]:
+                        draw: str = "multinomial", guidance: float = 1.0,
+                        y_uncond: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Sample the decoder's raw sequence (1b style: lyric tokens then codes + n_vocab) and, if asked, its
         logits at every position. Arguments as :meth:`sample`."""
         for name, t in (("z_cond", z_cond), ("y", y), ("prime", prime)):
             if t is not None and t.shape[0] != n_samples:
                 raise ValueError(f"{name} has batch {t.shape[0]}, expected n_samples={n_samples}")
         cond = self.conditioning(z_cond, y)
+        uncond = None
+        if guidance != 1.0:
+            if self.label_conditioner is None:
+                raise ValueError("guidance needs a prior with labels")
+            if y_uncond is None:
+                y_uncond = null_labels(y, self.config.labels.max_bow_genre_size)
+            uncond = self.conditioning(z_cond, y_uncond)
         total = self.n_ctx if sample_tokens is None else sample_tokens
         known = None if prime is None or prime.shape[1] == 0 else prime.long()
         states, c, mask = None, cond.cond, None
+        c_u = None if uncond is None else uncond.cond
         lengths = None if prime_lengths is None or known is None else list(prime_lengths)
         if self.style == "merged":
             if lengths is not None:
                 lengths = [n + self.n_tokens for n in lengths]
             empty = torch.zeros(n_samples, 0, dtype=torch.long, device=cond.lyrics.device)
+            if uncond is not None:
+                c_u = self.merged_sequence(uncond.lyrics, empty if known is None else known, c_u)[1]
             known, c = self.merged_sequence(cond.lyrics, empty if known is None else known, c)
             total += self.n_tokens
             if mask_lyric_vocab:
@@ -189,7 +202,8 @@ class Prior(nn.Module):
             states = self.encode_lyrics(cond.lyrics)
         return sample_autoregressive(self.decoder, n_samples, total, known, cond.start, c, states, temperature,
                                      top_k, top_p, chunk_size, generator, progress, mask, return_logits,
-                                     known_lengths=lengths, decode=decode, draw=draw)
+                                     known_lengths=lengths, decode=decode, draw=draw, guidance=guidance,
+                                     uncond=None if uncond is None else (uncond.start, c_u))
 
     @torch.no_grad()
     def sample(self, n_samples: int, z_cond: Tensor | None = None, y: Tensor | None = None,
@@ -197,7 +211,8 @@ class Prior(nn.Module):
                sample_tokens: int | None = None, chunk_size: int | None = None,
                generator: torch.Generator | None = None, progress: Callable[[int, int], None] | None = None,
                mask_lyric_vocab: bool = False, prime_lengths: Sequence[int] | None = None,
-               decode: str = "eager", draw: str = "multinomial") -> Tensor:
+               decode: str = "eager", draw: str = "multinomial", guidance: float = 1.0,
+               y_uncond: Tensor | None = None) -> Tensor:
         """Sample codes [B, sample_tokens or n_ctx] with the KV cache.
 
         Args:
@@ -214,10 +229,14 @@ class Prior(nn.Module):
                 :mod:`jukebox.prior.sampler`.
             draw: categorical draw, ``multinomial`` (the original's seeded samples, default) or ``cdf`` (one
                 uniform per row, cheaper; see :func:`jukebox.prior.sampler.draw_tokens`).
+            guidance: classifier-free guidance scale w (1: off; 0: unconditional): each token is drawn from
+                ``uncond + w * (cond - uncond)`` logits, where the unconditional input is ``y_uncond`` (default:
+                ``y`` with artist and genre ``unknown``, the null label a prior learns with label dropout).
         """
         seq, _ = self.sample_sequence(n_samples, z_cond, y, temperature, top_k, top_p, prime, sample_tokens,
                                       chunk_size, generator, progress, mask_lyric_vocab,
-                                      prime_lengths=prime_lengths, decode=decode, draw=draw)
+                                      prime_lengths=prime_lengths, decode=decode, draw=draw, guidance=guidance,
+                                      y_uncond=y_uncond)
         if self.style == "merged":
             seq = (seq[:, self.n_tokens:] - self.n_vocab).clamp(min=0)
         return seq

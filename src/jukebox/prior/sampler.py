@@ -174,6 +174,7 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
                           logits_mask: Tensor | None = None, return_logits: bool = False,
                           known_lengths: Sequence[int] | None = None, decode: str = "eager",
                           compact_cache: bool = True, attention: str = "sdpa", draw: str = "multinomial",
+                          guidance: float = 1.0, uncond: tuple[Tensor | None, Tensor | None] | None = None,
                           ) -> tuple[Tensor, Tensor | None]:
     """Sample a sequence of ``total`` tokens, continuing ``known`` [B, P] (kept as is).
 
@@ -185,7 +186,11 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
     (``sdpa`` or ``matmul``, see :class:`~jukebox.nn.transformer.LeanDecoder`). ``draw``: the categorical draw
     (``multinomial``, the original's, or ``cdf``; see :func:`draw_tokens`). ``compact_cache``: per-pattern cache
     layouts (False: every layer keeps the whole context, the unoptimised reference).
-    Returns tokens [B, total] and, if asked, the logits at every position [B, total, V] (prefix included).
+    ``guidance`` w != 1 (classifier-free guidance): ``uncond`` = (start, cond) of the unconditional input (the
+    null label, same shapes as ``start`` and ``cond``); both are run in one batch of 2B rows and tokens are drawn
+    from ``uncond_logits + w * (cond_logits - uncond_logits)`` (w = 0: unconditional; w > 1 follows the labels
+    more closely). Returns tokens [B, total] and, if asked, the (guided) logits at every position [B, total, V]
+    (prefix included).
     """
     if decode not in DECODE_MODES:
         raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
@@ -194,6 +199,17 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
     device = model.pos_emb.device
     if decode == "int8" and device.type != "cpu":
         raise ValueError("decode='int8' runs on a CPU only (use 'eager', 'graph' or 'triton' on a GPU)")
+    guided = guidance != 1.0
+    if guided:
+        if uncond is None or (uncond[0] is None) != (start is None) or (uncond[1] is None) != (cond is None):
+            raise ValueError("guidance != 1 needs uncond = (start, cond) shaped like start and cond")
+        n_samples *= 2
+        start = None if start is None else torch.cat([start, uncond[0]])
+        cond = None if cond is None else torch.cat([cond, uncond[1]])
+        known = None if known is None else torch.cat([known, known])
+        encoder_states = None if encoder_states is None else torch.cat([encoder_states, encoder_states])
+        if known_lengths is not None:
+            known_lengths = [*known_lengths, *known_lengths]
     P = 0 if known is None else known.shape[1]
     if not P < total <= model.n_ctx:
         raise ValueError(f"need known length {P} < total {total} <= context {model.n_ctx}")
@@ -209,9 +225,10 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
     if device.type == "cpu" and CPU_DECODE_THREADS and threads > CPU_DECODE_THREADS:
         torch.set_num_threads(CPU_DECODE_THREADS)
     try:
-        return _sample(model, n_samples, total, known, P, P0, lengths, start, cond, encoder_states, temperature,
-                       top_k, top_p, chunk_size, generator, progress, logits_mask, return_logits, decode,
-                       compact_cache, attention, draw)
+        out, logits = _sample(model, n_samples, total, known, P, P0, lengths, start, cond, encoder_states,
+                              temperature, top_k, top_p, chunk_size, generator, progress, logits_mask, return_logits,
+                              decode, compact_cache, attention, draw, guidance)
+        return (out[:n_samples // 2] if guided else out), logits  # guided logits are [B, ...] already
     finally:
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
@@ -222,7 +239,7 @@ def _sample(model: AutoregressiveTransformer, n_samples: int, total: int, known:
             temperature: float, top_k: int, top_p: float, chunk_size: int | None,
             generator: torch.Generator | None, progress: ProgressFn | None, logits_mask: Tensor | None,
             return_logits: bool, decode: str, compact_cache: bool, attention: str, draw: str,
-            ) -> tuple[Tensor, Tensor | None]:
+            guidance: float = 1.0) -> tuple[Tensor, Tensor | None]:
     """:func:`sample_autoregressive` after its checks: prefill, then the token-by-token loop."""
     device = model.pos_emb.device
     out = torch.zeros(n_samples, total, dtype=torch.long, device=device)
@@ -237,7 +254,7 @@ def _sample(model: AutoregressiveTransformer, n_samples: int, total: int, known:
             logits = model.step(prev[:, begin:begin + size], cache, start, cond, encoder_states)
             begin += size
             if return_logits:
-                all_logits.append(logits.float())
+                all_logits.append(_guide(logits.float(), guidance))
     static = None
     if decode in ("static", "graph", "compile"):
         static = StaticDecoder(model, cache, cond, n_samples, decode)
@@ -251,8 +268,17 @@ def _sample(model: AutoregressiveTransformer, n_samples: int, total: int, known:
     prev_tok = out[:, P0 - 1:P0] if P0 else out[:, :1]
     _decode_loop(model, out, cache, P, P0, total, lengths, prev_tok, static, start, cond, encoder_states,
                  logits_mask, temperature, top_k, top_p, generator, draw, progress,
-                 all_logits if return_logits else None)
+                 all_logits if return_logits else None, guidance)
     return out, (torch.cat(all_logits, dim=1) if return_logits else None)
+
+
+def _guide(logits: Tensor, guidance: float) -> Tensor:
+    """Classifier-free guidance of logits [2B, ...] (conditional rows first, then unconditional) -> [B, ...];
+    unchanged when ``guidance`` is 1."""
+    if guidance == 1.0:
+        return logits
+    cond, uncond = logits.chunk(2)
+    return uncond + guidance * (cond - uncond)
 
 
 def _decode_loop(model: AutoregressiveTransformer, out: Tensor, cache: KVCache, P: int, P0: int, total: int,
@@ -260,20 +286,26 @@ def _decode_loop(model: AutoregressiveTransformer, out: Tensor, cache: KVCache, 
                  start: Tensor | None, cond: Tensor | None, encoder_states: Tensor | None,
                  logits_mask: Tensor | None, temperature: float, top_k: int, top_p: float,
                  generator: torch.Generator | None, draw: str, progress: ProgressFn | None,
-                 all_logits: list[Tensor] | None) -> None:
-    """Token-by-token part of :func:`sample_autoregressive`: positions ``P0 .. total - 1`` into ``out``."""
+                 all_logits: list[Tensor] | None, guidance: float = 1.0) -> None:
+    """Token-by-token part of :func:`sample_autoregressive`: positions ``P0 .. total - 1`` into ``out``.
+    With ``guidance`` != 1 the rows are [conditional; unconditional] and both halves get the same tokens."""
     return_logits = all_logits is not None
+    guided = guidance != 1.0
     for t in range(P0, total):
         if static is None or t == 0:  # position 0 takes the start embedding (and fills cross-attention caches)
             logits = model.step(prev_tok, cache, start, cond, encoder_states)
         else:
             logits = static(prev_tok, t)
+        if guided:
+            logits = _guide(logits.float(), guidance)
         if return_logits:
             all_logits.append(logits.float() if static is None else logits.float().clone())
         step_logits = logits[:, 0]
         if logits_mask is not None:
             step_logits = step_logits.masked_fill(logits_mask, float("-inf"))
         tok = draw_tokens(step_logits, temperature, top_k, top_p, generator, draw)
+        if guided:
+            tok = torch.cat([tok, tok])
         if lengths is not None and t < P:
             tok = torch.where(lengths > t, out[:, t], tok)
         out[:, t] = tok

@@ -123,7 +123,7 @@ def sample_level_parallel(prior, codes: dict[int, Tensor], level: int, total_tok
                 n_samples=len(part), z_cond=z_cond, y=y, temperature=settings.temperature, top_k=settings.top_k,
                 top_p=settings.top_p, prime=prime, prime_lengths=[step.known for step, _ in part] if width else None,
                 sample_tokens=n_ctx, chunk_size=settings.chunk_size, generator=generator, decode=decode,
-                draw=draw)
+                draw=draw, guidance=settings.guidance)
             for i, (step, b) in enumerate(part):
                 out[b, step.start + step.known:step.start + n_ctx] = window[i, step.known:]
             done += sum(step.new_tokens for step, _ in part)

@@ -47,6 +47,9 @@ class LevelSettings:
     #: Parallel upsampling only: at most this many windows x samples per sampler call (None: all at once). Bounds
     #: the memory of the KV caches (each window holds one) at the cost of more sequential passes.
     max_windows: int | None = None
+    #: Classifier-free guidance scale (1: off, 0: unconditional); see :meth:`jukebox.prior.Prior.sample`. Needs a
+    #: prior trained with label dropout (``jukebox train prior --label-dropout``).
+    guidance: float = 1.0
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -59,6 +62,8 @@ class LevelSettings:
             raise ValueError(f"hop_fraction must be in (0, 1], got {self.hop_fraction}")
         if self.chunk_size < 1 or self.max_batch_size < 1:
             raise ValueError("chunk_size and max_batch_size must be >= 1")
+        if not 0.0 <= self.guidance <= 20.0:
+            raise ValueError(f"guidance must be in [0, 20], got {self.guidance}")
         if self.max_windows is not None and self.max_windows < 1:
             raise ValueError(f"max_windows must be >= 1 or None, got {self.max_windows}")
         if self.decode not in DECODE_MODES:
@@ -147,6 +152,7 @@ def sample_level(
                 progress=on_token,
                 decode=settings.decode,
                 draw=settings.draw,
+                guidance=settings.guidance,
             ))
         window = torch.cat(pieces, dim=0)
         z = torch.cat([z[:, :step.start + step.known], window[:, step.known:]], dim=1)

@@ -259,6 +259,20 @@ def new_prior_config(preset: str, vq: VQVAEConfig, level: int, manifest: Manifes
     return cfg, vocab
 
 
+def with_labels_every_position(model: torch.nn.Module) -> tuple[torch.nn.Module, Any]:
+    """A copy of the prior ``model`` whose config has ``labels.every_position``, its weights kept and the new
+    label projection at zero (same outputs as ``model``). Returns (prior, config)."""
+    from ..prior import Prior
+
+    cfg = model.config
+    new_cfg = dataclasses.replace(cfg, labels=dataclasses.replace(cfg.labels, every_position=True))
+    new = Prior(new_cfg).to(next(model.parameters()).device)
+    missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("label_conditioner.label_proj.") for k in missing):
+        raise JukeboxError(f"cannot add every-position labels: missing {missing}, unexpected {unexpected}")
+    return new.train(model.training), new_cfg
+
+
 def _set_activation_checkpointing(model: torch.nn.Module, on: bool) -> None:
     from ..nn.transformer import Transformer
 
@@ -273,7 +287,8 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
                 cache_dir: str | Path | None = None, rebuild_cache: bool = False, n_ctx: int | None = None,
                 checkpoint_activations: bool | None = None, device: str | torch.device | None = None,
                 log_dir: str | Path | None = None, progress: bool = True, val_fraction: float = 0.1,
-                record_batches: bool = False, stop_at: int | None = None, log: LogFn = _stderr) -> TrainResult:
+                record_batches: bool = False, stop_at: int | None = None, label_dropout: float = 0.0,
+                labels_every_position: bool = False, log: LogFn = _stderr) -> TrainResult:
     """Add or continue the level-``level`` prior of ``model_dir``, trained on ``data`` through the code cache.
 
     New prior: from ``preset`` (vocabulary from the corpus, saved as ``prior_level_L/labels.json``). Existing
@@ -281,7 +296,10 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
     (``restart``: start over from the preset). ``resume``: continue the training checkpoint exactly.
     ``lora_rank`` > 0 trains LoRA adapters only (saved in ``prior_level_L/lora/``; ``merge_lora`` folds them
     into the prior's weights at the end). ``data`` may be a portable code folder (``jukebox prepare --codes``):
-    then no audio is read and ``cache_dir`` / ``rebuild_cache`` do not apply.
+    then no audio is read and ``cache_dir`` / ``rebuild_cache`` do not apply. ``label_dropout`` p: each training
+    item's artist and genre are replaced by ``unknown`` with probability p (for classifier-free guidance when
+    sampling). ``labels_every_position``: give the prior :attr:`LabelConfig.every_position` (an existing prior is
+    upgraded in place: the new projection starts at zero, so its output is unchanged until it trains).
     """
     from ..data.code_cache import CodeCache, CodeWindowSampler, ensure_code_cache, is_code_folder
     from ..prior import Prior
@@ -367,6 +385,13 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
             cfg, vocab = new_prior_config(preset or _default_prior_preset(vq, level), vq, level, manifest, n_ctx)
             torch.manual_seed(config.seed)
             model = Prior(cfg)
+        if labels_every_position and not resume:
+            if cfg.labels is None:
+                raise UsageError(f"--labels-every-position: the level-{level} prior has no labels")
+            if not cfg.labels.every_position:
+                model, cfg = with_labels_every_position(model)
+                if dist.is_main:
+                    log("artist/genre labels now reach every position (zero-initialised projection)")
         if cfg.l_bins != vq.l_bins or cfg.hop_lengths != vq.hop_lengths:
             raise JukeboxError(f"the level-{level} prior was made for another VQ-VAE")
         if lora_rank and not resume:
@@ -408,8 +433,10 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
 
         writer_dir = _writer_dir(log_dir, md.path / "logs" / prior_folder(level))
         media_vqvae = md.load_vqvae("cpu") if writer_dir is not None and dist.is_main else None
+        if label_dropout and labeller is None:
+            raise UsageError(f"--label-dropout: the level-{level} prior has no labels")
         task = PriorTask(level, train, val, labeller, config.batch_size, config.seed, config.val_batches,
-                         export=export, vqvae=media_vqvae)
+                         export=export, vqvae=media_vqvae, label_dropout=label_dropout)
         if dist.is_main:
             n_params = sum(p.numel() for p in model.parameters())
             log(f"training the level-{level} prior ({n_params / 1e6:.2f}M parameters, n_ctx {cfg.n_ctx}) on "

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..data.code_cache import CodeWindow, CodeWindowSampler
 from ..data.dataset import Window, WindowSampler
-from ..data.labels import Labeller
+from ..data.labels import Labeller, null_labels
 
 VAL_STREAM = 0x5EED_0FF5  # keeps validation draws apart from training draws
 
@@ -141,7 +141,8 @@ class PriorTask(_WindowBatches):
 
     def __init__(self, level: int, train: CodeWindowSampler, val: CodeWindowSampler | None,
                  labeller: Labeller | None, batch_size: int, seed: int = 0, val_batches: int = 4,
-                 export: Callable[[nn.Module], None] | None = None, vqvae: Any = None) -> None:
+                 export: Callable[[nn.Module], None] | None = None, vqvae: Any = None,
+                 label_dropout: float = 0.0) -> None:
         self.name = f"prior_level_{level}"
         self.level = level
         self.train, self.val, self.labeller = train, val, labeller
@@ -149,6 +150,22 @@ class PriorTask(_WindowBatches):
         self._export = export
         self.vqvae = vqvae
         self._val: list[dict[str, Any]] | None = None
+        if not 0.0 <= label_dropout < 1.0:
+            raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
+        if label_dropout and labeller is None:
+            raise ValueError("label dropout needs a prior with labels")
+        self.label_dropout = label_dropout
+
+    def train_batch(self, step: int, micro: int, rank: int) -> dict[str, Any]:
+        """A training batch; with ``label_dropout`` p, each item's artist and genre become ``unknown`` with
+        probability p (drawn from the batch's own RNG, so resuming keeps the same batches): the prior also learns
+        the unconditional distribution that classifier-free guidance needs."""
+        rng = batch_rng(self.seed, step, micro, rank)
+        batch = self._draw(self.train, rng)
+        if self.label_dropout:
+            drop = torch.from_numpy(rng.random(len(batch["ids"])) < self.label_dropout)
+            batch["y"] = null_labels(batch["y"], self.labeller.max_bow_genre_size, drop)
+        return batch
 
     def _collate(self, windows: list[CodeWindow]) -> dict[str, Any]:
         batch: dict[str, Any] = {

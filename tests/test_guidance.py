@@ -1,0 +1,88 @@
+"""Classifier-free guidance: guided logits are uncond + w * (cond - uncond) of the same prefix, w = 0 samples the
+unconditional prior, w = 1 is plain sampling; through the API, the CLI and the model's own default."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from jukebox.data.labels import Labeller, LabelVocab, null_labels
+from jukebox.testing import make_tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    md = make_tiny_model_dir(tmp_path_factory.mktemp("guid") / "m", n_ctx=32)
+    prior = md.load_prior(2).eval()
+    with torch.no_grad():  # make the labels matter: random, not tiny, label embeddings
+        prior.label_conditioner.artist_emb.weight.normal_(0, 1.0)
+        prior.label_conditioner.genre_emb.weight.normal_(0, 1.0)
+    cfg = prior.config
+    vocab = LabelVocab.load(md.path / "prior_level_2")
+    lab = Labeller(vocab, cfg.labels.max_bow_genre_size, cfg.lyrics.n_tokens, cfg.sample_length)
+    artists, genres = vocab.list_artists()[1:], vocab.list_genres()[1:]
+    y = lab.batch_labels([{"artist": artists[i % len(artists)], "genre": genres[i % len(genres)], "lyrics": "",
+                           "total_length": 4 * cfg.sample_length, "offset": 0} for i in range(3)]).y
+    return md, prior, y
+
+
+@pytest.mark.parametrize("decode", ["eager", "int8"])
+def test_guided_logits_are_the_guidance_formula(tiny, decode):
+    _, prior, y = tiny
+    w = 3.0
+    gen = torch.Generator().manual_seed(0)
+    seq, logits = prior.sample_sequence(3, y=y, guidance=w, return_logits=True, generator=gen, decode=decode)
+    assert seq.shape == (3, prior.n_ctx) and logits.shape[:2] == (3, prior.n_ctx)
+    with torch.no_grad():
+        cond = prior.logits(seq, None, y).float()
+        uncond = prior.logits(seq, None, null_labels(y, prior.config.labels.max_bow_genre_size)).float()
+    tol = 1e-4 if decode == "eager" else 0.15  # int8 decode: quantised weights
+    torch.testing.assert_close(logits, uncond + w * (cond - uncond), atol=tol, rtol=tol)
+    assert not torch.allclose(cond, uncond, atol=1e-2)  # the test has teeth: labels change the logits
+
+
+def test_guidance_zero_is_unconditional_and_one_is_plain(tiny):
+    _, prior, y = tiny
+    y0 = null_labels(y, prior.config.labels.max_bow_genre_size)
+    greedy = dict(top_k=1, return_logits=True)
+    a, la = prior.sample_sequence(3, y=y, guidance=0.0, **greedy)
+    b, lb = prior.sample_sequence(3, y=y0, **greedy)
+    assert torch.equal(a, b)
+    torch.testing.assert_close(la, lb, atol=1e-4, rtol=1e-4)
+    c = prior.sample(3, y=y, guidance=1.0, generator=torch.Generator().manual_seed(1))
+    d = prior.sample(3, y=y, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(c, d)
+    e = prior.sample(3, y=y, guidance=4.0, generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(c, e)
+
+
+def test_guidance_through_api_cli_and_model_default(tiny, tmp_path):
+    from jukebox.api import load_model
+    from jukebox.errors import UsageError
+
+    md, _, _ = tiny
+    jb = load_model(md.path, device="cpu")
+    seconds = 2 * 32 * 8 * 4 / jb.sample_rate
+    out = jb.generate(seconds=seconds, seed=0, levels=[2], guidance=2.5, alignment=False)
+    assert out.settings["guidance"] == 2.5 and out.settings["per_level"][2]["guidance"] == 2.5
+    with pytest.raises(UsageError, match="guidance"):
+        jb.generate(seconds=seconds, levels=[2], guidance=-1)
+    meta = md.path / "model.json"
+    info = json.loads(meta.read_text())
+    info["sampling"] = {"guidance": 2.0}
+    meta.write_text(json.dumps(info))
+    jb = load_model(md.path, device="cpu")
+    assert jb.sampling_defaults["guidance"] == 2.0
+    full = jb.generate(seconds=seconds, seed=0, alignment=False)
+    assert full.settings["per_level"][2]["guidance"] == 2.0
+    assert full.settings["per_level"][1]["guidance"] == 1.0 == full.settings["per_level"][0]["guidance"]
+    r = subprocess.run([sys.executable, "-m", "jukebox.cli.main", "sample", "-m", str(md.path), "--seconds",
+                        str(seconds), "--levels", "2", "--guidance", "3", "--seed", "0", "-o", str(tmp_path / "o"),
+                        "--quiet", "--device", "cpu"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    saved = json.loads((tmp_path / "o" / "metadata.json").read_text())
+    assert saved["request"]["guidance"] == 3.0 and saved["settings"]["per_level"]["2"]["guidance"] == 3.0
