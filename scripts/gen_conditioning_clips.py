@@ -121,6 +121,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--total-seconds", type=float, default=120.0, help="song length the timing labels describe")
     ap.add_argument("--levels", type=int, nargs="+", default=None, help="levels to sample (default: all)")
     ap.add_argument("--temperature", type=float, default=0.98)
+    ap.add_argument("--upsampler-temperature", type=float, default=None,
+                    help="temperature of the upsampler levels (default: --temperature)")
+    ap.add_argument("--guidance", type=float, default=None,
+                    help="classifier-free guidance of the top level (default: the model's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=0, help="clips per generate call (default: all at once)")
     ap.add_argument("--max-batch-size", type=int, default=512, help="rows per sampler call (windows x clips)")
@@ -173,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.real_top:
         levels = [lvl for lvl in levels if lvl != max(model.prior_levels)]
     batch = args.batch or len(items)
+    up_temp = args.temperature if args.upsampler_temperature is None else args.upsampler_temperature
     codes: dict[int, list[np.ndarray]] = defaultdict(list)
     reports = []
     t_load = time.perf_counter() - t0
@@ -190,7 +195,9 @@ def main(argv: list[str] | None = None) -> None:
             "total_seconds": total_seconds, "sample_rate": model.sample_rate,
             "hop_lengths": list(model.hop_lengths), "levels": done_levels, "model": str(model.model_dir.path),
             "vqvae_sha256": sha,
-            "settings": {"temperature": args.temperature, "seed": args.seed, "batch": batch, "dtype": args.dtype,
+            "settings": {"temperature": args.temperature, "upsampler_temperature": up_temp,
+                         "guidance": model.sampling_defaults["guidance"] if args.guidance is None else args.guidance,
+                         "seed": args.seed, "batch": batch, "dtype": args.dtype,
                          "decode": args.decode, "device": str(model.device), "upsample_mode": "parallel",
                          "levels_requested": levels},
             "timing": {"load_seconds": round(t_load, 1), "total_seconds": round(time.perf_counter() - t0, 1),
@@ -211,7 +218,9 @@ def main(argv: list[str] | None = None) -> None:
             write(b + len(chunk), sorted(level_seconds, reverse=True))
 
         opts = dict(items=[dict(lyrics="", **{k: it[k] for k in ("genre", "artist")}) for it in chunk],
-                    total_seconds=total_seconds, temperature=args.temperature, seed=args.seed + b,
+                    total_seconds=total_seconds, seed=args.seed + b, guidance=args.guidance,
+                    temperature={lvl: (args.temperature if lvl == max(model.prior_levels) else up_temp)
+                                 for lvl in levels},
                     levels=levels, alignment=False, upsample_mode="parallel", max_batch_size=args.max_batch_size,
                     decode=args.decode, on_level_done=level_done)
         if start_codes:

@@ -449,3 +449,28 @@ def test_label_dropout_nulls_artist_and_genre_reproducibly() -> None:
     assert torch.equal(plain[~dropped], y[~dropped]) and torch.equal(null_labels(plain, 2, dropped), y)
     with pytest.raises(ValueError, match="label_dropout"):
         PriorTask(2, Windows(), None, lab, 4, label_dropout=1.0)
+
+
+def test_bf16_autocast_on_cpu_when_asked(tmp_path: Path, tiny_dir: Path, corpus: Path, monkeypatch) -> None:
+    """--precision bf16 on a CPU trains under CPU autocast (faster on CPUs with AVX512-BF16/AMX); auto stays fp32."""
+    from jukebox.train import loop
+
+    seen = []
+    real = torch.autocast
+
+    def spy(device_type, *a, **kw):
+        seen.append((device_type, kw.get("dtype")))
+        return real(device_type, *a, **kw)
+
+    monkeypatch.setattr(loop.torch, "autocast", spy)
+    model = _copy(tiny_dir, tmp_path / "model")
+    before = ModelDir(model).load_prior(2).state_dict()
+    result = train_prior(model, corpus, level=2, config=_cfg(steps=2, precision="bf16"), log_dir="none",
+                         progress=False, device="cpu")
+    assert ("cpu", torch.bfloat16) in seen and np.isfinite(result.history[-1]["loss"])
+    after = ModelDir(model).load_prior(2).state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    seen.clear()
+    train_prior(_copy(tiny_dir, tmp_path / "m2"), corpus, level=2, config=_cfg(steps=1), log_dir="none",
+                progress=False, device="cpu")
+    assert not seen

@@ -33,7 +33,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-every", type=int, default=10, help="log averages every N steps (default 10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the data order")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="auto: bf16 autocast on CUDA for priors, fp32 for the VQ-VAE")
+                   help="auto: bf16 autocast on CUDA for priors, fp32 for the VQ-VAE and on CPUs; bf16 on a CPU: "
+                   "autocast there too (faster on CPUs with AVX512-BF16 or AMX)")
     p.add_argument("--workers", type=int, default=2, help="data-loading threads (default 2)")
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of tracks held out when the data has no split yet (default 0.1)")

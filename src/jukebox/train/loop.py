@@ -185,10 +185,12 @@ class Trainer:
     # ---------------------------------------------------------------------------------------------- helpers
     def _autocast(self) -> contextlib.AbstractContextManager:
         c = self.config
+        if c.precision == "bf16" and self.device.type == "cpu":
+            # explicit only: about 1.7x faster prior training on CPUs with AVX512-BF16/AMX (measured on a 2-core
+            # AMD EPYC), slower on CPUs without them
+            return torch.autocast("cpu", dtype=torch.bfloat16)
         use = self.device.type == "cuda" and (c.precision == "bf16" or (c.precision == "auto"
                                                                          and self.task.prefers_bf16))
-        if c.precision == "bf16" and self.device.type != "cuda":
-            use = False
         return torch.autocast("cuda", dtype=torch.bfloat16) if use else contextlib.nullcontext()
 
     def _data_state(self) -> dict[str, Any]:
