@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--corpus", default="/work/corpus")
     ap.add_argument("--real-top", action="store_true", help="upsample real top-level codes of unseen tracks of "
                     "--corpus instead of sampling the top level (the upsamplers' control)")
+    ap.add_argument("--upsample", default=None, metavar="PREFIX_clips.json",
+                    help="render the top-level codes of earlier clips through the upsamplers (same items)")
     ap.add_argument("--exclude", nargs="*", default=[], help="with --real-top: training metadata.csv files whose "
                     "tracks are not used")
     args = ap.parse_args(argv)
@@ -166,7 +168,18 @@ def main(argv: list[str] | None = None) -> None:
     known = (lambda a: vocab.artist_id(a, warn=False) != 0) if vocab is not None else (lambda a: False)
     items = choose_items(plan, genres, args.per_genre, args.artists_per_genre, known)
     start_codes: dict[int, torch.Tensor] = {}
-    if args.real_top:
+    if args.upsample:
+        src = Path(args.upsample)
+        src_info = json.loads(src.read_text(encoding="utf-8"))
+        if src_info.get("vqvae_sha256") != vqvae_sha256(model.model_dir.path):
+            raise SystemExit(f"error: {src} was made with another VQ-VAE")
+        top = max(model.prior_levels)
+        npz = np.load(src.with_name(src.name[:-len("_clips.json")] + "_codes.npz"))
+        items = src_info["items"]
+        start_codes = {top: torch.from_numpy(npz[f"level_{top}"].astype(np.int64))}
+        args.seconds = src_info["seconds"]
+        args.total_seconds = src_info.get("total_seconds", args.total_seconds)
+    elif args.real_top:
         items, start_codes = real_top_codes(model, Path(args.corpus), args.exclude, genres, args.per_genre,
                                             args.seconds, args.seed)
         for it in items:  # artists the vocabulary lacks: the genre's first planned artist (as generated clips)
@@ -174,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
                 it["artist"] = choose_items(plan, [it["genre"]], 1, 1, known)[0]["artist"]
     total_seconds = min(max(args.total_seconds, args.seconds), model.max_seconds)
     levels = sorted(args.levels or model.prior_levels, reverse=True)
-    if args.real_top:
+    if args.real_top or args.upsample:
         levels = [lvl for lvl in levels if lvl != max(model.prior_levels)]
     batch = args.batch or len(items)
     up_temp = args.temperature if args.upsampler_temperature is None else args.upsampler_temperature
