@@ -107,3 +107,31 @@ def test_plan_items_and_generated_clips_round_trip(tmp_path):
     make_tiny_model_dir(other, seed=1)
     with pytest.raises(SystemExit, match="another VQ-VAE"):
         ev.load_generated(out, jukebox.load_model(other, device="cpu"), None)
+    # render those clips' top level again through the upsamplers (--upsample): same items, same top codes
+    gen.main(["-m", str(model_dir), "--upsample", str(out / "cond_clips.json"), "--prefix", "up", "--out", str(out),
+              "--device", "cpu", "--upsampler-temperature", "0.5"])
+    up = json.loads((out / "up_clips.json").read_text())
+    assert up["items"] == info["items"] and up["levels"] == [2, 1, 0]
+    assert up["settings"]["upsampler_temperature"] == 0.5
+    a, b = np.load(out / "cond_codes.npz"), np.load(out / "up_codes.npz")
+    assert np.array_equal(a["level_2"], b["level_2"]) and b["level_0"].shape == a["level_0"].shape
+
+
+def test_code_judge_features_and_unseen_track_picking():
+    import torch
+
+    cj = load_script("eval_conditioning_codes")
+    ll = load_script("eval_label_likelihood")
+    g = torch.Generator().manual_seed(0)
+    codebook = torch.randn(64, 8, generator=g)
+    feats = cj.CodeFeatures(codebook, torch.ones(64), clusters=4)
+    z = np.stack([np.repeat(np.arange(10), 10), np.random.default_rng(0).integers(0, 64, 100)])
+    x = feats(z)
+    assert x.shape == (2, 3 * 8 + 4 + 2) and np.isfinite(x).all()
+    assert x[0, -2] > 0.8 and x[1, -2] < 0.2  # repetition rate: the first clip repeats each code ten times
+    assert ll.track_key("audio/naev-data__ocean.ogg") == ll.track_key("naev-data/ocean.flac")
+    rows = [{"file": f"p{i % 2}/t{i}.flac", "genre": "folk", "package": f"p{i % 2}", "seconds": "60"} for i in range(6)]
+    rows.append({"file": "p0/short.flac", "genre": "folk", "package": "p0", "seconds": "3"})
+    picked = ll.pick_tracks(rows, {ll.track_key("p0/t0.flac")}, ["folk"], 4, 10.0, seed=0)
+    assert len(picked) == 4 and {r["package"] for r in picked} == {"p0", "p1"}
+    assert all(r["file"] not in ("p0/t0.flac", "p0/short.flac") for r in picked)
