@@ -279,3 +279,24 @@ def test_y_from_ids_describe_and_errors(reference_ids_dir):
         lab.y_from_ids(145, [11], [1, 2], 44100, 0)
     with pytest.raises(UsageError, match="lacks"):
         lab.batch_labels([dict(artist="x")])
+
+
+def test_unknown_names_warn_once_from_the_highest_level(tmp_path):
+    """A fine-tuned top prior may know artists the upsamplers' vocabularies lack: sampling all levels warns once
+    (from the top level), not once per level; an artist nobody knows still warns."""
+    import warnings
+
+    from jukebox.api import load_model
+    from jukebox.data.labels import LabelVocab, UnknownLabelWarning
+    from jukebox.testing import ARTISTS, GENRES, make_tiny_model_dir
+
+    md = make_tiny_model_dir(tmp_path / "m")
+    LabelVocab.from_names([*ARTISTS, "Newcomer"], GENRES, version="v2").save(md.path / "prior_level_2")
+    jb = load_model(md.path, device="cpu")
+    seconds = 2 * 32 * 8 * 4 / jb.sample_rate
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        jb.generate(artist="Newcomer", genre=GENRES[0], seconds=seconds, seed=0, alignment=False)
+        assert not [w for w in caught if issubclass(w.category, UnknownLabelWarning)]
+        jb.generate(artist="Nobody Known", genre=GENRES[0], seconds=seconds, seed=0, alignment=False)
+    assert len([w for w in caught if issubclass(w.category, UnknownLabelWarning)]) == 1

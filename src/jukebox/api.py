@@ -306,7 +306,10 @@ class Jukebox:
         labels = {}
         for lvl in levels:
             labeller = self.labeller(lvl)
-            labels[lvl] = None if labeller is None else labeller.batch_labels(metas, device=self.device)
+            # unknown names are reported once, by the highest level sampled (a lower level's vocabulary may lack
+            # names a fine-tuned top prior learned; they map to `unknown` there, the top level decides the style)
+            labels[lvl] = None if labeller is None else labeller.batch_labels(metas, device=self.device,
+                                                                               warn=lvl == levels[0])
 
         def label_fn(level: int, start: int):
             lab = labels[level]

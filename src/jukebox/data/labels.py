@@ -447,11 +447,13 @@ class Labeller:
         return ids + [-1] * (self.max_bow_genre_size - len(ids))
 
     def label(
-        self, artist: str | None, genre: str | None, lyrics: str | None, total_length: int, offset: int
+        self, artist: str | None, genre: str | None, lyrics: str | None, total_length: int, offset: int,
+        warn: bool = True,
     ) -> tuple[list[int], LabelInfo]:
-        """``y`` (a list of ints) for the window at ``offset`` of a song, and its :class:`LabelInfo`."""
-        artist_id = self.vocab.artist_id(artist)
-        genre_ids = self._pad_genres(self.vocab.genre_ids(genre), genre)
+        """``y`` (a list of ints) for the window at ``offset`` of a song, and its :class:`LabelInfo`. ``warn``:
+        warn about names the vocabulary lacks (they map to ``unknown`` either way)."""
+        artist_id = self.vocab.artist_id(artist, warn=warn)
+        genre_ids = self._pad_genres(self.vocab.genre_ids(genre, warn=warn), genre)
         text = self.vocab.lyric_vocab.clean(lyrics or "")
         full_tokens = self.vocab.lyric_vocab.tokenise(text)
         tokens, _ = lyric_window(full_tokens, self.n_tokens, int(total_length), int(offset), self.sample_length)
@@ -469,14 +471,15 @@ class Labeller:
         genres = self._pad_genres(genre_ids)
         return [int(total_length), int(offset), self.sample_length, int(artist_id), *genres, *tokens]
 
-    def batch_labels(self, metas: Sequence[Mapping[str, Any]], device: torch.device | str | None = None) -> Labels:
+    def batch_labels(self, metas: Sequence[Mapping[str, Any]], device: torch.device | str | None = None,
+                     warn: bool = True) -> Labels:
         """``y`` [B, label_width] for items given as mappings with keys artist, genre, lyrics, total_length, offset."""
         ys, infos = [], []
         for i, meta in enumerate(metas):
             missing = [k for k in _META_KEYS if k not in meta]
             if missing:
                 raise UsageError(f"label item {i} lacks {missing}")
-            y, info = self.label(*(meta[k] for k in _META_KEYS))
+            y, info = self.label(*(meta[k] for k in _META_KEYS), warn=warn)
             ys.append(y)
             infos.append(info)
         y = torch.tensor(ys, dtype=torch.long, device=device).reshape(len(ys), self.label_width)
