@@ -42,3 +42,15 @@ def load_script(name: str) -> ModuleType:
     sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture
+def sampler_mode(monkeypatch):
+    """A dict whose entries are passed to every ``sample_autoregressive`` call made by :class:`Prior` (e.g.
+    ``decode``, ``attention``, ``compact_cache``); edit it between calls to compare sampling paths."""
+    import jukebox.prior.model as prior_model
+
+    orig = prior_model.sample_autoregressive
+    mode: dict = {}
+    monkeypatch.setattr(prior_model, "sample_autoregressive", lambda *a, **k: orig(*a, **{**k, **mode}))
+    return mode

@@ -12,14 +12,10 @@ from test_fast_sampling import TINY, _inputs, _model
 
 
 @pytest.mark.parametrize("name", TINY)
-def test_lean_step_equals_module_path(name, monkeypatch):
+def test_lean_step_equals_module_path(name, sampler_mode):
     """``decode="eager"`` (lean step, SDPA) gives bitwise the logits of the modules' forward; ``matmul``
     attention is within rounding and gives the same greedy samples."""
-    import jukebox.prior.model as prior_model
-
-    orig = prior_model.sample_autoregressive
-    mode = {}
-    monkeypatch.setattr(prior_model, "sample_autoregressive", lambda *a, **k: orig(*a, **{**k, **mode}))
+    mode = sampler_mode
     model = _model(name)
     z, z_cond, y = _inputs(model)
     with torch.no_grad():

@@ -46,13 +46,9 @@ def _inputs(model: Prior, batch: int = 2, seed: int = 0):
 
 @pytest.mark.parametrize("name", TINY)
 @pytest.mark.parametrize("decode", ["eager", "static"])
-def test_decode_paths_equal_reference_path(name, decode, monkeypatch):
+def test_decode_paths_equal_reference_path(name, decode, sampler_mode):
     """Compact caches and the static step give the samples and logits of the full-context reference cache."""
-    import jukebox.prior.model as prior_model
-
-    orig = prior_model.sample_autoregressive
-    mode = {}
-    monkeypatch.setattr(prior_model, "sample_autoregressive", lambda *a, **k: orig(*a, **{**k, **mode}))
+    mode = sampler_mode
     model = _model(name)
     z, z_cond, y = _inputs(model)
     with torch.no_grad():
