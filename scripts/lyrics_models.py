@@ -260,44 +260,22 @@ def arms_for(songs: Sequence[dict[str, Any]], models: Sequence[str]) -> list[dic
 
 def sample_items(jb: Any, items: Sequence[dict[str, Any]], seconds: float, levels: Sequence[int], seed: int,
                  decode: str, upsample_mode: str, codes: dict[int, torch.Tensor] | None = None,
-                 max_batch_size: int = 512, temperature: float = 1.0,
-                 on_level_done: Any = None) -> dict[int, torch.Tensor]:
-    """Sample ``levels`` for ``items`` (each with its own total length), continuing ``codes`` where given.
-
-    Like :meth:`jukebox.api.Jukebox.generate` but with a per-item total length (the timing label and the
-    proportional lyric window then match each song). Returns {level: LongTensor [B, T_level]} on the CPU.
+                 max_batch_size: int = 512, temperature: float = 1.0) -> dict[int, torch.Tensor]:
+    """Sample ``levels`` for ``items`` (each with its own ``total_seconds``: the timing label and the proportional
+    lyric window then match each song), upsampling ``codes`` where given, with the original's draw, prefill chunks
+    and no guidance whatever the model directory's defaults. Returns {level: LongTensor [B, T_level]} on the CPU.
     """
-    from jukebox.sampling.pipeline import DEFAULT_HOP_FRACTIONS, LevelSettings, sample_levels
-
     n = len(items)
-    length = jb.sample_length(seconds)
-    metas = [{"artist": it["artist"], "genre": it["genre"], "lyrics": it["lyrics"],
-              "total_length": max(length, int(round(it["total_seconds"] * jb.sample_rate))), "offset": 0}
-             for it in items]
-    labels = {}
-    for lvl in levels:
-        lab = jb.labeller(lvl)
-        labels[lvl] = None if lab is None else lab.batch_labels(metas, device=jb.device)
-
-    def label_fn(level: int, start: int):
-        lab = labels[level]
-        return None if lab is None else jb.labeller(level).window_y(lab, start, jb.hop_lengths[level])[0]
-
-    settings = {lvl: LevelSettings(temperature, 0, 0.0, DEFAULT_HOP_FRACTIONS[lvl], 32, max_batch_size, decode)
-                for lvl in levels}
-    start = {lvl: torch.zeros(n, 0, dtype=torch.long) for lvl in range(len(jb.hop_lengths))}
-    for lvl, c in (codes or {}).items():
-        start[lvl] = torch.as_tensor(c).long()
-    start = {lvl: c.to(jb.device) for lvl, c in start.items()}
-
-    def generator(level: int) -> torch.Generator:
-        g = torch.Generator(device=jb.device)
-        g.manual_seed(seed * 1009 + level)
-        return g
-
-    out, _ = sample_levels(jb.prior, start, levels, length, label_fn, settings, jb.hop_lengths, generator,
-                           None, on_level_done, None, upsample_mode)
-    return {lvl: c.cpu() for lvl, c in out.items() if c.shape[1] > 0}
+    labels = [{"artist": it["artist"], "genre": it["genre"], "lyrics": it["lyrics"],
+               "total_seconds": max(float(it["total_seconds"]), seconds)} for it in items]
+    opts = dict(items=labels, levels=list(levels), seed=seed, decode=decode, upsample_mode=upsample_mode,
+                max_batch_size=max_batch_size, temperature=temperature, alignment=False, chunk_size=32,
+                draw="multinomial", guidance=1.0)
+    if codes:
+        gen = jb.upsample({lvl: torch.as_tensor(c).long() for lvl, c in codes.items()}, **opts)
+    else:
+        gen = jb.generate(n_samples=n, seconds=seconds, **opts)
+    return {lvl: c.cpu() for lvl, c in gen.codes.items() if c.shape[1] > 0}
 
 
 def compact_alignment(jb: Any, items: Sequence[dict[str, Any]], z: torch.Tensor, seconds: float, tag: str

@@ -86,3 +86,32 @@ def test_guidance_through_api_cli_and_model_default(tiny, tmp_path):
     assert r.returncode == 0, r.stderr
     saved = json.loads((tmp_path / "o" / "metadata.json").read_text())
     assert saved["request"]["guidance"] == 3.0 and saved["settings"]["per_level"]["2"]["guidance"] == 3.0
+
+
+def test_items_carry_their_own_total_seconds(tiny, tmp_path, monkeypatch):
+    """items=[{..., "total_seconds": T}]: each song's timing labels use its own length (else the call's)."""
+    from jukebox.api import load_model
+    from jukebox.data.labels import Labeller
+    from jukebox.errors import UsageError
+
+    md, _, _ = tiny
+    seen = []
+    orig = Labeller.batch_labels
+
+    def spy(self, metas, *a, **k):
+        seen.append([m["total_length"] for m in metas])
+        return orig(self, metas, *a, **k)
+
+    monkeypatch.setattr(Labeller, "batch_labels", spy)
+    jb = load_model(md.path, device="cpu")
+    seconds = 2 * 32 * 8 * 4 / jb.sample_rate
+    items = [{"artist": "unknown", "genre": "unknown", "total_seconds": 3.0}, {"artist": "unknown"}]
+    jb.generate(items=items, n_samples=2, seconds=seconds, total_seconds=2.0, levels=[2], seed=0, alignment=False)
+    assert seen[-1] == [round(3.0 * jb.sample_rate), round(2.0 * jb.sample_rate)]
+    with pytest.raises(UsageError, match="total_seconds of item 0"):
+        jb.generate(items=[{"total_seconds": "long"}], seconds=seconds, levels=[2])
+    batch = tmp_path / "b.jsonl"
+    batch.write_text('{"artist": "unknown", "total_seconds": 4}\n{"genre": "unknown"}\n')
+    from jukebox.cli.sample import _read_batch
+
+    assert _read_batch(str(batch)) == [{"artist": "unknown", "total_seconds": 4.0}, {"genre": "unknown"}]

@@ -174,23 +174,32 @@ class Jukebox:
 
     # ------------------------------------------------------------------ sampling
     def _items(self, n_samples: int, artist: str, genre: str, lyrics: str,
-               items: Sequence[Mapping[str, str]] | None) -> list[dict[str, str]]:
+               items: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+        """One {artist, genre, lyrics[, total_seconds]} per sample; ``total_seconds`` (optional, per item) is
+        that song's length for its timing labels and lyric window, overriding the call's ``total_seconds``."""
         if items is None:
             items = [dict(artist=artist, genre=genre, lyrics=lyrics)] * n_samples
         elif len(items) != n_samples:
             raise UsageError(f"{len(items)} label items given for {n_samples} samples")
         out = []
         for i, item in enumerate(items):
-            unknown = set(item) - {"artist", "genre", "lyrics"}
+            unknown = set(item) - {"artist", "genre", "lyrics", "total_seconds"}
             if unknown:
-                raise UsageError(f"label item {i} has unknown keys {sorted(unknown)}; use artist, genre, lyrics")
-            entry = dict(artist=str(item.get("artist", "unknown")), genre=str(item.get("genre", "unknown")),
-                         lyrics=str(item.get("lyrics", "") or ""))
+                raise UsageError(f"label item {i} has unknown keys {sorted(unknown)}; use artist, genre, lyrics, "
+                                 "total_seconds")
+            entry: dict[str, Any] = dict(artist=str(item.get("artist", "unknown")),
+                                         genre=str(item.get("genre", "unknown")),
+                                         lyrics=str(item.get("lyrics", "") or ""))
             for key, text in entry.items():
                 try:
                     text.encode("utf-8")
                 except UnicodeEncodeError:  # lone surrogates, e.g. from undecodable command-line bytes
                     raise UsageError(f"the {key} of item {i} is not valid Unicode text; pass UTF-8") from None
+            if item.get("total_seconds") is not None:
+                ts = item["total_seconds"]
+                if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+                    raise UsageError(f"the total_seconds of item {i} must be a number, got {ts!r}")
+                entry["total_seconds"] = self._check_seconds(float(ts), f"total_seconds of item {i}")
             out.append(entry)
         return out
 
@@ -302,7 +311,10 @@ class Jukebox:
         except ValueError as e:
             raise UsageError(str(e)) from None
 
-        metas = [dict(**item, total_length=total_length, offset=0) for item in items]
+        metas = [dict(artist=item["artist"], genre=item["genre"], lyrics=item["lyrics"], offset=0,
+                      total_length=total_length if item.get("total_seconds") is None else
+                      max(sample_length, int(round(item["total_seconds"] * self.sample_rate))))
+                 for item in items]
         labels = {}
         for lvl in levels:
             labeller = self.labeller(lvl)
@@ -368,7 +380,8 @@ class Jukebox:
                  draw: str | None = None, guidance: float | None = None) -> Generation:
         """Sample a new piece from nothing (ancestral sampling).
 
-        ``items`` gives one {artist, genre, lyrics} per sample instead of shared labels. ``levels`` selects the
+        ``items`` gives one {artist, genre, lyrics} per sample instead of shared labels, each optionally with its
+        own ``total_seconds`` (the song length its timing labels and lyric window describe). ``levels`` selects the
         levels to sample (default: all the model has); stopping early (e.g. ``levels=[2]``) decodes a fast,
         rough draft from the lowest sampled level. ``total_seconds`` is the song length the timing labels
         describe (default: ``seconds``). ``upsample_mode``: ``"sequential"`` (the original's window order) or

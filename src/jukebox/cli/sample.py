@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     lyr.add_argument("--lyrics", default=None, help="lyrics text")
     lyr.add_argument("--lyrics-file", default=None, help="file with the lyrics (UTF-8)")
     p.add_argument("--batch", default=None, metavar="FILE.jsonl",
-                   help="one JSON object per item with artist, genre, lyrics (sets --n-samples)")
+                   help="one JSON object per item with artist, genre, lyrics and optionally total_seconds (that "
+                   "song's length for the timing labels; sets --n-samples)")
     p.add_argument("--seconds", type=float, default=None, help="length to generate, in seconds")
     p.add_argument("--total-seconds", type=float, default=None,
                    help="song length the timing labels describe (default: --seconds)")
@@ -98,7 +99,7 @@ def _per_level(values: list[float] | None, levels: list[int]) -> Any:
     return {lvl: values[lvl] for lvl in range(len(values))}
 
 
-def _read_batch(path: str) -> list[dict[str, str]]:
+def _read_batch(path: str) -> list[dict[str, Any]]:
     items = []
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -113,9 +114,13 @@ def _read_batch(path: str) -> list[dict[str, str]]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise UsageError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict) or not set(obj) <= {"artist", "genre", "lyrics"}:
-            raise UsageError(f"{path}:{n}: expected an object with artist, genre, lyrics")
-        items.append({k: str(v) for k, v in obj.items()})
+        if not isinstance(obj, dict) or not set(obj) <= {"artist", "genre", "lyrics", "total_seconds"}:
+            raise UsageError(f"{path}:{n}: expected an object with artist, genre, lyrics (and optionally "
+                             "total_seconds)")
+        ts = obj.pop("total_seconds", None)
+        if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (int, float))):
+            raise UsageError(f"{path}:{n}: total_seconds must be a number of seconds")
+        items.append({k: str(v) for k, v in obj.items()} | ({} if ts is None else {"total_seconds": float(ts)}))
     if not items:
         raise UsageError(f"{path}: no items")
     return items
