@@ -474,3 +474,23 @@ def test_bf16_autocast_on_cpu_when_asked(tmp_path: Path, tiny_dir: Path, corpus:
     train_prior(_copy(tiny_dir, tmp_path / "m2"), corpus, level=2, config=_cfg(steps=1), log_dir="none",
                 progress=False, device="cpu")
     assert not seen
+
+
+def test_resume_with_label_dropout(tmp_path: Path, corpus: Path, tiny_dir: Path) -> None:
+    """Label dropout is part of the data state: resuming with it gives the uninterrupted run's batches; resuming
+    with another value says so."""
+    a = _copy(tiny_dir, tmp_path / "a")
+    b = _copy(tiny_dir, tmp_path / "b")
+    kw = dict(level=2, log_dir="none", progress=False, device="cpu", label_dropout=0.5)
+    cfg = _cfg(steps=4, save_every=2)
+    full = train_prior(a, corpus, config=cfg, restart=True, **kw)
+    train_prior(b, corpus, config=cfg, restart=True, stop_at=2, **kw)
+    logs: list[str] = []
+    rest = train_prior(b, corpus, config=cfg, resume=True, log=logs.append, **kw)
+    assert not [m for m in logs if "label dropout" in m]
+    assert [r["loss"] for r in full.history][2:] == [r["loss"] for r in rest.history]
+    c = _copy(tiny_dir, tmp_path / "c")
+    train_prior(c, corpus, config=cfg, restart=True, stop_at=2, **kw)
+    logs.clear()
+    train_prior(c, corpus, config=cfg, resume=True, log=logs.append, **{**kw, "label_dropout": 0.0})
+    assert [m for m in logs if "label dropout" in m]

@@ -196,7 +196,7 @@ class Trainer:
     def _data_state(self) -> dict[str, Any]:
         c = self.config
         return {"seed": c.seed, "world_size": self.dist.world_size, "batch_size": c.batch_size,
-                "grad_accum": c.grad_accum}
+                "grad_accum": c.grad_accum, "label_dropout": float(getattr(self.task, "label_dropout", 0.0))}
 
     def _save(self, step: int, optimizer: torch.optim.Optimizer, ema: ModelEMA | None,
               metrics: dict[str, float], d_opt: torch.optim.Optimizer | None = None) -> None:
@@ -319,10 +319,10 @@ class Trainer:
             set_rng_state(state.rng)
             start = state.step
             old = state.data
-            if old.get("world_size") != d.world_size or old.get("batch_size") != c.batch_size \
-                    or old.get("grad_accum") != c.grad_accum or old.get("seed") != c.seed:
-                self.log(f"note: resuming with a different seed, batch size, accumulation or number of processes "
-                         f"({old}); the data order differs from an uninterrupted run")
+            now = self._data_state()
+            if any(old.get(k, 0.0 if k == "label_dropout" else None) != v for k, v in now.items()):
+                self.log(f"note: resuming with a different seed, batch size, accumulation, label dropout or number "
+                         f"of processes ({old}, now {now}); the batches differ from an uninterrupted run")
             self.last_saved_step = start
             if d.is_main:
                 self.log(f"resuming from step {start} ({self.checkpoint_dir})")
