@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import math
 import os
@@ -47,7 +46,10 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-MAIN_GENRES = ("ambient", "classical", "electronic", "folk", "orchestral")
+sys.path.insert(0, str(HERE))
+
+from gen_conditioning_clips import MAIN_GENRES, read_clips, vqvae_sha256  # noqa: E402
+
 SR = 22050
 FEATURE_VERSION = "hand-v1"
 MUSICNN_VERSION = "musicnn-v1"
@@ -426,14 +428,7 @@ def load_generated(path: Path, model, level: int | None) -> tuple[np.ndarray, li
     clips_file = path / "cond_clips.json" if path.is_dir() else path
     if not clips_file.name.endswith("_clips.json") or not clips_file.exists():
         raise SystemExit(f"error: {path}: expected a folder with cond_clips.json or a PREFIX_clips.json file")
-    info = json.loads(clips_file.read_text(encoding="utf-8"))
-    if info.get("format") != "jukebox.conditioning_clips":
-        raise SystemExit(f"error: {clips_file} is not a conditioning-clips file")
-    sha = hashlib.sha256((model.model_dir.path / "vqvae" / "model.safetensors").read_bytes()).hexdigest()
-    if info.get("vqvae_sha256") != sha:
-        raise SystemExit(f"error: the clips of {clips_file} were made with another VQ-VAE than "
-                         f"{model.model_dir.path}'s")
-    codes = np.load(clips_file.with_name(clips_file.name[:-len("_clips.json")] + "_codes.npz"))
+    info, codes = read_clips(clips_file, model.model_dir.path)
     have = sorted(int(k.split("_")[1]) for k in codes.files)
     level = min(have) if level is None else level
     if level not in have:
@@ -606,7 +601,7 @@ def main(argv: list[str] | None = None) -> None:
     x_codec = None
     variant = ""
     if model is not None and len(codec_idx):
-        sha8 = hashlib.sha256((model.model_dir.path / "vqvae" / "model.safetensors").read_bytes()).hexdigest()[:8]
+        sha8 = vqvae_sha256(model.model_dir.path)[:8]
         variant = f"codec{level}-{sha8}"
         codec_clips = [clips[i] for i in codec_idx]
         cf = clip_features(codec_clips, corpus, args.clip_seconds, kinds_wanted, cache, variant=variant,

@@ -34,8 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from eval_conditioning import cross_val_predict, fit_logreg, frechet, scores, stratified_group_folds  # noqa: E402
-
-MAIN_GENRES = ("ambient", "classical", "electronic", "folk", "orchestral")
+from gen_conditioning_clips import MAIN_GENRES, read_clips  # noqa: E402
 
 
 def kmeans(x: torch.Tensor, k: int, weights: torch.Tensor, iters: int = 30, seed: int = 0) -> torch.Tensor:
@@ -121,8 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     genres = [g.lower() for g in args.genres]
     gens = []
     for path in args.generated:
-        info = json.loads(Path(path).read_text(encoding="utf-8"))
-        codes = np.load(Path(path).with_name(Path(path).name[:-len("_clips.json")] + "_codes.npz"))
+        info, codes = read_clips(Path(path), md.path)
         if f"level_{level}" not in codes.files:
             raise SystemExit(f"error: {path} has no level-{level} codes")
         gens.append((path, info, codes[f"level_{level}"].astype(np.int64)))

@@ -33,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-MAIN_GENRES = ("ambient", "classical", "electronic", "folk", "orchestral")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gen_conditioning_clips import MAIN_GENRES  # noqa: E402
 
 
 def track_key(file: str) -> str:
@@ -84,7 +86,6 @@ def main(argv: list[str] | None = None) -> None:
 
     import jukebox
     from jukebox.audio import load_audio
-    from jukebox.data.labels import Labeller
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -95,12 +96,12 @@ def main(argv: list[str] | None = None) -> None:
         excluded |= {track_key(r["file"]) for r in csv.DictReader(open(path, encoding="utf-8"))}
     genres = [g.lower() for g in args.genres]
     model = jukebox.load_model(args.model, device="cpu")
-    top = max(model.prior_levels)
+    top = model.top_level
     prior = model.prior(top)
     prior.eval()
     vocab = model.vocab()
     cfg = prior.config
-    labeller = Labeller(vocab, cfg.labels.max_bow_genre_size, cfg.lyrics.n_tokens, cfg.sample_length)
+    labeller = model.labeller(top)
     plan = json.loads(Path(args.plan).read_text(encoding="utf-8"))["genres"]
     known = {g: [a for a, _ in plan[g] if vocab.artist_id(a, warn=False) != 0] for g in genres}
     rep = {g: (known[g][0] if known[g] else "unknown") for g in genres}

@@ -36,6 +36,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,6 +68,19 @@ def vqvae_sha256(model_dir: Path) -> str:
     return h.hexdigest()
 
 
+def read_clips(clips_file: Path, model_dir: Path | None = None) -> tuple[dict, Any]:
+    """A ``PREFIX_clips.json`` file's info and its ``PREFIX_codes.npz`` (``level_L`` arrays); with ``model_dir``,
+    refuses clips whose codes another VQ-VAE made."""
+    if not clips_file.name.endswith("_clips.json") or not clips_file.exists():
+        raise SystemExit(f"error: {clips_file}: expected a PREFIX_clips.json file")
+    info = json.loads(clips_file.read_text(encoding="utf-8"))
+    if info.get("format") != FORMAT:
+        raise SystemExit(f"error: {clips_file} is not a conditioning-clips file")
+    if model_dir is not None and info.get("vqvae_sha256") != vqvae_sha256(model_dir):
+        raise SystemExit(f"error: the clips of {clips_file} were made with another VQ-VAE than {model_dir}'s")
+    return info, np.load(clips_file.with_name(clips_file.name[:-len("_clips.json")] + "_codes.npz"))
+
+
 def choose_items(plan: dict, genres: list[str], per_genre: int, artists_per_genre: int, known) -> list[dict]:
     """One {genre, artist} per clip: clip i of a genre gets the (i mod k)-th known planned artist of it.
 
@@ -93,7 +107,7 @@ def real_top_codes(model, corpus: Path, exclude: list[str], genres: list[str], p
 
     rows = list(csv.DictReader(open(corpus / "metadata.csv", encoding="utf-8")))
     excluded = {track_key(r["file"]) for p in exclude for r in csv.DictReader(open(p, encoding="utf-8"))}
-    top = max(model.prior_levels)
+    top = model.top_level
     hop = model.hop_lengths[top]
     length = model.sample_length(seconds)
     rng = np.random.default_rng(seed)
@@ -169,14 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     items = choose_items(plan, genres, args.per_genre, args.artists_per_genre, known)
     start_codes: dict[int, torch.Tensor] = {}
     if args.upsample:
-        src = Path(args.upsample)
-        src_info = json.loads(src.read_text(encoding="utf-8"))
-        if src_info.get("vqvae_sha256") != vqvae_sha256(model.model_dir.path):
-            raise SystemExit(f"error: {src} was made with another VQ-VAE")
-        top = max(model.prior_levels)
-        npz = np.load(src.with_name(src.name[:-len("_clips.json")] + "_codes.npz"))
+        src_info, npz = read_clips(Path(args.upsample), model.model_dir.path)
         items = src_info["items"]
-        start_codes = {top: torch.from_numpy(npz[f"level_{top}"].astype(np.int64))}
+        start_codes = {model.top_level: torch.from_numpy(npz[f"level_{model.top_level}"].astype(np.int64))}
         args.seconds = src_info["seconds"]
         args.total_seconds = src_info.get("total_seconds", args.total_seconds)
     elif args.real_top:
@@ -188,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     total_seconds = min(max(args.total_seconds, args.seconds), model.max_seconds)
     levels = sorted(args.levels or model.prior_levels, reverse=True)
     if args.real_top or args.upsample:
-        levels = [lvl for lvl in levels if lvl != max(model.prior_levels)]
+        levels = [lvl for lvl in levels if lvl != model.top_level]
     batch = args.batch or len(items)
     up_temp = args.temperature if args.upsampler_temperature is None else args.upsampler_temperature
     codes: dict[int, list[np.ndarray]] = defaultdict(list)
@@ -232,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
 
         opts = dict(items=[dict(lyrics="", **{k: it[k] for k in ("genre", "artist")}) for it in chunk],
                     total_seconds=total_seconds, seed=args.seed + b, guidance=args.guidance,
-                    temperature={lvl: (args.temperature if lvl == max(model.prior_levels) else up_temp)
+                    temperature={lvl: (args.temperature if lvl == model.top_level else up_temp)
                                  for lvl in levels},
                     levels=levels, alignment=False, upsample_mode="parallel", max_batch_size=args.max_batch_size,
                     decode=args.decode, on_level_done=level_done)
