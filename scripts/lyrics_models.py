@@ -286,11 +286,7 @@ def compact_alignment(jb: Any, items: Sequence[dict[str, Any]], z: torch.Tensor,
     from jukebox.sampling.pipeline import DEFAULT_HOP_FRACTIONS
 
     top = jb.top_level
-    length = jb.sample_length(seconds)
-    metas = [{"artist": it["artist"], "genre": it["genre"], "lyrics": it["lyrics"],
-              "total_length": max(length, int(round(it["total_seconds"] * jb.sample_rate))), "offset": 0}
-             for it in items]
-    lab = jb.labeller(top).batch_labels(metas, device=jb.device)
+    lab = jb.item_labels(top, items, jb.sample_length(seconds))
     aligns = lyric_alignment(jb.prior(top), z.to(jb.device), lab, jb.labeller(top), DEFAULT_HOP_FRACTIONS[top])
     out = {}
     for i, a in enumerate(aligns):

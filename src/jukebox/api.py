@@ -154,6 +154,22 @@ class Jukebox:
         self._labellers[level] = labeller
         return labeller
 
+    def item_labels(self, level: int, items: Sequence[Mapping[str, Any]], sample_length: int,
+                    total_length: int | None = None, warn: bool = True):
+        """The level's labels (:class:`~jukebox.data.labels.Labels`, ``y`` [B, label_width]) for songs starting at
+        offset 0 (None for a prior without labels). ``items``: {artist, genre, lyrics} each, with an optional
+        ``total_seconds`` (that song's length); the others get ``total_length`` samples (default:
+        ``sample_length``). ``warn``: warn about names the vocabulary lacks."""
+        labeller = self.labeller(level)
+        if labeller is None:
+            return None
+        total_length = sample_length if total_length is None else total_length
+        metas = [dict(artist=item["artist"], genre=item["genre"], lyrics=item["lyrics"], offset=0,
+                      total_length=total_length if item.get("total_seconds") is None else
+                      max(sample_length, int(round(item["total_seconds"] * self.sample_rate))))
+                 for item in items]
+        return labeller.batch_labels(metas, device=self.device, warn=warn)
+
     # ------------------------------------------------------------------ codec
     def encode(self, audio: torch.Tensor | np.ndarray, levels: int | None = None) -> dict[int, torch.Tensor]:
         """Audio [B, 1, T] (or [T]) at ``sample_rate`` -> codes {level: [B, T_l]}."""
@@ -311,17 +327,10 @@ class Jukebox:
         except ValueError as e:
             raise UsageError(str(e)) from None
 
-        metas = [dict(artist=item["artist"], genre=item["genre"], lyrics=item["lyrics"], offset=0,
-                      total_length=total_length if item.get("total_seconds") is None else
-                      max(sample_length, int(round(item["total_seconds"] * self.sample_rate))))
-                 for item in items]
-        labels = {}
-        for lvl in levels:
-            labeller = self.labeller(lvl)
-            # unknown names are reported once, by the highest level sampled (a lower level's vocabulary may lack
-            # names a fine-tuned top prior learned; they map to `unknown` there, the top level decides the style)
-            labels[lvl] = None if labeller is None else labeller.batch_labels(metas, device=self.device,
-                                                                               warn=lvl == levels[0])
+        # unknown names are reported once, by the highest level sampled (a lower level's vocabulary may lack
+        # names a fine-tuned top prior learned; they map to `unknown` there, the top level decides the style)
+        labels = {lvl: self.item_labels(lvl, items, sample_length, total_length, warn=lvl == levels[0])
+                  for lvl in levels}
 
         def label_fn(level: int, start: int):
             lab = labels[level]
