@@ -44,15 +44,10 @@ import sung_wer  # noqa: E402
 # ------------------------------------------------------------------------------------------------- helpers
 def heldout_songs(corpus: Path, n: int | None = None) -> list[dict[str, Any]]:
     """The held-out (``test``) songs' timing records, in song order (at most ``n``)."""
-    recs = []
-    for p in sorted((corpus / "timing").glob("song*.json")):
-        rec = json.loads(p.read_text())
-        if rec["split"] == "test":
-            rec["id"] = p.stem
-            recs.append(rec)
+    recs = _song_records(corpus, "test", n)
     if not recs:
         raise SystemExit(f"error: {corpus}/timing holds no held-out (test) songs")
-    return recs[:n] if n else recs
+    return recs
 
 
 def words_until(rec: dict[str, Any], seconds: float | None, start: float = 0.0) -> list[str]:
@@ -272,12 +267,7 @@ def proportional_alignment(n_chars: int, t_frames: int, sec_per_frame: float, to
 
 
 def _song_records(corpus: Path, split: str, n: int | None) -> list[dict[str, Any]]:
-    recs = []
-    for p in sorted((corpus / "timing").glob("song*.json")):
-        rec = json.loads(p.read_text())
-        if rec["split"] == split:
-            rec["id"] = p.stem
-            recs.append(rec)
+    recs = sung_wer.timing_records(corpus, split)
     return recs[:n] if n else recs
 
 

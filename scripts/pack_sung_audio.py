@@ -79,13 +79,11 @@ def write_metadata(path: Path, rows: Sequence[dict[str, str]]) -> None:
 
 def heldout_records(corpus: Path) -> list[dict[str, object]]:
     """The held-out songs' labels, lyrics and duration, from ``timing/<id>.json``."""
-    out = []
-    for p in sorted((corpus / "timing").glob("song*.json")):
-        rec = json.loads(p.read_text())
-        if rec["split"] == "test":
-            out.append({"id": p.stem, "artist": rec["artist"], "genre": rec["genre"], "lyrics": rec["lyrics"],
-                        "duration": rec["duration"]})
-    return out
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from sung_wer import timing_records
+
+    return [{k: rec[k] for k in ("id", "artist", "genre", "lyrics", "duration")}
+            for rec in timing_records(corpus, "test")]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -139,14 +139,22 @@ def _load(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int]:
     return x, sr
 
 
-def _corpus_items(corpus: Path, split: str, n: int, max_seconds: float | None, stems: Sequence[str]) -> list[dict]:
-    items = []
+def timing_records(corpus: Path, split: str = "all") -> list[dict]:
+    """The sung corpus's timing records (``timing/song*.json``: labels, lyrics, word timings) of ``split``
+    (``all``: every song), in song order, each with its ``id`` (the file's stem)."""
+    recs = []
     for p in sorted((corpus / "timing").glob("song*.json")):
         rec = json.loads(p.read_text())
-        if split != "all" and rec["split"] != split:
-            continue
+        if split == "all" or rec["split"] == split:
+            recs.append({**rec, "id": p.stem})
+    return recs
+
+
+def _corpus_items(corpus: Path, split: str, n: int, max_seconds: float | None, stems: Sequence[str]) -> list[dict]:
+    items = []
+    for rec in timing_records(corpus, split):
         words = [w["word"] for w in rec["words"] if max_seconds is None or w["end"] <= max_seconds]
-        sid = p.stem
+        sid = rec["id"]
         for stem in stems:
             path = corpus / rec["file"] if stem == "mix" else corpus / "stems" / stem / f"{sid}.flac"
             items.append({"song": sid, "kind": stem, "path": path, "reference": " ".join(words),
