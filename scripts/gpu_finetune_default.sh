@@ -3,6 +3,7 @@
 # machine (session 4's recipe; docs/default-model.md "v3"). Data travels in pieces of <= ~23 MiB (the tracked
 # model already makes the travelling tree 39 MiB) and is gathered in /tmp/d; the three trainings run in the
 # background (setsid) so they outlive the 10-minute command limit while later calls watch them.
+#   STAGE=split  (here, not on the GPU) split .pack into .packA/.packB (each <= ~23.5 MiB; metadata in .packA)
 #   STAGE=top    carry .whl .gpuin (level-2 code folder + earlier clip files): top prior, background
 #   STAGE=stash  carry .packA: the first half of the packed audio
 #   STAGE=up     carry .packB: second half; encode all levels once, then both upsamplers, background
@@ -39,6 +40,14 @@ up_train() {  # up_train LEVEL STEPS [--resume]
     --no-checkpoint-activations --device $DEV --no-progress "$@"
 }
 case "${STAGE:?}" in
+  split)
+    rm -rf .packA .packB && mkdir -p .packA/audio .packB/audio && cp .pack/metadata.csv .packA/
+    half=$(( $(du -sb .pack/audio | cut -f1) / 2 )); acc=0
+    for f in .pack/audio/*; do
+      sz=$(stat -c %s "$f"); if [ $((acc + sz)) -le $half ]; then acc=$((acc + sz)); cp "$f" .packA/audio/; else cp "$f" .packB/audio/; fi
+    done
+    du -sh .packA .packB
+    ;;
   top)
     cp -r $GPUIN/. $D/
     cp -r $SRC_MODEL $D/top
@@ -51,6 +60,8 @@ case "${STAGE:?}" in
   up)
     mkdir -p $D/pack && cp -r $PACK_B/. $D/pack/ && du -sh $D/pack && ls $D/pack/audio | wc -l
     cp -r $SRC_MODEL $D/up
+    # Keep only the metadata rows whose audio arrived (a run on one half of the pack).
+    python3 -c "import csv,os,sys; p=sys.argv[1]; r=list(csv.DictReader(open(p))); k=[x for x in r if os.path.exists(os.path.join(os.path.dirname(p), x['file']))]; w=csv.DictWriter(open(p+'.tmp','w',newline=''),fieldnames=list(r[0])); w.writeheader(); w.writerows(k); print(len(k),'of',len(r),'tracks')" $D/pack/metadata.csv && mv $D/pack/metadata.csv.tmp $D/pack/metadata.csv
     t0=$(date +%s)
     $J prepare --data $D/pack --model $D/up --codes $D/packcodes --device $DEV 2>&1 | tail -n 5
     echo "encoded in $(( $(date +%s) - t0 )) s"
