@@ -7,6 +7,7 @@
 #   STAGE=top    carry .whl .gpuin (level-2 code folder + earlier clip files): top prior, background
 #   STAGE=stash  carry .packA: the first half of the packed audio
 #   STAGE=up     carry .packB: second half; encode all levels once, then both upsamplers, background
+#                (v3 itself: PACK_B=.packA carried alone, after a lost first attempt: one half of the pack)
 #   STAGE=resume JOB=top|up1|up0 STEPS=N: stop that training and resume it with another step count
 #   STAGE=watch  sleep WATCH seconds, print the logs' tails
 #   STAGE=finish wait for the trainings, export fp16 weights, render conditioning clips, results to $OUT
@@ -65,7 +66,7 @@ case "${STAGE:?}" in
     t0=$(date +%s)
     $J prepare --data $D/pack --model $D/up --codes $D/packcodes --device $DEV 2>&1 | tail -n 5
     echo "encoded in $(( $(date +%s) - t0 )) s"
-    up_train 1 "${UP1_STEPS:-4000}"; up_train 0 "${UP0_STEPS:-6000}"
+    up_train 1 "${UP1_STEPS:-4000}"; up_train 0 "${UP0_STEPS:-4500}"
     sleep "${WATCH:-60}"; tails
     ;;
   resume)
@@ -94,7 +95,10 @@ case "${STAGE:?}" in
     tar -C $D -czf "$OUT/logs.tgz" logs
     # Clip sets, most wanted first; clips.tgz is rewritten after each, so a call that runs out of time keeps some.
     G="python3 scripts/gen_conditioning_clips.py -m $D/final --per-genre ${PER_GENRE:-12} --seconds ${CLIP_SECONDS:-8} --device $DEV --out $D/clips ${GEN_OPTS:---dtype bfloat16 --decode graph}"
-    pack() { tar -C $D -czf "$OUT/clips.tgz" clips; }
+    pack() {  # $OUT returns files of at most 16 MiB: 60-clip sets fit (~10 MB for six), 240-clip sets do not
+      tar -C $D -czf "$OUT/clips.tgz" clips
+      [ "$(stat -c %s "$OUT/clips.tgz")" -le 16000000 ] || echo "WARNING: clips.tgz is over 16 MiB and will not come back"
+    }
     $G --prefix v3_g3 --guidance 3 2>&1 | tail -n 1; pack
     # The new upsamplers on earlier top-level codes: the real-top control and v2's clips (W = 3).
     for C in ${UPSAMPLE_SRC-oracle_t08 ft2_g3}; do
