@@ -17,25 +17,27 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def pack_key(pack_file: str) -> str:
-    """The corpus path (without extension) of a pack file: ``audio/PKG__NAME.ogg`` -> ``PKG/NAME``."""
-    return pack_file.split("audio/", 1)[1].replace("__", "/").rsplit(".", 1)[0]
+from eval_label_likelihood import track_key  # noqa: E402
 
 
 def select(rows: list[dict], pack: set[str], hours_per_genre: float, seed: int) -> list[dict]:
-    """The subset, in the order it was chosen: rows of the training split, pack tracks first."""
+    """The subset, in the order it was chosen: rows of the training split, pack tracks first. ``pack``: the
+    pack's tracks as :func:`track_key` keys."""
     train = [r for r in rows if r["split"] == "train"]
     train = [train[i] for i in np.random.RandomState(seed).permutation(len(train))]
-    in_pack = [r for r in train if r["file"].rsplit(".", 1)[0] in pack]
-    order = in_pack + [r for r in train if r["file"].rsplit(".", 1)[0] not in pack]
+    packed = [track_key(r["file"]) in pack for r in train]
+    order = [r for r, p in zip(train, packed) if p] + [r for r, p in zip(train, packed) if not p]
+    n_packed = sum(packed)
     cap, total, chosen = hours_per_genre * 3600, {}, []
-    for r in order:
-        if total.get(r["genre"], 0.0) < cap or r["file"].rsplit(".", 1)[0] in pack:
+    for i, r in enumerate(order):
+        if i < n_packed or total.get(r["genre"], 0.0) < cap:
             chosen.append(r)
             total[r["genre"]] = total.get(r["genre"], 0.0) + float(r["seconds"])
     return chosen
@@ -54,7 +56,7 @@ def main() -> None:
     pack_csv = Path(args.pack) / "metadata.csv"
     if not pack_csv.exists():
         raise SystemExit(f"error: {pack_csv} not found: build the pack first (scripts/pack_training_audio.py)")
-    pack = {pack_key(r["file"]) for r in csv.DictReader(open(pack_csv, encoding="utf-8"))}
+    pack = {track_key(r["file"]) for r in csv.DictReader(open(pack_csv, encoding="utf-8"))}
     chosen = select(rows, pack, args.hours_per_genre, args.seed)
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"error: {out} is not empty: pass a new folder")
