@@ -61,8 +61,7 @@ case "${STAGE:?}" in
   up)
     mkdir -p $D/pack && cp -r $PACK_B/. $D/pack/ && du -sh $D/pack && ls $D/pack/audio | wc -l
     cp -r $SRC_MODEL $D/up
-    # Keep only the metadata rows whose audio arrived (a run on one half of the pack).
-    python3 -c "import csv,os,sys; p=sys.argv[1]; r=list(csv.DictReader(open(p))); k=[x for x in r if os.path.exists(os.path.join(os.path.dirname(p), x['file']))]; w=csv.DictWriter(open(p+'.tmp','w',newline=''),fieldnames=list(r[0])); w.writeheader(); w.writerows(k); print(len(k),'of',len(r),'tracks')" $D/pack/metadata.csv && mv $D/pack/metadata.csv.tmp $D/pack/metadata.csv
+    # With one half of the pack, prepare skips the metadata rows whose audio did not travel (and says so).
     t0=$(date +%s)
     $J prepare --data $D/pack --model $D/up --codes $D/packcodes --device $DEV 2>&1 | tail -n 5
     echo "encoded in $(( $(date +%s) - t0 )) s"
