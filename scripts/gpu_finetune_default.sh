@@ -4,13 +4,17 @@
 # model already makes the travelling tree 39 MiB) and is gathered in /tmp/d; the three trainings run in the
 # background (setsid) so they outlive the 10-minute command limit while later calls watch them.
 #   STAGE=split  (here, not on the GPU) split .pack into .packA/.packB (each <= ~23.5 MiB; metadata in .packA)
-#   STAGE=top    carry .whl .gpuin (level-2 code folder + earlier clip files): top prior, background
+#   STAGE=top    carry .whl .gpuin (level-2 code folder TOP_DATA + earlier clip files): top prior(s), background;
+#                TOPS="top:keep topd:0" trains one variant per NAME:ATTN_ORDER (keep = the prior's own attention
+#                pattern, 0 = dense; v4 compared the two), each in $D/NAME
 #   STAGE=stash  carry .packA: the first half of the packed audio
 #   STAGE=up     carry .packB: second half; encode all levels once, then both upsamplers, background
 #                (v3 itself: PACK_B=.packA carried alone, after a lost first attempt: one half of the pack)
-#   STAGE=resume JOB=top|up1|up0 STEPS=N: stop that training and resume it with another step count
+#   STAGE=resume RESUME="NAME=N ..." (NAME: a top variant, up1 or up0): stop those trainings and resume each
+#                with another step count (or JOB=NAME STEPS=N)
 #   STAGE=watch  sleep WATCH seconds, print the logs' tails
 #   STAGE=finish wait for the trainings, export fp16 weights, render conditioning clips, results to $OUT
+#                (FIN_IN=DIR: a carried folder of earlier clip files to upsample, e.g. the real-top control)
 set -uo pipefail
 shopt -s nullglob
 cd "$(dirname "$0")/.."
@@ -23,21 +27,27 @@ GPUIN=${GPUIN:-.gpuin}
 mkdir -p $D/logs
 SRC_MODEL=src/jukebox/assets/default_model
 TOP_STEPS=${TOP_STEPS:-4000}
+TOP_DATA=${TOP_DATA:-codes236}
+TOPS=${TOPS:-top:keep}
+TOP_BATCH=${TOP_BATCH:-32}
+UP_BATCH=${UP_BATCH:-32}
+UP_LEVELS=${UP_LEVELS:-1 0}
 
 bg() {  # bg NAME CMD...: run in its own session so it survives the end of this call
   local name=$1; shift
   setsid nohup "$@" > "$D/logs/$name.log" 2>&1 < /dev/null &
 }
 tails() { for f in $D/logs/*.log $D/logs/*.part; do echo "== $f"; grep -v Warning "$f" | grep -v "artist_id = " | tail -n 4; done; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; }
-top_train() {  # top_train [--resume]
-  bg top $J train prior --model $D/top --data $D/codes236 --level 2 --batch-size 32 --steps "$TOP_STEPS" \
-    --lr 2e-4 --warmup 100 --decay cosine --label-dropout 0.15 --labels-every-position --val-every 500 \
-    --save-every 250 --log-every 100 --workers 6 --device $DEV --no-progress "$@"
+top_train() {  # top_train NAME [--resume]
+  local name=$1; shift
+  bg $name $J train prior --model $D/$name --data $D/$TOP_DATA --level 2 --batch-size $TOP_BATCH --steps "$TOP_STEPS" \
+    --lr ${TOP_LR:-2e-4} --warmup ${TOP_WARMUP:-100} --decay cosine --label-dropout 0.15 --labels-every-position --val-every ${TOP_VAL_EVERY:-500} \
+    --save-every ${SAVE_EVERY:-250} --log-every 100 --workers 6 --device $DEV --no-progress "$@"
 }
 up_train() {  # up_train LEVEL STEPS [--resume]
   local L=$1 S=$2; shift 2
-  bg up$L $J train prior --model $D/up --data $D/packcodes --level $L --batch-size 32 --steps "$S" \
-    --lr 3e-4 --warmup 100 --decay cosine --val-every 1000 --save-every 250 --log-every 100 --workers 4 \
+  bg up$L $J train prior --model $D/up --data $D/packcodes --level $L --batch-size $UP_BATCH --steps "$S" \
+    --lr ${UP_LR:-3e-4} --warmup 100 --decay cosine --val-every 1000 --save-every ${SAVE_EVERY:-250} --log-every 100 --workers 4 \
     --no-checkpoint-activations --device $DEV --no-progress "$@"
 }
 case "${STAGE:?}" in
@@ -51,8 +61,15 @@ case "${STAGE:?}" in
     ;;
   top)
     cp -r $GPUIN/. $D/
-    cp -r $SRC_MODEL $D/top
-    top_train
+    for v in $TOPS; do
+      name=${v%%:*}; order=${v#*:}
+      mkdir -p $D/$name && cp -r $SRC_MODEL/. $D/$name/ && rm -rf $D/$name/prior_level_[01]
+      if [ "$order" != keep ]; then  # another attention pattern for the same weights (same parameter shapes)
+        python3 -c "import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['transformer']['attn_order']=int(sys.argv[2]); json.dump(c, open(p, 'w'), indent=1)" \
+          $D/$name/prior_level_2/config.json "$order"
+      fi
+      top_train $name
+    done
     sleep "${WATCH:-60}"; tails
     ;;
   stash)
@@ -65,16 +82,20 @@ case "${STAGE:?}" in
     t0=$(date +%s)
     $J prepare --data $D/pack --model $D/up --codes $D/packcodes --device $DEV 2>&1 | tail -n 5
     echo "encoded in $(( $(date +%s) - t0 )) s"
-    up_train 1 "${UP1_STEPS:-4000}"; up_train 0 "${UP0_STEPS:-4500}"
+    for L in $UP_LEVELS; do S=UP${L}_STEPS; up_train $L "${!S:-$([ $L = 1 ] && echo 4000 || echo 4500)}"; done
     sleep "${WATCH:-60}"; tails
     ;;
   resume)
-    # Change a running training's step count (the cosine schedule follows): stop it, resume from its last save.
-    # JOB=top|up1|up0 STEPS=N
-    L=${JOB#up}; [ "$JOB" = top ] && L=2
-    mv $D/logs/$JOB.log $D/logs/$JOB.$(date +%s).part
-    pkill -f "train prior .*--level $L " ; sleep 5
-    if [ "$JOB" = top ]; then TOP_STEPS=$STEPS top_train --resume; else up_train "$L" "$STEPS" --resume; fi
+    # Change running trainings' step counts (the cosine schedule follows): stop each, resume from its last save.
+    # RESUME="NAME=STEPS ..." (NAME: a top variant of TOPS, up1 or up0), or JOB=NAME STEPS=N for one
+    for js in ${RESUME:-$JOB=$STEPS}; do
+      job=${js%%=*}; n=${js#*=}
+      mv $D/logs/$job.log $D/logs/$job.$(date +%s).part
+      case "$job" in
+        up[01]) L=${job#up}; pkill -f "train prior --model $D/up .*--level $L "; sleep 3; up_train "$L" "$n" --resume ;;
+        *) pkill -f "train prior --model $D/$job "; sleep 3; TOP_STEPS=$n top_train "$job" --resume ;;
+      esac
+    done
     sleep "${WATCH:-30}"; tails
     ;;
   watch)
@@ -85,26 +106,43 @@ case "${STAGE:?}" in
     end=$(( $(date +%s) + ${FINISH_WAIT:-60} ))
     while pgrep -f "jukebox.cli.main train" > /dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 5; done
     pkill -f "jukebox.cli.main train"; sleep 3; tails
-    mkdir -p $D/final
-    python3 scripts/export_model.py $D/up $D/exp_up && python3 scripts/export_model.py $D/top $D/exp_top
-    cp -r $D/exp_up/. $D/final/ && rm -rf $D/final/prior_level_2 && cp -r $D/exp_top/prior_level_2 $D/final/
-    tar -C $D/final -cf "$OUT/top.tar" prior_level_2
-    tar -C $D/final -cf "$OUT/up1.tar" prior_level_1 model.json
-    tar -C $D/final -cf "$OUT/up0.tar" prior_level_0
-    tar -C $D -czf "$OUT/logs.tgz" logs
-    # Clip sets, most wanted first; clips.tgz is rewritten after each, so a call that runs out of time keeps some.
-    G="python3 scripts/gen_conditioning_clips.py -m $D/final --per-genre ${PER_GENRE:-12} --seconds ${CLIP_SECONDS:-8} --device $DEV --out $D/clips ${GEN_OPTS:---dtype bfloat16 --decode graph}"
-    pack() {  # $OUT returns files of at most 16 MiB: 60-clip sets fit (~10 MB for six), 240-clip sets do not
-      tar -C $D -czf "$OUT/clips.tgz" clips
-      [ "$(stat -c %s "$OUT/clips.tgz")" -le 16000000 ] || echo "WARNING: clips.tgz is over 16 MiB and will not come back"
-    }
-    $G --prefix v3_g3 --guidance 3 2>&1 | tail -n 1; pack
-    # The new upsamplers on earlier top-level codes: the real-top control and v2's clips (W = 3).
-    for C in ${UPSAMPLE_SRC-oracle_t08 ft2_g3}; do
-      $G --prefix ${C}_up3 --upsample $D/${C}_clips.json --upsampler-temperature 0.8 2>&1 | tail -n 1; pack
+    if [ -n "${FIN_IN:-}" ]; then cp -r "$FIN_IN"/. $D/; fi  # e.g. the real-top control's clip files
+    # One model per top-prior variant: the (fine-tuned) upsamplers + that top prior, in $D/final_NAME.
+    python3 scripts/export_model.py $D/up $D/exp_up
+    for L in $UP_LEVELS; do tar -C $D/exp_up -cf "$OUT/up$L.tar" prior_level_$L; done
+    names=""
+    for v in $TOPS; do
+      name=${v%%:*}; names="$names $name"
+      python3 scripts/export_model.py $D/$name $D/exp_$name
+      rm -rf $D/final_$name && cp -r $D/exp_up $D/final_$name && rm -rf $D/final_$name/prior_level_2
+      cp -r $D/exp_$name/prior_level_2 $D/final_$name/
+      tar -C $D/final_$name -cf "$OUT/$name.tar" prior_level_2
     done
-    $G --prefix v3_g3_t08 --guidance 3 --upsampler-temperature 0.8 --seed 1 2>&1 | tail -n 1; pack
-    for W in 2 4; do $G --prefix v3_g$W --guidance $W --levels 2 2>&1 | tail -n 1; pack; done
+    tar -C $D -czf "$OUT/logs.tgz" logs
+    # Clip sets (PER_GENRE=48: 240 clips, the size the judges need), one file per set: $OUT returns files of at
+    # most 16 MiB, and a 240-clip set with level-0 codes is ~10 MB.
+    G="python3 scripts/gen_conditioning_clips.py --per-genre ${PER_GENRE:-12} --seconds ${CLIP_SECONDS:-8} --device $DEV ${GEN_OPTS:---dtype bfloat16 --decode graph}"
+    pack() {  # pack FILE PREFIX...: the clip files of those sets into $OUT/FILE
+      local f=$1; shift; local files=()
+      for p in "$@"; do files+=("${p}_clips.json" "${p}_codes.npz"); done
+      tar -C $D/clips -czf "$OUT/$f" "${files[@]}"
+      [ "$(stat -c %s "$OUT/$f")" -le 16000000 ] || echo "WARNING: $f is over 16 MiB and will not come back"
+    }
+    for name in $names; do
+      $G -m $D/final_$name --out $D/clips --prefix ${name}_g3 --guidance 3 --upsampler-temperature 0.8 2>&1 | tail -n 1
+      pack clips_$name.tgz ${name}_g3
+    done
+    # Small sets together: the new upsamplers on earlier top-level codes (the real-top control), level-2 drafts.
+    extra=()
+    first=${names# }; first=${first%% *}
+    for C in ${UPSAMPLE_SRC-oracle_t08}; do
+      $G -m $D/final_$first --out $D/clips --prefix ${C}_up4 --upsample $D/${C}_clips.json --upsampler-temperature 0.8 2>&1 | tail -n 1
+      extra+=(${C}_up4)
+    done
+    for name in $names; do
+      $G -m $D/final_$name --out $D/clips --prefix ${name}_g5 --guidance 5 --levels 2 2>&1 | tail -n 1; extra+=(${name}_g5)
+    done
+    pack clips_extra.tgz "${extra[@]}"
     ls -la "$OUT"
     ;;
 esac
