@@ -15,6 +15,12 @@
 #   STAGE=watch  sleep WATCH seconds, print the logs' tails
 #   STAGE=finish wait for the trainings, export fp16 weights, render conditioning clips, results to $OUT
 #                (FIN_IN=DIR: a carried folder of earlier clip files to upsample, e.g. the real-top control)
+# Session 5 (v4, not shipped; docs/default-model.md "v4"), every call with the same exports:
+#   export TOPS="top:keep topd:0" TOP_DATA=codes337 TOP_BATCH=64 TOP_LR=3e-4 TOP_WARMUP=200 UP_LEVELS=0 \
+#     UP_BATCH=64 UP_LR=2e-4 SAVE_EVERY=100
+#   TOP_STEPS=6000 STAGE=top (carry .whl .gpuin); STAGE=stash (.packA); UP0_STEPS=8000 STAGE=up (.packB);
+#   RESUME="top=8000 topd=8000 up0=8400" STAGE=resume; a watch; TOPS=top:keep PER_GENRE=48 FIN_IN=.gpuin2
+#   STAGE=finish (.gpuin2: the real-top control's clip files). Three trainings at batch 64: 1.2 M tokens/s in all.
 set -uo pipefail
 shopt -s nullglob
 cd "$(dirname "$0")/.."

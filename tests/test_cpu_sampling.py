@@ -113,7 +113,7 @@ def test_model_sampling_defaults(tmp_path):
     make_tiny_model_dir(tmp_path / "m")
     jb = Jukebox(ModelDir(tmp_path / "m"), device="cpu")
     assert jb.sampling_defaults == {"upsample_mode": "sequential", "decode": "eager", "draw": "multinomial",
-                                    "chunk_size": 32, "guidance": 1.0}
+                                    "chunk_size": 32, "guidance": 1.0, "temperature": 1.0}
     meta = tmp_path / "m" / "model.json"
     info = json.loads(meta.read_text())
     info["sampling"] = {"upsample_mode": "parallel", "draw": "cdf", "chunk_size": 64, "decode": "int8", "other": 1}
@@ -130,6 +130,48 @@ def test_model_sampling_defaults(tmp_path):
     if default_model_path() is not None:
         defaults = Jukebox(ModelDir(default_model_path()), device="cpu").sampling_defaults
         assert defaults["draw"] == "cdf" and defaults["upsample_mode"] == "parallel"
+
+
+def test_model_temperature_defaults(tmp_path):
+    """``model.json`` may give the measured best temperature per level (a list indexed by level): calls and the CLI
+    without a temperature use it, an explicit one wins, and an invalid entry falls back to 1.0."""
+    import json
+    import subprocess
+    import sys
+
+    from jukebox.api import Jukebox, default_model_path
+    from jukebox.checkpoint.model_dir import ModelDir
+    from jukebox.testing import make_tiny_model_dir
+
+    make_tiny_model_dir(tmp_path / "m")
+    meta = tmp_path / "m" / "model.json"
+    info = json.loads(meta.read_text())
+    for bad in ([0.8, "hot", 1.0], -1, [], True):
+        info["sampling"] = {"temperature": bad}
+        meta.write_text(json.dumps(info))
+        assert Jukebox(ModelDir(tmp_path / "m"), device="cpu").sampling_defaults["temperature"] == 1.0
+    info["sampling"] = {"temperature": [0.7, 0.8, 0.9]}
+    meta.write_text(json.dumps(info))
+    jb = Jukebox(ModelDir(tmp_path / "m"), device="cpu")
+    assert jb.sampling_defaults["temperature"] == {0: 0.7, 1: 0.8, 2: 0.9}
+    seconds = 2 * 32 * 8 * 4 / jb.sample_rate
+    out = jb.generate(seconds=seconds, seed=0, alignment=False)
+    assert {lvl: s["temperature"] for lvl, s in out.settings["per_level"].items()} == {0: 0.7, 1: 0.8, 2: 0.9}
+    top = jb.generate(seconds=seconds, seed=0, alignment=False, levels=[2])
+    same = jb.generate(seconds=seconds, seed=0, alignment=False, levels=[2], temperature=0.9)
+    assert torch.equal(top.codes[2], same.codes[2])  # the default is the model's 0.9 at level 2
+    cold = jb.generate(seconds=seconds, seed=0, alignment=False, levels=[2], temperature=0.01)
+    assert cold.settings["per_level"][2]["temperature"] == 0.01
+    assert not torch.equal(cold.codes[2], top.codes[2])  # an explicit temperature wins (near-greedy here)
+    r = subprocess.run([sys.executable, "-m", "jukebox.cli.main", "sample", "-m", str(tmp_path / "m"), "--seconds",
+                        str(seconds), "--levels", "2", "--seed", "0", "-o", str(tmp_path / "o"), "--quiet",
+                        "--device", "cpu"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    saved = json.loads((tmp_path / "o" / "metadata.json").read_text())
+    assert saved["settings"]["per_level"]["2"]["temperature"] == 0.9
+    if default_model_path() is not None:
+        t = Jukebox(ModelDir(default_model_path()), device="cpu").sampling_defaults["temperature"]
+        assert t == {0: 0.8, 1: 0.8, 2: 0.98}
 
 
 def test_channels_last_decode_in_pieces_equals_one_piece():

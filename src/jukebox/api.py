@@ -59,6 +59,18 @@ def _per_level(value: PerLevel, levels: Sequence[int], default: float) -> dict[i
     return {lvl: seq[lvl] for lvl in levels}
 
 
+def _temperature_default(value: Any) -> float | dict[int, float]:
+    """A ``model.json`` sampling temperature (one number, or a list indexed by level) if valid, else 1.0."""
+    def ok(t: Any) -> bool:
+        return isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 10
+
+    if ok(value):
+        return float(value)
+    if isinstance(value, list) and value and all(ok(t) for t in value):
+        return {lvl: float(t) for lvl, t in enumerate(value)}
+    return 1.0
+
+
 class Jukebox:
     """A loaded model directory: the VQ-VAE plus whatever priors exist, on one device.
 
@@ -85,12 +97,14 @@ class Jukebox:
 
     @property
     def sampling_defaults(self) -> dict[str, Any]:
-        """``upsample_mode``, ``decode``, ``draw``, ``chunk_size`` and ``guidance`` used when a call does not give
-        them: the ``sampling`` entry of the model's ``model.json`` where it has them (the embedded default model
-        asks for the fast ``parallel``, ``int8`` (CPU; ``eager`` elsewhere), ``cdf`` and one-chunk prefills), else
-        the original's order, draw and chunks (``sequential``, ``eager``, ``multinomial``, 32), so imported OpenAI
-        models reproduce the original's samples. ``guidance`` (top level; 1 = off) is the model's measured best
-        classifier-free guidance scale, for priors trained with label dropout."""
+        """``upsample_mode``, ``decode``, ``draw``, ``chunk_size``, ``guidance`` and ``temperature`` used when a
+        call does not give them: the ``sampling`` entry of the model's ``model.json`` where it has them (the
+        embedded default model asks for the fast ``parallel``, ``int8`` (CPU; ``eager`` elsewhere), ``cdf`` and
+        one-chunk prefills), else the original's order, draw and chunks (``sequential``, ``eager``,
+        ``multinomial``, 32), so imported OpenAI models reproduce the original's samples. ``guidance`` (top
+        level; 1 = off) is the model's measured best classifier-free guidance scale, for priors trained with label
+        dropout. ``temperature``: 1.0, or the model's measured best per level (``model.json`` gives one number or
+        a list indexed by level, e.g. ``[0.8, 0.8, 0.98]``); returned as a number or a {level: T} dict."""
         from .prior.sampler import DECODE_MODES
 
         given = self.model_dir.info.get("sampling")
@@ -105,6 +119,7 @@ class Jukebox:
             out["chunk_size"] = size
         g = given.get("guidance")
         out["guidance"] = float(g) if isinstance(g, (int, float)) and not isinstance(g, bool) and 0 <= g <= 20 else 1.0
+        out["temperature"] = _temperature_default(given.get("temperature"))
         return out
 
     # ------------------------------------------------------------------ components
@@ -314,7 +329,7 @@ class Jukebox:
                 raise UsageError(f"upsampling level {lvl} needs at least {need / self.sample_rate:.2f} s of audio "
                                  f"(one context of {cfg.n_ctx} tokens); ask for more seconds or stop at a higher "
                                  "level with levels=...")
-        temps = _per_level(temperature, levels, 1.0)
+        temps = _per_level(defaults["temperature"] if temperature is None else temperature, levels, 1.0)
         ks = _per_level(top_k, levels, 0)
         ps = _per_level(top_p, levels, 0.0)
         hops = _per_level(hop_fraction, levels, 0.5)
@@ -380,7 +395,7 @@ class Jukebox:
 
     def generate(self, artist: str = "unknown", genre: str = "unknown", lyrics: str = "", seconds: float = 5.0,
                  total_seconds: float | None = None, n_samples: int = 1,
-                 items: Sequence[Mapping[str, str]] | None = None, temperature: PerLevel = 1.0,
+                 items: Sequence[Mapping[str, str]] | None = None, temperature: PerLevel = None,
                  top_k: PerLevel = 0, top_p: PerLevel = 0.0, seed: int | None = None,
                  levels: Sequence[int] | None = None, hop_fraction: PerLevel = None, chunk_size: int | None = None,
                  max_batch_size: int = 16, progress: ProgressFn | None = None,
@@ -401,7 +416,8 @@ class Jukebox:
         ``"cdf"`` (one uniform per token, much cheaper on a CPU). ``upsample_mode``, ``decode``, ``draw`` and
         ``chunk_size`` default to the model's :attr:`sampling_defaults`. ``guidance``: classifier-free guidance
         scale of the top level (1: off; larger follows artist and genre more closely; needs a prior trained with
-        label dropout; default: the model's own, see :attr:`sampling_defaults`).
+        label dropout; default: the model's own, see :attr:`sampling_defaults`). ``temperature``: one value, a
+        list indexed by level or a {level: T} mapping (default: the model's own, 1.0 where it gives none).
         """
         if n_samples < 1:
             raise UsageError(f"n_samples must be >= 1, got {n_samples}")
@@ -488,7 +504,7 @@ class Jukebox:
 
 #: Sampling options ``continue_`` and ``upsample`` take as keyword arguments, with their defaults.
 _SAMPLING_DEFAULTS: dict[str, Any] = dict(
-    temperature=1.0, top_k=0, top_p=0.0, hop_fraction=None, chunk_size=None, max_batch_size=16, seed=None,
+    temperature=None, top_k=0, top_p=0.0, hop_fraction=None, chunk_size=None, max_batch_size=16, seed=None,
     progress=None, on_level_done=None, alignment=True, upsample_mode=None, decode=None, draw=None, guidance=None)
 
 

@@ -52,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             if vocab is not None and artist.lower() not in vocab.list_artists():
                 artist, genre = "unknown", "unknown"
             t0 = time.perf_counter()
-            gen = model.generate(artist=artist, genre=genre, seconds=5.0, seed=0, temperature=0.98,
-                                 upsample_mode="parallel")
+            gen = model.generate(artist=artist, genre=genre, seconds=5.0, seed=0, upsample_mode="parallel")
             jukebox.save_audio(gen.audio[0], out, model.sample_rate, force=True)
             print(f"wrote {out}: 5 s of music by the embedded default model (artist {artist!r}, genre {genre!r}), "
                   f"generated in {time.perf_counter() - t0:.1f} s")

@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="song length the timing labels describe (default: --seconds)")
     p.add_argument("--n-samples", type=int, default=1, help="number of songs")
     p.add_argument("--temperature", type=_floats, default=None,
-                   help="sampling temperature: one value, or per level as T0,T1,T2 (default 1.0; 0.99 is typical)")
+                   help="sampling temperature: one value, or per level as T0,T1,T2 (default: the model's own from "
+                        "its model.json, e.g. 0.8,0.8,0.98 for the embedded model; 1.0 where it gives none)")
     p.add_argument("--top-k", type=_ints, default=None, help="top-k filtering (0: off), one value or per level")
     p.add_argument("--top-p", type=_floats, default=None, help="nucleus filtering (0: off), one value or per level")
     p.add_argument("--hop-fraction", type=_floats, default=None,
@@ -280,8 +281,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
                   levels=request["levels"], chunk_size=request["chunk_size"],
                   max_batch_size=request["max_batch_size"], progress=bars, on_level_done=on_level_done,
                   alignment=not args.no_alignment, guidance=request.get("guidance"))
-    if common["temperature"] is None:
-        common["temperature"] = 1.0
     labels = dict(artist=request["artist"], genre=request["genre"], lyrics=request["lyrics"],
                   items=request["items"])
     mode = request["mode"]
