@@ -246,6 +246,24 @@ def test_real_jobs_generate_continue_upsample_prompt(tiny_lyrics, tmp_path):
         q.close()
 
 
+def test_page_temperature_is_the_top_levels_when_the_model_has_its_own(tmp_path):
+    """A model with per-level temperatures in model.json (the embedded one): the page's temperature sets the top
+    level and the upsamplers keep the model's; without them it applies to every level."""
+    md = make_tiny_model_dir(tmp_path / "m")
+    meta = md.path / "model.json"
+    for own, want in (([0.7, 0.8, 0.9], {0: 0.7, 1: 0.8, 2: 0.5}), (None, {0: 0.5, 1: 0.5, 2: 0.5})):
+        info = json.loads(meta.read_text())
+        info["sampling"] = {} if own is None else {"temperature": own}
+        meta.write_text(json.dumps(info))
+        q = JobQueue(load_model(md.path, device="cpu"), tmp_path / f"results{own is None}")
+        try:
+            job = q.submit(JobRequest(seconds=0.05, temperature=0.5, seed=0))
+            assert q.wait(job.id, 60).status == "done", job.error
+            assert {int(k): v["temperature"] for k, v in job.settings["per_level"].items()} == want
+        finally:
+            q.close()
+
+
 def test_cancel_a_real_job_midway(tiny_lyrics, tmp_path):
     q = JobQueue(tiny_lyrics, tmp_path / "results")
     try:

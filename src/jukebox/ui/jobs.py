@@ -452,7 +452,11 @@ def run_job(model: Any, job: Job, out: Path, progress: Callable[[int, int, int],
         if level <= lowest:
             job.stage = "decoding"
 
-    opts: dict[str, Any] = dict(temperature=r.temperature, top_k=r.top_k, top_p=r.top_p, seed=r.seed,
+    # The page's one temperature is the top level's where the model gives its own per-level temperatures (the
+    # embedded model's upsamplers sample best cooler); else it applies to every level.
+    own = model.sampling_defaults["temperature"]
+    temperature: Any = {**own, model.top_level: r.temperature} if isinstance(own, dict) else r.temperature
+    opts: dict[str, Any] = dict(temperature=temperature, top_k=r.top_k, top_p=r.top_p, seed=r.seed,
                                 levels=r.levels, progress=progress, on_level_done=on_level_done)
     if r.action == "generate" and (out / "prompt.wav").is_file():
         from ..audio import load_audio
