@@ -140,7 +140,7 @@ case "${STAGE:?}" in
     done
     # Small sets together: the new upsamplers on earlier top-level codes (the real-top control), level-2 drafts.
     extra=()
-    first=${names# }; first=${first%% *}
+    first=${TOPS%%:*}  # the first variant's name
     for C in ${UPSAMPLE_SRC-oracle_t08}; do
       $G -m $D/final_$first --out $D/clips --prefix ${C}_up4 --upsample $D/${C}_clips.json --upsampler-temperature 0.8 2>&1 | tail -n 1
       extra+=(${C}_up4)

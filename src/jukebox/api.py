@@ -59,10 +59,15 @@ def _per_level(value: PerLevel, levels: Sequence[int], default: float) -> dict[i
     return {lvl: seq[lvl] for lvl in levels}
 
 
+def _is_number(value: Any) -> bool:
+    """An int or float from JSON or a caller, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _temperature_default(value: Any) -> float | dict[int, float]:
     """A ``model.json`` sampling temperature (one number, or a list indexed by level) if valid, else 1.0."""
     def ok(t: Any) -> bool:
-        return isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 10
+        return _is_number(t) and 0 < t <= 10
 
     if ok(value):
         return float(value)
@@ -118,7 +123,7 @@ class Jukebox:
         if isinstance(size, int) and not isinstance(size, bool) and size >= 1:
             out["chunk_size"] = size
         g = given.get("guidance")
-        out["guidance"] = float(g) if isinstance(g, (int, float)) and not isinstance(g, bool) and 0 <= g <= 20 else 1.0
+        out["guidance"] = float(g) if _is_number(g) and 0 <= g <= 20 else 1.0
         out["temperature"] = _temperature_default(given.get("temperature"))
         return out
 
@@ -228,7 +233,7 @@ class Jukebox:
                     raise UsageError(f"the {key} of item {i} is not valid Unicode text; pass UTF-8") from None
             if item.get("total_seconds") is not None:
                 ts = item["total_seconds"]
-                if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+                if not _is_number(ts):
                     raise UsageError(f"the total_seconds of item {i} must be a number, got {ts!r}")
                 entry["total_seconds"] = self._check_seconds(float(ts), f"total_seconds of item {i}")
             out.append(entry)
