@@ -139,6 +139,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="temperature of the upsampler levels (default: --temperature)")
     ap.add_argument("--guidance", type=float, default=None,
                     help="classifier-free guidance of the top level (default: the model's)")
+    ap.add_argument("--upsampler-guidance", type=float, default=None,
+                    help="classifier-free guidance of the upsamplers too (for upsamplers trained with label dropout; "
+                         "default: the model's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=0, help="clips per generate call (default: all at once)")
     ap.add_argument("--max-batch-size", type=int, default=512, help="rows per sampler call (windows x clips)")
@@ -200,6 +203,11 @@ def main(argv: list[str] | None = None) -> None:
         levels = [lvl for lvl in levels if lvl != model.top_level]
     batch = args.batch or len(items)
     up_temp = args.temperature if args.upsampler_temperature is None else args.upsampler_temperature
+    guidance = args.guidance
+    if args.upsampler_guidance is not None:  # one scale for the top level (given or the model's), one for the rest
+        g = model.sampling_defaults["guidance"] if guidance is None else guidance
+        g_top = g.get(model.top_level, 1.0) if isinstance(g, dict) else g
+        guidance = {lvl: g_top if lvl == model.top_level else args.upsampler_guidance for lvl in model.prior_levels}
     codes: dict[int, list[np.ndarray]] = defaultdict(list)
     reports = []
     t_load = time.perf_counter() - t0
@@ -218,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
             "hop_lengths": list(model.hop_lengths), "levels": done_levels, "model": str(model.model_dir.path),
             "vqvae_sha256": sha,
             "settings": {"temperature": args.temperature, "upsampler_temperature": up_temp,
-                         "guidance": model.sampling_defaults["guidance"] if args.guidance is None else args.guidance,
+                         "guidance": model.sampling_defaults["guidance"] if guidance is None else guidance,
                          "seed": args.seed, "batch": batch, "dtype": args.dtype,
                          "decode": args.decode, "device": str(model.device), "upsample_mode": "parallel",
                          "levels_requested": levels},
@@ -240,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
             write(b + len(chunk), sorted(level_seconds, reverse=True))
 
         opts = dict(items=[dict(lyrics="", **{k: it[k] for k in ("genre", "artist")}) for it in chunk],
-                    total_seconds=total_seconds, seed=args.seed + b, guidance=args.guidance,
+                    total_seconds=total_seconds, seed=args.seed + b, guidance=guidance,
                     temperature={lvl: (args.temperature if lvl == model.top_level else up_temp)
                                  for lvl in levels},
                     levels=levels, alignment=False, upsample_mode="parallel", max_batch_size=args.max_batch_size,

@@ -54,7 +54,7 @@ up_train() {  # up_train LEVEL STEPS [--resume]
   local L=$1 S=$2; shift 2
   bg up$L $J train prior --model $D/up --data $D/packcodes --level $L --batch-size $UP_BATCH --steps "$S" \
     --lr ${UP_LR:-3e-4} --warmup 100 --decay cosine --val-every 1000 --save-every ${SAVE_EVERY:-250} --log-every 100 --workers 4 \
-    --no-checkpoint-activations --device $DEV --no-progress "$@"
+    --no-checkpoint-activations --device $DEV --no-progress ${UP_OPTS:-} "$@"
 }
 case "${STAGE:?}" in
   split)
@@ -119,10 +119,14 @@ case "${STAGE:?}" in
     names=""
     for v in $TOPS; do
       name=${v%%:*}; names="$names $name"
-      python3 scripts/export_model.py $D/$name $D/exp_$name
       rm -rf $D/final_$name && cp -r $D/exp_up $D/final_$name && rm -rf $D/final_$name/prior_level_2
-      cp -r $D/exp_$name/prior_level_2 $D/final_$name/
-      tar -C $D/final_$name -cf "$OUT/$name.tar" prior_level_2
+      if [ -d $D/$name ]; then  # a top prior trained in this run
+        python3 scripts/export_model.py $D/$name $D/exp_$name
+        cp -r $D/exp_$name/prior_level_2 $D/final_$name/
+        tar -C $D/final_$name -cf "$OUT/$name.tar" prior_level_2
+      else  # no top-prior training (e.g. TOPS=ship:keep): the shipped top prior with the new upsamplers
+        cp -r $SRC_MODEL/prior_level_2 $D/final_$name/
+      fi
     done
     tar -C $D -czf "$OUT/logs.tgz" logs
     # Clip sets (PER_GENRE=48: 240 clips, the size the judges need), one file per set: $OUT returns files of at
@@ -135,6 +139,14 @@ case "${STAGE:?}" in
       [ "$(stat -c %s "$OUT/$f")" -le 16000000 ] || echo "WARNING: $f is over 16 MiB and will not come back"
     }
     for name in $names; do
+      if [ -n "${UP_GUIDES:-}" ]; then  # upsamplers trained with label dropout: one set per upsampler guidance
+        for w in $UP_GUIDES; do
+          $G -m $D/final_$name --out $D/clips --prefix ${name}_g3_ug$w --guidance 3 --upsampler-guidance $w \
+            --upsampler-temperature 0.8 2>&1 | tail -n 1
+          pack clips_${name}_ug$w.tgz ${name}_g3_ug$w
+        done
+        continue
+      fi
       $G -m $D/final_$name --out $D/clips --prefix ${name}_g3 --guidance 3 --upsampler-temperature 0.8 2>&1 | tail -n 1
       pack clips_$name.tgz ${name}_g3
     done
@@ -142,10 +154,13 @@ case "${STAGE:?}" in
     extra=()
     first=${TOPS%%:*}  # the first variant's name
     for C in ${UPSAMPLE_SRC-oracle_t08}; do
-      $G -m $D/final_$first --out $D/clips --prefix ${C}_up4 --upsample $D/${C}_clips.json --upsampler-temperature 0.8 2>&1 | tail -n 1
-      extra+=(${C}_up4)
+      for w in ${UP_GUIDES:-1}; do
+        $G -m $D/final_$first --out $D/clips --prefix ${C}_up_ug$w --upsample $D/${C}_clips.json --upsampler-guidance $w \
+          --upsampler-temperature 0.8 2>&1 | tail -n 1
+        extra+=(${C}_up_ug$w)
+      done
     done
-    for name in $names; do
+    for name in ${L2_DRAFTS-$names}; do
       $G -m $D/final_$name --out $D/clips --prefix ${name}_g5 --guidance 5 --levels 2 2>&1 | tail -n 1; extra+=(${name}_g5)
     done
     pack clips_extra.tgz "${extra[@]}"

@@ -115,3 +115,48 @@ def test_items_carry_their_own_total_seconds(tiny, tmp_path, monkeypatch):
     from jukebox.cli.sample import _read_batch
 
     assert _read_batch(str(batch)) == [{"artist": "unknown", "total_seconds": 4.0}, {"genre": "unknown"}]
+
+
+def test_upsampler_guidance_per_level(tiny, tmp_path):
+    """``guidance`` as {level: w} guides upsamplers too (w = 1 there is plain sampling, other w change the codes);
+    ``model.json`` may give a list indexed by level, and an invalid entry falls back to 1 (off)."""
+    from jukebox.api import load_model
+    from jukebox.errors import UsageError
+
+    md, _, _ = tiny
+    meta = md.path / "model.json"
+    info = json.loads(meta.read_text())
+    saved_sampling = info.get("sampling")
+    try:
+        jb = load_model(md.path, device="cpu")
+        for lvl in (0, 1):
+            up = jb.prior(lvl)
+            assert up.label_conditioner is not None
+            with torch.no_grad():  # make the labels matter in the upsamplers as well
+                up.label_conditioner.artist_emb.weight.normal_(0, 1.0)
+                up.label_conditioner.genre_emb.weight.normal_(0, 1.0)
+        seconds = 2 * 32 * 8 * 4 / jb.sample_rate
+        vocab = jb.vocab()
+        kw = dict(artist=vocab.list_artists()[1], genre=vocab.list_genres()[1], alignment=False)
+        top = jb.generate(seconds=seconds, seed=0, levels=[2], **kw).codes[2]
+        plain = jb.upsample({2: top}, seed=1, guidance=1.0, **kw)
+        same = jb.upsample({2: top}, seed=1, guidance={0: 1.0, 1: 1.0}, **kw)
+        guided = jb.upsample({2: top}, seed=1, guidance={0: 4.0, 1: 4.0}, **kw)
+        assert torch.equal(plain.codes[0], same.codes[0]) and torch.equal(plain.codes[1], same.codes[1])
+        assert not torch.equal(plain.codes[1], guided.codes[1])
+        assert {lvl: s["guidance"] for lvl, s in guided.settings["per_level"].items()} == {0: 4.0, 1: 4.0}
+        with pytest.raises(UsageError, match="level 0"):
+            jb.upsample({2: top}, guidance={0: 25.0}, **kw)
+        for bad, want in (([2.0, "x", 3.0], 1.0), ([], 1.0), ([2.0, 1.5, 3.0], {0: 2.0, 1: 1.5, 2: 3.0})):
+            info["sampling"] = {"guidance": bad}
+            meta.write_text(json.dumps(info))
+            assert load_model(md.path, device="cpu").sampling_defaults["guidance"] == want
+        full = load_model(md.path, device="cpu").generate(seconds=seconds, seed=0, **kw)
+        assert {lvl: s["guidance"] for lvl, s in full.settings["per_level"].items()} == {0: 2.0, 1: 1.5, 2: 3.0}
+        assert full.settings["guidance"] == 3.0
+    finally:
+        if saved_sampling is None:
+            info.pop("sampling", None)
+        else:
+            info["sampling"] = saved_sampling
+        meta.write_text(json.dumps(info))

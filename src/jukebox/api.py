@@ -76,6 +76,32 @@ def _temperature_default(value: Any) -> float | dict[int, float]:
     return 1.0
 
 
+def _guidance_default(value: Any) -> float | dict[int, float]:
+    """A ``model.json`` guidance scale if valid, else 1.0 (off): one number (the top level's) or a list indexed
+    by level (upsamplers too, for upsamplers trained with label dropout)."""
+    def ok(g: Any) -> bool:
+        return _is_number(g) and 0 <= g <= 20
+
+    if ok(value):
+        return float(value)
+    if isinstance(value, list) and value and all(ok(g) for g in value):
+        return {lvl: float(g) for lvl, g in enumerate(value)}
+    return 1.0
+
+
+def _guidance_per_level(guidance: float | Mapping[int, float], levels: Sequence[int], top: int) -> dict[int, float]:
+    """{level: w} for the sampled ``levels``: a number guides the top level only, a {level: w} mapping each level
+    it names (the others 1 = off)."""
+    if isinstance(guidance, Mapping):
+        out = {lvl: guidance.get(lvl, 1.0) for lvl in levels}
+    else:
+        out = {lvl: guidance if lvl == top else 1.0 for lvl in levels}
+    for lvl, g in out.items():
+        if not _is_number(g) or not 0.0 <= g <= 20.0:
+            raise UsageError(f"guidance must be between 0 and 20 (1 = off), got {g!r} for level {lvl}")
+    return {lvl: float(g) for lvl, g in out.items()}
+
+
 class Jukebox:
     """A loaded model directory: the VQ-VAE plus whatever priors exist, on one device.
 
@@ -106,10 +132,12 @@ class Jukebox:
         call does not give them: the ``sampling`` entry of the model's ``model.json`` where it has them (the
         embedded default model asks for the fast ``parallel``, ``int8`` (CPU; ``eager`` elsewhere), ``cdf`` and
         one-chunk prefills), else the original's order, draw and chunks (``sequential``, ``eager``,
-        ``multinomial``, 32), so imported OpenAI models reproduce the original's samples. ``guidance`` (top
-        level; 1 = off) is the model's measured best classifier-free guidance scale, for priors trained with label
-        dropout. ``temperature``: 1.0, or the model's measured best per level (``model.json`` gives one number or
-        a list indexed by level, e.g. ``[0.8, 0.8, 0.98]``); returned as a number or a {level: T} dict."""
+        ``multinomial``, 32), so imported OpenAI models reproduce the original's samples. ``guidance`` (1 = off)
+        is the model's measured best classifier-free guidance scale, for priors trained with label dropout:
+        ``model.json`` gives one number (the top level's) or a list indexed by level; returned as a number (top
+        level only) or a {level: w} dict. ``temperature``: 1.0, or the model's measured best per level
+        (``model.json`` gives one number or a list indexed by level, e.g. ``[0.8, 0.8, 0.98]``); returned as a
+        number or a {level: T} dict."""
         from .prior.sampler import DECODE_MODES
 
         given = self.model_dir.info.get("sampling")
@@ -122,8 +150,7 @@ class Jukebox:
         size = given.get("chunk_size")
         if isinstance(size, int) and not isinstance(size, bool) and size >= 1:
             out["chunk_size"] = size
-        g = given.get("guidance")
-        out["guidance"] = float(g) if _is_number(g) and 0 <= g <= 20 else 1.0
+        out["guidance"] = _guidance_default(given.get("guidance"))
         out["temperature"] = _temperature_default(given.get("temperature"))
         return out
 
@@ -293,14 +320,15 @@ class Jukebox:
              hop_fraction: PerLevel, chunk_size: int | None, max_batch_size: int, seed: int | None,
              progress: ProgressFn | None, on_level_done: Callable[[int, dict[int, torch.Tensor]], None] | None,
              alignment: bool, upsample_mode: str | None = None, decode: str | None = None,
-             draw: str | None = None, guidance: float | None = None) -> Generation:
+             draw: str | None = None, guidance: float | Mapping[int, float] | None = None) -> Generation:
         levels = sorted(set(levels), reverse=True)
         defaults = self.sampling_defaults
-        guidance = defaults["guidance"] if guidance is None else float(guidance)
-        if not 0.0 <= guidance <= 20.0:
-            raise UsageError(f"guidance must be between 0 and 20 (1 = off), got {guidance}")
-        if guidance != 1.0 and self.top_level in levels and self.labeller(self.top_level) is None:
-            raise UsageError("guidance needs a top prior with artist/genre labels; this one has none")
+        guides = _guidance_per_level(defaults["guidance"] if guidance is None else guidance, levels,
+                                     self.top_level)
+        for lvl, g in guides.items():
+            if g != 1.0 and self.labeller(lvl) is None:
+                which = "top prior" if lvl == self.top_level else f"level-{lvl} prior"
+                raise UsageError(f"guidance needs a {which} with artist/genre labels; this one has none")
         upsample_mode = defaults["upsample_mode"] if upsample_mode is None else upsample_mode
         draw = defaults["draw"] if draw is None else draw
         chunk_size = defaults["chunk_size"] if chunk_size is None else chunk_size
@@ -343,7 +371,7 @@ class Jukebox:
         try:
             settings = {lvl: LevelSettings(float(temps[lvl]), int(ks[lvl]), float(ps[lvl]), float(hops[lvl]),
                                            chunk_size, max_batch_size, decode, draw,
-                                           guidance=guidance if lvl == self.top_level else 1.0) for lvl in levels}
+                                           guidance=guides[lvl]) for lvl in levels}
         except ValueError as e:
             raise UsageError(str(e)) from None
 
@@ -393,7 +421,7 @@ class Jukebox:
                                      settings[top].hop_fraction)
         info = dict(levels=levels, sample_length=sample_length, total_length=total_length, items=items,
                     seed=seed, chunk_size=chunk_size, max_batch_size=max_batch_size, upsample_mode=upsample_mode,
-                    draw=draw, guidance=guidance,
+                    draw=draw, guidance=guides.get(self.top_level, 1.0),
                     per_level={lvl: vars(s).copy() for lvl, s in settings.items()},
                     sampling_seconds=t1 - t0, decode_seconds=decode_s)
         return Generation(audio, codes_cpu, lowest, self.sample_rate, reports, info, aligns)
@@ -406,7 +434,7 @@ class Jukebox:
                  max_batch_size: int = 16, progress: ProgressFn | None = None,
                  on_level_done: Callable[[int, dict[int, torch.Tensor]], None] | None = None,
                  alignment: bool = True, upsample_mode: str | None = None, decode: str | None = None,
-                 draw: str | None = None, guidance: float | None = None) -> Generation:
+                 draw: str | None = None, guidance: float | Mapping[int, float] | None = None) -> Generation:
         """Sample a new piece from nothing (ancestral sampling).
 
         ``items`` gives one {artist, genre, lyrics} per sample instead of shared labels, each optionally with its
@@ -421,7 +449,8 @@ class Jukebox:
         ``"cdf"`` (one uniform per token, much cheaper on a CPU). ``upsample_mode``, ``decode``, ``draw`` and
         ``chunk_size`` default to the model's :attr:`sampling_defaults`. ``guidance``: classifier-free guidance
         scale of the top level (1: off; larger follows artist and genre more closely; needs a prior trained with
-        label dropout; default: the model's own, see :attr:`sampling_defaults`). ``temperature``: one value, a
+        label dropout), or a {level: w} mapping that guides upsamplers too (default: the model's own, see
+        :attr:`sampling_defaults`). ``temperature``: one value, a
         list indexed by level or a {level: T} mapping (default: the model's own, 1.0 where it gives none).
         """
         if n_samples < 1:
