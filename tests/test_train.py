@@ -494,3 +494,54 @@ def test_resume_with_label_dropout(tmp_path: Path, corpus: Path, tiny_dir: Path)
     logs.clear()
     train_prior(c, corpus, config=cfg, resume=True, log=logs.append, **{**kw, "label_dropout": 0.0})
     assert [m for m in logs if "label dropout" in m]
+
+
+def test_input_noise_corrupts_inputs_not_targets(tmp_path: Path, tiny_dir: Path, corpus: Path) -> None:
+    """--input-noise p: the decoder reads a copy of the codes with about p of them random (reproducibly per step),
+    the loss is against the real codes; clean inputs give the plain loss; training with it runs and resumes."""
+    from jukebox.data.code_cache import CodeWindow
+    from jukebox.train.tasks import PriorTask
+
+    class Windows:
+        def __len__(self) -> int:
+            return 3
+
+        def window(self, i: int) -> CodeWindow:
+            return CodeWindow(np.full(64, 5, np.int64), None, ARTISTS[i], GENRES[i % 2], "", 0, 10 * SR, f"s{i}")
+
+    task = PriorTask(2, Windows(), None, None, batch_size=50, seed=1, input_noise=0.2, l_bins=64)
+    batch = task.train_batch(0, 0, 0)
+    assert (batch["z"] == 5).all()  # targets untouched
+    changed = (batch["z_in"] != batch["z"]).float().mean().item()
+    assert 0.15 < changed < 0.25 and int(batch["z_in"].max()) < 64
+    assert torch.equal(task.train_batch(0, 0, 0)["z_in"], batch["z_in"])  # a function of the step
+    assert "z_in" not in PriorTask(2, Windows(), None, None, batch_size=4, seed=1).train_batch(0, 0, 0)
+    with pytest.raises(ValueError, match="l_bins"):
+        PriorTask(2, Windows(), None, None, 4, input_noise=0.1)
+
+    from jukebox.data.labels import Labeller
+
+    model = _copy(tiny_dir, tmp_path / "model")
+    prior = ModelDir(model).load_prior(2).eval()
+    cfg = prior.config
+    lab = Labeller(LabelVocab.load(model / "prior_level_2"), cfg.labels.max_bow_genre_size, cfg.lyrics.n_tokens,
+                   cfg.sample_length)
+    y = lab.batch_labels([{"artist": "Alice Example", "genre": "folk", "lyrics": "", "total_length": 10 * SR,
+                           "offset": 0}] * 2).y
+    z = torch.randint(0, cfg.l_bins, (2, cfg.n_ctx))
+    noisy = torch.where(torch.rand(z.shape) < 0.5, torch.randint_like(z, cfg.l_bins), z)
+    with torch.no_grad():
+        plain, _ = prior(z, None, y)
+        same, _ = prior(z, None, y, z_input=z.clone())
+        other, _ = prior(z, None, y, z_input=noisy)
+    assert torch.equal(plain, same) and not torch.equal(plain, other)
+    kw = dict(level=2, log_dir="none", progress=False, device="cpu", input_noise=0.3)
+    cfg = _cfg(steps=4, save_every=2)
+    full = train_prior(model, corpus, config=cfg, restart=True, **kw)
+    assert np.isfinite(full.history[-1]["loss"])
+    b = _copy(tiny_dir, tmp_path / "b")
+    train_prior(b, corpus, config=cfg, restart=True, stop_at=2, **kw)
+    logs: list[str] = []
+    rest = train_prior(b, corpus, config=cfg, resume=True, log=logs.append, **kw)
+    assert [r["loss"] for r in full.history][2:] == [r["loss"] for r in rest.history]
+    assert not [m for m in logs if "input noise" in m]

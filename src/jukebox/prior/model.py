@@ -104,9 +104,13 @@ class Prior(nn.Module):
         [B, n_tokens + T, n_vocab + l_bins] (lyric positions first, codes offset by n_vocab)."""
         return self._forward(z, z_cond, y)[0]
 
-    def _forward(self, z: Tensor, z_cond: Tensor | None, y: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        """-> (logits, per-item prime loss [B] in bits, per-item music loss [B] in bits)."""
+    def _forward(self, z: Tensor, z_cond: Tensor | None, y: Tensor | None,
+                 z_input: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """-> (logits, per-item prime loss [B] in bits, per-item music loss [B] in bits). ``z_input`` [B, T]: the
+        tokens the decoder reads (e.g. corrupted, see ``PriorTask``'s ``input_noise``); targets stay ``z``."""
         z = z.long()
+        if z_input is not None and (z_input.shape != z.shape or self.style == "merged"):
+            raise ValueError("z_input must have z's shape, and lyric-merged priors do not take one")
         cond = self.conditioning(z_cond, y)
         zero = torch.zeros(z.shape[0], device=z.device)
         if self.style == "merged":
@@ -118,16 +122,16 @@ class Prior(nn.Module):
         if self.style == "encoder_decoder":
             states = self.encode_lyrics(cond.lyrics)
             prime_loss = self.lyric_encoder.loss(states, cond.lyrics)
-        logits = self.decoder(z, cond.start, cond.cond, states)
+        logits = self.decoder(z if z_input is None else z_input.long(), cond.start, cond.cond, states)
         ce = F.cross_entropy(logits.float().transpose(1, 2), z, reduction="none")
         return logits, prime_loss, ce.mean(1) / _LN2
 
     def forward(self, z: Tensor, z_cond: Tensor | None = None, y: Tensor | None = None,
-                reduction: str = "mean") -> tuple[Tensor, dict[str, Tensor]]:
+                reduction: str = "mean", z_input: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Training loss of codes z [B, T]: ``(loss, metrics)``; metrics ``bpd`` = ``gen_loss`` (music bits per
         token) and ``prime_loss`` (lyric bits per token, 0 without lyric prediction). ``reduction="none"``
-        gives per-item values [B]; ``"mean"`` averages over the batch."""
-        _, prime_loss, gen_loss = self._forward(z, z_cond, y)
+        gives per-item values [B]; ``"mean"`` averages over the batch. ``z_input``: see :meth:`_forward`."""
+        _, prime_loss, gen_loss = self._forward(z, z_cond, y, z_input)
         c = self.config
         prime_dims = self.n_tokens if self.style != "none" else 0
         gen_dims = z.shape[1]

@@ -196,7 +196,8 @@ class Trainer:
     def _data_state(self) -> dict[str, Any]:
         c = self.config
         return {"seed": c.seed, "world_size": self.dist.world_size, "batch_size": c.batch_size,
-                "grad_accum": c.grad_accum, "label_dropout": float(getattr(self.task, "label_dropout", 0.0))}
+                "grad_accum": c.grad_accum, "label_dropout": float(getattr(self.task, "label_dropout", 0.0)),
+                "input_noise": float(getattr(self.task, "input_noise", 0.0))}
 
     def _save(self, step: int, optimizer: torch.optim.Optimizer, ema: ModelEMA | None,
               metrics: dict[str, float], d_opt: torch.optim.Optimizer | None = None) -> None:
@@ -320,8 +321,9 @@ class Trainer:
             start = state.step
             old = state.data
             now = self._data_state()
-            if any(old.get(k, 0.0 if k == "label_dropout" else None) != v for k, v in now.items()):
-                self.log(f"note: resuming with a different seed, batch size, accumulation, label dropout or number "
+            if any(old.get(k, 0.0 if k in ("label_dropout", "input_noise") else None) != v for k, v in now.items()):
+                self.log(f"note: resuming with a different seed, batch size, accumulation, label dropout, input "
+                         f"noise or number "
                          f"of processes ({old}, now {now}); the batches differ from an uninterrupted run")
             self.last_saved_step = start
             if d.is_main:

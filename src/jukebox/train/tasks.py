@@ -142,7 +142,7 @@ class PriorTask(_WindowBatches):
     def __init__(self, level: int, train: CodeWindowSampler, val: CodeWindowSampler | None,
                  labeller: Labeller | None, batch_size: int, seed: int = 0, val_batches: int = 4,
                  export: Callable[[nn.Module], None] | None = None, vqvae: Any = None,
-                 label_dropout: float = 0.0) -> None:
+                 label_dropout: float = 0.0, input_noise: float = 0.0, l_bins: int = 0) -> None:
         self.name = f"prior_level_{level}"
         self.level = level
         self.train, self.val, self.labeller = train, val, labeller
@@ -155,6 +155,11 @@ class PriorTask(_WindowBatches):
         if label_dropout and labeller is None:
             raise ValueError("label dropout needs a prior with labels")
         self.label_dropout = label_dropout
+        if not 0.0 <= input_noise < 1.0:
+            raise ValueError(f"input_noise must be in [0, 1), got {input_noise}")
+        if input_noise and l_bins < 1:
+            raise ValueError("input noise needs the number of codes (l_bins)")
+        self.input_noise, self.l_bins = input_noise, l_bins
 
     def train_batch(self, step: int, micro: int, rank: int) -> dict[str, Any]:
         """A training batch; with ``label_dropout`` p, each item's artist and genre become ``unknown`` with
@@ -165,6 +170,11 @@ class PriorTask(_WindowBatches):
         if self.label_dropout:
             drop = torch.from_numpy(rng.random(len(batch["ids"])) < self.label_dropout)
             batch["y"] = null_labels(batch["y"], self.labeller.max_bow_genre_size, drop)
+        if self.input_noise:  # the decoder reads a corrupted copy, the targets stay real: it learns to recover
+            z = batch["z"]
+            hit = torch.from_numpy(rng.random(tuple(z.shape)) < self.input_noise)
+            noise = torch.from_numpy(rng.integers(0, self.l_bins, size=tuple(z.shape))).to(z.dtype)
+            batch["z_in"] = torch.where(hit, noise, z)
         return batch
 
     def _collate(self, windows: list[CodeWindow]) -> dict[str, Any]:
@@ -188,6 +198,8 @@ class PriorTask(_WindowBatches):
         z = batch["z"].to(device, non_blocking=True)
         z_cond = None if batch["z_cond"] is None else batch["z_cond"].to(device, non_blocking=True)
         y = None if batch["y"] is None else batch["y"].to(device, non_blocking=True)
+        if batch.get("z_in") is not None:
+            return model(z, z_cond, y, z_input=batch["z_in"].to(device, non_blocking=True))
         return model(z, z_cond, y)
 
     def tokens(self, batch: dict[str, Any]) -> int:
