@@ -147,6 +147,10 @@ def test_upsampler_guidance_per_level(tiny, tmp_path):
         assert {lvl: s["guidance"] for lvl, s in guided.settings["per_level"].items()} == {0: 4.0, 1: 4.0}
         with pytest.raises(UsageError, match="level 0"):
             jb.upsample({2: top}, guidance={0: 25.0}, **kw)
+        as_json = jb.upsample({2: top}, seed=1, guidance={"0": 4.0, "1": 4.0}, **kw)  # levels as JSON keys
+        assert torch.equal(as_json.codes[0], guided.codes[0])
+        with pytest.raises(UsageError, match="integers"):
+            jb.upsample({2: top}, guidance={"low": 2.0}, **kw)
         for bad, want in (([2.0, "x", 3.0], 1.0), ([], 1.0), ([2.0, 1.5, 3.0], {0: 2.0, 1: 1.5, 2: 3.0})):
             info["sampling"] = {"guidance": bad}
             meta.write_text(json.dumps(info))

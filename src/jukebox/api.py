@@ -93,7 +93,11 @@ def _guidance_per_level(guidance: float | Mapping[int, float], levels: Sequence[
     """{level: w} for the sampled ``levels``: a number guides the top level only, a {level: w} mapping each level
     it names (the others 1 = off)."""
     if isinstance(guidance, Mapping):
-        out = {lvl: guidance.get(lvl, 1.0) for lvl in levels}
+        try:  # JSON (batch files, saved settings) gives the levels as strings
+            by_level = {int(k): v for k, v in guidance.items()}
+        except (TypeError, ValueError):
+            raise UsageError(f"guidance levels must be integers, got {sorted(map(str, guidance))}") from None
+        out = {lvl: by_level.get(lvl, 1.0) for lvl in levels}
     else:
         out = {lvl: guidance if lvl == top else 1.0 for lvl in levels}
     for lvl, g in out.items():
