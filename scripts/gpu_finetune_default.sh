@@ -21,6 +21,11 @@
 #   TOP_STEPS=6000 STAGE=top (carry .whl .gpuin); STAGE=stash (.packA); UP0_STEPS=8000 STAGE=up (.packB);
 #   RESUME="top=8000 topd=8000 up0=8400" STAGE=resume; a watch; TOPS=top:keep PER_GENRE=48 FIN_IN=.gpuin2
 #   STAGE=finish (.gpuin2: the real-top control's clip files). Three trainings at batch 64: 1.2 M tokens/s in all.
+# Session 6 (guided upsamplers, not shipped): TOPS=ship:keep (no top training: the shipped top prior), UP_BATCH=64
+#   UP_LR=2e-4 SAVE_EVERY=100 UP_OPTS="--label-dropout 0.15 --labels-every-position" UP0_STEPS=4000 UP1_STEPS=4000;
+#   a call carrying .whl only (install), STAGE=stash (.packA), STAGE=up (.packB), one 320-s watch, then
+#   UP_GUIDES="1 2 4" PER_GENRE=48 FIN_IN=.gpuin2 L2_DRAFTS="" STAGE=finish: one 240-clip set per upsampler guidance
+#   (same top-level codes) and the real-top control at each. Two trainings at batch 64: 685k tokens/s each.
 set -uo pipefail
 shopt -s nullglob
 cd "$(dirname "$0")/.."
