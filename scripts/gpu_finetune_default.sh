@@ -26,6 +26,8 @@
 #   a call carrying .whl only (install), STAGE=stash (.packA), STAGE=up (.packB), one 320-s watch, then
 #   UP_GUIDES="1 2 4" PER_GENRE=48 FIN_IN=.gpuin2 L2_DRAFTS="" STAGE=finish: one 240-clip set per upsampler guidance
 #   (same top-level codes) and the real-top control at each. Two trainings at batch 64: 685k tokens/s each.
+# Next (docs/default-model.md "What the next model needs"): TOP_OPTS="--input-noise 0.2" passes options to the
+#   top-prior trainings; CONT_CODES=.gpuin3/elec12 at STAGE=finish adds a continuation-rhythm report per top variant.
 set -uo pipefail
 shopt -s nullglob
 cd "$(dirname "$0")/.."
@@ -53,7 +55,7 @@ top_train() {  # top_train NAME [--resume]
   local name=$1; shift
   bg $name $J train prior --model $D/$name --data $D/$TOP_DATA --level 2 --batch-size $TOP_BATCH --steps "$TOP_STEPS" \
     --lr ${TOP_LR:-2e-4} --warmup ${TOP_WARMUP:-100} --decay cosine --label-dropout 0.15 --labels-every-position --val-every ${TOP_VAL_EVERY:-500} \
-    --save-every ${SAVE_EVERY:-250} --log-every 100 --workers 6 --device $DEV --no-progress "$@"
+    --save-every ${SAVE_EVERY:-250} --log-every 100 --workers 6 --device $DEV --no-progress ${TOP_OPTS:-} "$@"
 }
 up_train() {  # up_train LEVEL STEPS [--resume]
   local L=$1 S=$2; shift 2
@@ -168,7 +170,15 @@ case "${STAGE:?}" in
     for name in ${L2_DRAFTS-$names}; do
       $G -m $D/final_$name --out $D/clips --prefix ${name}_g5 --guidance 5 --levels 2 2>&1 | tail -n 1; extra+=(${name}_g5)
     done
-    pack clips_extra.tgz "${extra[@]}"
+    [ ${#extra[@]} -gt 0 ] && pack clips_extra.tgz "${extra[@]}"
+    # CONT_CODES=FOLDER (a carried code folder, e.g. 12 training tracks): does each top prior keep the rhythm of
+    # music it continues? (scripts/eval_continuation.py; session 6: real 0.39, v3 0.20)
+    if [ -n "${CONT_CODES:-}" ]; then
+      for name in $names; do
+        python3 scripts/eval_continuation.py -m $D/final_$name --codes "$CONT_CODES" --tracks 12 --device $DEV \
+          --out-json "$OUT/cont_$name.json" 2>&1 | grep -v "Warning\|artist_id" | tr -d '\n ' | cut -c 1-400; echo
+      done
+    fi
     ls -la "$OUT"
     ;;
 esac
