@@ -64,28 +64,13 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _temperature_default(value: Any) -> float | dict[int, float]:
-    """A ``model.json`` sampling temperature (one number, or a list indexed by level) if valid, else 1.0."""
-    def ok(t: Any) -> bool:
-        return _is_number(t) and 0 < t <= 10
-
-    if ok(value):
+def _model_default(value: Any, ok: Callable[[float], bool]) -> float | dict[int, float]:
+    """A ``model.json`` sampling value (one number, or a list indexed by level) whose numbers all pass ``ok``,
+    as a number or a {level: value} dict; else 1.0."""
+    if _is_number(value) and ok(value):
         return float(value)
-    if isinstance(value, list) and value and all(ok(t) for t in value):
-        return {lvl: float(t) for lvl, t in enumerate(value)}
-    return 1.0
-
-
-def _guidance_default(value: Any) -> float | dict[int, float]:
-    """A ``model.json`` guidance scale if valid, else 1.0 (off): one number (the top level's) or a list indexed
-    by level (upsamplers too, for upsamplers trained with label dropout)."""
-    def ok(g: Any) -> bool:
-        return _is_number(g) and 0 <= g <= 20
-
-    if ok(value):
-        return float(value)
-    if isinstance(value, list) and value and all(ok(g) for g in value):
-        return {lvl: float(g) for lvl, g in enumerate(value)}
+    if isinstance(value, list) and value and all(_is_number(v) and ok(v) for v in value):
+        return {lvl: float(v) for lvl, v in enumerate(value)}
     return 1.0
 
 
@@ -154,8 +139,8 @@ class Jukebox:
         size = given.get("chunk_size")
         if isinstance(size, int) and not isinstance(size, bool) and size >= 1:
             out["chunk_size"] = size
-        out["guidance"] = _guidance_default(given.get("guidance"))
-        out["temperature"] = _temperature_default(given.get("temperature"))
+        out["guidance"] = _model_default(given.get("guidance"), lambda g: 0 <= g <= 20)  # a number: top level only
+        out["temperature"] = _model_default(given.get("temperature"), lambda t: 0 < t <= 10)
         return out
 
     # ------------------------------------------------------------------ components
