@@ -97,10 +97,10 @@ def main(argv: list[str] | None = None) -> None:
               "real_pulse": round(pulse(z), 4), "sampled": []}
     y = labels(True)
     with torch.no_grad():
-        for true in (True, False):
-            logits = prior._forward(z, None, labels(true))[0]
+        for name, lab in (("true_labels", y), ("offset0_labels", labels(False))):
+            logits = prior.logits(z, None, lab)
             bits = F.cross_entropy(logits.float().transpose(1, 2), z).item() / np.log(2)
-            report["teacher_forced_bits_" + ("true_labels" if true else "offset0_labels")] = round(bits, 4)
+            report["teacher_forced_bits_" + name] = round(bits, 4)
     for temp in args.temperature:
         gen = torch.Generator(device=model.device).manual_seed(args.seed)
         out = prior.sample(len(windows), y=y, prime=z[:, :prime], sample_tokens=n_ctx, temperature=temp,

@@ -323,8 +323,8 @@ class Trainer:
             now = self._data_state()
             if any(old.get(k, 0.0 if k in ("label_dropout", "input_noise") else None) != v for k, v in now.items()):
                 self.log(f"note: resuming with a different seed, batch size, accumulation, label dropout, input "
-                         f"noise or number "
-                         f"of processes ({old}, now {now}); the batches differ from an uninterrupted run")
+                         f"noise or number of processes ({old}, now {now}); the batches differ from an "
+                         "uninterrupted run")
             self.last_saved_step = start
             if d.is_main:
                 self.log(f"resuming from step {start} ({self.checkpoint_dir})")

@@ -198,9 +198,8 @@ class PriorTask(_WindowBatches):
         z = batch["z"].to(device, non_blocking=True)
         z_cond = None if batch["z_cond"] is None else batch["z_cond"].to(device, non_blocking=True)
         y = None if batch["y"] is None else batch["y"].to(device, non_blocking=True)
-        if batch.get("z_in") is not None:
-            return model(z, z_cond, y, z_input=batch["z_in"].to(device, non_blocking=True))
-        return model(z, z_cond, y)
+        z_in = batch.get("z_in")  # with input noise: the corrupted copy the decoder reads
+        return model(z, z_cond, y, z_input=None if z_in is None else z_in.to(device, non_blocking=True))
 
     def tokens(self, batch: dict[str, Any]) -> int:
         return int(batch["z"].numel())
