@@ -545,3 +545,65 @@ def test_input_noise_corrupts_inputs_not_targets(tmp_path: Path, tiny_dir: Path,
     rest = train_prior(b, corpus, config=cfg, resume=True, log=logs.append, **kw)
     assert [r["loss"] for r in full.history][2:] == [r["loss"] for r in rest.history]
     assert not [m for m in logs if "input noise" in m]
+
+
+def test_scheduled_sampling_feeds_the_priors_own_guesses(tmp_path: Path, tiny_dir: Path, corpus: Path) -> None:
+    """--scheduled-sampling p: about p of the decoder's inputs become tokens drawn from the prior's own
+    teacher-forced prediction (reproducibly per step), the loss stays against the real codes; with the prior
+    pushed to always predict code 7 every replaced input is 7; training with it runs, resumes and refuses bad p."""
+    from jukebox.data.labels import Labeller
+    from jukebox.train.tasks import PriorTask
+
+    model = _copy(tiny_dir, tmp_path / "model")
+    prior = ModelDir(model).load_prior(2).eval()
+    cfg = prior.config
+    lab = Labeller(LabelVocab.load(model / "prior_level_2"), cfg.labels.max_bow_genre_size, cfg.lyrics.n_tokens,
+                   cfg.sample_length)
+    y = lab.batch_labels([{"artist": "Alice Example", "genre": "folk", "lyrics": "", "total_length": 10 * SR,
+                           "offset": 0}] * 4).y
+    z = torch.randint(0, cfg.l_bins, (4, cfg.n_ctx))
+    hit = torch.rand(z.shape) < 0.3
+    u = torch.rand(z.shape)
+    fed = PriorTask._self_fed(prior, z, None, y, None, hit, u)
+    assert torch.equal(fed[~hit], z[~hit]) and fed.shape == z.shape and int(fed.max()) < cfg.l_bins
+    assert (fed[hit] != z[hit]).float().mean() > 0.5  # an untrained prior rarely guesses the real code
+    assert torch.equal(PriorTask._self_fed(prior, z, None, y, None, hit, u), fed)  # same uniforms, same draw
+    noisy = torch.zeros_like(z)  # where not replaced, an input-noise copy is kept
+    assert torch.equal(PriorTask._self_fed(prior, z, None, y, noisy, hit, u)[~hit], noisy[~hit])
+
+    class Sure(torch.nn.Module):  # a prior that is certain the next code is 7
+        def logits(self, z: torch.Tensor, z_cond: object, y: object) -> torch.Tensor:
+            out = torch.zeros(*z.shape, cfg.l_bins)
+            out[..., 7] = 50.0
+            return out
+
+    assert (PriorTask._self_fed(Sure(), z, None, y, None, hit, u)[hit] == 7).all()
+
+    class Windows:
+        def __len__(self) -> int:
+            return 3
+
+        def window(self, i: int):
+            from jukebox.data.code_cache import CodeWindow
+
+            return CodeWindow(np.full(64, 5, np.int64), None, ARTISTS[i], GENRES[i % 2], "", 0, 10 * SR, f"s{i}")
+
+    task = PriorTask(2, Windows(), None, None, batch_size=50, seed=1, scheduled_sampling=0.25)
+    batch = task.train_batch(0, 0, 0)
+    assert 0.2 < batch["ss_hit"].float().mean() < 0.3 and torch.equal(task.train_batch(0, 0, 0)["ss_u"], batch["ss_u"])
+    with pytest.raises(ValueError, match="scheduled_sampling"):
+        PriorTask(2, Windows(), None, None, 4, scheduled_sampling=1.0)
+
+    kw = dict(level=2, log_dir="none", progress=False, device="cpu", scheduled_sampling=0.3)
+    tcfg = _cfg(steps=4, save_every=2)
+    b = _copy(tiny_dir, tmp_path / "b")
+    full = train_prior(_copy(tiny_dir, tmp_path / "a"), corpus, config=tcfg, restart=True, **kw)
+    assert np.isfinite(full.history[-1]["loss"])
+    train_prior(b, corpus, config=tcfg, restart=True, stop_at=2, **kw)
+    logs: list[str] = []
+    rest = train_prior(b, corpus, config=tcfg, resume=True, log=logs.append, **kw)
+    assert [r["loss"] for r in full.history][2:] == [r["loss"] for r in rest.history]
+    assert not [m for m in logs if "scheduled sampling" in m]
+    rest = train_prior(b, corpus, config=_cfg(steps=5, save_every=2), resume=True, log=logs.append,
+                       **{**kw, "scheduled_sampling": 0.1})
+    assert [m for m in logs if "scheduled sampling" in m]

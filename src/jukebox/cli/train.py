@@ -104,6 +104,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--input-noise", type=float, default=0.0, metavar="P",
                    help="the prior reads each input code replaced by a random one with probability P (targets stay "
                    "real), so it learns to recover from its own sampling slips (e.g. 0.1; default 0)")
+    q.add_argument("--scheduled-sampling", type=float, default=0.0, metavar="P",
+                   help="like --input-noise with the prior's own sampled guesses (drawn from a teacher-forced pass, "
+                   "about 30%% slower per step) in place of random codes (e.g. 0.3; default 0)")
     q.add_argument("--labels-every-position", action="store_true",
                    help="add the artist/genre embedding to every position, not only the start token (stronger "
                    "conditioning; an existing prior is upgraded with a zero-initialised projection)")
@@ -200,6 +203,8 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
         raise UsageError(f"--label-dropout must be in [0, 1), got {args.label_dropout}")
     if not 0.0 <= args.input_noise < 1.0:
         raise UsageError(f"--input-noise must be in [0, 1), got {args.input_noise}")
+    if not 0.0 <= args.scheduled_sampling < 1.0:
+        raise UsageError(f"--scheduled-sampling must be in [0, 1), got {args.scheduled_sampling}")
     result = train_prior(args.model, args.data, args.level, preset=args.preset, config=_config(args),
                          resume=args.resume, restart=args.restart, lora_rank=args.lora_rank,
                          lora_alpha=args.lora_alpha, merge_lora=args.merge_lora, cache_dir=args.cache,
@@ -207,7 +212,8 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
                          checkpoint_activations=args.checkpoint_activations, device=_device(args.device),
                          log_dir=args.log_dir, progress=not args.no_progress and sys.stderr.isatty(),
                          val_fraction=args.val_fraction, stop_at=args.stop_at, label_dropout=args.label_dropout,
-                         labels_every_position=args.labels_every_position, input_noise=args.input_noise)
+                         labels_every_position=args.labels_every_position, input_noise=args.input_noise,
+                         scheduled_sampling=args.scheduled_sampling)
     _summary(args, result, f"{args.model}/prior_level_{args.level}")
     return 0
 

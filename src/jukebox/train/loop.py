@@ -197,7 +197,8 @@ class Trainer:
         c = self.config
         return {"seed": c.seed, "world_size": self.dist.world_size, "batch_size": c.batch_size,
                 "grad_accum": c.grad_accum, "label_dropout": float(getattr(self.task, "label_dropout", 0.0)),
-                "input_noise": float(getattr(self.task, "input_noise", 0.0))}
+                "input_noise": float(getattr(self.task, "input_noise", 0.0)),
+                "scheduled_sampling": float(getattr(self.task, "scheduled_sampling", 0.0))}
 
     def _save(self, step: int, optimizer: torch.optim.Optimizer, ema: ModelEMA | None,
               metrics: dict[str, float], d_opt: torch.optim.Optimizer | None = None) -> None:
@@ -321,10 +322,11 @@ class Trainer:
             start = state.step
             old = state.data
             now = self._data_state()
-            if any(old.get(k, 0.0 if k in ("label_dropout", "input_noise") else None) != v for k, v in now.items()):
+            zero_default = ("label_dropout", "input_noise", "scheduled_sampling")  # absent in older checkpoints
+            if any(old.get(k, 0.0 if k in zero_default else None) != v for k, v in now.items()):
                 self.log(f"note: resuming with a different seed, batch size, accumulation, label dropout, input "
-                         f"noise or number of processes ({old}, now {now}); the batches differ from an "
-                         "uninterrupted run")
+                         f"noise, scheduled sampling or number of processes ({old}, now {now}); the batches "
+                         "differ from an uninterrupted run")
             self.last_saved_step = start
             if d.is_main:
                 self.log(f"resuming from step {start} ({self.checkpoint_dir})")

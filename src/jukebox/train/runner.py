@@ -288,7 +288,8 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
                 checkpoint_activations: bool | None = None, device: str | torch.device | None = None,
                 log_dir: str | Path | None = None, progress: bool = True, val_fraction: float = 0.1,
                 record_batches: bool = False, stop_at: int | None = None, label_dropout: float = 0.0,
-                labels_every_position: bool = False, input_noise: float = 0.0, log: LogFn = _stderr) -> TrainResult:
+                labels_every_position: bool = False, input_noise: float = 0.0, scheduled_sampling: float = 0.0,
+                log: LogFn = _stderr) -> TrainResult:
     """Add or continue the level-``level`` prior of ``model_dir``, trained on ``data`` through the code cache.
 
     New prior: from ``preset`` (vocabulary from the corpus, saved as ``prior_level_L/labels.json``). Existing
@@ -302,6 +303,8 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
     upgraded in place: the new projection starts at zero, so its output is unchanged until it trains).
     ``input_noise`` p: the decoder reads each training code replaced by a random one with probability p while the
     targets stay real, so the prior learns to recover after a wrong token (validation reads clean codes).
+    ``scheduled_sampling`` p: the same with the prior's own guesses instead of random codes (one extra
+    teacher-forced pass without gradients per step draws each position's guess from the real prefix).
     """
     from ..data.code_cache import CodeCache, CodeWindowSampler, ensure_code_cache, is_code_folder
     from ..prior import Prior
@@ -437,9 +440,12 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
         media_vqvae = md.load_vqvae("cpu") if writer_dir is not None and dist.is_main else None
         if label_dropout and labeller is None:
             raise UsageError(f"--label-dropout: the level-{level} prior has no labels")
+        if (input_noise or scheduled_sampling) and cfg.lyrics.style == "merged":
+            raise UsageError("--input-noise / --scheduled-sampling: a lyric-merged (1b-style) prior reads lyrics and "
+                             "codes as one sequence; train it without them")
         task = PriorTask(level, train, val, labeller, config.batch_size, config.seed, config.val_batches,
                          export=export, vqvae=media_vqvae, label_dropout=label_dropout, input_noise=input_noise,
-                         l_bins=cfg.l_bins)
+                         l_bins=cfg.l_bins, scheduled_sampling=scheduled_sampling)
         if dist.is_main:
             n_params = sum(p.numel() for p in model.parameters())
             log(f"training the level-{level} prior ({n_params / 1e6:.2f}M parameters, n_ctx {cfg.n_ctx}) on "

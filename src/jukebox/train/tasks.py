@@ -142,7 +142,8 @@ class PriorTask(_WindowBatches):
     def __init__(self, level: int, train: CodeWindowSampler, val: CodeWindowSampler | None,
                  labeller: Labeller | None, batch_size: int, seed: int = 0, val_batches: int = 4,
                  export: Callable[[nn.Module], None] | None = None, vqvae: Any = None,
-                 label_dropout: float = 0.0, input_noise: float = 0.0, l_bins: int = 0) -> None:
+                 label_dropout: float = 0.0, input_noise: float = 0.0, l_bins: int = 0,
+                 scheduled_sampling: float = 0.0) -> None:
         self.name = f"prior_level_{level}"
         self.level = level
         self.train, self.val, self.labeller = train, val, labeller
@@ -160,6 +161,9 @@ class PriorTask(_WindowBatches):
         if input_noise and l_bins < 1:
             raise ValueError("input noise needs the number of codes (l_bins)")
         self.input_noise, self.l_bins = input_noise, l_bins
+        if not 0.0 <= scheduled_sampling < 1.0:
+            raise ValueError(f"scheduled_sampling must be in [0, 1), got {scheduled_sampling}")
+        self.scheduled_sampling = scheduled_sampling
 
     def train_batch(self, step: int, micro: int, rank: int) -> dict[str, Any]:
         """A training batch; with ``label_dropout`` p, each item's artist and genre become ``unknown`` with
@@ -175,6 +179,10 @@ class PriorTask(_WindowBatches):
             hit = torch.from_numpy(rng.random(tuple(z.shape)) < self.input_noise)
             noise = torch.from_numpy(rng.integers(0, self.l_bins, size=tuple(z.shape))).to(z.dtype)
             batch["z_in"] = torch.where(hit, noise, z)
+        if self.scheduled_sampling:  # which inputs become the model's own guesses, and the uniforms that draw them
+            shape = tuple(batch["z"].shape)
+            batch["ss_hit"] = torch.from_numpy(rng.random(shape) < self.scheduled_sampling)
+            batch["ss_u"] = torch.from_numpy(rng.random(shape, dtype=np.float32))
         return batch
 
     def _collate(self, windows: list[CodeWindow]) -> dict[str, Any]:
@@ -199,7 +207,24 @@ class PriorTask(_WindowBatches):
         z_cond = None if batch["z_cond"] is None else batch["z_cond"].to(device, non_blocking=True)
         y = None if batch["y"] is None else batch["y"].to(device, non_blocking=True)
         z_in = batch.get("z_in")  # with input noise: the corrupted copy the decoder reads
-        return model(z, z_cond, y, z_input=None if z_in is None else z_in.to(device, non_blocking=True))
+        z_in = None if z_in is None else z_in.to(device, non_blocking=True)
+        if "ss_hit" in batch:  # training batches only: validation reads clean codes
+            z_in = self._self_fed(model, z, z_cond, y, z_in, batch["ss_hit"].to(device), batch["ss_u"].to(device))
+        return model(z, z_cond, y, z_input=z_in)
+
+    @staticmethod
+    def _self_fed(model: nn.Module, z: Tensor, z_cond: Tensor | None, y: Tensor | None, z_in: Tensor | None,
+                  hit: Tensor, u: Tensor) -> Tensor:
+        """Parallel scheduled sampling: one teacher-forced pass without gradients predicts every position from the
+        real prefix; where ``hit`` [B, T] is set the decoder then reads the token drawn from that prediction (by
+        inverse CDF with the uniforms ``u`` [B, T], so a step's draw is reproducible), elsewhere ``z_in`` (or ``z``).
+        The model's own plausible-but-wrong tokens are what it meets when it samples."""
+        with torch.no_grad():
+            logits = _unwrap(model).logits(z, z_cond, y)  # [B, T, l_bins]
+            cdf = torch.softmax(logits.float(), dim=-1).cumsum(-1)
+            guess = torch.searchsorted(cdf, u.unsqueeze(-1).to(cdf.dtype)).squeeze(-1)
+            guess = guess.clamp_(max=logits.shape[-1] - 1)
+        return torch.where(hit, guess, z.long() if z_in is None else z_in.long())
 
     def tokens(self, batch: dict[str, Any]) -> int:
         return int(batch["z"].numel())
