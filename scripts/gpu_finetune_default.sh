@@ -27,7 +27,9 @@
 #   UP_GUIDES="1 2 4" PER_GENRE=48 FIN_IN=.gpuin2 L2_DRAFTS="" STAGE=finish: one 240-clip set per upsampler guidance
 #   (same top-level codes) and the real-top control at each. Two trainings at batch 64: 685k tokens/s each.
 # Next (docs/default-model.md "What the next model needs"): TOP_OPTS="--input-noise 0.2" passes options to the
-#   top-prior trainings; CONT_CODES=.gpuin3/elec12 at STAGE=finish adds a continuation-rhythm report per top variant.
+#   top-prior trainings (TOP_OPTS_<NAME> to one variant only); CONT_CODES=/tmp/d/elec12 at STAGE=finish (carried at
+#   STAGE=top with TOP_ALSO=.gpuin3/elec12) adds a continuation-rhythm report per top variant. Without STAGE=up the
+#   finish stage pairs each top prior with the shipped upsamplers.
 set -uo pipefail
 shopt -s nullglob
 cd "$(dirname "$0")/.."
@@ -55,8 +57,9 @@ top_train() {  # top_train NAME [--resume]
   local name=$1; shift
   bg $name $J train prior --model $D/$name --data $D/$TOP_DATA --level 2 --batch-size $TOP_BATCH --steps "$TOP_STEPS" \
     --lr ${TOP_LR:-2e-4} --warmup ${TOP_WARMUP:-100} --decay cosine --label-dropout 0.15 --labels-every-position --val-every ${TOP_VAL_EVERY:-500} \
-    --save-every ${SAVE_EVERY:-250} --log-every 100 --workers 6 --device $DEV --no-progress ${TOP_OPTS:-} "$@"
+    --save-every ${SAVE_EVERY:-250} --log-every 100 --workers 6 --device $DEV --no-progress ${TOP_OPTS:-} $(own_opts $name) "$@"
 }
+own_opts() { local v="TOP_OPTS_$1"; echo "${!v:-}"; }  # TOP_OPTS_<NAME>: options for one top variant only
 up_train() {  # up_train LEVEL STEPS [--resume]
   local L=$1 S=$2; shift 2
   bg up$L $J train prior --model $D/up --data $D/packcodes --level $L --batch-size $UP_BATCH --steps "$S" \
@@ -74,6 +77,7 @@ case "${STAGE:?}" in
     ;;
   top)
     cp -r $GPUIN/. $D/
+    for extra in ${TOP_ALSO:-}; do cp -r "$extra" $D/; done  # e.g. TOP_ALSO=.gpuin3/elec12 for CONT_CODES later
     for v in $TOPS; do
       name=${v%%:*}; order=${v#*:}
       mkdir -p $D/$name && cp -r $SRC_MODEL/. $D/$name/ && rm -rf $D/$name/prior_level_[01]
@@ -121,8 +125,12 @@ case "${STAGE:?}" in
     pkill -f "jukebox.cli.main train"; sleep 3; tails
     if [ -n "${FIN_IN:-}" ]; then cp -r "$FIN_IN"/. $D/; fi  # e.g. the real-top control's clip files
     # One model per top-prior variant: the (fine-tuned) upsamplers + that top prior, in $D/final_NAME.
-    python3 scripts/export_model.py $D/up $D/exp_up
-    for L in $UP_LEVELS; do tar -C $D/exp_up -cf "$OUT/up$L.tar" prior_level_$L; done
+    if [ -d $D/up ]; then  # upsamplers trained in this run
+      python3 scripts/export_model.py $D/up $D/exp_up
+      for L in $UP_LEVELS; do tar -C $D/exp_up -cf "$OUT/up$L.tar" prior_level_$L; done
+    else  # top priors only: the shipped VQ-VAE and upsamplers
+      rm -rf $D/exp_up && cp -r $SRC_MODEL $D/exp_up
+    fi
     names=""
     for v in $TOPS; do
       name=${v%%:*}; names="$names $name"
