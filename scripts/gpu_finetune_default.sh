@@ -40,7 +40,7 @@ PACK_A=${PACK_A:-.packA}
 PACK_B=${PACK_B:-.packB}
 GPUIN=${GPUIN:-.gpuin}
 mkdir -p $D/logs
-SRC_MODEL=src/jukebox/assets/default_model
+SRC_MODEL=${SRC_MODEL:-src/jukebox/assets/default_model}  # the model the top variants start from
 TOP_STEPS=${TOP_STEPS:-4000}
 TOP_DATA=${TOP_DATA:-codes236}
 TOPS=${TOPS:-top:keep}

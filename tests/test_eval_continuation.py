@@ -45,8 +45,12 @@ def test_eval_continuation_reports_agreement_pulse_and_bits(tmp_path: Path, monk
     out = tmp_path / "r.json"
     mod = _load()
     mod.main(["-m", str(md.path), "--codes", str(codes), "--tracks", "2", "--windows-per-track", "2",
-              "--prime-seconds", "0.5", "--temperature", "1.0", "0.5", "--device", "cpu", "--out-json", str(out)])
+              "--prime-seconds", "0.5", "--temperature", "1.0", "0.5", "--device", "cpu", "--out-json", str(out),
+              "--context-use"])
     r = json.loads(out.read_text())
+    use = r["context_use_bits"]  # far context replaced by random codes: other bits, same keys
+    assert list(use) == ["all", "512", "128", "16", "0"] and all(math.isfinite(v) for v in use.values())
+    assert use["512"] == use["all"] and use["0"] != use["all"]  # 512 reaches past the window's start: nothing random
     assert r["windows"] == 4 and r["n_ctx"] == 512 and r["prime_tokens"] == int(0.5 * SR) // r["hop"]
     assert r["judged_tokens"] == 512 - r["prime_tokens"]
     assert [s["temperature"] for s in r["sampled"]] == [1.0, 0.5]

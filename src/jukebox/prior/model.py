@@ -99,10 +99,12 @@ class Prior(nn.Module):
         return self.lyric_encoder(lyrics)
 
     # --- scoring / training ---------------------------------------------------------------------------------
-    def logits(self, z: Tensor, z_cond: Tensor | None = None, y: Tensor | None = None) -> Tensor:
+    def logits(self, z: Tensor, z_cond: Tensor | None = None, y: Tensor | None = None,
+               z_input: Tensor | None = None) -> Tensor:
         """Teacher-forced logits of the decoder: [B, T, l_bins]; for the 1b style the whole merged sequence,
-        [B, n_tokens + T, n_vocab + l_bins] (lyric positions first, codes offset by n_vocab)."""
-        return self._forward(z, z_cond, y)[0]
+        [B, n_tokens + T, n_vocab + l_bins] (lyric positions first, codes offset by n_vocab). ``z_input``: see
+        :meth:`_forward`."""
+        return self._forward(z, z_cond, y, z_input)[0]
 
     def _forward(self, z: Tensor, z_cond: Tensor | None, y: Tensor | None,
                  z_input: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
