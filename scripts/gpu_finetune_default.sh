@@ -26,6 +26,13 @@
 #   a call carrying .whl only (install), STAGE=stash (.packA), STAGE=up (.packB), one 320-s watch, then
 #   UP_GUIDES="1 2 4" PER_GENRE=48 FIN_IN=.gpuin2 L2_DRAFTS="" STAGE=finish: one 240-clip set per upsampler guidance
 #   (same top-level codes) and the real-top control at each. Two trainings at batch 64: 685k tokens/s each.
+# Session 7 (scheduled sampling, not shipped; docs/default-model.md "Session 7"), exports for every call:
+#   TOPS="nz:keep ss:keep" TOP_DATA=codes337 TOP_BATCH=64 TOP_LR=3e-4 TOP_WARMUP=200 SAVE_EVERY=250
+#   TOP_OPTS_nz="--input-noise 0.3" TOP_OPTS_ss="--scheduled-sampling 0.3"; TOP_STEPS=8000 TOP_ALSO=.gpuin3/elec12
+#   WATCH=520 STAGE=top (carry .whl .gpuin .gpuin3), RESUME="nz=7000 ss=5200" WATCH=510 STAGE=resume,
+#   PER_GENRE=48 UPSAMPLE_SRC="" L2_DRAFTS="" CONT_CODES=/tmp/d/elec12 FINISH_WAIT=100 STAGE=finish. Then ss3, on a
+#   machine holding the code folder: SRC_MODEL=<v3 with ss's prior_level_2> TOPS=ss3:keep TOP_LR=2e-4 TOP_STEPS=7000
+#   TOP_OPTS="--scheduled-sampling 0.3" STAGE=top, then STAGE=finish. One SS training alone: 635k tokens/s.
 # Next (docs/default-model.md "What the next model needs"): TOP_OPTS="--input-noise 0.2" passes options to the
 #   top-prior trainings (TOP_OPTS_<NAME> to one variant only); CONT_CODES=/tmp/d/elec12 at STAGE=finish (carried at
 #   STAGE=top with TOP_ALSO=.gpuin3/elec12) adds a continuation-rhythm report per top variant. Without STAGE=up the
