@@ -105,3 +105,11 @@ def test_train_prior_with_lyric_preset_on_tiny_vqvae(tmp_path: Path) -> None:
     c = md.prior_config(2)
     assert c.l_bins == 64 and c.n_ctx == 32 and c.lyrics.style == "encoder_decoder" and c.lyrics.n_tokens == 128
     assert set(LabelVocab.load(model / "prior_level_2").list_artists()) >= {"kal", "ked"}
+    # a lyric-merged (1b-style) prior reads lyrics and codes as one sequence: no separate corrupted input copy
+    from jukebox.errors import UsageError
+
+    for opt in ({"input_noise": 0.1}, {"scheduled_sampling": 0.1}):
+        with pytest.raises(UsageError, match="lyric-merged"):
+            train_prior(model, data, level=2, preset="default_merged", restart=True, n_ctx=32, config=cfg,
+                        device="cpu", log_dir="none", progress=False, log=lambda _: None, **opt)
+    assert md.prior_config(2).lyrics.style == "encoder_decoder"  # refused before anything was written
