@@ -151,6 +151,11 @@ class _Prefetcher:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+#: A task's batch-shaping rates that are part of the resume state (0 when the task has none or an older
+#: checkpoint did not record them).
+_TASK_RATES = ("label_dropout", "input_noise", "scheduled_sampling")
+
+
 class Trainer:
     """Train ``model`` on ``task`` with ``config``; checkpoints go to ``checkpoint_dir``.
 
@@ -196,9 +201,7 @@ class Trainer:
     def _data_state(self) -> dict[str, Any]:
         c = self.config
         return {"seed": c.seed, "world_size": self.dist.world_size, "batch_size": c.batch_size,
-                "grad_accum": c.grad_accum, "label_dropout": float(getattr(self.task, "label_dropout", 0.0)),
-                "input_noise": float(getattr(self.task, "input_noise", 0.0)),
-                "scheduled_sampling": float(getattr(self.task, "scheduled_sampling", 0.0))}
+                "grad_accum": c.grad_accum, **{k: float(getattr(self.task, k, 0.0)) for k in _TASK_RATES}}
 
     def _save(self, step: int, optimizer: torch.optim.Optimizer, ema: ModelEMA | None,
               metrics: dict[str, float], d_opt: torch.optim.Optimizer | None = None) -> None:
@@ -322,8 +325,7 @@ class Trainer:
             start = state.step
             old = state.data
             now = self._data_state()
-            zero_default = ("label_dropout", "input_noise", "scheduled_sampling")  # absent in older checkpoints
-            if any(old.get(k, 0.0 if k in zero_default else None) != v for k, v in now.items()):
+            if any(old.get(k, 0.0 if k in _TASK_RATES else None) != v for k, v in now.items()):
                 self.log(f"note: resuming with a different seed, batch size, accumulation, label dropout, input "
                          f"noise, scheduled sampling or number of processes ({old}, now {now}); the batches "
                          "differ from an uninterrupted run")
