@@ -439,16 +439,16 @@ def test_label_dropout_nulls_artist_and_genre_reproducibly() -> None:
         def window(self, i: int) -> CodeWindow:
             return CodeWindow(np.zeros(8, np.int64), None, ARTISTS[i], GENRES[i % 2], "", 0, 10 * SR, f"s{i}")
 
-    task = PriorTask(2, Windows(), None, lab, batch_size=400, seed=1, label_dropout=0.25)
+    task = PriorTask(2, _Fives(), None, lab, batch_size=400, seed=1, label_dropout=0.25)
     y = task.train_batch(0, 0, 0)["y"]
     dropped = (y[:, 3] == 0) & (y[:, 4] == 0) & (y[:, 5] == -1)
     assert 0.15 < dropped.float().mean() < 0.35
     assert (y[~dropped, 3] > 0).all() and (y[:, 0] == 10 * SR).all()  # timing kept on every row
     assert torch.equal(task.train_batch(0, 0, 0)["y"], y)  # a function of the step: resume-safe
-    plain = PriorTask(2, Windows(), None, lab, batch_size=400, seed=1).train_batch(0, 0, 0)["y"]
+    plain = PriorTask(2, _Fives(), None, lab, batch_size=400, seed=1).train_batch(0, 0, 0)["y"]
     assert torch.equal(plain[~dropped], y[~dropped]) and torch.equal(null_labels(plain, 2, dropped), y)
     with pytest.raises(ValueError, match="label_dropout"):
-        PriorTask(2, Windows(), None, lab, 4, label_dropout=1.0)
+        PriorTask(2, _Fives(), None, lab, 4, label_dropout=1.0)
 
 
 def test_bf16_autocast_on_cpu_when_asked(tmp_path: Path, tiny_dir: Path, corpus: Path, monkeypatch) -> None:
@@ -496,38 +496,49 @@ def test_resume_with_label_dropout(tmp_path: Path, corpus: Path, tiny_dir: Path)
     assert [m for m in logs if "label dropout" in m]
 
 
-def test_input_noise_corrupts_inputs_not_targets(tmp_path: Path, tiny_dir: Path, corpus: Path) -> None:
-    """--input-noise p: the decoder reads a copy of the codes with about p of them random (reproducibly per step),
-    the loss is against the real codes; clean inputs give the plain loss; training with it runs and resumes."""
-    from jukebox.data.code_cache import CodeWindow
-    from jukebox.train.tasks import PriorTask
+class _Fives:
+    """Three 64-code windows of code 5, one per artist (a CodeWindowSampler stand-in for PriorTask)."""
 
-    class Windows:
-        def __len__(self) -> int:
-            return 3
+    def __len__(self) -> int:
+        return 3
 
-        def window(self, i: int) -> CodeWindow:
-            return CodeWindow(np.full(64, 5, np.int64), None, ARTISTS[i], GENRES[i % 2], "", 0, 10 * SR, f"s{i}")
+    def window(self, i: int):
+        from jukebox.data.code_cache import CodeWindow
 
-    task = PriorTask(2, Windows(), None, None, batch_size=50, seed=1, input_noise=0.2, l_bins=64)
-    batch = task.train_batch(0, 0, 0)
-    assert (batch["z"] == 5).all()  # targets untouched
-    changed = (batch["z_in"] != batch["z"]).float().mean().item()
-    assert 0.15 < changed < 0.25 and int(batch["z_in"].max()) < 64
-    assert torch.equal(task.train_batch(0, 0, 0)["z_in"], batch["z_in"])  # a function of the step
-    assert "z_in" not in PriorTask(2, Windows(), None, None, batch_size=4, seed=1).train_batch(0, 0, 0)
-    with pytest.raises(ValueError, match="l_bins"):
-        PriorTask(2, Windows(), None, None, 4, input_noise=0.1)
+        return CodeWindow(np.full(64, 5, np.int64), None, ARTISTS[i], GENRES[i % 2], "", 0, 10 * SR, f"s{i}")
 
+
+def _top_prior_and_labels(tiny_dir: Path, dest: Path, n: int):
+    """(copied model dir, its level-2 prior in eval mode, labels y [n, ...] for Alice Example / folk)."""
     from jukebox.data.labels import Labeller
 
-    model = _copy(tiny_dir, tmp_path / "model")
+    model = _copy(tiny_dir, dest)
     prior = ModelDir(model).load_prior(2).eval()
     cfg = prior.config
     lab = Labeller(LabelVocab.load(model / "prior_level_2"), cfg.labels.max_bow_genre_size, cfg.lyrics.n_tokens,
                    cfg.sample_length)
     y = lab.batch_labels([{"artist": "Alice Example", "genre": "folk", "lyrics": "", "total_length": 10 * SR,
-                           "offset": 0}] * 2).y
+                           "offset": 0}] * n).y
+    return model, prior, y
+
+
+def test_input_noise_corrupts_inputs_not_targets(tmp_path: Path, tiny_dir: Path, corpus: Path) -> None:
+    """--input-noise p: the decoder reads a copy of the codes with about p of them random (reproducibly per step),
+    the loss is against the real codes; clean inputs give the plain loss; training with it runs and resumes."""
+    from jukebox.train.tasks import PriorTask
+
+    task = PriorTask(2, _Fives(), None, None, batch_size=50, seed=1, input_noise=0.2, l_bins=64)
+    batch = task.train_batch(0, 0, 0)
+    assert (batch["z"] == 5).all()  # targets untouched
+    changed = (batch["z_in"] != batch["z"]).float().mean().item()
+    assert 0.15 < changed < 0.25 and int(batch["z_in"].max()) < 64
+    assert torch.equal(task.train_batch(0, 0, 0)["z_in"], batch["z_in"])  # a function of the step
+    assert "z_in" not in PriorTask(2, _Fives(), None, None, batch_size=4, seed=1).train_batch(0, 0, 0)
+    with pytest.raises(ValueError, match="l_bins"):
+        PriorTask(2, _Fives(), None, None, 4, input_noise=0.1)
+
+    model, prior, y = _top_prior_and_labels(tiny_dir, tmp_path / "model", 2)
+    cfg = prior.config
     z = torch.randint(0, cfg.l_bins, (2, cfg.n_ctx))
     noisy = torch.where(torch.rand(z.shape) < 0.5, torch.randint_like(z, cfg.l_bins), z)
     with torch.no_grad():
@@ -551,16 +562,10 @@ def test_scheduled_sampling_feeds_the_priors_own_guesses(tmp_path: Path, tiny_di
     """--scheduled-sampling p: about p of the decoder's inputs become tokens drawn from the prior's own
     teacher-forced prediction (reproducibly per step), the loss stays against the real codes; with the prior
     pushed to always predict code 7 every replaced input is 7; training with it runs, resumes and refuses bad p."""
-    from jukebox.data.labels import Labeller
     from jukebox.train.tasks import PriorTask
 
-    model = _copy(tiny_dir, tmp_path / "model")
-    prior = ModelDir(model).load_prior(2).eval()
+    _, prior, y = _top_prior_and_labels(tiny_dir, tmp_path / "model", 4)
     cfg = prior.config
-    lab = Labeller(LabelVocab.load(model / "prior_level_2"), cfg.labels.max_bow_genre_size, cfg.lyrics.n_tokens,
-                   cfg.sample_length)
-    y = lab.batch_labels([{"artist": "Alice Example", "genre": "folk", "lyrics": "", "total_length": 10 * SR,
-                           "offset": 0}] * 4).y
     z = torch.randint(0, cfg.l_bins, (4, cfg.n_ctx))
     hit = torch.rand(z.shape) < 0.3
     u = torch.rand(z.shape)
@@ -579,20 +584,11 @@ def test_scheduled_sampling_feeds_the_priors_own_guesses(tmp_path: Path, tiny_di
 
     assert (PriorTask._self_fed(Sure(), z, None, y, None, hit, u)[hit] == 7).all()
 
-    class Windows:
-        def __len__(self) -> int:
-            return 3
-
-        def window(self, i: int):
-            from jukebox.data.code_cache import CodeWindow
-
-            return CodeWindow(np.full(64, 5, np.int64), None, ARTISTS[i], GENRES[i % 2], "", 0, 10 * SR, f"s{i}")
-
-    task = PriorTask(2, Windows(), None, None, batch_size=50, seed=1, scheduled_sampling=0.25)
+    task = PriorTask(2, _Fives(), None, None, batch_size=50, seed=1, scheduled_sampling=0.25)
     batch = task.train_batch(0, 0, 0)
     assert 0.2 < batch["ss_hit"].float().mean() < 0.3 and torch.equal(task.train_batch(0, 0, 0)["ss_u"], batch["ss_u"])
     with pytest.raises(ValueError, match="scheduled_sampling"):
-        PriorTask(2, Windows(), None, None, 4, scheduled_sampling=1.0)
+        PriorTask(2, _Fives(), None, None, 4, scheduled_sampling=1.0)
 
     kw = dict(level=2, log_dir="none", progress=False, device="cpu", scheduled_sampling=0.3)
     tcfg = _cfg(steps=4, save_every=2)
