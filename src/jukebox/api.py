@@ -186,7 +186,7 @@ class Jukebox:
                 raise JukeboxError(f"{self.model_dir.path}: the level-{level} prior is conditioned on artist and "
                                    "genre but the model directory has no labels.json for it (import with --ids-dir)")
             labeller = Labeller(vocab, config.labels.max_bow_genre_size, config.lyrics.n_tokens,
-                                config.sample_length)
+                                config.sample_length, tempo=config.labels.tempo)
         self._labellers[level] = labeller
         return labeller
 
@@ -202,7 +202,8 @@ class Jukebox:
         total_length = sample_length if total_length is None else total_length
         metas = [dict(artist=item["artist"], genre=item["genre"], lyrics=item["lyrics"], offset=0,
                       total_length=total_length if item.get("total_seconds") is None else
-                      max(sample_length, int(round(item["total_seconds"] * self.sample_rate))))
+                      max(sample_length, int(round(item["total_seconds"] * self.sample_rate))),
+                      bpm=item.get("bpm"), beat0=0)
                  for item in items]
         return labeller.batch_labels(metas, device=self.device, warn=warn)
 
@@ -226,19 +227,23 @@ class Jukebox:
 
     # ------------------------------------------------------------------ sampling
     def _items(self, n_samples: int, artist: str, genre: str, lyrics: str,
-               items: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
-        """One {artist, genre, lyrics[, total_seconds]} per sample; ``total_seconds`` (optional, per item) is
-        that song's length for its timing labels and lyric window, overriding the call's ``total_seconds``."""
+               items: Sequence[Mapping[str, Any]] | None, bpm: float | None = None) -> list[dict[str, Any]]:
+        """One {artist, genre, lyrics[, total_seconds][, bpm]} per sample; ``total_seconds`` (optional, per item)
+        is that song's length for its timing labels and lyric window, overriding the call's ``total_seconds``;
+        ``bpm`` (optional, per item, else the call's ``bpm``) the tempo asked of a tempo prior. A tempo prior's items
+        without one get their genre's typical tempo (see :meth:`default_bpm`), recorded in the item."""
+        if bpm is not None:
+            self._check_bpm(bpm, "bpm")
         if items is None:
             items = [dict(artist=artist, genre=genre, lyrics=lyrics)] * n_samples
         elif len(items) != n_samples:
             raise UsageError(f"{len(items)} label items given for {n_samples} samples")
         out = []
         for i, item in enumerate(items):
-            unknown = set(item) - {"artist", "genre", "lyrics", "total_seconds"}
+            unknown = set(item) - {"artist", "genre", "lyrics", "total_seconds", "bpm"}
             if unknown:
                 raise UsageError(f"label item {i} has unknown keys {sorted(unknown)}; use artist, genre, lyrics, "
-                                 "total_seconds")
+                                 "total_seconds, bpm")
             entry: dict[str, Any] = dict(artist=str(item.get("artist", "unknown")),
                                          genre=str(item.get("genre", "unknown")),
                                          lyrics=str(item.get("lyrics", "") or ""))
@@ -252,8 +257,42 @@ class Jukebox:
                 if not _is_number(ts):
                     raise UsageError(f"the total_seconds of item {i} must be a number, got {ts!r}")
                 entry["total_seconds"] = self._check_seconds(float(ts), f"total_seconds of item {i}")
+            item_bpm = item.get("bpm") if item.get("bpm") is not None else bpm
+            if item_bpm is not None:
+                entry["bpm"] = self._check_bpm(item_bpm, f"the bpm of item {i}")
+            elif self.has_tempo:
+                entry["bpm"] = self.default_bpm(entry["genre"])
             out.append(entry)
         return out
+
+    @property
+    def has_tempo(self) -> bool:
+        """Whether the top prior takes a tempo (``bpm``) and beat phase."""
+        if self.top_level not in self.prior_levels:
+            return False
+        labels = self.model_dir.prior_config(self.top_level).labels
+        return labels is not None and labels.tempo
+
+    def default_bpm(self, genre: str) -> float:
+        """The tempo a tempo prior gets when none is asked for: the typical tempo of ``genre`` in its training
+        music (of the genre's first word the model knows), else of all of it, else 120."""
+        tempi = self.model_dir.tempi(self.top_level) or {"default": 120.0, "genres": {}}
+        table = {g.lower(): v for g, v in tempi["genres"].items()}
+        key = genre.strip().lower()
+        if key in table:
+            return table[key]
+        for word in key.replace("_", " ").split():
+            if word in table:
+                return table[word]
+        return float(tempi["default"])
+
+    def _check_bpm(self, bpm: Any, name: str) -> float:
+        if not _is_number(bpm) or not math.isfinite(float(bpm)) or not 20.0 <= float(bpm) <= 400.0:
+            raise UsageError(f"{name} must be a tempo between 20 and 400 BPM, got {bpm!r}")
+        if not self.has_tempo:
+            raise UsageError("this model's top prior takes no tempo; sample without bpm (or train the top prior "
+                             "with `jukebox train prior --tempo`)")
+        return float(bpm)
 
     @property
     def max_seconds(self) -> float:
@@ -423,7 +462,8 @@ class Jukebox:
                  max_batch_size: int = 16, progress: ProgressFn | None = None,
                  on_level_done: Callable[[int, dict[int, torch.Tensor]], None] | None = None,
                  alignment: bool = True, upsample_mode: str | None = None, decode: str | None = None,
-                 draw: str | None = None, guidance: float | Mapping[int, float] | None = None) -> Generation:
+                 draw: str | None = None, guidance: float | Mapping[int, float] | None = None,
+                 bpm: float | None = None) -> Generation:
         """Sample a new piece from nothing (ancestral sampling).
 
         ``items`` gives one {artist, genre, lyrics} per sample instead of shared labels, each optionally with its
@@ -441,6 +481,8 @@ class Jukebox:
         label dropout), or a {level: w} mapping that guides upsamplers too (default: the model's own, see
         :attr:`sampling_defaults`). ``temperature``: one value, a
         list indexed by level or a {level: T} mapping (default: the model's own, 1.0 where it gives none).
+        ``bpm``: the tempo of a model whose top prior takes one (:attr:`has_tempo`; per item with ``items``;
+        default: the genre's typical tempo, :meth:`default_bpm`).
         """
         if n_samples < 1:
             raise UsageError(f"n_samples must be >= 1, got {n_samples}")
@@ -449,7 +491,7 @@ class Jukebox:
         if total < length:
             raise UsageError(f"total_seconds ({total_seconds}) must be at least seconds ({seconds})")
         levels = list(self.prior_levels if levels is None else levels)
-        return self._run({}, levels, length, total, self._items(n_samples, artist, genre, lyrics, items),
+        return self._run({}, levels, length, total, self._items(n_samples, artist, genre, lyrics, items, bpm),
                          temperature, top_k, top_p, hop_fraction, chunk_size, max_batch_size, seed, progress,
                          on_level_done, alignment, upsample_mode, decode, draw, guidance)
 
@@ -457,11 +499,12 @@ class Jukebox:
                   codes: Mapping[int, torch.Tensor] | None = None, prompt_seconds: float | None = None,
                   artist: str = "unknown", genre: str = "unknown", lyrics: str = "",
                   total_seconds: float | None = None, n_samples: int | None = None,
-                  items: Sequence[Mapping[str, str]] | None = None, **kwargs: Any) -> Generation:
+                  items: Sequence[Mapping[str, str]] | None = None, bpm: float | None = None,
+                  **kwargs: Any) -> Generation:
         """Continue an audio prompt [B or 1, 1, T] (primed sampling) or saved codes up to ``seconds`` in all.
 
         ``prompt_seconds`` cuts the prompt (rounded down to whole top-level tokens). With ``audio`` of batch 1
-        and ``n_samples`` > 1 the prompt is shared by every sample.
+        and ``n_samples`` > 1 the prompt is shared by every sample. ``bpm``: as for :meth:`generate`.
         """
         if (audio is None) == (codes is None):
             raise UsageError("give either an audio prompt or codes to continue")
@@ -496,8 +539,8 @@ class Jukebox:
                              f"({length / self.sample_rate:.2f} s); ask for more seconds")
         total = self._total_length(total_seconds, seconds)
         opts = _sampling_options(kwargs)
-        return self._run(start_codes, levels, length, max(total, length), self._items(n, artist, genre, lyrics,
-                                                                                      items), **opts)
+        return self._run(start_codes, levels, length, max(total, length),
+                         self._items(n, artist, genre, lyrics, items, bpm), **opts)
 
     def upsample(self, codes: Mapping[int, torch.Tensor], artist: str = "unknown", genre: str = "unknown",
                  lyrics: str = "", total_seconds: float | None = None,

@@ -5,7 +5,7 @@
     MODEL_DIR/
       model.json              {"format": "jukebox-model", "version": 1, "name": ...}
       vqvae/                  config.json + safetensors (see checkpoint.format)
-      prior_level_2/          top prior
+      prior_level_2/          top prior (+ tempi.json: typical tempi by genre, for tempo priors)
       prior_level_1/          upsamplers (optional: sampling uses whatever levels exist)
       prior_level_0/
       labels.json             artist/genre vocabularies and lyric version (jukebox.data.labels)
@@ -124,9 +124,39 @@ class ModelDir:
     def save_prior(self, model: Prior) -> None:
         save_component(self.path / prior_folder(model.config.level), model.config, model.state_dict())
 
+    # ---------------------------------------------------------------- tempo
+    def save_tempi(self, level: int, tempi: dict[str, Any]) -> None:
+        """Store the typical tempi of a tempo prior: {"default": bpm, "genres": {genre: bpm}}."""
+        data = {"format": TEMPI_FORMAT, "version": 1, "default": float(tempi["default"]),
+                "genres": {str(g): float(v) for g, v in tempi["genres"].items()}}
+        atomic_write_text(self.path / prior_folder(level) / TEMPI_FILE, json.dumps(data, indent=1) + "\n")
+
+    def tempi(self, level: int) -> dict[str, Any] | None:
+        """The typical tempi stored by :meth:`save_tempi` (None when the prior has none)."""
+        path = self.path / prior_folder(level) / TEMPI_FILE
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            ok = (data.get("format") == TEMPI_FORMAT and _bpm_ok(data.get("default"))
+                  and isinstance(data.get("genres"), dict) and all(_bpm_ok(v) for v in data["genres"].values()))
+        except (OSError, ValueError, AttributeError):
+            ok = False
+        if not ok:
+            raise JukeboxError(f"{path}: damaged tempo table; retrain the prior with --tempo or delete the file")
+        return {"default": float(data["default"]), "genres": {g: float(v) for g, v in data["genres"].items()}}
+
     # ---------------------------------------------------------------- labels
     def labels_path(self) -> Path:
         return self.path / "labels.json"
+
+
+TEMPI_FILE = "tempi.json"
+TEMPI_FORMAT = "jukebox.tempi"
+
+
+def _bpm_ok(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 1.0 <= v <= 1000.0
 
 
 #: Sizes that must be positive in a model config (zero would divide by zero or build an empty model).

@@ -35,10 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     lyr.add_argument("--lyrics-file", default=None, help="file with the lyrics (UTF-8)")
     p.add_argument("--batch", default=None, metavar="FILE.jsonl",
                    help="one JSON object per item with artist, genre, lyrics and optionally total_seconds (that "
-                   "song's length for the timing labels; sets --n-samples)")
+                   "song's length for the timing labels) and bpm; sets --n-samples")
     p.add_argument("--seconds", type=float, default=None, help="length to generate, in seconds")
     p.add_argument("--total-seconds", type=float, default=None,
                    help="song length the timing labels describe (default: --seconds)")
+    p.add_argument("--bpm", type=float, default=None,
+                   help="tempo in beats per minute, for models whose top prior takes one (the embedded model's "
+                   "does; default: the genre's typical tempo in the model's training music)")
     p.add_argument("--n-samples", type=int, default=1, help="number of songs")
     p.add_argument("--temperature", type=_floats, default=None,
                    help="sampling temperature: one value, or per level as T0,T1,T2 (default: the model's own from "
@@ -115,13 +118,17 @@ def _read_batch(path: str) -> list[dict[str, Any]]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise UsageError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict) or not set(obj) <= {"artist", "genre", "lyrics", "total_seconds"}:
+        if not isinstance(obj, dict) or not set(obj) <= {"artist", "genre", "lyrics", "total_seconds", "bpm"}:
             raise UsageError(f"{path}:{n}: expected an object with artist, genre, lyrics (and optionally "
-                             "total_seconds)")
-        ts = obj.pop("total_seconds", None)
-        if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (int, float))):
-            raise UsageError(f"{path}:{n}: total_seconds must be a number of seconds")
-        items.append({k: str(v) for k, v in obj.items()} | ({} if ts is None else {"total_seconds": float(ts)}))
+                             "total_seconds, bpm)")
+        numbers = {}
+        for key, what in (("total_seconds", "a number of seconds"), ("bpm", "a tempo in BPM")):
+            v = obj.pop(key, None)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise UsageError(f"{path}:{n}: {key} must be {what}")
+            if v is not None:
+                numbers[key] = float(v)
+        items.append({k: str(v) for k, v in obj.items()} | numbers)
     if not items:
         raise UsageError(f"{path}: no items")
     return items
@@ -214,7 +221,8 @@ def _request_from_args(args: argparse.Namespace) -> dict[str, Any]:
                 seconds=args.seconds, total_seconds=args.total_seconds, temperature=args.temperature,
                 top_k=args.top_k, top_p=args.top_p, hop_fraction=args.hop_fraction, seed=args.seed,
                 levels=args.levels, prompt=args.prompt, prompt_seconds=args.prompt_seconds, codes=args.codes,
-                chunk_size=args.chunk_size, max_batch_size=args.max_batch_size, guidance=args.guidance)
+                chunk_size=args.chunk_size, max_batch_size=args.max_batch_size, guidance=args.guidance,
+                bpm=args.bpm)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -291,24 +299,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
                 gen = model.upsample(codes, total_seconds=request["total_seconds"], **labels, **common)
             else:
                 gen = model.continue_(codes=codes, seconds=request["seconds"], total_seconds=request["total_seconds"],
-                                      n_samples=request["n_samples"], **labels, **common)
+                                      n_samples=request["n_samples"], bpm=request.get("bpm"), **labels, **common)
         elif mode == "ancestral":
             gen = model.generate(seconds=request["seconds"], total_seconds=request["total_seconds"],
-                                 n_samples=request["n_samples"], **labels, **common)
+                                 n_samples=request["n_samples"], bpm=request.get("bpm"), **labels, **common)
         elif mode == "primed":
             from ..audio import load_audio
 
             audio, _ = load_audio(request["prompt"], sample_rate=model.sample_rate)
             gen = model.continue_(torch.from_numpy(audio), seconds=request["seconds"],
                                   prompt_seconds=request["prompt_seconds"], total_seconds=request["total_seconds"],
-                                  n_samples=request["n_samples"], **labels, **common)
+                                  n_samples=request["n_samples"], bpm=request.get("bpm"), **labels, **common)
         else:
             codes = {k: torch.from_numpy(v) for k, v in load_codes_file(request["codes"]).items()}
             if mode == "continue":
                 gen = model.continue_(codes=codes, seconds=request["seconds"],
                                       prompt_seconds=request["prompt_seconds"],
                                       total_seconds=request["total_seconds"], n_samples=request["n_samples"],
-                                      **labels, **common)
+                                      bpm=request.get("bpm"), **labels, **common)
             else:
                 gen = model.upsample(codes, total_seconds=request["total_seconds"], **labels, **common)
     except UsageError:

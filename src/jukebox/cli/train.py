@@ -110,6 +110,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--labels-every-position", action="store_true",
                    help="add the artist/genre embedding to every position, not only the start token (stronger "
                    "conditioning; an existing prior is upgraded with a zero-initialised projection)")
+    q.add_argument("--tempo", action="store_true",
+                   help="condition the top-level prior on tempo and beat phase (beats from the code folder's "
+                   "tempo.json written by `jukebox prepare`, or tracked from the audio); an existing prior is "
+                   "upgraded with zero-initialised embeddings; sampling then takes --bpm")
     q.add_argument("--cache", default=None, metavar="DIR", help="code cache folder (default MODEL_DIR/code_cache/..)")
     q.add_argument("--rebuild-cache", action="store_true", help="re-encode the corpus even if the cache is valid")
     q.add_argument("--checkpoint-activations", action=argparse.BooleanOptionalAction, default=None,
@@ -213,7 +217,7 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
                          log_dir=args.log_dir, progress=not args.no_progress and sys.stderr.isatty(),
                          val_fraction=args.val_fraction, stop_at=args.stop_at, label_dropout=args.label_dropout,
                          labels_every_position=args.labels_every_position, input_noise=args.input_noise,
-                         scheduled_sampling=args.scheduled_sampling)
+                         scheduled_sampling=args.scheduled_sampling, tempo=args.tempo)
     _summary(args, result, f"{args.model}/prior_level_{args.level}")
     return 0
 

@@ -32,7 +32,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -364,7 +364,8 @@ def ensure_code_cache(manifest: Manifest, vqvae: Any, vqvae_folder: str | Path, 
 @dataclass(frozen=True)
 class CodeWindow:
     """One prior training example: codes ``z`` [n_ctx], upper codes ``z_cond`` [n_ctx // down] (upsamplers) and
-    what the labels need (the window's offset and the song's total length in samples)."""
+    what the labels need (the window's offset and the song's total length in samples; with beats, the constant
+    beat grid fitted to the window's beats: ``bpm`` (0: no steady pulse) and ``beat0``, a beat's time in samples)."""
 
     z: np.ndarray
     z_cond: np.ndarray | None
@@ -374,14 +375,19 @@ class CodeWindow:
     offset: int
     total_length: int
     path: str
+    bpm: float = 0.0
+    beat0: int = 0
 
 
 class CodeWindowSampler:
     """Windows of ``n_ctx`` codes at ``level`` from the tracks of one split, at offsets that are whole top-level
-    codes (so the upper level's codes line up). Windows are chosen by index, uniformly over all valid starts."""
+    codes (so the upper level's codes line up). Windows are chosen by index, uniformly over all valid starts.
+    ``beats``: each track's beat times (``jukebox.data.tempo.load_beats``), for tempo labels; a track without an
+    entry has no steady pulse."""
 
     def __init__(self, cache: CodeCache, manifest: Manifest, level: int, n_ctx: int, split: str | None = "train",
-                 cond_downsample: int | None = None) -> None:
+                 cond_downsample: int | None = None, beats: Mapping[str, Any] | None = None) -> None:
+        self.beats = beats
         if not 0 <= level < cache.levels:
             raise JukeboxError(f"level {level} outside the cache's levels 0..{cache.levels - 1}")
         cache.require_levels(level, *((level + 1,) if cond_downsample is not None else ()))
@@ -422,6 +428,15 @@ class CodeWindowSampler:
             z_cond = np.asarray(upper[start // self.down:start // self.down + n_up], dtype=np.int64)
             if len(z_cond) != n_up:
                 raise JukeboxError(f"{track.path}: level {self.level + 1} codes too short for window at {start}")
+        bpm, beat0 = 0.0, 0
+        offset = start * self.hop
+        if self.beats is not None and track.path in self.beats:
+            from .tempo import fit_grid
+
+            sr = self.cache.sample_rate
+            bpm, first = fit_grid(np.asarray(self.beats[track.path].beats), offset / sr,
+                                  (offset + self.n_ctx * self.hop) / sr)
+            beat0 = int(round(first * sr)) if bpm else 0
         return CodeWindow(z=z, z_cond=z_cond, artist=track.artist, genre=track.genre, lyrics=track.lyrics,
-                          offset=start * self.hop, total_length=self.cache.tracks[track.path].total_length,
-                          path=track.path)
+                          offset=offset, total_length=self.cache.tracks[track.path].total_length,
+                          path=track.path, bpm=float(bpm), beat0=beat0)

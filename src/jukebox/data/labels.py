@@ -1,11 +1,13 @@
 """Artist / genre id tables and the prior's label vector ``y``, as the original Jukebox builds them.
 
-Label vector layout (one row per item, ``torch.long``), width ``4 + max_bow_genre_size + n_tokens``::
+Label vector layout (one row per item, ``torch.long``), width ``4 + max_bow_genre_size (+ 2) + n_tokens``::
 
     [total_length, offset, sample_length, artist_id, genre_id * max_bow_genre_size (padded with -1),
+     (tempo priors only: bpm x 100 (0: no steady pulse), beat0,)
      lyric token * n_tokens (the window's characters; left-padded with 0 when the lyrics are shorter)]
 
-``total_length``, ``offset`` and ``sample_length`` are in audio samples at the model rate.
+``total_length``, ``offset``, ``sample_length`` and ``beat0`` (the time of one beat of the song's beat grid) are in
+audio samples at the model rate.
 
 Name rules (the original's two label sets):
 
@@ -404,6 +406,7 @@ class Labels:
 
 
 _META_KEYS = ("artist", "genre", "lyrics", "total_length", "offset")
+_TEMPO_KEYS = ("bpm", "beat0")  # optional: a tempo in BPM (0 or None: no steady pulse) and a beat's time (samples)
 
 
 def null_labels(y: torch.Tensor, max_bow_genre_size: int, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -426,6 +429,8 @@ class Labeller:
     max_bow_genre_size: int
     n_tokens: int
     sample_length: int
+    #: the prior takes a tempo label and beat phase (:attr:`jukebox.prior.config.LabelConfig.tempo`)
+    tempo: bool = False
 
     def __post_init__(self) -> None:
         if self.max_bow_genre_size < 1 or self.n_tokens < 0 or self.sample_length < 1:
@@ -436,8 +441,20 @@ class Labeller:
 
     @property
     def label_width(self) -> int:
-        """Width of ``y``: ``4 + max_bow_genre_size + n_tokens``."""
-        return 4 + self.max_bow_genre_size + self.n_tokens
+        """Width of ``y``: ``4 + max_bow_genre_size (+ 2 with tempo) + n_tokens``."""
+        return 4 + self.max_bow_genre_size + self._n_tempo + self.n_tokens
+
+    @property
+    def _n_tempo(self) -> int:
+        return 2 if self.tempo else 0
+
+    def _tempo_entries(self, bpm: float | None, beat0: int | None) -> list[int]:
+        if not self.tempo:
+            return []
+        bpm = 0.0 if bpm is None else float(bpm)
+        if not (bpm == 0.0 or 1.0 <= bpm <= 1000.0):
+            raise UsageError(f"bpm must be between 1 and 1000 (or 0 for no steady pulse), got {bpm}")
+        return [int(round(bpm * 100)), int(beat0 or 0) if bpm else 0]
 
     def _pad_genres(self, genre_ids: Sequence[int], genre: object = None) -> list[int]:
         ids = [int(g) for g in genre_ids]
@@ -448,38 +465,44 @@ class Labeller:
 
     def label(
         self, artist: str | None, genre: str | None, lyrics: str | None, total_length: int, offset: int,
-        warn: bool = True,
+        warn: bool = True, bpm: float | None = None, beat0: int | None = None,
     ) -> tuple[list[int], LabelInfo]:
         """``y`` (a list of ints) for the window at ``offset`` of a song, and its :class:`LabelInfo`. ``warn``:
-        warn about names the vocabulary lacks (they map to ``unknown`` either way)."""
+        warn about names the vocabulary lacks (they map to ``unknown`` either way). ``bpm``/``beat0``: the song's
+        beat grid, for tempo priors (ignored by others; None or 0: no steady pulse)."""
         artist_id = self.vocab.artist_id(artist, warn=warn)
         genre_ids = self._pad_genres(self.vocab.genre_ids(genre, warn=warn), genre)
         text = self.vocab.lyric_vocab.clean(lyrics or "")
         full_tokens = self.vocab.lyric_vocab.tokenise(text)
         tokens, _ = lyric_window(full_tokens, self.n_tokens, int(total_length), int(offset), self.sample_length)
-        y = [int(total_length), int(offset), self.sample_length, artist_id, *genre_ids, *tokens]
+        y = [int(total_length), int(offset), self.sample_length, artist_id, *genre_ids,
+             *self._tempo_entries(bpm, beat0), *tokens]
         info = LabelInfo(artist or UNKNOWN, genre or UNKNOWN, text, tuple(full_tokens))
         return y, info
 
     def y_from_ids(
-        self, artist_id: int, genre_ids: Sequence[int], lyric_tokens: Sequence[int], total_length: int, offset: int
+        self, artist_id: int, genre_ids: Sequence[int], lyric_tokens: Sequence[int], total_length: int, offset: int,
+        bpm: float | None = None, beat0: int | None = None,
     ) -> list[int]:
         """``y`` from ids directly (the original's ``get_y_from_ids``); ``lyric_tokens`` must be ``n_tokens`` long."""
         if self.n_tokens > 0 and len(lyric_tokens) != self.n_tokens:
             raise UsageError(f"expected {self.n_tokens} lyric tokens, got {len(lyric_tokens)}")
         tokens = [int(t) for t in lyric_tokens] if self.n_tokens > 0 else []
         genres = self._pad_genres(genre_ids)
-        return [int(total_length), int(offset), self.sample_length, int(artist_id), *genres, *tokens]
+        return [int(total_length), int(offset), self.sample_length, int(artist_id), *genres,
+                *self._tempo_entries(bpm, beat0), *tokens]
 
     def batch_labels(self, metas: Sequence[Mapping[str, Any]], device: torch.device | str | None = None,
                      warn: bool = True) -> Labels:
-        """``y`` [B, label_width] for items given as mappings with keys artist, genre, lyrics, total_length, offset."""
+        """``y`` [B, label_width] for items given as mappings with keys artist, genre, lyrics, total_length, offset
+        and, optionally, bpm and beat0 (tempo priors)."""
         ys, infos = [], []
         for i, meta in enumerate(metas):
             missing = [k for k in _META_KEYS if k not in meta]
             if missing:
                 raise UsageError(f"label item {i} lacks {missing}")
-            y, info = self.label(*(meta[k] for k in _META_KEYS), warn=warn)
+            y, info = self.label(*(meta[k] for k in _META_KEYS), warn=warn,
+                                 **{k: meta.get(k) for k in _TEMPO_KEYS})
             ys.append(y)
             infos.append(info)
         y = torch.tensor(ys, dtype=torch.long, device=device).reshape(len(ys), self.label_width)
@@ -514,14 +537,17 @@ class Labeller:
         if len(values) != self.label_width:
             raise UsageError(f"label vector has {len(values)} entries, expected {self.label_width}")
         g = 4 + self.max_bow_genre_size
-        return {
+        out = {
             "total_length": values[0],
             "offset": values[1],
             "sample_length": values[2],
             "artist": self.vocab.artist_name(values[3]),
             "genre": self.vocab.genre_name(values[4:g]),
-            "lyrics": self.vocab.lyric_vocab.detokenise(values[g:]),
+            "lyrics": self.vocab.lyric_vocab.detokenise(values[g + self._n_tempo:]),
         }
+        if self.tempo:
+            out["bpm"], out["beat0"] = values[g] / 100.0, values[g + 1]
+        return out
 
 
 def build_y(

@@ -1,6 +1,8 @@
-"""Conditioning of a prior: labels (artist, genres, timing) and, for upsamplers, the upper level's codes."""
+"""Conditioning of a prior: labels (artist, genres, timing, tempo) and, for upsamplers, the upper level's codes."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -45,11 +47,14 @@ class RangeEmbedding(nn.Module):
 class LabelConditioner(nn.Module):
     """Labels -> start token and (top level) timing signal.
 
-    y: LongTensor [B, 4 + max_bow_genre_size] = (total_length, offset, sample_length, artist, genre ids padded
-    with -1), lengths in audio samples. Returns ``start`` [B, 1, W] = artist + sum of genre embeddings and
-    ``timing`` [B, n_time, W] = total-length + absolute-position + relative-position embeddings (or None).
-    With ``config.every_position`` the returned signal also carries ``label_proj(start)`` (zero-initialised, so an
-    existing prior gains the option without changing its output): [B, n_time, W], or [B, 1, W] without timing.
+    y: LongTensor [B, 4 + max_bow_genre_size (+ 2 with tempo)] = (total_length, offset, sample_length, artist,
+    genre ids padded with -1[, bpm x 100, beat0]), lengths in audio samples. Returns ``start`` [B, 1, W] = artist +
+    sum of genre embeddings and ``timing`` [B, n_time, W] = total-length + absolute-position + relative-position
+    embeddings (or None). With ``config.every_position`` the returned signal also carries ``label_proj(start)``
+    (zero-initialised, so an existing prior gains the option without changing its output): [B, n_time, W], or
+    [B, 1, W] without timing. With ``config.tempo`` the timing signal also carries a tempo embedding and, at every
+    position, the embedding of the phase within the beat of the grid ``beat0 + k * 60 * sample_rate / bpm`` (both
+    tables zero-initialised; bpm 0 means no steady pulse and uses the tables' ``none`` rows).
     """
 
     def __init__(self, config: LabelConfig, width: int, n_time: int, include_time: bool,
@@ -70,15 +75,45 @@ class LabelConditioner(nn.Module):
             self.total_length_emb = RangeEmbedding(1, config.t_bins, lo, hi, width, init_scale)
             self.absolute_pos_emb = RangeEmbedding(n_time, config.t_bins, 0.0, hi, width, init_scale)
             self.relative_pos_emb = RangeEmbedding(n_time, config.t_bins, 0.0, 1.0, width, init_scale, clamp=True)
+        self.tempo = config.tempo
+        if config.tempo:
+            if not include_time:
+                raise ValueError("tempo conditioning needs the timing signal (a top-level prior)")
+            self.tempo_emb = nn.Embedding(config.tempo_bins + 1, width)  # row 0: no steady pulse
+            self.phase_emb = nn.Embedding(config.phase_bins + 1, width)  # last row: no steady pulse
+            nn.init.zeros_(self.tempo_emb.weight)
+            nn.init.zeros_(self.phase_emb.weight)
         self.label_proj = None
         if config.every_position:
             self.label_proj = nn.Linear(width, width, bias=False)
             nn.init.zeros_(self.label_proj.weight)
 
+    def tempo_signal(self, y: Tensor) -> Tensor:
+        """Tempo + beat-phase embeddings [B, n_time, W] of the label rows ``y`` (with tempo entries)."""
+        c, g = self.config, 4 + self.max_bow_genre_size
+        bpm = y[:, g:g + 1].float() / 100.0  # [B, 1]
+        has = bpm > 0
+        lo, hi = math.log(c.min_bpm), math.log(c.max_bpm)
+        norm = (bpm.clamp(c.min_bpm, c.max_bpm).log() - lo) / (hi - lo)
+        tempo_idx = torch.where(has, (norm * c.tempo_bins).floor().long().clamp(0, c.tempo_bins - 1) + 1, 0)
+        # sample position of every token, relative to the grid's beat (exact integers first, then float64 where the
+        # device has it: positions of long songs exceed float32's exact range)
+        dtype = torch.float32 if y.device.type == "mps" else torch.float64
+        rel = (y[:, 1:2] - y[:, g + 1:g + 2]).to(dtype)  # offset - beat0
+        step = torch.arange(self.n_time, device=y.device, dtype=dtype).view(1, -1) / self.n_time
+        pos = rel + y[:, 2:3].to(dtype) * step  # [B, n_time]
+        period = 60.0 * c.sample_rate / bpm.to(dtype).clamp(min=1e-3)
+        phase = torch.remainder(pos, period) / period
+        phase_idx = (phase * c.phase_bins).floor().long().clamp(0, c.phase_bins - 1)
+        phase_idx = torch.where(has, phase_idx, c.phase_bins)
+        return self.tempo_emb(tempo_idx) + self.phase_emb(phase_idx)
+
     def forward(self, y: Tensor) -> tuple[Tensor, Tensor | None]:
-        if y.dim() != 2 or y.shape[1] != 4 + self.max_bow_genre_size:
-            raise ValueError(f"labels must be [B, {4 + self.max_bow_genre_size}], got {tuple(y.shape)}")
-        total_length, offset, length, artist, genre = y[:, 0:1], y[:, 1:2], y[:, 2:3], y[:, 3:4], y[:, 4:]
+        n = 4 + self.max_bow_genre_size + (2 if self.tempo else 0)
+        if y.dim() != 2 or y.shape[1] != n:
+            raise ValueError(f"labels must be [B, {n}], got {tuple(y.shape)}")
+        total_length, offset, length, artist = y[:, 0:1], y[:, 1:2], y[:, 2:3], y[:, 3:4]
+        genre = y[:, 4:4 + self.max_bow_genre_size]
         artist_emb = self.artist_emb(artist)
         mask = (genre >= 0).to(artist_emb.dtype).unsqueeze(2)
         genre_emb = (self.genre_emb(genre.clamp(0)) * mask).sum(dim=1, keepdim=True)
@@ -89,6 +124,8 @@ class LabelConditioner(nn.Module):
         total, begin, end = total_length.float(), offset.float(), (offset + length).float()
         timing = (self.total_length_emb(total) + self.absolute_pos_emb(begin, end)
                   + self.relative_pos_emb(begin / total, end / total))
+        if self.tempo:
+            timing = timing + self.tempo_signal(y)
         return start, timing if everywhere is None else timing + everywhere
 
 

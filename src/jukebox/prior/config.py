@@ -64,6 +64,26 @@ class LabelConfig(ConfigBase):
     #: Not in the original: also add the artist/genre embedding (through a zero-initialised W x W projection) to
     #: every position, not only as the start token, so the label reaches every window position directly.
     every_position: bool = False
+    #: Not in the original: a tempo label and the beat phase at every position (top-level priors). ``y`` then
+    #: holds two more label entries after the genres: the tempo in hundredths of a BPM (0: no steady pulse) and the
+    #: time of a beat in samples (``beat0``): the beat grid is ``beat0 + k * 60 * sample_rate / bpm`` samples.
+    #: The tempo is embedded in ``tempo_bins`` log-spaced bins over [min_bpm, max_bpm], the phase within the beat
+    #: in ``phase_bins`` bins; both embeddings start at zero, so a prior gains the option without changing its output.
+    tempo: bool = False
+    tempo_bins: int = 64
+    min_bpm: float = 40.0
+    max_bpm: float = 240.0
+    phase_bins: int = 48
+
+    def __post_init__(self) -> None:
+        if self.tempo and not (0 < self.min_bpm < self.max_bpm and self.tempo_bins >= 1 and self.phase_bins >= 2):
+            raise JukeboxError(f"invalid tempo conditioning: bpm range [{self.min_bpm}, {self.max_bpm}], "
+                               f"{self.tempo_bins} tempo bins, {self.phase_bins} phase bins")
+
+    @property
+    def n_tempo(self) -> int:
+        """Label entries the tempo takes in ``y`` (2 with tempo conditioning, else 0)."""
+        return 2 if self.tempo else 0
 
 
 @dataclass(frozen=True)
@@ -129,6 +149,8 @@ class PriorConfig(ConfigBase):
             raise JukeboxError("lyric conditioning needs lyrics.n_tokens > 0")
         if self.is_upsampler and self.lyrics.style != "none":
             raise JukeboxError("upsamplers do not take lyrics")
+        if self.is_upsampler and self.labels is not None and self.labels.tempo:
+            raise JukeboxError("tempo conditioning is for top-level priors (it rides on the timing signal)")
 
     # --- derived quantities ---------------------------------------------------------------------------------
     @property
@@ -162,8 +184,8 @@ class PriorConfig(ConfigBase):
 
     @property
     def n_labels(self) -> int:
-        """Leading label entries of y (total_length, offset, sample_length, artist, genres)."""
-        return 4 + (self.labels.max_bow_genre_size if self.labels else 0)
+        """Leading label entries of y (total_length, offset, sample_length, artist, genres[, bpm x 100, beat0])."""
+        return 4 + (self.labels.max_bow_genre_size + self.labels.n_tempo if self.labels else 0)
 
     @property
     def y_len(self) -> int:

@@ -10,10 +10,11 @@ import copy
 import dataclasses
 import hashlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..checkpoint.model_dir import ModelDir, prior_folder
@@ -273,6 +274,59 @@ def with_labels_every_position(model: torch.nn.Module) -> tuple[torch.nn.Module,
     return new.train(model.training), new_cfg
 
 
+def with_tempo(model: torch.nn.Module) -> tuple[torch.nn.Module, Any]:
+    """A copy of the top-level prior ``model`` whose config has ``labels.tempo``, its weights kept and the new
+    tempo and beat-phase embeddings at zero (same outputs as ``model`` for any tempo). Returns (prior, config)."""
+    from ..prior import Prior
+
+    cfg = model.config
+    if cfg.labels is None or cfg.is_upsampler:
+        raise UsageError("--tempo: only a top-level prior with labels takes tempo conditioning")
+    new_cfg = dataclasses.replace(cfg, labels=dataclasses.replace(cfg.labels, tempo=True))
+    new = Prior(new_cfg).to(next(model.parameters()).device)
+    missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    allowed = ("label_conditioner.tempo_emb.", "label_conditioner.phase_emb.")
+    if unexpected or any(not k.startswith(allowed) for k in missing):
+        raise JukeboxError(f"cannot add tempo conditioning: missing {missing}, unexpected {unexpected}")
+    return new.train(model.training), new_cfg
+
+
+def genre_tempi(manifest: Manifest, beats: Mapping[str, Any]) -> dict[str, Any]:
+    """The typical tempo of each genre of the training split (median BPM of its tracks with a steady pulse) and of
+    all of them (``default``): what sampling uses when no tempo is asked for."""
+    by_genre: dict[str, list[float]] = {}
+    for t in manifest.split("train") or manifest.tracks:
+        b = beats.get(t.path)
+        if b is not None and float(b.bpm) > 0:
+            by_genre.setdefault(t.genre, []).append(float(b.bpm))
+    every = [v for vs in by_genre.values() for v in vs]
+    return {"default": round(float(np.median(every)), 1) if every else 120.0,
+            "genres": {g: round(float(np.median(vs)), 1) for g, vs in sorted(by_genre.items())}}
+
+
+def _corpus_beats(data: str | Path, cache: Any, manifest: Manifest, log: LogFn) -> dict[str, Any]:
+    """Each track's beats for tempo labels: the code folder's ``tempo.json``, or (audio folders) tracked once and
+    stored in the code cache."""
+    from ..audio import load_audio
+    from ..data.code_cache import is_code_folder
+    from ..data.tempo import load_beats, save_beats, track_beats
+
+    beats = load_beats(cache.root) or {}
+    missing = [t for t in manifest.tracks if t.path not in beats]
+    if missing and Path(data).is_dir() and is_code_folder(data):
+        if not beats:
+            raise UsageError(f"{data}: the code folder has no beats (tempo.json); add them with `jukebox prepare "
+                             f"--data MUSIC_DIR --codes {data} --beats-only`")
+        log(f"{len(missing)} tracks have no beats in {data}; they are labelled as having no steady pulse")
+    elif missing:
+        log(f"tracking the beats of {len(missing)} tracks")
+        for t in missing:
+            audio, _ = load_audio(manifest.track_path(t), sample_rate=cache.sample_rate)
+            beats[t.path] = track_beats(audio, cache.sample_rate)
+        save_beats(cache.root, beats)
+    return beats
+
+
 def _set_activation_checkpointing(model: torch.nn.Module, on: bool) -> None:
     from ..nn.transformer import Transformer
 
@@ -289,7 +343,7 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
                 log_dir: str | Path | None = None, progress: bool = True, val_fraction: float = 0.1,
                 record_batches: bool = False, stop_at: int | None = None, label_dropout: float = 0.0,
                 labels_every_position: bool = False, input_noise: float = 0.0, scheduled_sampling: float = 0.0,
-                log: LogFn = _stderr) -> TrainResult:
+                tempo: bool = False, log: LogFn = _stderr) -> TrainResult:
     """Add or continue the level-``level`` prior of ``model_dir``, trained on ``data`` through the code cache.
 
     New prior: from ``preset`` (vocabulary from the corpus, saved as ``prior_level_L/labels.json``). Existing
@@ -305,6 +359,10 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
     targets stay real, so the prior learns to recover after a wrong token (validation reads clean codes).
     ``scheduled_sampling`` p: the same with the prior's own guesses instead of random codes (one extra
     teacher-forced pass without gradients per step draws each position's guess from the real prefix).
+    ``tempo``: give the top-level prior :attr:`LabelConfig.tempo` (an existing prior is upgraded in place, its new
+    embeddings at zero): every window is labelled with the beat grid fitted to its beats, read from the code
+    folder's ``tempo.json`` (``jukebox prepare``) or tracked once into the code cache for an audio folder; the
+    genres' typical tempi are saved beside the prior for sampling without an asked tempo.
     """
     from ..data.code_cache import CodeCache, CodeWindowSampler, ensure_code_cache, is_code_folder
     from ..prior import Prior
@@ -397,6 +455,13 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
                 model, cfg = with_labels_every_position(model)
                 if dist.is_main:
                     log("artist/genre labels now reach every position (zero-initialised projection)")
+        if tempo and not resume and not (cfg.labels is not None and cfg.labels.tempo):
+            model, cfg = with_tempo(model)
+            if dist.is_main:
+                log("the prior now takes a tempo and beat phase (zero-initialised embeddings)")
+        beats = None
+        if cfg.labels is not None and cfg.labels.tempo:
+            beats = _on_rank0(dist, lambda: _corpus_beats(data, cache, manifest, log))
         if cfg.l_bins != vq.l_bins or cfg.hop_lengths != vq.hop_lengths:
             raise JukeboxError(f"the level-{level} prior was made for another VQ-VAE")
         if lora_rank and not resume:
@@ -414,14 +479,15 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
                 if len(split_genre(t.genre, version)) > cfg.labels.max_bow_genre_size:
                     raise JukeboxError(f"{t.path}: genre {t.genre!r} has more words than this prior takes "
                                        f"({cfg.labels.max_bow_genre_size}); shorten it in the metadata")
-        labeller = (Labeller(vocab, cfg.labels.max_bow_genre_size, cfg.lyrics.n_tokens, cfg.sample_length)
+        labeller = (Labeller(vocab, cfg.labels.max_bow_genre_size, cfg.lyrics.n_tokens, cfg.sample_length,
+                             tempo=cfg.labels.tempo)
                     if cfg.labels is not None and vocab is not None else None)
         if cfg.labels is not None and labeller is None:
             raise JukeboxError(f"{folder}: the prior needs labels but no vocabulary was found")
         down = cfg.cond_downsample
-        train = CodeWindowSampler(cache, manifest, level, cfg.n_ctx, "train", down)
+        train = CodeWindowSampler(cache, manifest, level, cfg.n_ctx, "train", down, beats=beats)
         try:
-            val = CodeWindowSampler(cache, manifest, level, cfg.n_ctx, "validation", down)
+            val = CodeWindowSampler(cache, manifest, level, cfg.n_ctx, "validation", down, beats=beats)
         except JukeboxError:
             val = None
 
@@ -435,6 +501,8 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
             md.save_prior(m)
             if vocab is not None:
                 vocab.save(folder)
+            if beats is not None:
+                md.save_tempi(level, genre_tempi(manifest, beats))
 
         writer_dir = _writer_dir(log_dir, md.path / "logs" / prior_folder(level))
         media_vqvae = md.load_vqvae("cpu") if writer_dir is not None and dist.is_main else None

@@ -194,7 +194,7 @@ class PriorTask(_WindowBatches):
         }
         if self.labeller is not None:
             metas = [{"artist": w.artist, "genre": w.genre, "lyrics": w.lyrics, "total_length": w.total_length,
-                      "offset": w.offset} for w in windows]
+                      "offset": w.offset, "bpm": w.bpm, "beat0": w.beat0} for w in windows]
             batch["y"] = self.labeller.batch_labels(metas).y
         return batch
 
