@@ -1,4 +1,4 @@
-"""Shared test helpers: reference fixtures from ../shared (skipped cleanly where absent), scripts as modules."""
+"""Shared test helpers: reference fixtures from ../shared (skipped cleanly where absent), recipe scripts as modules."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ def reference_ids_dir() -> Path:
 
 
 def load_script(name: str) -> ModuleType:
-    """``scripts/<name>.py`` imported as module ``name`` (registered in sys.modules: dataclasses look it up)."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    """``recipes/<name>.py`` imported as module ``name`` (registered in sys.modules: dataclasses look it up)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "recipes" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod

@@ -126,7 +126,7 @@ def test_version_1_cache_still_loads(tmp_path: Path) -> None:
 
 
 def test_codes_from_npy_script_matches_prepare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """scripts/codes_from_npy.py turns per-track level-2 .npy files + metadata.csv into the folder prepare writes."""
+    """recipes/codes_from_npy.py turns per-track level-2 .npy files + metadata.csv into the folder prepare writes."""
     from conftest import load_script
 
     script = load_script("codes_from_npy")

@@ -1,4 +1,4 @@
-"""scripts/export_model.py: fp16 weights, training state left out, sampling defaults kept or filled in."""
+"""recipes/export_model.py: fp16 weights, training state left out, sampling defaults kept or filled in."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""scripts/select_training_subset.py: the default model's top-prior subset (pack first, genre cap, seeded order)."""
+"""recipes/select_training_subset.py: the default model's top-prior subset (pack first, genre cap, seeded order)."""
 
 import csv
 import subprocess
@@ -51,7 +51,7 @@ def test_cli_writes_links_and_metadata_and_refuses_a_full_folder(tmp_path):
         w.writerows(rows)
     pack.mkdir()
     (pack / "metadata.csv").write_text("file,artist,genre,lyrics,split\naudio/pkgrock__rock0.ogg,a0,rock,,train\n")
-    cmd = [sys.executable, str(REPO / "scripts" / "select_training_subset.py"), "--corpus", str(corpus), "--pack",
+    cmd = [sys.executable, str(REPO / "recipes" / "select_training_subset.py"), "--corpus", str(corpus), "--pack",
            str(pack), "--out", str(out), "--hours-per-genre", "1"]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr

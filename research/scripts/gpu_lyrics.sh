@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # Issue 10 on one GPU (shared with another job): lyric top priors on the sung corpus, then the sampling arms.
-#   STAGE=train  bash scripts/gpu_lyrics.sh   # concurrently, time-boxed: the lyric top prior (default_lyrics), the
+#   STAGE=train  bash research/scripts/gpu_lyrics.sh   # concurrently, time-boxed: the lyric top prior (default_lyrics), the
 #                                             # merged-style one (default_merged), the no-lyrics control
 #                                             # (default_top) and fine-tuned copies of the base model's upsamplers;
 #                                             # returns int8 packs in lyrics_{a,b,c}.tar and lyrics_train.tar.gz
-#   STAGE=sample bash scripts/gpu_lyrics.sh   # from the packs carried in $PACKS (lyrics_a.tar + lyrics_b.tar):
+#   STAGE=sample bash research/scripts/gpu_lyrics.sh   # from the packs carried in $PACKS (lyrics_a.tar + lyrics_b.tar):
 #                                             # per held-out song (a) right lyrics, (b) another held-out song's
 #                                             # lyrics, (c) the no-lyrics model; returns codes
 #                                             # (samples_<model>.npz), alignment.npz, sample_info.json
-# Data: the packed sung corpus in .sung/ (scripts/pack_sung_audio.py). Wheels the GPU image lacks travel in .whl/.
+# Data: the packed sung corpus in .sung/ (research/scripts/pack_sung_audio.py). Wheels the GPU image lacks travel in .whl/.
 # Results go to $OUT (or out/). Every knob is an environment variable (below); the CPU smoke test of both stages
 # is in docs/lyrics.md.
 set -euo pipefail
 T0=$(date +%s)
-cd "$(dirname "$0")/.."
-source scripts/device_env.sh
+cd "$(dirname "$0")/../.."
+source research/scripts/device_env.sh
 STAGE=${STAGE:-train}
 RUN=${RUN:-runs/lyrics}
 DATA=${DATA:-.sung}
@@ -85,8 +85,8 @@ case "$STAGE" in
     # lyrics_c.tar = the merged-style model + the control + heldout.json (the alternative to lyrics_a.tar),
     # lyrics_train.tar.gz = the curves (train_summary.json) and the logs.
     mkdir -p "$RUN/packs"
-    python3 scripts/lyrics_models.py pack "$RUN" "$RUN/packs"
-    python3 scripts/lyrics_models.py summary "$RUN/logs" "$RUN/logs/train_summary.json"
+    python3 research/scripts/lyrics_models.py pack "$RUN" "$RUN/packs"
+    python3 research/scripts/lyrics_models.py summary "$RUN/logs" "$RUN/logs/train_summary.json"
     cp "$DATA/heldout.json" "$RUN/packs/heldout.json"
     bundle() {  # name model-pack other-files...: a tar of the model pack and those other files that exist
       local name=$1 have=()
@@ -110,10 +110,10 @@ case "$STAGE" in
     ls "$RUN/packs"/*.q8.tar* >/dev/null || { echo "error: no packs (lyrics_a.tar, *.q8.tar.xz) in $PACKS"; exit 2; }
     HELDOUT=${HELDOUT:-$RUN/packs/heldout.json}
     [ -f "$HELDOUT" ] || HELDOUT=$DATA/heldout.json
-    python3 scripts/lyrics_models.py unpack "$RUN/packs" "$RUN/models" --base "$BASE"
+    python3 research/scripts/lyrics_models.py unpack "$RUN/packs" "$RUN/models" --base "$BASE"
     BF16=(); if [ "$DEVICE" = cuda ]; then BF16=(--bf16); fi
     # shellcheck disable=SC2086
-    python3 scripts/lyrics_models.py sample --models "$RUN/models" --heldout "$HELDOUT" --out "$OUT" \
+    python3 research/scripts/lyrics_models.py sample --models "$RUN/models" --heldout "$HELDOUT" --out "$OUT" \
       --seconds "$SAMPLE_SECONDS" --levels $LEVELS --n-songs "$N_SONGS" --device "$DEVICE" "${BF16[@]}" \
       --decode "$DECODE" --temperature "$TEMPERATURE" --deadline "$SAMPLE_DEADLINE"
     ;;

@@ -2,7 +2,7 @@
 """Does a top prior keep the rhythm of real music it continues? (issue 9's rhythm diagnosis, session 6)
 
 Windows of real top-level codes are taken from a portable code folder (`jukebox prepare --codes`, or
-``scripts/codes_from_npy.py``): the first ``--prime-seconds`` prime the prior, which then samples the rest of one
+``recipes/codes_from_npy.py``): the first ``--prime-seconds`` prime the prior, which then samples the rest of one
 context (``prior.sample`` with each window's true artist, genre and timing labels). Reported per temperature:
 
 - ``agreement``: the share of continued tokens equal to the real ones (a prior that reproduces the track: ~1);
@@ -14,7 +14,7 @@ context (``prior.sample`` with each window's true artist, genre and timing label
   only the scored quarter itself real). Session 7: the shipped top prior gains 0.25 bits from everything before
   the scored quarter (7.98 -> 7.73) and 0.09 from the 496 codes before the last 16, so it is nearly a local model.
 
-    python scripts/eval_continuation.py -m src/jukebox/assets/default_model --codes CODE_FOLDER --tracks 12 \\
+    python research/scripts/eval_continuation.py -m src/jukebox/assets/default_model --codes CODE_FOLDER --tracks 12 \\
         [--windows-per-track 2] [--prime-seconds 3] [--temperature 0.98 0.5] [--device cuda] [--out-json R.json]
 
 Session 6 found that every prior tried, including one that memorised 12 tracks to 0.49 bits per token, loses

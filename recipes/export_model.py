@@ -2,8 +2,8 @@
 """Export a trained model directory for shipping: weights in fp16, no training state, optionally as a tar split
 into parts (the GPU machine returns files of at most 16 MiB).
 
-    python scripts/export_model.py runs/default OUT_DIR [--tar-parts-mb 15]
-    python scripts/export_model.py --join OUT_DIR/default_model.tar.part* DEST_DIR   # unpack parts here
+    python recipes/export_model.py runs/default OUT_DIR [--tar-parts-mb 15]
+    python recipes/export_model.py --join OUT_DIR/default_model.tar.part* DEST_DIR   # unpack parts here
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Rule: every track of the GPU pack (`.pack/metadata.csv`, the upsamplers' data) f
 tracks in a seeded random order, each added while its genre holds less than ``--hours-per-genre`` hours. With the
 defaults this gives the 236 tracks (12.3 h) of v3's top-level code folder.
 
-    python scripts/select_training_subset.py --corpus /work/corpus --pack .pack --out /work/subset
+    python recipes/select_training_subset.py --corpus /work/corpus --pack .pack --out /work/subset
     jukebox prepare --data /work/subset --model src/jukebox/assets/default_model --codes /work/codes236 --levels 2
 
 ``--out`` gets ``metadata.csv`` (the corpus's columns) and symbolic links to the corpus's audio files.
@@ -17,14 +17,15 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from eval_label_likelihood import track_key  # noqa: E402
+def track_key(file: str) -> str:
+    """A file's identity across the corpus and its packs: ``pkg/name.flac`` and ``audio/pkg__name.ogg`` match."""
+    stem = file.rsplit(".", 1)[0]
+    return stem.removeprefix("audio/").replace("/", "__")
 
 
 def select(rows: list[dict], pack: set[str], hours_per_genre: float, seed: int) -> list[dict]:
@@ -46,7 +47,7 @@ def select(rows: list[dict], pack: set[str], hours_per_genre: float, seed: int) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default="/work/corpus", help="corpus folder with metadata.csv")
-    ap.add_argument("--pack", default=".pack", help="the GPU pack (scripts/pack_training_audio.py)")
+    ap.add_argument("--pack", default=".pack", help="the GPU pack (recipes/pack_training_audio.py)")
     ap.add_argument("--out", required=True, help="folder to write (metadata.csv + links to the audio)")
     ap.add_argument("--hours-per-genre", type=float, default=2.5)
     ap.add_argument("--seed", type=int, default=0)
@@ -55,7 +56,7 @@ def main() -> None:
     rows = list(csv.DictReader(open(corpus / "metadata.csv", encoding="utf-8")))
     pack_csv = Path(args.pack) / "metadata.csv"
     if not pack_csv.exists():
-        raise SystemExit(f"error: {pack_csv} not found: build the pack first (scripts/pack_training_audio.py)")
+        raise SystemExit(f"error: {pack_csv} not found: build the pack first (recipes/pack_training_audio.py)")
     pack = {track_key(r["file"]) for r in csv.DictReader(open(pack_csv, encoding="utf-8"))}
     chosen = select(rows, pack, args.hours_per_genre, args.seed)
     if out.exists() and any(out.iterdir()):

@@ -27,9 +27,10 @@ Layout of ``--out`` (default ``/work/sung_corpus``)::
 Tools (recipe tools, not package dependencies)::
 
     apt-get install festival festvox-kallpc16k festvox-kdlpc16k fluidsynth fluid-soundfont-gm
-    pip install mido soxr soundfile numpy pocketsphinx   # pocketsphinx: scripts/sung_wer.py
+    pip install mido soxr soundfile numpy pocketsphinx   # pocketsphinx: research/scripts/sung_wer.py
 
-Usage: ``python scripts/build_sung_corpus.py --songs 200 --workers 2``. Rerunning skips finished songs (a song is
+Usage: ``python research/scripts/build_sung_corpus.py --songs 200 --workers 2``. Rerunning skips finished songs (a
+song is
 finished when its timing JSON exists; it is written last), and songs ``0..N-1`` are the same for any ``--songs``
 >= N, so a corpus can be grown.
 """

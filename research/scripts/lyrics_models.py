@@ -1,15 +1,15 @@
 #!/usr/bin/env python
-"""Model transport and sampling for the lyrics experiment (issue 10); used by ``scripts/gpu_lyrics.sh``.
+"""Model transport and sampling for the lyrics experiment (issue 10); used by ``research/scripts/gpu_lyrics.sh``.
 
 The GPU machine returns at most 16 MiB a file and takes ~25 MB of carried data, so the trained priors travel as
 int8 (per-row absmax scales, fp16 for vectors) in one xz-compressed tar per prior (about 0.8 byte a parameter);
 ``unpack`` turns them back into ordinary model directories (the base model's VQ-VAE, the fine-tuned upsamplers
 where present, else the base's).
 
-    python scripts/lyrics_models.py pack RUN OUT                # RUN/{lyrics,merged,control,up1,up0} -> OUT/*.q8.tar.xz
-    python scripts/lyrics_models.py unpack DIR DEST [--base B]  # DIR/*.q8.tar.xz -> DEST/{lyrics,merged,control}
-    python scripts/lyrics_models.py summary LOGDIR OUT.json      # steps, tokens/s, validation curves of the logs
-    python scripts/lyrics_models.py sample --models DEST --heldout .sung/heldout.json --out OUT [--seconds 24]
+    python research/scripts/lyrics_models.py pack RUN OUT  # RUN/{lyrics,merged,control,up1,up0} -> OUT/*.q8.tar.xz
+    python research/scripts/lyrics_models.py unpack DIR DEST [--base B]  # DIR/*.q8.tar.xz -> DEST/{lyrics,...}
+    python research/scripts/lyrics_models.py summary LOGDIR OUT.json  # steps, tokens/s, validation curves
+    python research/scripts/lyrics_models.py sample --models DEST --heldout .sung/heldout.json --out OUT [--seconds 24]
 
 ``sample`` draws, for every held-out song, (a) the lyric model with the song's lyrics, (b) the same model with
 another held-out song's lyrics, (c) the no-lyrics control (and (d)/(e) as (a)/(b) with the merged-style model when
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 from jukebox.checkpoint.format import load_weights, save_weights  # noqa: E402

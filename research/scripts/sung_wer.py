@@ -12,8 +12,8 @@ models:
 
 Usage::
 
-    python scripts/sung_wer.py song.wav --lyrics "the words as sung"            # one file
-    python scripts/sung_wer.py --corpus /work/sung_corpus --split test --n 10 --max-seconds 40 --lm vocab
+    python research/scripts/sung_wer.py song.wav --lyrics "the words as sung"            # one file
+    python research/scripts/sung_wer.py --corpus /work/sung_corpus --split test --n 10 --max-seconds 40 --lm vocab
         # mixes and vocal stems of 10 held-out songs; reference = the words sung inside the first 40 s
 
 Prints JSON (per file: reference, hypothesis, wer; totals pooled over words, with ``word_recall`` = 1 - (S + D) / N,

@@ -14,10 +14,10 @@ lowest bits per token. Reported:
 * ``artist`` (with ``--artists``): within each genre, the track's own artist against the other planned artists
   of that genre, for tracks whose artist the vocabulary knows.
 
-This measures the prior alone (no sampling, no upsamplers, no decoder); `scripts/eval_conditioning.py` judges the
-audio of the whole pipeline.
+This measures the prior alone (no sampling, no upsamplers, no decoder); `research/scripts/eval_conditioning.py`
+judges the audio of the whole pipeline.
 
-    python scripts/eval_label_likelihood.py -m MODEL --corpus /work/corpus --exclude TRAIN_METADATA.csv \\
+    python research/scripts/eval_label_likelihood.py -m MODEL --corpus /work/corpus --exclude TRAIN_METADATA.csv \\
         --tracks-per-genre 8 --windows-per-track 3 --out-json results.json
 """
 
@@ -34,14 +34,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[2] / "recipes"))
 
 from gen_conditioning_clips import MAIN_GENRES  # noqa: E402
-
-
-def track_key(file: str) -> str:
-    """A file's identity across the corpus and its packs: ``pkg/name.flac`` and ``audio/pkg__name.ogg`` match."""
-    stem = file.rsplit(".", 1)[0]
-    return stem.removeprefix("audio/").replace("/", "__")
+from select_training_subset import track_key  # noqa: E402  (one definition, shared with the recipe)
 
 
 def pick_tracks(rows: list[dict], excluded: set[str], genres: list[str], per_genre: int, min_seconds: float,

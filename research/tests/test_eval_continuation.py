@@ -1,4 +1,5 @@
-"""scripts/eval_continuation.py on a tiny model: windows from a code folder, primed continuation, its report."""
+"""research/scripts/eval_continuation.py on a tiny model: windows from a code folder, primed continuation, its
+report."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ relative to the corpus root). The track lengths (for the lyric/timing labels) ar
 ``--corpus`` when it is there (exactly the resampled length `jukebox` would load), else taken from ``seconds``
 (and made consistent with the number of codes).
 
-    python scripts/codes_from_npy.py --npy-root /work/codes_l2/tracks --metadata /work/codes_l2/metadata.csv \\
+    python recipes/codes_from_npy.py --npy-root /work/codes_l2/tracks --metadata /work/codes_l2/metadata.csv \\
         --model src/jukebox/assets/default_model --level 2 --corpus /work/corpus --out /work/codes_l2/cache \
         [--val-fraction 0.05]
 

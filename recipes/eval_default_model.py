@@ -2,7 +2,7 @@
 """Measure a model on the corpus's validation split: VQ-VAE reconstruction per level and each prior's bits per
 token (with the track's real artist, genre, offset and length as conditioning). Prints JSON.
 
-    python scripts/eval_default_model.py --corpus /work/corpus --tracks 10 --seconds 20 [-m MODEL_DIR]
+    python recipes/eval_default_model.py --corpus /work/corpus --tracks 10 --seconds 20 [-m MODEL_DIR]
 """
 
 from __future__ import annotations

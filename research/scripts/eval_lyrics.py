@@ -4,8 +4,8 @@
 Subcommands:
 
 * ``roundtrip``: held-out mixes through a model's VQ-VAE (encode, decode from each level) and the sung-word check
-  (``scripts/sung_wer.py``) on the original and on each reconstruction: do words survive the codec?
-* ``samples``: the codes returned by ``STAGE=sample bash scripts/gpu_lyrics.sh`` decoded with the VQ-VAE; the
+  (``research/scripts/sung_wer.py``) on the original and on each reconstruction: do words survive the codec?
+* ``samples``: the codes returned by ``STAGE=sample bash research/scripts/gpu_lyrics.sh`` decoded with the VQ-VAE; the
   sung-word check per arm (right lyrics / wrong lyrics / no-lyrics model) against the lyrics each sample was
   *meant* to sing (the right song's words), plus lyric alignment of the attention head against the held-out songs'
   word timings (``timing/<id>.json``), and alignment plots.
@@ -14,9 +14,9 @@ Subcommands:
 
 Usage::
 
-    python scripts/eval_lyrics.py roundtrip --corpus /work/sung_corpus --n 6 --seconds 30 --levels 0 1 2
-    python scripts/eval_lyrics.py samples --results DIR --corpus /work/sung_corpus --model MODEL_DIR
-    python scripts/eval_lyrics.py alignment --corpus /work/sung_corpus --model MODEL_DIR --seconds 30
+    python research/scripts/eval_lyrics.py roundtrip --corpus /work/sung_corpus --n 6 --seconds 30 --levels 0 1 2
+    python research/scripts/eval_lyrics.py samples --results DIR --corpus /work/sung_corpus --model MODEL_DIR
+    python research/scripts/eval_lyrics.py alignment --corpus /work/sung_corpus --model MODEL_DIR --seconds 30
 
 Prints JSON (and writes it with ``--out``).
 """
@@ -36,7 +36,7 @@ import numpy as np
 
 SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS))
-sys.path.insert(0, str(SCRIPTS.parent / "src"))
+sys.path.insert(0, str(SCRIPTS.parents[1] / "src"))
 
 import sung_wer  # noqa: E402
 

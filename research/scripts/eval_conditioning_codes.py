@@ -2,13 +2,13 @@
 """Genre conditioning of the top prior, judged on its codes: a classifier trained on the top-level codes of real
 clips rates the top-level codes of generated clips.
 
-`scripts/eval_conditioning.py` judges audio, so its verdict on generated music mixes the top prior with the
+`research/scripts/eval_conditioning.py` judges audio, so its verdict on generated music mixes the top prior with the
 upsamplers and the decoder (real top-level codes rendered by the v0 upsamplers are themselves judged near chance).
 This script isolates the top prior: both the real clips and the generated clips are top-level codes of the same
 VQ-VAE, so a generated clip is recognised only if its codes carry what real codes of the requested genre carry.
 
 1. Real clips: ``--clips-per-track`` windows of the generated clips' length from every track of ``--codes`` (code
-   folders made by `jukebox prepare --codes` or scripts/codes_from_npy.py; genre from their manifest).
+   folders made by `jukebox prepare --codes` or recipes/codes_from_npy.py; genre from their manifest).
 2. Features of a clip of codes z [T]: mean and spread of its codebook vectors, the mean step between consecutive
    vectors, a histogram over 64 clusters of the codebook (k-means, weighted by use), and how often codes repeat.
 3. Class-balanced logistic regression (shared with eval_conditioning.py), checked by 5-fold cross-validation
@@ -16,7 +16,7 @@ VQ-VAE, so a generated clip is recognised only if its codes carry what real code
    Also reported: a Frechet distance between generated and real clips on the top 32 principal components of the
    judge's standardised features (with real subsets of the same size against all real clips as the baseline).
 
-    python scripts/eval_conditioning_codes.py --codes /work/s3/codes157 --generated OUT/v1_clips.json \\
+    python research/scripts/eval_conditioning_codes.py --codes /work/s3/codes157 --generated OUT/v1_clips.json \\
         OUT/v2_clips.json --out-json results.json
 """
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The embedded default model's training recipe, as run on one lent H100 (see docs/default-model.md).
-#   STAGE=calibrate|vqvae|priors|export  bash scripts/gpu_default_model.sh
-# Data: the packed corpus subset in .pack/ (scripts/pack_training_audio.py). Wheels missing on the GPU image
+#   STAGE=calibrate|vqvae|priors|export  bash recipes/train_default_model.sh
+# Data: the packed corpus subset in .pack/ (recipes/pack_training_audio.py). Wheels missing on the GPU image
 # (soundfile, soxr, unidecode, cffi) travel in .whl/. Results go to $OUT (or out/ when $OUT is unset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/device_env.sh
+source research/scripts/device_env.sh
 RUN=${RUN:-runs/default}
 DATA=${DATA:-.pack}
 STAGE=${STAGE:-calibrate}
@@ -29,7 +29,7 @@ case "$STAGE" in
     timeout "${VQ_SECONDS:-450}" $J train vqvae --data "$DATA" --preset default22k --window 65536 --batch-size 16 \
       --steps 100000 --decay none --lr 3e-4 --device cuda --no-progress --log-every 100 --save-every 200 \
       --workers 12 --out "$RUN" --json | tee "$OUT/vqvae.log" || true
-    python3 scripts/export_model.py "$RUN" "$OUT" --tar-parts-mb 15
+    python3 recipes/export_model.py "$RUN" "$OUT" --tar-parts-mb 15
     ;;
   priors)
     for L in ${LEVELS:-2 1 0}; do
@@ -39,7 +39,7 @@ case "$STAGE" in
         --steps 100000 --decay none --lr 3e-4 --device cuda --no-progress --log-every 100 --save-every 300 \
         --workers 12 --json | tee "$OUT/prior_$L.log" || true
     done
-    python3 scripts/export_model.py "$RUN" "$OUT" --tar-parts-mb 15
+    python3 recipes/export_model.py "$RUN" "$OUT" --tar-parts-mb 15
     ;;
 esac
 ls -la "$OUT"

@@ -39,8 +39,8 @@
 #   finish stage pairs each top prior with the shipped upsamplers.
 set -uo pipefail
 shopt -s nullglob
-cd "$(dirname "$0")/.."
-source scripts/device_env.sh
+cd "$(dirname "$0")/../.."
+source research/scripts/device_env.sh
 D=${D:-/tmp/d}
 DEV=${DEV:-cuda}
 PACK_A=${PACK_A:-.packA}
@@ -133,7 +133,7 @@ case "${STAGE:?}" in
     if [ -n "${FIN_IN:-}" ]; then cp -r "$FIN_IN"/. $D/; fi  # e.g. the real-top control's clip files
     # One model per top-prior variant: the (fine-tuned) upsamplers + that top prior, in $D/final_NAME.
     if [ -d $D/up ]; then  # upsamplers trained in this run
-      python3 scripts/export_model.py $D/up $D/exp_up
+      python3 recipes/export_model.py $D/up $D/exp_up
       for L in $UP_LEVELS; do tar -C $D/exp_up -cf "$OUT/up$L.tar" prior_level_$L; done
     else  # top priors only: the shipped VQ-VAE and upsamplers
       rm -rf $D/exp_up && cp -r $SRC_MODEL $D/exp_up
@@ -143,7 +143,7 @@ case "${STAGE:?}" in
       name=${v%%:*}; names="$names $name"
       rm -rf $D/final_$name && cp -r $D/exp_up $D/final_$name && rm -rf $D/final_$name/prior_level_2
       if [ -d $D/$name ]; then  # a top prior trained in this run
-        python3 scripts/export_model.py $D/$name $D/exp_$name
+        python3 recipes/export_model.py $D/$name $D/exp_$name
         cp -r $D/exp_$name/prior_level_2 $D/final_$name/
         tar -C $D/final_$name -cf "$OUT/$name.tar" prior_level_2
       else  # no top-prior training (e.g. TOPS=ship:keep): the shipped top prior with the new upsamplers
@@ -153,7 +153,7 @@ case "${STAGE:?}" in
     tar -C $D -czf "$OUT/logs.tgz" logs
     # Clip sets (PER_GENRE=48: 240 clips, the size the judges need), one file per set: $OUT returns files of at
     # most 16 MiB, and a 240-clip set with level-0 codes is ~10 MB.
-    G="python3 scripts/gen_conditioning_clips.py --per-genre ${PER_GENRE:-12} --seconds ${CLIP_SECONDS:-8} --device $DEV ${GEN_OPTS:---dtype bfloat16 --decode graph}"
+    G="python3 research/scripts/gen_conditioning_clips.py --per-genre ${PER_GENRE:-12} --seconds ${CLIP_SECONDS:-8} --device $DEV ${GEN_OPTS:---dtype bfloat16 --decode graph}"
     pack() {  # pack FILE PREFIX...: the clip files of those sets into $OUT/FILE
       local f=$1; shift; local files=()
       for p in "$@"; do files+=("${p}_clips.json" "${p}_codes.npz"); done
@@ -187,10 +187,10 @@ case "${STAGE:?}" in
     done
     [ ${#extra[@]} -gt 0 ] && pack clips_extra.tgz "${extra[@]}"
     # CONT_CODES=FOLDER (a carried code folder, e.g. 12 training tracks): does each top prior keep the rhythm of
-    # music it continues? (scripts/eval_continuation.py; session 6: real 0.39, v3 0.20)
+    # music it continues? (research/scripts/eval_continuation.py; session 6: real 0.39, v3 0.20)
     if [ -n "${CONT_CODES:-}" ]; then
       for name in $names; do
-        python3 scripts/eval_continuation.py -m $D/final_$name --codes "$CONT_CODES" --tracks 12 --device $DEV \
+        python3 research/scripts/eval_continuation.py -m $D/final_$name --codes "$CONT_CODES" --tracks 12 --device $DEV \
           --out-json "$OUT/cont_$name.json" 2>&1 | grep -v "Warning\|artist_id" | tr -d '\n ' | cut -c 1-400; echo
       done
     fi

@@ -2,9 +2,9 @@
 """Generate clips for the conditioning judge: N clips per requested genre, each with a real artist of that genre.
 
 Runs where the model runs fast (the GPU machine), returns only codes (small) and the requested labels; the judge
-(`scripts/eval_conditioning.py --generated DIR`) decodes the codes with the model's VQ-VAE on the CPU.
+(`research/scripts/eval_conditioning.py --generated DIR`) decodes the codes with the model's VQ-VAE on the CPU.
 
-Which artists: the plan (`scripts/conditioning_plan.json`, written by this script's ``--write-plan`` from the
+Which artists: the plan (`research/scripts/conditioning_plan.json`, written by this script's ``--write-plan`` from the
 corpus's metadata.csv) lists, per genre, the artists of the training split ordered by their number of tracks.
 Clip i of a genre asks for the (i mod k)-th of the first k (``--artists-per-genre``) planned artists that the
 model's vocabulary knows, so several clips share an artist and the judge can also check artists.
@@ -17,8 +17,9 @@ Output (the "conditioning clips" format, read by the judge), in ``--out``, named
   (one per row of the arrays), "seconds", "sample_rate", "hop_lengths", "levels", "vqvae_sha256",
   "model", "settings": {...}, "timing": {...}}``.
 
-    python scripts/gen_conditioning_clips.py -m MODEL_DIR --per-genre 16 --seconds 8 --out OUT
-    python scripts/gen_conditioning_clips.py --write-plan scripts/conditioning_plan.json --corpus /work/corpus
+    python research/scripts/gen_conditioning_clips.py -m MODEL_DIR --per-genre 16 --seconds 8 --out OUT
+    python research/scripts/gen_conditioning_clips.py --write-plan research/scripts/conditioning_plan.json \\
+        --corpus CORPUS
 
 ``--real-top``: the control for the upsamplers. Instead of sampling the top level, take the top-level codes of
 real clips (``--per-genre`` unseen tracks per genre, one window each; ``--exclude`` lists the training metadata)

@@ -10,7 +10,7 @@ octave). Opus at ~11 kbit/s brings the 4.2 h of train + validation songs to abou
 
 Usage::
 
-    python scripts/pack_sung_audio.py --corpus /work/sung_corpus --out .sung --kbps 11 --workers 2
+    python research/scripts/pack_sung_audio.py --corpus /work/sung_corpus --out .sung --kbps 11 --workers 2
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """musicnn embeddings of audio clips: run with a separate, optional environment that has musicnn.
 
-The project does not depend on TensorFlow; `scripts/eval_conditioning.py` calls this script with another Python
+The project does not depend on TensorFlow; `research/scripts/eval_conditioning.py` calls this script with another Python
 (``--musicnn-python``), for example a venv made with::
 
     python3 -m venv /work/evalenv
@@ -15,7 +15,7 @@ Input: an .npz with ``audio`` float16/float32 [N, T] at 16 kHz (musicnn's rate).
 The mel spectrogram is computed as musicnn's own extractor does (librosa, 512-point FFT, hop 256, 96 mels,
 ``log10(10000 x + 1)``) but kept in float32: the package's cast to float16 overflows to inf/NaN on loud input.
 
-    /work/evalenv/bin/python scripts/musicnn_embed.py clips.npz emb.npz
+    /work/evalenv/bin/python research/scripts/musicnn_embed.py clips.npz emb.npz
 """
 
 from __future__ import annotations

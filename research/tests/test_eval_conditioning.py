@@ -1,4 +1,4 @@
-"""The conditioning judge's plumbing (scripts/eval_conditioning.py, scripts/gen_conditioning_clips.py): features,
+"""The conditioning judge's plumbing (research/scripts/eval_conditioning.py, gen_conditioning_clips.py): features,
 grouped folds, classifier, scores, Frechet distance and the generated-clips format, on tiny synthetic data."""
 
 from __future__ import annotations

@@ -7,14 +7,14 @@ The judge is an evaluation tool, not part of the model:
    genres with few tracks), features cached on disk (``--cache``) so later runs only do new work.
 2. Features: hand-made (log-mel mean/std and delta spread, MFCC, spectral shape, octave-band contrast, onset
    and tempo statistics, modulation spectrum: numpy/torch only) and, optionally, musicnn embeddings computed by
-   ``scripts/musicnn_embed.py`` in a separate Python environment (``--musicnn-python``).
+   ``research/scripts/musicnn_embed.py`` in a separate Python environment (``--musicnn-python``).
 3. Classifier: class-balanced multinomial logistic regression on standardised features. It is checked on real
    clips of tracks it never saw (stratified 5-fold cross-validation grouped by track), and by leaving out whole
    Debian packages (each package carries one style, so this shows it recognises the style, not the package).
    The feature set with the best grouped-by-track balanced accuracy becomes the judge.
 4. Codec check: real clips passed through the model's VQ-VAE at the evaluated level (encode, decode) are judged
    too, so we know the judge still works on audio that has the codec's sound.
-5. Generated clips (``--generated DIR`` from ``scripts/gen_conditioning_clips.py``, or ``--generate N`` to make
+5. Generated clips (``--generated DIR`` from ``research/scripts/gen_conditioning_clips.py``, or ``--generate N`` to make
    them here with ``-m``): decoded with the model's VQ-VAE, judged for the requested genre (and, within a genre,
    the requested artist where the judge knows enough of that genre's artists), compared with real clips by a
    Frechet distance on the judge's embedding (with real-vs-real baselines at the same number of clips) and by
@@ -22,8 +22,8 @@ The judge is an evaluation tool, not part of the model:
 
 Prints a summary and writes everything (confusion matrices included) to ``--out-json``.
 
-    python scripts/eval_conditioning.py --musicnn-python /work/evalenv/bin/python              # judge only
-    python scripts/eval_conditioning.py -m MODEL --generated OUT --musicnn-python /work/evalenv/bin/python \\
+    python research/scripts/eval_conditioning.py --musicnn-python /work/evalenv/bin/python              # judge only
+    python research/scripts/eval_conditioning.py -m MODEL --generated OUT --musicnn-python /work/evalenv/bin/python \\
         --out-json results.json --png docs/conditioning_spectrograms.png
 """
 
@@ -215,7 +215,7 @@ def spectral_summary(audio: np.ndarray, sr: int = SR) -> dict[str, np.ndarray]:
 
 def musicnn_features(audio: np.ndarray, python: str, sr: int = SR) -> np.ndarray:
     """Clips [B, T] at ``sr`` -> musicnn embeddings [B, 250] (the MSD model's 200-d penultimate layer and its 50
-    tag probabilities, means over non-overlapping 3 s patches), computed by scripts/musicnn_embed.py with
+    tag probabilities, means over non-overlapping 3 s patches), computed by research/scripts/musicnn_embed.py with
     another Python."""
     import soxr
 
@@ -491,7 +491,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--features", nargs="+", default=["hand", "handlf", "musicnn", "hand+musicnn", "handlf+musicnn"],
                     help="feature sets to compare: hand, handlf (hand without loudness), musicnn (needs "
                     "--musicnn-python), joined by + (default: %(default)s)")
-    ap.add_argument("--musicnn-python", default=None, help="a Python with musicnn (see scripts/musicnn_embed.py)")
+    ap.add_argument("--musicnn-python", default=None, help="a Python with musicnn (see musicnn_embed.py)")
     ap.add_argument("--wd", type=float, nargs="+", default=[1e-2, 3e-2, 1e-1], help="L2 weights to try")
     ap.add_argument("--codec-tracks-per-genre", type=int, default=6, help="held-out tracks per genre whose clips "
                     "are also passed through the codec (slow on CPU; 0: none)")

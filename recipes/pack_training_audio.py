@@ -7,7 +7,7 @@ each genre until the genre's share of the budget is used; each track is cut to a
 Writes ``OUT/audio/*.ogg`` and ``OUT/metadata.csv`` (file, artist, genre, lyrics, split). Validation tracks
 of the corpus are never packed.
 
-    python scripts/pack_training_audio.py --corpus /work/corpus --out .pack --minutes 200
+    python recipes/pack_training_audio.py --corpus /work/corpus --out .pack --minutes 200
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ never changes when packages are added. A package with ``OUT/PACKAGE/.done.json``
 rebuild, ``--relabel`` to redo only labels and credits). Tracks shorter than ``--min-seconds`` (default 30) are
 left out. docs/corpus.md describes the labels.
 
-    python scripts/build_debian_corpus.py --out /work/corpus [--packages wesnoth-1.16-music,naev-data]
+    python recipes/build_debian_corpus.py --out /work/corpus [--packages wesnoth-1.16-music,naev-data]
         [--sample-rate 22050] [--format flac|ogg] [--work /work/corpus_work] [--jobs 2]
 
 The corpus is never committed: keep ``--out`` and ``--work`` outside the repository. Needs ``mutagen``

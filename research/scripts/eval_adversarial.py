@@ -13,8 +13,8 @@ plus ``original`` (no fine-tuning). Reconstructions of clips of held-out (``spli
 level are scored with multi-resolution STFT distance, mel L1, spectral convergence and SI-SDR; the codes are the
 same for every arm (decoder-only), so only the decoders differ. Writes ``OUT/results.json`` and spectrogram PNGs.
 
-    python scripts/eval_adversarial.py --budget-s 240 --out runs/adv_cpu --png-dir docs      # CPU, minutes
-    python scripts/eval_adversarial.py --device cuda --levels 0,1,2 --budget-s 3600 ...       # the GPU run
+    python research/scripts/eval_adversarial.py --budget-s 240 --out runs/adv_cpu --png-dir docs      # CPU, minutes
+    python research/scripts/eval_adversarial.py --device cuda --levels 0,1,2 --budget-s 3600 ...       # the GPU run
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from jukebox.train import TrainConfig, train_vqvae
 from jukebox.ui.media import spectrogram_png
 from jukebox.vqvae.discriminator import AdversarialConfig
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "src/jukebox/assets/default_model"
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "src/jukebox/assets/default_model"
 
 
 def _subset_corpus(corpus: Path, n_train: int, dest: Path, seed: int) -> list[str]:

@@ -1,4 +1,4 @@
-# Sourced by the GPU recipes (scripts/gpu_*.sh) from the repository root: the results folder $OUT (default out/),
+# Sourced by the GPU recipes (research/scripts/gpu_*.sh) from the repository root: the results folder $OUT (default out/),
 # the wheels the GPU image lacks (soundfile, soxr, unidecode, cffi: carried in .whl/), PYTHONPATH, and $J (the CLI).
 OUT=${OUT:-out}
 mkdir -p "$OUT"

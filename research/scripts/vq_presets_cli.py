@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""The `jukebox` CLI with two experimental VQ-VAE presets for scripts/gpu_toplevel_experiment.sh (session 6):
+"""The `jukebox` CLI with two experimental VQ-VAE presets for research/scripts/gpu_toplevel_experiment.sh (session 6):
 ``x512`` (default22k with hops 8/32/512) and ``x256`` (default22k with 256 codes per level).
 
-    python scripts/vq_presets_cli.py train vqvae --preset x512 --data PACK --out DIR ...
+    python research/scripts/vq_presets_cli.py train vqvae --preset x512 --data PACK --out DIR ...
 """
 
 import dataclasses

@@ -1,4 +1,4 @@
-"""Fast checks of the sung-corpus recipe's pure-Python parts (scripts/build_sung_corpus.py, scripts/sung_wer.py)."""
+"""Fast checks of the sung-corpus build's pure-Python parts (research/scripts/build_sung_corpus.py, sung_wer.py)."""
 
 from __future__ import annotations
 
