@@ -15,7 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__version__ = "0.1.0"
+from ._version import __version__
+
 __all__ = ["load_model", "Jukebox", "Generation", "load_audio", "save_audio", "__version__"]
 
 
