@@ -150,3 +150,40 @@ def test_import_and_sample_match_original_pipeline(tmp_path, kind, reference_ids
     codes = _codes(out / "codes.npz")
     for level in range(3):
         np.testing.assert_array_equal(codes[f"level_{level}"], ref["zs"][level].numpy(), err_msg=f"level {level}")
+
+
+def test_default_total_length_from_model_json(tmp_path):
+    """Without total_seconds a call's timing labels describe the model's typical song length (``model.json``
+    "sampling": {"total_seconds": N}, at least the piece itself); models without one keep the piece's length."""
+    from jukebox.testing import make_tiny_model_dir
+
+    md = make_tiny_model_dir(tmp_path / "m")
+    kw = dict(seconds=0.05, seed=0, levels=[2], alignment=False, loudness=None)
+    model = load_model(md.path, device="cpu")
+    info = model.model_dir.info  # model.json, as read
+    assert "sampling" not in info and model.sampling_defaults["total_seconds"] is None
+    own = model.generate(**kw)
+    assert (own.settings["total_seconds"], own.settings["total_seconds_from"]) == (0.05, "seconds")
+    for bad in (-5, "long", True, [30], 0):
+        info["sampling"] = {"total_seconds": bad}
+        assert model.sampling_defaults["total_seconds"] is None
+    info["sampling"] = {"total_seconds": 15}
+    assert model.sampling_defaults["total_seconds"] == 15.0
+    out = model.generate(**kw)
+    assert (out.settings["total_seconds"], out.settings["total_seconds_from"]) == (15.0, "model.json")
+    same = model.generate(**kw, total_seconds=15)
+    assert torch.equal(out.codes[2], same.codes[2]) and same.settings["total_seconds_from"] == "total_seconds"
+    labels = [model.item_labels(2, out.settings["items"], out.settings["sample_length"], g.settings["total_length"]).y
+              for g in (out, own)]
+    assert not torch.equal(*labels)  # the timing labels differ from those of a 0.05 s "song"
+    assert model.generate(**kw, total_seconds=0.05).settings["total_seconds"] == 0.05  # an explicit one wins
+    info["sampling"] = {"total_seconds": 0.02}  # a piece longer than the model's song length describes itself
+    short = model.generate(**kw)
+    assert (short.settings["total_seconds"], short.settings["total_seconds_from"]) == (0.05, "seconds")
+    assert torch.equal(short.codes[2], own.codes[2])
+    # one beyond the top prior's timing range is held to it; the CLI records the length used and its source
+    (md.path / "model.json").write_text(json.dumps({**info, "sampling": {"total_seconds": 10 * model.max_seconds}}))
+    assert main(["sample", "-m", str(md.path), "--seconds", "0.05", "--levels", "2", "--seed", "0", "--quiet",
+                 "-o", str(tmp_path / "o")]) == 0
+    settings = json.loads((tmp_path / "o" / "metadata.json").read_text())["settings"]
+    assert (settings["total_seconds"], settings["total_seconds_from"]) == (model.max_seconds, "model.json")

@@ -25,6 +25,7 @@ import torch
 from .audio import MAX_SECONDS
 from .checkpoint.model_dir import ModelDir, prior_folder
 from .errors import JukeboxError, UsageError
+from .loudness import DEFAULT_LUFS, DEFAULT_PEAK_DB
 from .sampling.filters import DRAWS
 from .sampling.pipeline import DEFAULT_HOP_FRACTIONS, UPSAMPLE_MODES, LevelReport, LevelSettings, sample_levels
 
@@ -126,7 +127,9 @@ class Jukebox:
         ``model.json`` gives one number (the top level's) or a list indexed by level; returned as a number (top
         level only) or a {level: w} dict. ``temperature``: 1.0, or the model's measured best per level
         (``model.json`` gives one number or a list indexed by level, e.g. ``[0.8, 0.8, 0.98]``); returned as a
-        number or a {level: T} dict."""
+        number or a {level: T} dict. ``total_seconds``: the song length the timing labels describe when a call
+        gives none (at least the piece's own length), e.g. the median length of the model's training songs; None
+        where ``model.json`` gives no positive number (then the piece's own length)."""
         from .prior.sampler import DECODE_MODES
 
         given = self.model_dir.info.get("sampling")
@@ -141,6 +144,8 @@ class Jukebox:
             out["chunk_size"] = size
         out["guidance"] = _model_default(given.get("guidance"), lambda g: 0 <= g <= 20)  # a number: top level only
         out["temperature"] = _model_default(given.get("temperature"), lambda t: 0 < t <= 10)
+        total = given.get("total_seconds")
+        out["total_seconds"] = float(total) if _is_number(total) and 0 < total <= MAX_SECONDS else None
         return out
 
     # ------------------------------------------------------------------ components
@@ -218,12 +223,35 @@ class Jukebox:
         codes = encode_audio(self.vqvae, x.to(self.device), end_level=levels)
         return {lvl: c.cpu() for lvl, c in enumerate(codes)}
 
-    def decode(self, codes: Mapping[int, torch.Tensor], level: int | None = None) -> torch.Tensor:
-        """Codes {level: [B, T_l]} -> audio [B, 1, T] from ``level`` (default: the finest present)."""
+    def decode(self, codes: Mapping[int, torch.Tensor], level: int | None = None,
+               loudness: float | None = None) -> torch.Tensor:
+        """Codes {level: [B, T_l]} -> audio [B, 1, T] from ``level`` (default: the finest present).
+
+        The codec's raw output by default; ``loudness`` (LUFS) brings each item to that level as
+        :meth:`normalize` does."""
         from .codec import decode_codes
 
         level = min(codes) if level is None else level
-        return decode_codes(self.vqvae, codes[level].to(self.device), level).float().cpu()
+        audio = decode_codes(self.vqvae, codes[level].to(self.device), level).float().cpu()
+        return self.normalize(audio, loudness)[0] if loudness is not None else audio
+
+    def normalize(self, audio: torch.Tensor, loudness: float | None = DEFAULT_LUFS) -> tuple[torch.Tensor, dict]:
+        """Audio [B, C, T] -> each item at ``loudness`` LUFS (ITU-R BS.1770) with its true peak at or below
+        -1 dBTP, by a static gain and a soft look-ahead limiter (:func:`jukebox.loudness.normalize_loudness`);
+        ``None`` leaves the audio unchanged. Returns ``(audio, record)``: ``record`` is ``{"enabled": False}`` or
+        ``{"enabled": True, "target_lufs", "peak_db", "items": [what was measured and applied, per item]}``."""
+        if loudness is None:
+            return audio, {"enabled": False}
+        from .loudness import normalize_loudness
+
+        target = _check_loudness(loudness)
+        out, items = [], []
+        for item in audio:
+            y, info = normalize_loudness(item, self.sample_rate, target, DEFAULT_PEAK_DB)
+            out.append(y)
+            items.append({k: v for k, v in info.items() if k not in ("target_lufs", "peak_db")})
+        audio = torch.stack(out) if out else audio
+        return audio, {"enabled": True, "target_lufs": target, "peak_db": DEFAULT_PEAK_DB, "items": items}
 
     # ------------------------------------------------------------------ sampling
     def _items(self, n_samples: int, artist: str, genre: str, lyrics: str,
@@ -314,9 +342,16 @@ class Jukebox:
                              "ask for a shorter song")
         return value
 
-    def _total_length(self, total_seconds: float | None, seconds: float) -> int:
-        return int(round(self._check_seconds(total_seconds if total_seconds is not None else seconds,
-                                             "total_seconds") * self.sample_rate))
+    def _total_length(self, total_seconds: float | None, seconds: float) -> tuple[int, str]:
+        """The song length in samples for the timing labels, and where it came from: the call's
+        ``total_seconds``, else the model's (``sampling_defaults``) where longer than ``seconds``, else
+        ``seconds``."""
+        source = "total_seconds"
+        if total_seconds is None:
+            own = self.sampling_defaults["total_seconds"]
+            total_seconds, source = ((min(own, self.max_seconds), "model.json") if own is not None and own > seconds
+                                     else (seconds, "seconds"))
+        return int(round(self._check_seconds(total_seconds, "total_seconds") * self.sample_rate)), source
 
     def sample_length(self, seconds: float) -> int:
         """Samples for ``seconds``: round(seconds * sr) rounded down to a multiple of the top level's hop."""
@@ -348,8 +383,11 @@ class Jukebox:
              hop_fraction: PerLevel, chunk_size: int | None, max_batch_size: int, seed: int | None,
              progress: ProgressFn | None, on_level_done: Callable[[int, dict[int, torch.Tensor]], None] | None,
              alignment: bool, upsample_mode: str | None = None, decode: str | None = None,
-             draw: str | None = None, guidance: float | Mapping[int, float] | None = None) -> Generation:
+             draw: str | None = None, guidance: float | Mapping[int, float] | None = None,
+             loudness: float | None = DEFAULT_LUFS, total_source: str = "total_seconds") -> Generation:
         levels = sorted(set(levels), reverse=True)
+        if loudness is not None:
+            _check_loudness(loudness)
         defaults = self.sampling_defaults
         guides = _guidance_per_level(defaults["guidance"] if guidance is None else guidance, levels,
                                      self.top_level)
@@ -438,7 +476,7 @@ class Jukebox:
         lowest = min(levels)
         codes_cpu = {lvl: c.cpu() for lvl, c in codes.items() if c.shape[1] > 0}
         t1 = time.perf_counter()
-        audio = self.decode(codes_cpu, lowest)
+        audio, loud = self.normalize(self.decode(codes_cpu, lowest), loudness)
         decode_s = time.perf_counter() - t1
         aligns = None
         top = self.top_level
@@ -447,7 +485,9 @@ class Jukebox:
 
             aligns = lyric_alignment(self.prior(top), codes[top], labels[top], self._labellers[top],
                                      settings[top].hop_fraction)
-        info = dict(levels=levels, sample_length=sample_length, total_length=total_length, items=items,
+        info = dict(levels=levels, sample_length=sample_length, total_length=total_length,
+                    total_seconds=round(total_length / self.sample_rate, 3), total_seconds_from=total_source,
+                    loudness=loud, items=items,
                     seed=seed, chunk_size=chunk_size, max_batch_size=max_batch_size, upsample_mode=upsample_mode,
                     draw=draw, guidance=guides.get(self.top_level, 1.0),
                     per_level={lvl: vars(s).copy() for lvl, s in settings.items()},
@@ -463,14 +503,15 @@ class Jukebox:
                  on_level_done: Callable[[int, dict[int, torch.Tensor]], None] | None = None,
                  alignment: bool = True, upsample_mode: str | None = None, decode: str | None = None,
                  draw: str | None = None, guidance: float | Mapping[int, float] | None = None,
-                 bpm: float | None = None) -> Generation:
+                 bpm: float | None = None, loudness: float | None = DEFAULT_LUFS) -> Generation:
         """Sample a new piece from nothing (ancestral sampling).
 
         ``items`` gives one {artist, genre, lyrics} per sample instead of shared labels, each optionally with its
         own ``total_seconds`` (the song length its timing labels and lyric window describe). ``levels`` selects the
         levels to sample (default: all the model has); stopping early (e.g. ``levels=[2]``) decodes a fast,
         rough draft from the lowest sampled level. ``total_seconds`` is the song length the timing labels
-        describe (default: ``seconds``). ``upsample_mode``: ``"sequential"`` (the original's window order) or
+        describe (default: the model's typical song length, :attr:`sampling_defaults`, where longer than
+        ``seconds``; else ``seconds``). ``upsample_mode``: ``"sequential"`` (the original's window order) or
         ``"parallel"`` (each upsampler level in batched windows, much faster; see
         :mod:`jukebox.sampling.parallel`). ``decode``: the decode step (``"eager"``; on a CPU ``"int8"``; on CUDA
         ``"graph"``, ``"compile"`` or ``"triton"``; see :mod:`jukebox.prior.sampler`). ``draw``: the categorical
@@ -482,18 +523,21 @@ class Jukebox:
         :attr:`sampling_defaults`). ``temperature``: one value, a
         list indexed by level or a {level: T} mapping (default: the model's own, 1.0 where it gives none).
         ``bpm``: the tempo of a model whose top prior takes one (:attr:`has_tempo`; per item with ``items``;
-        default: the genre's typical tempo, :meth:`default_bpm`).
+        default: the genre's typical tempo, :meth:`default_bpm`). ``loudness``: the level in LUFS each item of
+        the returned audio is brought to, true peak <= -1 dBTP, by :meth:`normalize` (``None``: the raw decode;
+        the codes are the same either way).
         """
         if n_samples < 1:
             raise UsageError(f"n_samples must be >= 1, got {n_samples}")
         length = self.sample_length(seconds)
-        total = self._total_length(total_seconds, seconds)
+        total, source = self._total_length(total_seconds, seconds)
         if total < length:
             raise UsageError(f"total_seconds ({total_seconds}) must be at least seconds ({seconds})")
         levels = list(self.prior_levels if levels is None else levels)
         return self._run({}, levels, length, total, self._items(n_samples, artist, genre, lyrics, items, bpm),
                          temperature, top_k, top_p, hop_fraction, chunk_size, max_batch_size, seed, progress,
-                         on_level_done, alignment, upsample_mode, decode, draw, guidance)
+                         on_level_done, alignment, upsample_mode, decode, draw, guidance, loudness=loudness,
+                         total_source=source)
 
     def continue_(self, audio: torch.Tensor | np.ndarray | None = None, seconds: float = 5.0,
                   codes: Mapping[int, torch.Tensor] | None = None, prompt_seconds: float | None = None,
@@ -537,10 +581,10 @@ class Jukebox:
             have = min(start_codes[lvl].shape[1] * self.hop_lengths[lvl] for lvl in levels)
             raise UsageError(f"the prompt ({have / self.sample_rate:.2f} s) is not shorter than the song "
                              f"({length / self.sample_rate:.2f} s); ask for more seconds")
-        total = self._total_length(total_seconds, seconds)
+        total, source = self._total_length(total_seconds, seconds)
         opts = _sampling_options(kwargs)
         return self._run(start_codes, levels, length, max(total, length),
-                         self._items(n, artist, genre, lyrics, items, bpm), **opts)
+                         self._items(n, artist, genre, lyrics, items, bpm), **opts, total_source=source)
 
     def upsample(self, codes: Mapping[int, torch.Tensor], artist: str = "unknown", genre: str = "unknown",
                  lyrics: str = "", total_seconds: float | None = None,
@@ -555,7 +599,7 @@ class Jukebox:
         if length > self.max_seconds * self.sample_rate:
             raise UsageError(f"the codes ({length / self.sample_rate:g} s) are beyond this model's range of "
                              f"{self.max_seconds:g} s")
-        total = self._total_length(total_seconds, length / self.sample_rate)
+        total, source = self._total_length(total_seconds, length / self.sample_rate)
         levels = [lvl for lvl in (kwargs.pop("levels", None) or self.prior_levels) if lvl < top]
         if not levels:
             raise UsageError("the model has no upsamplers")
@@ -565,13 +609,22 @@ class Jukebox:
             if lvl < top:
                 start[lvl] = torch.as_tensor(c).long()
         return self._run(start, levels, length, max(total, length),
-                         self._items(z.shape[0], artist, genre, lyrics, items), **opts)
+                         self._items(z.shape[0], artist, genre, lyrics, items), **opts, total_source=source)
 
 
 #: Sampling options ``continue_`` and ``upsample`` take as keyword arguments, with their defaults.
 _SAMPLING_DEFAULTS: dict[str, Any] = dict(
     temperature=None, top_k=0, top_p=0.0, hop_fraction=None, chunk_size=None, max_batch_size=16, seed=None,
-    progress=None, on_level_done=None, alignment=True, upsample_mode=None, decode=None, draw=None, guidance=None)
+    progress=None, on_level_done=None, alignment=True, upsample_mode=None, decode=None, draw=None, guidance=None,
+    loudness=DEFAULT_LUFS)
+
+
+def _check_loudness(loudness: Any) -> float:
+    """A loudness target in LUFS: a number between -70 and 0."""
+    if not _is_number(loudness) or not -70.0 < loudness < 0.0:
+        raise UsageError(f"loudness must be a level in LUFS between -70 and 0 (e.g. -16), or None for the raw "
+                         f"decode; got {loudness!r}")
+    return float(loudness)
 
 
 def _sampling_options(kwargs: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
+from ..loudness import DEFAULT_LUFS
 from .common import add_device_arg, check_codes_range, load_codes_file, output_path, resolve_device
+from .sample import loudness_arg
 
 AUDIO_OUT = (".wav", ".flac")
 
@@ -30,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--level", type=int, default=None, help="level to decode from (default: the lowest present)")
     p.add_argument("-o", "--output", required=True, help="audio file to write (.wav or .flac); several items "
                    "are written as NAME_0.wav, NAME_1.wav, ...")
+    p.add_argument("--loudness", type=loudness_arg, default=DEFAULT_LUFS, metavar="LUFS",
+                   help="bring each item to this loudness (ITU-R BS.1770), true peak at most -1 dBTP, with a soft "
+                   "limiter (default: %(default)s; 'off' writes the raw decode)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     add_device_arg(p)
     p.set_defaults(func=cmd_decode)
@@ -101,10 +106,19 @@ def cmd_decode(args: argparse.Namespace) -> int:
     outs = [out] if arr.shape[0] == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(arr.shape[0])]
     for o in outs:
         output_path(o, args.force, AUDIO_OUT)
-    audio = decode_codes(vqvae, torch.from_numpy(arr).to(device), level)  # [B, 1, T]
+    audio = decode_codes(vqvae, torch.from_numpy(arr).to(device), level).float().cpu()  # [B, 1, T]
+    sr = vqvae.config.sample_rate
     for i, o in enumerate(outs):
-        save_audio(audio[i], o, vqvae.config.sample_rate)
-        print(f"wrote {o} ({audio.shape[-1] / vqvae.config.sample_rate:.2f} s from level {level})")
+        item, note = audio[i], ""
+        if args.loudness is not None:
+            from ..loudness import normalize_loudness
+
+            item, info = normalize_loudness(item, sr, args.loudness)
+            note = (f", {info['input_lufs']:.1f} -> {info['output_lufs']:.1f} LUFS, true peak "
+                    f"{info['output_true_peak_db']:.1f} dBTP" if info["applied"] else f", loudness left as is: "
+                    f"{info['reason']}")
+        save_audio(item, o, sr)
+        print(f"wrote {o} ({audio.shape[-1] / sr:.2f} s from level {level}{note})")
     return 0
 
 

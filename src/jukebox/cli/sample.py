@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import JukeboxError, UsageError
+from ..loudness import DEFAULT_LUFS
 from .common import add_device_arg, load_codes_file, resolve_device
 
 MODES = ("ancestral", "primed", "continue", "upsample")
@@ -38,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "song's length for the timing labels) and bpm; sets --n-samples")
     p.add_argument("--seconds", type=float, default=None, help="length to generate, in seconds")
     p.add_argument("--total-seconds", type=float, default=None,
-                   help="song length the timing labels describe (default: --seconds)")
+                   help="song length the timing labels describe (default: the model's typical song length where "
+                   "its model.json gives one and it is longer than --seconds, else --seconds)")
     p.add_argument("--bpm", type=float, default=None,
                    help="tempo in beats per minute, for models whose top prior takes one (the embedded model's "
                    "does; default: the genre's typical tempo in the model's training music)")
@@ -53,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, default=None, metavar="W",
                    help="classifier-free guidance of the top level: 1 = off, larger follows --artist/--genre more "
                    "closely (for priors trained with --label-dropout; default: the model's own setting)")
+    p.add_argument("--loudness", type=loudness_arg, default=DEFAULT_LUFS, metavar="LUFS",
+                   help="bring each item to this loudness (ITU-R BS.1770), true peak at most -1 dBTP, with a soft "
+                   "limiter (default: %(default)s; 'off' writes the raw decode)")
     p.add_argument("--seed", type=int, default=None, help="random seed (makes a run reproducible)")
     p.add_argument("--levels", type=_ints, default=None,
                    help="levels to sample, e.g. 2 for a fast draft decoded from the top level (default: all)")
@@ -85,6 +90,20 @@ def _floats(text: str) -> list[float]:
         return [float(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers, got {text!r}") from None
+
+
+def loudness_arg(text: str) -> float | None:
+    """``--loudness``: a target level in LUFS (between -70 and 0), or ``off`` (None)."""
+    if text.strip().lower() in ("off", "none"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not -70.0 < value < 0.0:
+        raise argparse.ArgumentTypeError(f"expected a level in LUFS between -70 and 0 (e.g. -16) or 'off', got "
+                                         f"{text!r}")
+    return value
 
 
 def _ints(text: str) -> list[int]:
@@ -222,7 +241,7 @@ def _request_from_args(args: argparse.Namespace) -> dict[str, Any]:
                 top_k=args.top_k, top_p=args.top_p, hop_fraction=args.hop_fraction, seed=args.seed,
                 levels=args.levels, prompt=args.prompt, prompt_seconds=args.prompt_seconds, codes=args.codes,
                 chunk_size=args.chunk_size, max_batch_size=args.max_batch_size, guidance=args.guidance,
-                bpm=args.bpm)
+                bpm=args.bpm, loudness=args.loudness)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -288,7 +307,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
                   hop_fraction=_per_level(request["hop_fraction"], levels), seed=request["seed"],
                   levels=request["levels"], chunk_size=request["chunk_size"],
                   max_batch_size=request["max_batch_size"], progress=bars, on_level_done=on_level_done,
-                  alignment=not args.no_alignment, guidance=request.get("guidance"))
+                  alignment=not args.no_alignment, guidance=request.get("guidance"),
+                  loudness=request.get("loudness", DEFAULT_LUFS))
     labels = dict(artist=request["artist"], genre=request["genre"], lyrics=request["lyrics"],
                   items=request["items"])
     mode = request["mode"]
