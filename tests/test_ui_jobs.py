@@ -112,6 +112,7 @@ def test_failures_are_kept_and_the_worker_survives(fake_queue):
     (dict(levels=[]), "at least one level"),
     (dict(levels=[5]), "no level"),
     (dict(seconds=5, total_seconds=2), "song length"),
+    (dict(loudness=3.0), "loudness"),
     (dict(action="continue"), "choose a previous result"),
     (dict(action="upsample", source="../../etc"), "choose a previous result"),
     (dict(source="20250101-000000-000000000000"), "no source"),
@@ -262,6 +263,24 @@ def test_page_temperature_is_the_top_levels_when_the_model_has_its_own(tmp_path)
             assert {int(k): v["temperature"] for k, v in job.settings["per_level"].items()} == want
         finally:
             q.close()
+
+
+def test_page_loudness(tiny_lyrics, tmp_path):
+    """Jobs bring their audio to the request's loudness (default -16 LUFS); None writes the raw decode."""
+    from jukebox.loudness import integrated_loudness
+
+    q = JobQueue(tiny_lyrics, tmp_path / "results")
+    try:
+        on = q.submit(JobRequest(seconds=0.6, levels=[2], seed=0))
+        off = q.submit(JobRequest(seconds=0.6, levels=[2], seed=0, loudness=None))
+        for job in (on, off):
+            assert q.wait(job.id, 60).status == "done", job.error
+        assert off.settings["loudness"] == {"enabled": False}
+        assert on.settings["loudness"]["items"][0]["applied"]
+        y, sr = sf.read(q.result_file(on.id, "item_0.wav"), dtype="float32")
+        assert integrated_loudness(y, sr) == pytest.approx(-16.0, abs=0.5)
+    finally:
+        q.close()
 
 
 def test_cancel_a_real_job_midway(tiny_lyrics, tmp_path):

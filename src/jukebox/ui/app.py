@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JukeboxError
+from ..loudness import DEFAULT_LUFS
 from .jobs import UPLOAD_SUFFIXES, Job, JobQueue, JobRequest
 
 #: How many finished results the page shows (all stay in the results folder).
@@ -175,8 +176,8 @@ def build_blocks(jobs: JobQueue, default_seconds: float = 10.0):
                                     lines=5, elem_id="lyrics")
                 with gr.Row():
                     seconds = gr.Number(default_seconds, label="Length (s)", minimum=0, elem_id="seconds")
-                    total = gr.Number(None, label="Song length for timing (s, 0: the length)", minimum=0,
-                                      elem_id="total-seconds")
+                    total = gr.Number(None, label="Song length for timing (s, 0: the model's usual length, at "
+                                      "least the length)", minimum=0, elem_id="total-seconds")
                     n_samples = gr.Slider(1, jobs.max_samples, value=1, step=1, label="Samples",
                                           elem_id="n-samples")
                 with gr.Row():
@@ -196,6 +197,8 @@ def build_blocks(jobs: JobQueue, default_seconds: float = 10.0):
                                      file_types=list(UPLOAD_SUFFIXES), type="filepath", elem_id="prompt")
                     prompt_seconds = gr.Number(None, label="Prompt length to keep (s, 0: all)", minimum=0,
                                                elem_id="prompt-seconds")
+                loudness = gr.Number(DEFAULT_LUFS, label="Loudness (LUFS; 0: off, the raw decode)", maximum=0,
+                                     elem_id="loudness")
                 with gr.Row():
                     generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
                     cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")
@@ -217,14 +220,15 @@ def build_blocks(jobs: JobQueue, default_seconds: float = 10.0):
         timer = gr.Timer(0.5)
 
         form = [artist, genre, lyrics, seconds, total, n_samples, temperature, top_k, top_p, seed, level_box,
-                prompt_seconds]
+                prompt_seconds, loudness]
 
-        def request_from(action: str, a, g, lyr, sec, tot, n, temp, k, p, sd, lv, ps, src=None) -> JobRequest:
+        def request_from(action: str, a, g, lyr, sec, tot, n, temp, k, p, sd, lv, ps, loud, src=None) -> JobRequest:
             return JobRequest(action=action, artist=a or "unknown", genre=g or "unknown", lyrics=lyr or "",
                               seconds=float(sec or 0), total_seconds=_opt_float(tot), n_samples=int(n or 1),
                               temperature=float(temp), top_k=int(k or 0), top_p=float(p or 0.0), seed=_seed(sd),
                               levels=sorted((int(v) for v in lv), reverse=True) if lv is not None else None,
-                              prompt_seconds=_opt_float(ps), source=src)
+                              prompt_seconds=_opt_float(ps), source=src,
+                              loudness=None if loud in (None, "") or float(loud) == 0 else float(loud))
 
         def submit(action: str, values: list[Any], upload: str | None = None, src: str | None = None) -> str:
             try:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import JukeboxError, UsageError
+from ..loudness import DEFAULT_LUFS
 
 ACTIONS = ("generate", "continue", "upsample")
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
@@ -76,7 +77,8 @@ def result_path(results_dir: str | Path, job_id: str, name: str) -> Path:
 @dataclass
 class JobRequest:
     """What the page asks for. ``source`` names a previous result (its id) for ``continue``/``upsample``; those
-    take the source's labels (artist, genre, lyrics) and number of samples, and upsample also its lengths."""
+    take the source's labels (artist, genre, lyrics) and number of samples, and upsample also its lengths.
+    ``loudness``: the level in LUFS the audio is brought to (None: the raw decode)."""
 
     action: str = "generate"
     artist: str = "unknown"
@@ -92,6 +94,7 @@ class JobRequest:
     levels: list[int] | None = None
     prompt_seconds: float | None = None
     source: str | None = None
+    loudness: float | None = DEFAULT_LUFS
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy."""
@@ -293,6 +296,8 @@ class JobQueue:
                 raise UsageError(f"the model has no level(s) {bad} (it has {have})")
         if r.prompt_seconds is not None and r.prompt_seconds <= 0:
             raise UsageError("prompt length must be positive")
+        if r.loudness is not None and not (isinstance(r.loudness, (int, float)) and -70 < r.loudness < 0):
+            raise UsageError("loudness must be a level in LUFS between -70 and 0 (e.g. -16), or off")
         if r.action == "generate":
             if r.source is not None:
                 raise UsageError("a new song has no source result")
@@ -457,7 +462,8 @@ def run_job(model: Any, job: Job, out: Path, progress: Callable[[int, int, int],
     own = model.sampling_defaults["temperature"]
     temperature: Any = {**own, model.top_level: r.temperature} if isinstance(own, dict) else r.temperature
     opts: dict[str, Any] = dict(temperature=temperature, top_k=r.top_k, top_p=r.top_p, seed=r.seed,
-                                levels=r.levels, progress=progress, on_level_done=on_level_done)
+                                levels=r.levels, progress=progress, on_level_done=on_level_done,
+                                loudness=r.loudness)
     if r.action == "generate" and (out / "prompt.wav").is_file():
         from ..audio import load_audio
 
