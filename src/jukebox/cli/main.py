@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from ..errors import JukeboxError, UsageError
 
 #: Modules that register subcommands, in the order they appear in ``jukebox --help``.
-COMMAND_MODULES = ("sample", "score", "codec", "importer", "download", "prepare", "train", "serve")
+COMMAND_MODULES = ("sample", "score", "codec", "eval", "importer", "download", "prepare", "train", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
