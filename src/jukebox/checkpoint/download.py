@@ -313,7 +313,7 @@ def _transfer(remote: Remote, part: Path, state_path: Path, state: dict[str, Any
         with _open_part(part, append=have > 0) as f, tqdm(
                 total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1000, desc=remote.dest.name,
                 disable=not progress, file=sys.stderr, mininterval=0.5, leave=True) as bar:
-            for chunk in _chunks(resp, url, total, have):
+            for chunk in _chunks(resp, url):
                 try:
                     f.write(chunk)
                 except OSError as e:
@@ -330,7 +330,8 @@ def _transfer(remote: Remote, part: Path, state_path: Path, state: dict[str, Any
     return state
 
 
-def _chunks(resp: http.client.HTTPResponse, url: str, total: int | None, have: int) -> Iterator[bytes]:
+def _chunks(resp: http.client.HTTPResponse, url: str) -> Iterator[bytes]:
+    """The response body in chunks; a dropped connection is a transient failure."""
     while True:
         try:
             chunk = resp.read(CHUNK_BYTES)
