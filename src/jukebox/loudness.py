@@ -28,6 +28,9 @@ RELATIVE_GATE_LU = -10.0
 BLOCK_SECONDS = 0.4
 STEP_SECONDS = 0.1
 OVERSAMPLE = 4
+#: The limiter: gain reduction ramps in over ATTACK_MS before a peak and recovers with time constant RELEASE_MS.
+ATTACK_MS = 5.0
+RELEASE_MS = 50.0
 
 
 def k_weighting_coefficients(sample_rate: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -69,7 +72,7 @@ def k_weight(audio: np.ndarray, sample_rate: int) -> np.ndarray:
 
     The biquads run as their frequency response on an overlap-save FFT grid whose overlap exceeds the length over
     which the recursive filter's impulse response is non-negligible (< 1e-15), so the result equals the
-    recursion up to float32 rounding, at the speed of a few FFTs (60 s of 44.1 kHz stereo in a few tens of ms).
+    recursion up to float32 rounding, at the speed of a few FFTs (60 s of 44.1 kHz stereo in about 0.1 s).
     """
     x = np.asarray(audio, dtype=np.float32)
     squeeze = x.ndim == 1
@@ -244,8 +247,8 @@ def _frame_centres(n_frames: int, frame: int) -> np.ndarray:
     return np.arange(n_frames) * frame + (frame - 1) / 2.0
 
 
-def limiter_gain_db(peak_env_db: np.ndarray, ceiling_db: float, sample_rate: int, attack_ms: float = 5.0,
-                    release_ms: float = 50.0) -> np.ndarray:
+def limiter_gain_db(peak_env_db: np.ndarray, ceiling_db: float, sample_rate: int, attack_ms: float = ATTACK_MS,
+                    release_ms: float = RELEASE_MS) -> np.ndarray:
     """Gain in dB (<= 0), [T], that keeps ``peak_env_db + gain`` ([T]) at or below ``ceiling_db`` at every sample.
 
     Each needed reduction is held and released exponentially (time constant ``release_ms``, in dB), then every
@@ -314,7 +317,7 @@ def normalize_loudness(audio: Any, sample_rate: int, target_lufs: float = DEFAUL
     grid = np.arange(n_frames + 1)
 
     def frame_curve(gain: float, ceiling: float) -> np.ndarray:
-        return gain + _limiter_frames(peaks + gain, ceiling, sample_rate / frame, 5.0, 50.0)
+        return gain + _limiter_frames(peaks + gain, ceiling, sample_rate / frame, ATTACK_MS, RELEASE_MS)
 
     def estimate(curve: np.ndarray) -> float:
         """Loudness with the per-frame gain ``curve`` applied (the K-weighted energy of a slowly varying gain
