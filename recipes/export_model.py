@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from jukebox.checkpoint.format import load_weights, save_weights  # noqa: E402
 
-KEEP = ("model.json", "config.json", "labels.json")
+KEEP = ("model.json", "config.json", "labels.json", "tempi.json")
 
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "src" / "jukebox" / "assets" / "default_model"

@@ -150,3 +150,64 @@ def test_genre_tempi_from_beats():
     out = genre_tempi(manifest, beats)
     assert out["genres"] == {"folk": 95.0, "rock": 150.0}
     assert out["default"] == float(np.median([90.0, 100.0, 150.0]))
+
+
+def _click_corpus(root, bpms=(90.0, 120.0, 150.0, 100.0), seconds=6.0, sr=22050):
+    """Click tracks at known tempi (two genres, one validation track)."""
+    import soundfile as sf
+
+    root.mkdir(parents=True)
+    rows = ["file,artist,genre,lyrics,split"]
+    for i, bpm in enumerate(bpms):
+        x = np.zeros(int(seconds * sr), np.float32)
+        for t in np.arange(0.1, seconds, 60.0 / bpm):
+            n = int(t * sr)
+            x[n:n + 200] += np.hanning(200).astype(np.float32) * np.sin(np.arange(200) * 0.9).astype(np.float32)
+        sf.write(root / f"c{i}.wav", 0.5 * x, sr)
+        rows.append(f"c{i}.wav,Alice Example,{('folk', 'rock')[i % 2]},,{'validation' if i == 3 else 'train'}")
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_train_prior_with_tempo_from_audio_and_code_folder(tmp_path):
+    from jukebox.data.code_cache import CodeCache, build_code_cache, vqvae_fingerprint
+    from jukebox.data.tempo import load_beats, save_beats, track_beats
+    from jukebox.train import TrainConfig, train_prior
+    from jukebox.train.runner import load_corpus
+
+    corpus = _click_corpus(tmp_path / "music")
+    md = make_tiny_model_dir(tmp_path / "model", levels=(2,))
+    cfg = TrainConfig(steps=2, batch_size=2, lr=1e-3, warmup_steps=1, log_every=1, workers=1, val_batches=1)
+    # audio folder: the beats are tracked once into the code cache
+    train_prior(md.path, corpus, level=2, config=cfg, device="cpu", progress=False, log_dir="none", tempo=True)
+    prior = md.load_prior(2)
+    assert prior.config.labels.tempo
+    tempi = md.tempi(2)
+    assert tempi is not None and set(tempi["genres"]) == {"folk", "rock"}
+    assert abs(tempi["genres"]["folk"] - 120.0) < 3 and abs(tempi["genres"]["rock"] - 120.0) < 31
+    caches = list((md.path / "code_cache").iterdir())
+    beats = load_beats(caches[0])
+    assert beats is not None and len(beats) == 4
+    # a code folder: its tempo.json labels the windows, and a missing one is a usage error
+    vq = md.load_vqvae()
+    manifest = load_corpus(corpus, vq.config.sample_rate, log=lambda m: None)
+    codes = tmp_path / "codes"
+    build_code_cache(manifest, vq, codes, vqvae_fingerprint(md.path / "vqvae"), levels=[2], portable=True)
+    with pytest.raises(UsageError, match="--beats-only"):
+        train_prior(md.path, codes, level=2, config=cfg, device="cpu", progress=False, log_dir="none")
+    save_beats(codes, {t.path: track_beats(*_load(manifest.track_path(t))) for t in manifest.tracks})
+    assert train_prior(md.path, codes, level=2, config=cfg, device="cpu", progress=False, log_dir="none").step == 2
+    # windows long enough for four beats carry the grid fitted to them
+    from jukebox.data.code_cache import CodeWindowSampler
+
+    sampler = CodeWindowSampler(CodeCache(codes), manifest, 2, 1024, "train", beats=load_beats(codes))
+    bpms = [sampler.window(i).bpm for i in range(0, len(sampler), 4)]
+    assert all(any(abs(b - t) < 0.03 * t for t in (90, 120, 150, 180, 60, 75)) for b in bpms), bpms
+    gen = jukebox.load_model(md.path).generate(genre="rock", seconds=0.5, levels=[2], seed=0)
+    assert gen.settings["items"][0]["bpm"] == tempi["genres"]["rock"]
+
+
+def _load(path):
+    from jukebox.audio import load_audio
+
+    return load_audio(path, sample_rate=22050)
