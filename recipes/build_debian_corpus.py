@@ -11,10 +11,10 @@ source file and the matching stanza of the package's Debian copyright file); eac
 stems_mixed) is rewritten from every finished package at the end; ``split`` is a seeded hash of the file name, so it
 never changes when packages are added. A package with ``OUT/PACKAGE/.done.json`` is skipped (``--redo`` to
 rebuild, ``--relabel`` to redo only labels and credits). Tracks shorter than ``--min-seconds`` (default 30) are
-left out. docs/corpus.md describes the labels.
+left out. recipes/corpus.md describes the labels.
 
-    python recipes/build_debian_corpus.py --out /work/corpus [--packages wesnoth-1.16-music,naev-data]
-        [--sample-rate 22050] [--format flac|ogg] [--work /work/corpus_work] [--jobs 2]
+    python recipes/build_debian_corpus.py --out CORPUS [--packages wesnoth-1.16-music,naev-data]
+        [--sample-rate 22050] [--format flac|ogg] [--work CORPUS_WORK] [--jobs 2]
 
 The corpus is never committed: keep ``--out`` and ``--work`` outside the repository. Needs ``mutagen``
 (``pip install mutagen``, in the ``train`` extra), ``apt-get`` and ``dpkg``.

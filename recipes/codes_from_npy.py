@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build a portable code folder (what `jukebox prepare --codes` writes) from per-track ``.npy`` code files.
 
-For codes made outside `jukebox prepare`, e.g. /work/codes_l2/encode.py: one int16/int32 array of level-``L``
+For codes made outside `jukebox prepare`, e.g. by an encoding job of your own: one int16/int32 array of level-``L``
 codes per track at ``NPY_ROOT/<file without extension>.npy``, made by the VQ-VAE of ``--model`` with the same
 chunking as :func:`jukebox.data.code_cache.encode_track` (the track cut to whole top-level codes). Labels, lyrics
 and splits come from a ``metadata.csv`` with columns file, artist, genre, lyrics, split and seconds (``file``
@@ -9,11 +9,10 @@ relative to the corpus root). The track lengths (for the lyric/timing labels) ar
 ``--corpus`` when it is there (exactly the resampled length `jukebox` would load), else taken from ``seconds``
 (and made consistent with the number of codes).
 
-    python recipes/codes_from_npy.py --npy-root /work/codes_l2/tracks --metadata /work/codes_l2/metadata.csv \\
-        --model src/jukebox/assets/default_model --level 2 --corpus /work/corpus --out /work/codes_l2/cache \
-        [--val-fraction 0.05]
+    python recipes/codes_from_npy.py --npy-root CODES/tracks --metadata CODES/metadata.csv \\
+        --model src/jukebox/assets/default_model --level 2 --corpus CORPUS --out CODE_FOLDER [--val-fraction 0.05]
 
-Then, on any machine with the model directory: ``jukebox train prior --model MODEL --data /work/codes_l2/cache
+Then, on any machine with the model directory: ``jukebox train prior --model MODEL --data CODE_FOLDER
 --level 2 ...``. Rows whose ``.npy`` is missing are an error unless ``--allow-missing`` (then skipped and
 counted). The folder is written atomically; an existing ``--out`` is replaced only with ``--force``.
 """

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Measure a model on the corpus's validation split: VQ-VAE reconstruction per level and each prior's bits per
-token (with the track's real artist, genre, offset and length as conditioning). Prints JSON.
+token (with the track's real artist, genre, offset and length as conditioning). Prints JSON (and writes it to
+``--out``). The model card's numbers: ``--tracks 12 --seconds 15``.
 
-    python recipes/eval_default_model.py --corpus /work/corpus --tracks 10 --seconds 20 [-m MODEL_DIR]
+    python recipes/eval_default_model.py --corpus CORPUS --tracks 12 --seconds 15 [-m MODEL_DIR] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -21,14 +22,23 @@ from jukebox.audio import load_audio
 from jukebox.cli.score import score_codes
 from jukebox.eval.reconstruction import reconstruction_metrics
 
+REPO = Path(__file__).resolve().parents[1]
 
-def main() -> None:
+
+def _shown(path: Path) -> str:
+    """A model's path as recorded in the results: relative to the repository when inside it, else its name."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-m", "--model", default=None, help="model directory (default: the embedded model)")
-    ap.add_argument("--corpus", default="/work/corpus")
+    ap.add_argument("--corpus", required=True, help="corpus folder with metadata.csv (its validation split is used)")
     ap.add_argument("--tracks", type=int, default=10)
     ap.add_argument("--seconds", type=float, default=20.0)
-    args = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
     model = jukebox.load_model(args.model, device="cpu")
     sr = model.sample_rate
@@ -60,7 +70,7 @@ def main() -> None:
         for lvl in bits:
             bits[lvl].append(score_codes(model, lvl, codes, [meta])[0]["bits_per_token"])
     out = {
-        "model": str(model.model_dir.path), "tracks": [r["file"] for r in rows], "seconds_each": args.seconds,
+        "model": _shown(model.model_dir.path), "tracks": [r["file"] for r in rows], "seconds_each": args.seconds,
         "skipped_silent": skipped,
         # Means over clips; spectral convergence in dB is taken of the mean ratio (as Jukebox reports it).
         "vqvae": {f"level_{lvl}": {
@@ -71,7 +81,11 @@ def main() -> None:
         "uniform_bits_per_token": float(np.log2(model.vqvae.config.l_bins)),
         "eval_seconds": round(time.perf_counter() - t0, 1),
     }
-    print(json.dumps(out, indent=1))
+    text = json.dumps(out, indent=1)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

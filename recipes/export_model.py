@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Export a trained model directory for shipping: weights in fp16, no training state, optionally as a tar split
-into parts (the GPU machine returns files of at most 16 MiB).
+into parts (for copies that limit the size of a file).
 
     python recipes/export_model.py runs/default OUT_DIR [--tar-parts-mb 15]
     python recipes/export_model.py --join OUT_DIR/default_model.tar.part* DEST_DIR   # unpack parts here

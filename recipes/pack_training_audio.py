@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Pack a genre- and artist-balanced subset of the Debian corpus into small Ogg Vorbis files for a GPU run.
+"""Pack a genre- and artist-balanced subset of the Debian corpus into small Ogg Vorbis files: the default model's
+VQ-VAE and upsampler training data.
 
-The lent GPU machine receives at most 64 MiB per call, so the default model is trained on a subset carried as
-~29 kbit/s Vorbis (about 13 MB per hour at 22.05 kHz mono). Tracks are taken round-robin over artists within
-each genre until the genre's share of the budget is used; each track is cut to at most ``--max-track-seconds``.
-Writes ``OUT/audio/*.ogg`` and ``OUT/metadata.csv`` (file, artist, genre, lyrics, split). Validation tracks
-of the corpus are never packed.
+Every genre gets an equal share of ``--minutes`` (capped by what it has; the rest goes to the others). Tracks are
+taken round-robin over artists within each genre until the genre's share is used; each track is cut to at most
+``--max-track-seconds``. ~29 kbit/s Vorbis (about 13 MB per hour at 22.05 kHz mono) keeps the pack small enough to
+copy to a GPU machine. Writes ``OUT/audio/*.ogg`` and ``OUT/metadata.csv`` (file, artist, genre, lyrics, split).
+Validation tracks of the corpus are never packed. The default model: ``--minutes 210`` (103 tracks, 3.6 h).
 
-    python recipes/pack_training_audio.py --corpus /work/corpus --out .pack --minutes 200
+    python recipes/pack_training_audio.py --corpus CORPUS --out PACK --minutes 210
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import soundfile as sf
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpus", default="/work/corpus")
-    ap.add_argument("--out", default=".pack")
+    ap.add_argument("--corpus", required=True, help="corpus folder with metadata.csv (recipes/build_debian_corpus.py)")
+    ap.add_argument("--out", required=True, help="the pack folder to write")
     ap.add_argument("--minutes", type=float, default=200.0, help="total audio to pack")
     ap.add_argument("--max-track-seconds", type=float, default=150.0)
     ap.add_argument("--quality", type=float, default=1.0, help="Vorbis compression level (1.0 = smallest)")

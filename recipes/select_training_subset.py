@@ -2,12 +2,12 @@
 """Choose the genre-balanced subset of the corpus's training split that the default model's top prior (v3) was
 trained on, and lay it out as a folder that `jukebox prepare` reads.
 
-Rule: every track of the GPU pack (`.pack/metadata.csv`, the upsamplers' data) first, then the other training
-tracks in a seeded random order, each added while its genre holds less than ``--hours-per-genre`` hours. With the
-defaults this gives the 236 tracks (12.3 h) of v3's top-level code folder.
+Rule: every track of the pack (`PACK/metadata.csv` from pack_training_audio.py, the upsamplers' data) first, then
+the other training tracks in a seeded random order, each added while its genre holds less than
+``--hours-per-genre`` hours. With the defaults this gives the 236 tracks (12.3 h) of v3's top-level code folder.
 
-    python recipes/select_training_subset.py --corpus /work/corpus --pack .pack --out /work/subset
-    jukebox prepare --data /work/subset --model src/jukebox/assets/default_model --codes /work/codes236 --levels 2
+    python recipes/select_training_subset.py --corpus CORPUS --pack PACK --out SUBSET
+    jukebox prepare --data SUBSET --model MODEL_DIR --codes CODES --levels 2
 
 ``--out`` gets ``metadata.csv`` (the corpus's columns) and symbolic links to the corpus's audio files.
 """
@@ -46,8 +46,8 @@ def select(rows: list[dict], pack: set[str], hours_per_genre: float, seed: int) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpus", default="/work/corpus", help="corpus folder with metadata.csv")
-    ap.add_argument("--pack", default=".pack", help="the GPU pack (recipes/pack_training_audio.py)")
+    ap.add_argument("--corpus", required=True, help="corpus folder with metadata.csv")
+    ap.add_argument("--pack", required=True, help="the pack (recipes/pack_training_audio.py)")
     ap.add_argument("--out", required=True, help="folder to write (metadata.csv + links to the audio)")
     ap.add_argument("--hours-per-genre", type=float, default=2.5)
     ap.add_argument("--seed", type=int, default=0)
