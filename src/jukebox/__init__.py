@@ -6,7 +6,7 @@ Public API (imported lazily, so ``import jukebox`` is fast)::
     out = model.generate(artist=..., genre=..., lyrics=..., seconds=...)
     jukebox.save_audio(out.audio[0], "song.wav", model.sample_rate)
 
-and the founding example's names: ``jukebox.hparams.Hyperparams``, ``jukebox.make_models.make_model``,
+and the original Jukebox's API names: ``jukebox.hparams.Hyperparams``, ``jukebox.make_models.make_model``,
 ``jukebox.sample.sample_model``, ``jukebox.utils.dist_utils.setup_dist_logging``.
 """
 

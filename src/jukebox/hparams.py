@@ -1,8 +1,9 @@
 """``Hyperparams``: a dict with attribute access, as in the original Jukebox.
 
-It serves two purposes: the founding example's ``make_model(Hyperparams())`` (see :mod:`jukebox.make_models`),
-and safe loading of OpenAI's checkpoints, whose ``hps`` entry is a pickled ``jukebox.hparams.Hyperparams``: the
-restricted unpickler builds this plain-data class in its place and runs no code from the file.
+It serves two purposes: the original Jukebox's API names, ``make_model(Hyperparams())`` (see
+:mod:`jukebox.make_models`), and safe loading of OpenAI's checkpoints, whose ``hps`` entry is a pickled
+``jukebox.hparams.Hyperparams``: the restricted unpickler builds this plain-data class in its place and runs no code
+from the file.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``make_model(hps)``: the founding example's loader, a thin shim over :func:`jukebox.load_model`.
+"""``make_model(hps)``: the original Jukebox's loader, a thin shim over :func:`jukebox.load_model`.
 
 ``make_model(Hyperparams())`` loads the embedded default model; ``Hyperparams(model="DIR")`` (or the
 ``JUKEBOX_MODEL`` environment variable) a model directory. ``device`` and ``low_memory`` are honoured too.

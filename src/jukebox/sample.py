@@ -1,4 +1,4 @@
-"""``sample_model(...)``: the founding example's one-call generation, a thin shim over ``Jukebox.generate``."""
+"""``sample_model(...)``: the original Jukebox's one-call generation, a thin shim over ``Jukebox.generate``."""
 
 from __future__ import annotations
 

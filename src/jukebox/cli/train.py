@@ -1,6 +1,6 @@
 """``jukebox train``: train the VQ-VAE (``train vqvae``) or a prior (``train prior``) on a folder of music.
 
-Runs as one process or under ``torchrun --nproc-per-node N -m jukebox.cli train ...`` (DDP).
+Runs as one process or under ``torchrun --nproc-per-node N -m jukebox train ...`` (DDP).
 """
 
 from __future__ import annotations

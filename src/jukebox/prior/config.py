@@ -286,13 +286,13 @@ PRIOR_PRESETS: dict[str, PriorConfig] = {
         labels=_DEFAULT_UP_LABELS,
         upsampler=UpsamplerConditionerConfig(width=128, depth=4, dilation_cycle=4),
     ),
-    # Lyric top priors in the default model's size class (issue 10, the sung corpus): default_top's decoder and
+    # Lyric top priors in the default model's size class (research/lyrics.md): default_top's decoder and
     # labels (v3: 79 lyric characters) plus lyrics. ``default_lyrics`` (5b_lyrics style): attn_order 6 makes
     # every 4th layer cross-attention over a dense 4-layer lyric encoder (layers 3, 7, 11); 6.96 M parameters.
     # ``default_merged`` (1b_lyrics style): 128 lyric characters before the 1024 codes; attn_order 12 has its
     # "prime" layer (music over the lyric tokens) at layer 15, hence depth 16; 8.51 M parameters. 128 characters
     # span ~20 s of these songs' lyrics around the window's proportional position (a window is 5.9 s). The
-    # alignment head is a placeholder until a trained model shows which head aligns (scripts/eval_lyrics.py
+    # alignment head is a placeholder until a trained model shows which head aligns (research/scripts/eval_lyrics.py
     # alignment scores them all).
     "default_lyrics": PriorConfig(
         level=2,

@@ -1,6 +1,6 @@
 """Distributed data parallel from the ``torchrun`` environment: one code path for 1 or N processes.
 
-``torchrun --nproc-per-node N -m jukebox.cli train ...`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``torchrun --nproc-per-node N -m jukebox train ...`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`setup_distributed` reads them, picks the backend (nccl on CUDA,
 gloo on CPU) and the process's device. Without them it is a single process and nothing is initialised.
 """

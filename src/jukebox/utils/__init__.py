@@ -1,1 +1,1 @@
-"""Small utilities (the original's module names, kept for the founding example)."""
+"""Small utilities under the original Jukebox's module names (its API names keep working)."""
