@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-# torch 2.13.0 is the CPU wheel this project's machines provide; the package itself accepts torch >= 2.4.
+# torch 2.13.0 is the CPU wheel the tests run with; the package itself accepts torch >= 2.4.
 TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: setup setup-ui demo test lint clean

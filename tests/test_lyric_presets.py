@@ -1,4 +1,4 @@
-"""The default-size lyric top priors (``default_lyrics``, ``default_merged``; issue 10): shapes, size class,
+"""The default-size lyric top priors (``default_lyrics``, ``default_merged``): shapes, size class,
 alignment layer, a few training steps that lower the loss, and a run through ``train_prior`` on a tiny VQ-VAE."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The founding document's example runs as written (only the length is shortened for a CPU test)."""
+"""An example written against the original Jukebox's API names (``make_model(Hyperparams())``, ``sample_model``)
+runs as written (only the length is shortened for a CPU test)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ jukebox.save_audio(audio, "generated_music.wav")
 '''
 
 
-def test_founding_example_runs(tmp_path):
+def test_original_api_example_runs(tmp_path):
     md = make_tiny_model_dir(tmp_path / "model", lyrics="encoder_decoder")
     code = textwrap.dedent(EXAMPLE).replace("SECONDS", "0.05")
     env = {"JUKEBOX_MODEL": str(md.path), "PATH": "/usr/bin:/bin", "PYTHONWARNINGS": "default"}
