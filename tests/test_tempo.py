@@ -15,6 +15,7 @@ from jukebox.data.tempo import (
     BeatTrack,
     estimate_tempo,
     fit_grid,
+    has_pulse,
     load_beats,
     onset_envelope,
     pulse_clarity,
@@ -67,6 +68,10 @@ def test_other_sample_rates_and_slow_tempo() -> None:
         x, times = clicks(120, seconds=10.0, noise=0.02, sr=sr, phase=0.1)
         bt = track_beats(x, sr)
         assert abs(bt.bpm - 120) < 2.4 and _nearest(bt.beats, times).max() < 0.020
+    # loud noise from the first sample: the track starting is no onset, so no beat lands before the first click
+    x, times = clicks(120, seconds=12.0, noise=0.2)
+    bt = track_beats(x, SR)
+    assert bt.beats[0] > times[0] - 0.02 and _nearest(bt.beats, times).max() < 0.020
     # 45 BPM has no lag between 60 and 200 BPM, but the no-pulse gate looks at 40-240 BPM: it is tracked
     x, times = clicks(45, seconds=16.0)
     bt = track_beats(x, SR)
@@ -83,6 +88,12 @@ def test_no_pulse_for_noise_sine_and_silence() -> None:
         assert pulse_clarity(env, fr) <= most
         bt = track_beats(x, SR)
         assert bt.bpm == 0.0 and bt.beats.shape == (0,) and bt.pulse <= most
+    # on short clips white noise reaches a clarity of 0.1 by chance: the gate rises with 1 / sqrt(frames)
+    for seed in range(12):
+        env, fr = onset_envelope((0.1 * np.random.default_rng(seed).standard_normal(8 * SR)).astype(np.float32), SR)
+        assert not has_pulse(env, fr)
+    env, fr = onset_envelope(clicks(100, seconds=8.0, noise=0.1)[0], SR)
+    assert has_pulse(env, fr)
 
 
 def test_onset_envelope_shape_and_alignment() -> None:

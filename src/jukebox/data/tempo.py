@@ -4,8 +4,8 @@ The pipeline follows Ellis (2007), "Beat tracking by dynamic programming" (the t
 implements), in numpy and torch only:
 
 1. :func:`onset_envelope`: positive spectral flux of an 80-band log-mel spectrogram (30 Hz to 11 kHz, or the
-   Nyquist rate) at a hop of 256 samples per 22050 Hz (11.6 ms; 512 at 44.1 kHz), window 4 hops, averaged over
-   bands, minus its 1 s local mean and a 0.25 dB gate, half-wave rectified. Frame ``i`` stands for the time
+   Nyquist rate) at a hop of 256 samples per 22050 Hz (11.6 ms; 512 at 44.1 kHz), window 8 hops, averaged over
+   bands, minus its 1 s local mean and a 0.05 dB gate, half-wave rectified. Frame ``i`` stands for the time
    ``i / frame_rate`` s. The STFT runs in blocks of frames, so an hour of audio needs about 100 MB beyond the
    audio itself (and about 4 s on one core).
 2. :func:`pulse_clarity`: how periodic the envelope is (the published measure, defined there).
@@ -13,7 +13,7 @@ implements), in numpy and torch only:
    120 BPM, peak refined to a fraction of a frame.
 4. :func:`track_beats`: dynamic programming over the envelope, favouring onsets spaced by the tempo's period
    (penalty ``-tightness * log(gap / period) ** 2``), backtrace, trim of weak leading and trailing beats.
-   Music without a pulse (pulse clarity below :data:`MIN_PULSE`) or silence gets no beats and bpm 0.
+   Music without a pulse (:func:`has_pulse`: clarity below :data:`MIN_PULSE`) or silence gets no beats, bpm 0.
 5. :func:`fit_grid`: the constant-tempo grid that best fits the beats of a window of a song (a training window's
    tempo label).
 
@@ -50,8 +50,8 @@ _FMIN, _FMAX = 30.0, 11025.0
 _FLOOR = 1e-10  # mel power floor (-100 dB; a full-scale sine has power 0.25 in its bin)
 _TOP_DB = 80.0  # bands more than this below the loudest band so far count as silent (as librosa's top_db)
 _LOCAL_MEAN_S = 1.0  # width of the local mean removed from the flux
-_GATE_DB = 0.25  # flux this far above the local mean counts as nothing: a steady tone's tiny periodic ripple
-_BLOCK_FRAMES = 8192  # STFT frames per block (~95 s, about 100 MB of work arrays): bounds long tracks' memory
+_GATE_DB = 0.05  # flux this far above the local mean counts as nothing: a steady tone's tiny periodic ripple
+_BLOCK_FRAMES = 4096  # STFT frames per block (~48 s, about 100 MB of work arrays): bounds long tracks' memory
 _TEMPO_WINDOW_S = 8.0  # autocorrelation windows of estimate_tempo
 
 
@@ -115,14 +115,15 @@ def onset_envelope(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, flo
 
     Positive spectral flux of the log-mel spectrogram (dB, floored at -100 dB and 80 dB below the loudest band
     so far) averaged over the 80 bands, aligned so that an onset peaks at its own time (frame ``i`` is time
-    ``i * hop / sample_rate``), minus its 1 s moving mean and 0.25 dB, half-wave rectified. The hop is 256
-    samples per 22050 Hz (11.6 ms), the Hann window 4 hops.
+    ``i * hop / sample_rate``), minus its 1 s moving mean and 0.05 dB, half-wave rectified. The hop is 256
+    samples per 22050 Hz (11.6 ms), the Hann window 8 hops (93 ms, long enough that the partials of a held chord
+    do not beat in the bands).
     """
     if sample_rate <= 0:
         raise UsageError(f"sample_rate must be positive, got {sample_rate}")
     x = _mono(audio)
     hop = _hop(sample_rate)
-    n_fft = 4 * hop
+    n_fft = 8 * hop
     half = n_fft // 2
     frame_rate = sample_rate / hop
     n_frames = len(x) // hop + 1
@@ -153,10 +154,11 @@ def onset_envelope(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, flo
             diff = torch.cat([prev, db], 0).diff(dim=0).clamp_min(0).mean(1)
             flux[f0:f1] = diff.numpy()
             prev = db[-1:]
-    # the flux of STFT frame j (window centred at j * hop, right edge at (j + 2) * hop) mostly reports onsets
-    # between (j + 1) * hop and (j + 2) * hop, the later the noisier the signal: it is frame j + 1 (clicks in
-    # silence then land within 1 ms on average, clicks in noise about 6 ms late)
-    shift = half // hop - 1
+    flux[:half // hop] = 0  # windows reaching before the start: the track starting is not an onset
+    # the flux of STFT frame j (window centred at j * hop, right edge at (j + 4) * hop) reports onsets before
+    # (j + 4) * hop, the later in the window the noisier the signal; it is frame j + 2 (clicks in silence then
+    # land about 8 ms early, clicks in noise 7 ms late)
+    shift = half // hop - 2
     flux = np.concatenate([np.zeros(shift, np.float32), flux[:n_frames - shift]])
     w = max(1, int(round(_LOCAL_MEAN_S * frame_rate)) | 1)
     c = np.concatenate([[0.0], np.cumsum(flux, dtype=np.float64)])
@@ -215,6 +217,16 @@ def pulse_clarity(env: np.ndarray, frame_rate: float, lo_bpm: float = 60.0, hi_b
     if not ac[0] > 1e-12 * len(e):
         return 0.0
     return float(np.max(ac[lag_lo:lag_hi + 1]) / ac[0])
+
+
+def has_pulse(env: np.ndarray, frame_rate: float) -> bool:
+    """Whether an onset envelope [n_frames] has a pulse: its pulse clarity over the lags of 40 to 240 BPM (the
+    whole tempo range: a 45 BPM click has no lag between 60 and 200 BPM) is at least :data:`MIN_PULSE`, and at
+    least ``6 / sqrt(n_frames)``, above what white noise reaches on short clips (0.2 at 10 s, 0.1 from 36 s)."""
+    e = _check_env(env, frame_rate)
+    if not e.any():
+        return False
+    return pulse_clarity(e, frame_rate, MIN_BPM, MAX_BPM) >= max(MIN_PULSE, 6.0 / math.sqrt(len(e)))
 
 
 def estimate_tempo(env: np.ndarray, frame_rate: float, start_bpm: float = 120.0, std_octaves: float = 1.0,
@@ -330,8 +342,8 @@ def track_beats(audio: np.ndarray, sample_rate: int, tightness: float = 100.0) -
     The tempo comes from :func:`estimate_tempo`; then a dynamic programme over the onset envelope picks the
     beat sequence that maximises onset strength at the beats minus ``tightness * log(gap / period) ** 2`` per
     gap, the sequence is read back from its best end, weak leading and trailing beats are trimmed, and each beat
-    is refined to a fraction of a frame. Returns ``BeatTrack(bpm, beats, pulse)``; music whose pulse clarity is
-    below :data:`MIN_PULSE`, and silence, get ``bpm == 0.0`` and no beats. Memory is bounded by the STFT's
+    is refined to a fraction of a frame. Returns ``BeatTrack(bpm, beats, pulse)``; music without a pulse
+    (:func:`has_pulse`) and silence get ``bpm == 0.0`` and no beats. Memory is bounded by the STFT's
     blocks plus a few arrays of one float per 11.6 ms frame.
     """
     x = _mono(audio)
@@ -341,8 +353,7 @@ def track_beats(audio: np.ndarray, sample_rate: int, tightness: float = 100.0) -
         raise UsageError("audio has NaN or infinite samples")
     env, fr = onset_envelope(x, sample_rate)
     pulse = pulse_clarity(env, fr)
-    # the gate looks at the whole tempo range: a 45 BPM click has no lag between 60 and 200 BPM
-    if not env.any() or pulse_clarity(env, fr, MIN_BPM, MAX_BPM) < MIN_PULSE:
+    if not has_pulse(env, fr):
         return BeatTrack(0.0, np.zeros(0), pulse)
     bpm = estimate_tempo(env, fr)
     frames = _track(env.astype(np.float64), fr, bpm, tightness)
