@@ -104,3 +104,32 @@ def test_eval_bad_input_is_one_line(tmp_path, tiny, music, capsys, argv, needle)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and needle in err, err
+
+
+def test_eval_audio_matches_audio_measures(tmp_path, capsys):
+    from jukebox.eval.rhythm import audio_measures
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    sr = 22050
+    clicks = np.zeros(4 * sr, dtype=np.float32)
+    for beat in range(8):  # 120 BPM
+        start = int(beat * 0.5 * sr)
+        clicks[start:start + 200] = 0.8 * np.hanning(200)
+    t = np.arange(2 * sr) / sr
+    chord = sum(0.2 * np.sin(2 * np.pi * f * t) for f in (261.63, 329.63, 392.0)).astype(np.float32)
+    sf.write(folder / "clicks.wav", clicks, sr)
+    sf.write(folder / "chord.wav", np.stack([chord, chord], 1), sr, subtype="FLOAT")  # stereo, exact samples
+    assert main(["eval", "audio", str(folder), "--json"]) == 0
+    report = _json(capsys)
+    assert [f["file"] for f in report["files"]] == ["chord.wav", "clicks.wav"]
+    chord_row, clicks_row = report["files"]
+    want = audio_measures(np.stack([chord, chord]), sr)
+    assert {k: chord_row[k] for k in want} == pytest.approx(want)
+    assert clicks_row["tempo_bpm"] == pytest.approx(120, rel=0.05)
+    assert chord_row["harmonic_fraction"] > 0.9 and clicks_row["pulse_clarity"] > chord_row["pulse_clarity"]
+    assert report["mean"]["tempo_bpm"] == pytest.approx(clicks_row["tempo_bpm"])  # only clips with a pulse
+    assert report["mean"]["rms_dbfs"] == pytest.approx((chord_row["rms_dbfs"] * 2 + clicks_row["rms_dbfs"] * 4) / 6)
+    assert main(["eval", "audio", str(folder / "clicks.wav"), "--seconds", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "tempo_bpm" in lines[0].split() and lines[1].split()[:2] == ["clicks.wav", "1.00"]

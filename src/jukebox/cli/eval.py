@@ -1,7 +1,9 @@
 """``jukebox eval``: measure a model on a folder of music, printed as a table (or ``--json``).
 
 - ``eval codec``: reconstruction quality of each VQ-VAE level (spectral convergence, SI-SDR, mel L1) on audio;
-- ``eval prior``: bits per token of one prior on a folder of codes (.npz) or audio (encoded first).
+- ``eval prior``: bits per token of one prior on a folder of codes (.npz) or audio (encoded first);
+- ``eval audio``: pulse clarity, tempo, harmony, level and clipping of a folder of audio
+  (:func:`jukebox.eval.rhythm.audio_measures`); no model needed.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ CODEC_METRICS = ("spectral_convergence_db", "si_sdr_db", "mel_l1")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="measure a model on a folder of music (codec, prior)")
+    p = sub.add_parser("eval", help="measure a model or a folder of music (codec, prior, audio)")
     ev = p.add_subparsers(dest="what", metavar="WHAT")
     ev.required = True
 
@@ -43,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="song length the prior is told (default: each piece's own length)")
     _common(pr)
     pr.set_defaults(func=cmd_prior)
+
+    a = ev.add_parser("audio", help="pulse clarity, tempo, harmony, level and clipping of a folder of audio")
+    a.add_argument("folder", help="folder of audio files (searched recursively), or one file")
+    _common(a)
+    a.set_defaults(func=cmd_audio)
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -220,4 +227,36 @@ def cmd_prior(args: argparse.Namespace) -> int:
     body.append([f"mean ({len(rows)} items, by tokens)", str(sum(r["tokens"] for r in rows)), f"{mean:.3f}"])
     print(f"level {level} prior, artist {args.artist!r}, genre {args.genre!r}")
     print(_table(["item", "tokens", "bits/token"], body))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- audio
+def cmd_audio(args: argparse.Namespace) -> int:
+    from ..audio import load_audio
+    from ..data.dataset import AUDIO_EXTENSIONS as AUDIO_SUFFIXES
+    from ..eval.rhythm import audio_measures
+
+    seconds = _seconds(args)
+    root, files = _files(args.folder, AUDIO_SUFFIXES)
+    rows: list[dict[str, Any]] = []
+    for path in files:
+        audio, sr = load_audio(path, duration_seconds=seconds, mono=False)  # [C, T] at the file's own rate
+        rows.append({"file": path.relative_to(root).as_posix(), "seconds": audio.shape[-1] / sr,
+                     **audio_measures(audio, sr)})
+    keys = [k for k in rows[0] if k not in ("file", "seconds")]
+    # The mean tempo is over the clips with a pulse (a clip without one reports 0 BPM).
+    mean = {k: _mean([r for r in rows if k != "tempo_bpm" or r[k] > 0], k, "seconds") for k in keys}
+    if args.json:
+        print(json.dumps({"files": rows, "mean": {k: v if math.isfinite(v) else None for k, v in mean.items()}}))
+        return 0
+
+    def cell(key: str, value: float) -> str:
+        if not math.isfinite(value):
+            return "-"
+        return f"{value:.1f}" if key.endswith(("_bpm", "_dbfs", "_db")) else f"{value:.3f}"
+
+    body = [[r["file"], f"{r['seconds']:.2f}", *(cell(k, r[k]) for k in keys)] for r in rows]
+    body.append([f"mean ({len(rows)} files, by length)", f"{sum(r['seconds'] for r in rows):.2f}",
+                 *(cell(k, mean[k]) for k in keys)])
+    print(_table(["file", "seconds", *keys], body))
     return 0
