@@ -6,10 +6,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import JukeboxError, UsageError
 from .common import output_path
+
+if TYPE_CHECKING:
+    from ..data.dataset import Track
+    from ..data.tempo import BeatTrack
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with columns file, artist, genre, lyrics, split), validate every file, print a report and "
         "optionally write the manifest that training reads. With --model and --codes it also encodes the corpus "
         "with the model's VQ-VAE into a self-contained code folder (codes + manifest): `jukebox train prior --data "
-        "CODE_FOLDER` then trains without the audio, on any machine.",
+        "CODE_FOLDER` then trains without the audio, on any machine. The code folder also gets every track's "
+        "beats and tempo (tempo.json; --no-beats skips it, --beats-only adds or refreshes it in an existing folder).",
     )
     p.add_argument("--data", required=True, metavar="DIR", help="folder of audio files")
     p.add_argument("-o", "--output", default=None, help="manifest to write (.json); without it only the report")
@@ -44,6 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="levels to encode (default all; a level-L prior needs L, an upsampler also L+1)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
     g.add_argument("--batch-size", type=int, default=4, help="audio chunks of 2^19 samples encoded at once (default 4)")
+    g.add_argument("--no-beats", action="store_true",
+                   help="do not track the beats of the encoded tracks (no tempo.json in the code folder)")
+    g.add_argument("--beats-only", action="store_true",
+                   help="only add or refresh tempo.json (beats and tempo per track) in the existing code folder "
+                   "--codes, reading the audio from --data; nothing is re-encoded, no --model needed")
     p.set_defaults(func=cmd_prepare)
 
 
@@ -58,7 +70,7 @@ def _model_path(name: str) -> Path:
     return Path(name)
 
 
-def _progress(enabled: bool):
+def _progress(enabled: bool, desc: str = "encoding"):
     """A ``progress(i, total, path)`` callback drawing a tqdm bar on stderr (a log line every 10% otherwise)."""
     state: dict = {}
 
@@ -67,22 +79,106 @@ def _progress(enabled: bool):
             if "bar" not in state:
                 from tqdm import tqdm
 
-                state["bar"] = tqdm(total=total, desc="encoding", unit="track", file=sys.stderr, dynamic_ncols=True)
+                state["bar"] = tqdm(total=total, desc=desc, unit="track", file=sys.stderr, dynamic_ncols=True)
             bar = state["bar"]
             bar.n = i
             bar.set_postfix_str(path[-40:], refresh=True)
             if i == total:
                 bar.close()
         elif total and (i == total or i * 10 // total != (i - 1) * 10 // total):
-            print(f"encoding: {i}/{total} tracks", file=sys.stderr, flush=True)
+            print(f"{desc}: {i}/{total} tracks", file=sys.stderr, flush=True)
 
     return progress
+
+
+def _track_beats(tracks: list[Track], audio_path: Callable[[Track], Path], sample_rate: int,
+                 progress: Callable[[int, int, str], None]) -> tuple[dict[str, BeatTrack], list[str]]:
+    """Beats of ``tracks`` (manifest Tracks; audio at ``audio_path(track)``) -> ({track path: BeatTrack},
+    [track paths that failed]); each failure is reported in one line on stderr."""
+    from ..audio import load_audio
+    from ..data.tempo import track_beats
+
+    found: dict[str, BeatTrack] = {}
+    failed: list[str] = []
+    for i, track in enumerate(tracks):
+        progress(i, len(tracks), track.path)
+        try:
+            audio, _ = load_audio(audio_path(track), sample_rate=sample_rate)
+            found[track.path] = track_beats(audio, sample_rate)
+        except (JukeboxError, OSError, MemoryError) as e:
+            why = str(e) or type(e).__name__
+            failed.append(track.path)
+            print(f"beats skipped: {why if track.path in why else f'{track.path}: {why}'}", file=sys.stderr,
+                  flush=True)
+    progress(len(tracks), len(tracks), "")
+    return found, failed
+
+
+def _write_beats(folder: Path, found: dict[str, BeatTrack], failed: list[str],
+                 keep: dict[str, BeatTrack] | None = None) -> dict[str, Any]:
+    """Save ``found`` (plus the ``keep`` entries of failed tracks) as ``folder``/tempo.json; returns the report."""
+    from ..data.tempo import save_beats
+
+    keep = keep or {}
+    kept = [p for p in failed if p in keep]
+    tracks = {**found, **{p: keep[p] for p in kept}}
+    path = save_beats(folder, dict(sorted(tracks.items())))
+    bpms = sorted(t.bpm for t in found.values() if t.bpm > 0)
+    return {"file": str(path), "tracks": len(found), "with_pulse": len(bpms),
+            "median_bpm": round(bpms[len(bpms) // 2], 1) if bpms else None, "failed": failed, "kept": kept}
+
+
+def _beats_line(report: dict[str, Any]) -> str:
+    pulse = f"{report['with_pulse']} with a pulse" + (f", median {report['median_bpm']} BPM" if report["with_pulse"]
+                                                       else "")
+    line = f"wrote {report['file']}: beats of {report['tracks']} tracks ({pulse})"
+    if report["failed"]:
+        line += f"; {len(report['failed'])} failed" + (f" ({len(report['kept'])} keep their earlier beats)"
+                                                       if report["kept"] else "")
+    return line
+
+
+def _beats_only(args: argparse.Namespace) -> int:
+    """``prepare --beats-only``: (re)write tempo.json of the existing code folder ``--codes``."""
+    from ..data.code_cache import CodeCache
+    from ..data.tempo import load_beats
+
+    if args.codes is None:
+        raise UsageError("--beats-only needs --codes CODE_FOLDER (an existing code folder)")
+    clash = [name for name, given in (("--model", args.model is not None), ("--levels", args.levels is not None),
+                                      ("--output", args.output is not None), ("--no-beats", args.no_beats),
+                                      ("--sample-rate", args.sample_rate is not None)) if given]
+    if clash:
+        raise UsageError(f"{clash[0]} does not go with --beats-only (it only adds beats to an existing code folder)")
+    codes, data = Path(args.codes), Path(args.data)
+    if not codes.is_dir():
+        raise JukeboxError(f"{codes}: no such code folder; write one with `jukebox prepare --model ... --codes`")
+    if not data.is_dir():
+        raise JukeboxError(f"{data}: no such folder (--data is the audio the code folder was made from)")
+    cache = CodeCache(codes)
+    manifest = cache.manifest()
+    try:
+        earlier = load_beats(codes) or {}
+    except JukeboxError:
+        earlier = {}  # a corrupt file is replaced whole
+    found, failed = _track_beats(manifest.tracks, lambda t: data / t.path, cache.sample_rate,
+                                 _progress(not args.json and sys.stderr.isatty(), "beats"))
+    if not found:
+        raise JukeboxError(f"no track of {codes} could be read from {data} ({len(failed)} failed); is --data the "
+                           "folder the codes were made from?")
+    report = _write_beats(codes, found, failed, keep=earlier)
+    print(json.dumps({"beats": report}, ensure_ascii=False) if args.json else _beats_line(report), flush=True)
+    return 0
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from ..data.dataset import corpus_report, format_report, scan_corpus, split_manifest
 
+    if args.beats_only:
+        return _beats_only(args)
     md = None
+    if args.no_beats and args.codes is None:
+        raise UsageError("--no-beats goes with --codes OUT_DIR")
     if args.codes is not None:
         if args.model is None:
             raise UsageError("--codes needs --model (the model whose VQ-VAE encodes the corpus)")
@@ -148,7 +244,14 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"wrote {args.codes}: level(s) {', '.join(map(str, cache.present))} codes of {len(cache.tracks)} "
                   f"tracks + manifest ({size / 2**20:.1f} MiB); train with `jukebox train prior --model "
-                  f"{args.model} --data {args.codes} --level L`")
+                  f"{args.model} --data {args.codes} --level L`", flush=True)
+        if not args.no_beats:
+            encoded = [t for t in manifest.tracks if t.path in cache.tracks]
+            found, failed = _track_beats(encoded, manifest.track_path, cache.sample_rate,
+                                         _progress(not args.json and sys.stderr.isatty(), "beats"))
+            report["codes"]["beats"] = beats = _write_beats(Path(args.codes), found, failed)
+            if not args.json:
+                print(_beats_line(beats), flush=True)
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
     return 0
