@@ -97,6 +97,11 @@ def test_labeller_with_tempo():
     moved, _ = lab.window_y(lab.batch_labels([dict(artist="a", genre="folk", lyrics="", total_length=50_000,
                                                     offset=0, bpm=121.5, beat0=300)]), 4, 128)
     assert moved[0, 1] == 4 * 128 and moved[0, 9] == 12150 and moved[0, 10] == 300
+    from jukebox.data.labels import null_labels
+
+    nulled = null_labels(y, 5, tempo=True)
+    assert nulled[0, 3] == 0 and nulled[0, 9] == 0 and nulled[0, 10] == 0 and nulled[0, 1] == y[0, 1]
+    assert null_labels(y, 5)[0, 9] == 12150  # a prior without tempo keeps those columns as they are
     none = lab.batch_labels([dict(artist="a", genre="folk", lyrics="", total_length=50_000, offset=0)]).y
     assert none[0, 9] == 0 and none[0, 10] == 0  # no tempo: no steady pulse
     with pytest.raises(UsageError, match="bpm"):

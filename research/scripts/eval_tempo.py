@@ -76,7 +76,7 @@ def main() -> None:
             m = audio_measures(x, model.sample_rate)
             row = {"genre": item["genre"], "asked_bpm": item.get("bpm") or gen.settings["items"][j].get("bpm"), **m}
             if row["asked_bpm"]:
-                row["tempo_match"] = bool(tempo_matches(m["tempo"], row["asked_bpm"]))
+                row["tempo_match"] = bool(tempo_matches(m["tempo_bpm"], row["asked_bpm"]))
             rows.append(row)
             if start + j < args.keep and args.out:
                 jukebox.save_audio(gen.audio[j], Path(args.out).with_suffix("").as_posix() + f"_{start + j}.wav",

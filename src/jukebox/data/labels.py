@@ -409,15 +409,19 @@ _META_KEYS = ("artist", "genre", "lyrics", "total_length", "offset")
 _TEMPO_KEYS = ("bpm", "beat0")  # optional: a tempo in BPM (0 or None: no steady pulse) and a beat's time (samples)
 
 
-def null_labels(y: torch.Tensor, max_bow_genre_size: int, rows: torch.Tensor | None = None) -> torch.Tensor:
-    """``y`` [B, 4 + max_bow_genre_size + n_tokens] with artist and genre set to ``unknown`` (the null label of
-    label dropout and classifier-free guidance) on ``rows`` (bool [B]; default all); timing and lyrics kept."""
+def null_labels(y: torch.Tensor, max_bow_genre_size: int, rows: torch.Tensor | None = None,
+                tempo: bool = False) -> torch.Tensor:
+    """``y`` [B, 4 + max_bow_genre_size (+ 2) + n_tokens] with artist and genre set to ``unknown`` and, for tempo
+    priors (``tempo``), the tempo set to "no steady pulse" (the null label of label dropout and classifier-free
+    guidance) on ``rows`` (bool [B]; default all); timing and lyrics kept."""
     out = y.clone()
     sel = slice(None) if rows is None else rows.to(y.device)
     out[sel, 3] = UNKNOWN_ID
     out[sel, 4] = UNKNOWN_ID
     if max_bow_genre_size > 1:
         out[sel, 5:4 + max_bow_genre_size] = -1
+    if tempo:
+        out[sel, 4 + max_bow_genre_size:6 + max_bow_genre_size] = 0
     return out
 
 

@@ -187,7 +187,7 @@ class Prior(nn.Module):
             if self.label_conditioner is None:
                 raise ValueError("guidance needs a prior with labels")
             if y_uncond is None:
-                y_uncond = null_labels(y, self.config.labels.max_bow_genre_size)
+                y_uncond = null_labels(y, self.config.labels.max_bow_genre_size, tempo=self.config.labels.tempo)
             uncond = self.conditioning(z_cond, y_uncond)
         total = self.n_ctx if sample_tokens is None else sample_tokens
         known = None if prime is None or prime.shape[1] == 0 else prime.long()
