@@ -295,3 +295,27 @@ def test_cancel_a_real_job_midway(tiny_lyrics, tmp_path):
         assert "item_0.wav" not in job.outputs
     finally:
         q.close()
+
+
+def test_page_tempo(tiny_lyrics, tmp_path):
+    """A tempo model's jobs take the page's tempo (recorded with the items); other models refuse one."""
+    from jukebox.train.runner import with_tempo
+
+    md = make_tiny_model_dir(tmp_path / "m", levels=(2,))
+    md.save_prior(with_tempo(md.load_prior(2))[0].eval())
+    q = JobQueue(load_model(md.path, device="cpu"), tmp_path / "results")
+    plain = JobQueue(tiny_lyrics, tmp_path / "plain")
+    try:
+        job = q.submit(JobRequest(genre="folk", seconds=0.2, levels=[2], seed=0, bpm=96.0))
+        default = q.submit(JobRequest(genre="folk", seconds=0.2, levels=[2], seed=0))
+        for j in (job, default):
+            assert q.wait(j.id, 60).status == "done", j.error
+        assert job.settings["items"][0]["bpm"] == 96.0
+        assert default.settings["items"][0]["bpm"] == 120.0  # no tempo table: the general default
+        with pytest.raises(UsageError, match="between 20 and 400"):
+            q.submit(JobRequest(seconds=0.2, bpm=5.0))
+        with pytest.raises(UsageError, match="takes no tempo"):
+            plain.submit(JobRequest(seconds=0.2, bpm=100.0))
+    finally:
+        q.close()
+        plain.close()

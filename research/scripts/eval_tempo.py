@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=40, help="clips sampled together")
     ap.add_argument("--genres", default=",".join(GENRES))
     ap.add_argument("--bpms", default=",".join(map(str, BPMS)))
+    ap.add_argument("--default-bpm", action="store_true", help="ask no tempo: the model's genre-typical default")
     ap.add_argument("--levels", default=None, help="e.g. 2 for top-level drafts (default all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None)
@@ -56,7 +57,7 @@ def main() -> None:
 
     model = jukebox.load_model(args.model, device=args.device)
     genres = args.genres.split(",")
-    bpms = [float(b) for b in args.bpms.split(",")] if model.has_tempo else [None]
+    bpms = [float(b) for b in args.bpms.split(",")] if model.has_tempo and not args.default_bpm else [None]
     items = []
     for i in range(args.clips):
         item = {"artist": "unknown", "genre": genres[i % len(genres)]}

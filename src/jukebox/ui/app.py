@@ -199,6 +199,9 @@ def build_blocks(jobs: JobQueue, default_seconds: float = 10.0):
                                                elem_id="prompt-seconds")
                 loudness = gr.Number(DEFAULT_LUFS, label="Loudness (LUFS; 0: off, the raw decode)", maximum=0,
                                      elem_id="loudness")
+                tempo = gr.Number(None, label="Tempo (BPM; empty: the genre's typical tempo)" if
+                                  getattr(model, "has_tempo", False) else "Tempo (this model takes none)",
+                                  minimum=0, interactive=bool(getattr(model, "has_tempo", False)), elem_id="bpm")
                 with gr.Row():
                     generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
                     cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")
@@ -220,15 +223,17 @@ def build_blocks(jobs: JobQueue, default_seconds: float = 10.0):
         timer = gr.Timer(0.5)
 
         form = [artist, genre, lyrics, seconds, total, n_samples, temperature, top_k, top_p, seed, level_box,
-                prompt_seconds, loudness]
+                prompt_seconds, loudness, tempo]
 
-        def request_from(action: str, a, g, lyr, sec, tot, n, temp, k, p, sd, lv, ps, loud, src=None) -> JobRequest:
+        def request_from(action: str, a, g, lyr, sec, tot, n, temp, k, p, sd, lv, ps, loud, bpm,
+                         src=None) -> JobRequest:
             return JobRequest(action=action, artist=a or "unknown", genre=g or "unknown", lyrics=lyr or "",
                               seconds=float(sec or 0), total_seconds=_opt_float(tot), n_samples=int(n or 1),
                               temperature=float(temp), top_k=int(k or 0), top_p=float(p or 0.0), seed=_seed(sd),
                               levels=sorted((int(v) for v in lv), reverse=True) if lv is not None else None,
                               prompt_seconds=_opt_float(ps), source=src,
-                              loudness=None if loud in (None, "") or float(loud) == 0 else float(loud))
+                              loudness=None if loud in (None, "") or float(loud) == 0 else float(loud),
+                              bpm=None if bpm in (None, "") or float(bpm) == 0 else float(bpm))
 
         def submit(action: str, values: list[Any], upload: str | None = None, src: str | None = None) -> str:
             try:

@@ -95,6 +95,7 @@ class JobRequest:
     prompt_seconds: float | None = None
     source: str | None = None
     loudness: float | None = DEFAULT_LUFS
+    bpm: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy."""
@@ -298,6 +299,11 @@ class JobQueue:
             raise UsageError("prompt length must be positive")
         if r.loudness is not None and not (isinstance(r.loudness, (int, float)) and -70 < r.loudness < 0):
             raise UsageError("loudness must be a level in LUFS between -70 and 0 (e.g. -16), or off")
+        if r.bpm is not None:
+            if not getattr(self.model, "has_tempo", False):
+                raise UsageError("this model takes no tempo; leave the tempo empty")
+            if isinstance(r.bpm, bool) or not isinstance(r.bpm, (int, float)) or not 20 <= r.bpm <= 400:
+                raise UsageError("tempo must be between 20 and 400 BPM (empty: the genre's typical tempo)")
         if r.action == "generate":
             if r.source is not None:
                 raise UsageError("a new song has no source result")
@@ -464,6 +470,8 @@ def run_job(model: Any, job: Job, out: Path, progress: Callable[[int, int, int],
     opts: dict[str, Any] = dict(temperature=temperature, top_k=r.top_k, top_p=r.top_p, seed=r.seed,
                                 levels=r.levels, progress=progress, on_level_done=on_level_done,
                                 loudness=r.loudness)
+    if r.bpm is not None and r.action != "upsample":
+        labels["bpm"] = r.bpm
     if r.action == "generate" and (out / "prompt.wav").is_file():
         from ..audio import load_audio
 
