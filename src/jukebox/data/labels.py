@@ -411,9 +411,9 @@ _TEMPO_KEYS = ("bpm", "beat0")  # optional: a tempo in BPM (0 or None: no steady
 
 def null_labels(y: torch.Tensor, max_bow_genre_size: int, rows: torch.Tensor | None = None,
                 tempo: bool = False) -> torch.Tensor:
-    """``y`` [B, 4 + max_bow_genre_size (+ 2) + n_tokens] with artist and genre set to ``unknown`` and, for tempo
-    priors (``tempo``), the tempo set to "no steady pulse" (the null label of label dropout and classifier-free
-    guidance) on ``rows`` (bool [B]; default all); timing and lyrics kept."""
+    """``y`` [B, 4 + max_bow_genre_size (+ 2) + n_tokens] with artist and genre set to ``unknown`` (the null label of
+    label dropout and classifier-free guidance) and, with ``tempo`` (a tempo prior's guidance), the tempo set to "no
+    steady pulse", on ``rows`` (bool [B]; default all); timing and lyrics kept."""
     out = y.clone()
     sel = slice(None) if rows is None else rows.to(y.device)
     out[sel, 3] = UNKNOWN_ID

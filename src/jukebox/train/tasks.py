@@ -166,14 +166,14 @@ class PriorTask(_WindowBatches):
         self.scheduled_sampling = scheduled_sampling
 
     def train_batch(self, step: int, micro: int, rank: int) -> dict[str, Any]:
-        """A training batch; with ``label_dropout`` p, each item's artist and genre become ``unknown`` (and a tempo
-        prior's tempo "no steady pulse") with probability p (drawn from the batch's own RNG, so resuming keeps the same batches): the prior also learns
-        the unconditional distribution that classifier-free guidance needs."""
+        """A training batch; with ``label_dropout`` p, each item's artist and genre become ``unknown`` (a tempo
+        prior keeps its tempo) with probability p (drawn from the batch's own RNG, so resuming keeps the same
+        batches): the prior also learns the unconditional distribution that classifier-free guidance needs."""
         rng = batch_rng(self.seed, step, micro, rank)
         batch = self._draw(self.train, rng)
         if self.label_dropout:
             drop = torch.from_numpy(rng.random(len(batch["ids"])) < self.label_dropout)
-            batch["y"] = null_labels(batch["y"], self.labeller.max_bow_genre_size, drop, tempo=self.labeller.tempo)
+            batch["y"] = null_labels(batch["y"], self.labeller.max_bow_genre_size, drop)
         if self.input_noise:  # the decoder reads a corrupted copy, the targets stay real: it learns to recover
             z = batch["z"]
             hit = torch.from_numpy(rng.random(tuple(z.shape)) < self.input_noise)
