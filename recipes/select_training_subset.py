@@ -5,6 +5,8 @@ trained on, and lay it out as a folder that `jukebox prepare` reads.
 Rule: every track of the pack (`PACK/metadata.csv` from pack_training_audio.py, the upsamplers' data) first, then
 the other training tracks in a seeded random order, each added while its genre holds less than
 ``--hours-per-genre`` hours. With the defaults this gives the 236 tracks (12.3 h) of v3's top-level code folder.
+``--pack none`` leaves the pack out of the rule and ``--with-validation`` adds the validation split: the 255 tracks
+(12.4 h of training music + 1.1 h held out) of v5's tempo-labelled top-level code folder.
 
     python recipes/select_training_subset.py --corpus CORPUS --pack PACK --out SUBSET
     jukebox prepare --data SUBSET --model MODEL_DIR --codes CODES --levels 2
@@ -47,7 +49,8 @@ def select(rows: list[dict], pack: set[str], hours_per_genre: float, seed: int) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", required=True, help="corpus folder with metadata.csv")
-    ap.add_argument("--pack", required=True, help="the pack (recipes/pack_training_audio.py)")
+    ap.add_argument("--pack", required=True, help="the pack (recipes/pack_training_audio.py), or none")
+    ap.add_argument("--with-validation", action="store_true", help="also link the validation split's tracks")
     ap.add_argument("--out", required=True, help="folder to write (metadata.csv + links to the audio)")
     ap.add_argument("--hours-per-genre", type=float, default=2.5)
     ap.add_argument("--seed", type=int, default=0)
@@ -55,10 +58,15 @@ def main() -> None:
     corpus, out = Path(args.corpus).resolve(), Path(args.out)
     rows = list(csv.DictReader(open(corpus / "metadata.csv", encoding="utf-8")))
     pack_csv = Path(args.pack) / "metadata.csv"
-    if not pack_csv.exists():
+    if args.pack == "none":
+        pack: set[str] = set()
+    elif not pack_csv.exists():
         raise SystemExit(f"error: {pack_csv} not found: build the pack first (recipes/pack_training_audio.py)")
-    pack = {track_key(r["file"]) for r in csv.DictReader(open(pack_csv, encoding="utf-8"))}
+    else:
+        pack = {track_key(r["file"]) for r in csv.DictReader(open(pack_csv, encoding="utf-8"))}
     chosen = select(rows, pack, args.hours_per_genre, args.seed)
+    if args.with_validation:
+        chosen += [r for r in rows if r["split"] == "validation"]
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"error: {out} is not empty: pass a new folder")
     out.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,7 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import JukeboxError, UsageError
+from .atomic import atomic_write_text
 
 #: The released models this command knows.
 RELEASES = ("5b", "5b_lyrics", "1b_lyrics")
@@ -208,8 +209,9 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(p).free
 
 
-def _open_part(path: Path, append: bool) -> Any:
-    return open(path, "ab" if append else "wb")  # noqa: SIM115 - closed by the caller's with-block
+def _open_part(tmp: Path, append: bool) -> Any:
+    """The ``.part`` file (the temporary name, renamed once its size checks out), for appending or anew."""
+    return open(tmp, "ab" if append else "wb")  # noqa: SIM115 - closed by the caller's with-block
 
 
 def download_file(remote: Remote, retries: int = 3, progress: bool = True, log: Log | None = None) -> int:
@@ -303,7 +305,7 @@ def _transfer(remote: Remote, part: Path, state_path: Path, state: dict[str, Any
         state = {"url": url, "size": total, "etag": resp.headers.get("ETag"),
                  "last_modified": resp.headers.get("Last-Modified")}
         try:
-            state_path.write_text(json.dumps(state))
+            atomic_write_text(state_path, json.dumps(state))
         except OSError as e:
             raise _disk_error(part, e) from None
         if total is not None:
@@ -360,7 +362,7 @@ def _read_manifest(source: Path) -> dict[str, str]:
 
 
 def _write_manifest(source: Path, files: dict[str, str]) -> None:
-    (source / MANIFEST).write_text(json.dumps({"files": files}, indent=2) + "\n")
+    atomic_write_text(source / MANIFEST, json.dumps({"files": files}, indent=2) + "\n")
 
 
 def plan_release(name: str, source: str | Path, models_url: str | None = None, ids_url: str | None = None,
