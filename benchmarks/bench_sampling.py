@@ -94,13 +94,24 @@ def make_inputs(model: Prior, batch: int, device: str, seed: int = 0) -> tuple[t
 
 
 def decode_mode(decode: str, tune: bool = True):
-    """(mode passed to the sampler, context it runs in): ``triton`` is the graph mode with the fused step (its
-    GEMV tiles timed at the first step unless ``tune`` is off)."""
+    """(mode passed to the sampler, context it runs in): ``triton`` is the fused step replayed from a CUDA graph
+    (its GEMV tiles timed at the first step unless ``tune`` is off)."""
     if decode != "triton":
         return decode, contextlib.nullcontext()
     if triton_decode is None or triton_decode.triton is None:
         raise RuntimeError("--decode triton needs the triton package")
-    return "graph", triton_decode.triton_sampling(tune)
+    return "triton", _triton_tuning(tune)
+
+
+@contextlib.contextmanager
+def _triton_tuning(tune: bool):
+    from jukebox.prior import sampler
+
+    before, sampler.TRITON_TUNE = sampler.TRITON_TUNE, tune
+    try:
+        yield
+    finally:
+        sampler.TRITON_TUNE = before
 
 
 def decoder_inputs(model: Prior, batch: int, device: str, position: int):

@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from jukebox.checkpoint.format import load_weights
-from jukebox.checkpoint.model_dir import ModelDir
+from jukebox.checkpoint.model_dir import ModelDir, load_discriminator, save_discriminator
 from jukebox.errors import UsageError
 from jukebox.train import TrainConfig, train_vqvae
 from jukebox.vqvae.discriminator import (
@@ -25,9 +25,7 @@ from jukebox.vqvae.discriminator import (
     discriminator_loss,
     feature_matching_loss,
     generator_loss,
-    load_discriminator,
     mel_loss,
-    save_discriminator,
 )
 
 SR = 44100

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import load_reference
-from jukebox.sampling.filters import filter_logits, sample_from_logits
+from jukebox.prior.logits import draw_tokens, filter_logits
 
 
 def test_top_k_matches_reference():
@@ -69,11 +69,13 @@ def test_top_p_edges_and_batching():
         filter_logits(x, top_k=-1)
 
 
-def test_sample_from_logits_respects_filters():
+@pytest.mark.parametrize("draw", ["multinomial", "cdf"])
+def test_draws_respect_filters(draw):
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(8, 30, generator=g)
     allowed = torch.isfinite(filter_logits(logits, top_k=3, top_p=0.8))
     for _ in range(20):
-        s = sample_from_logits(logits, temperature=1.0, top_k=3, top_p=0.8, generator=g)
+        s = draw_tokens(logits, temperature=1.0, top_k=3, top_p=0.8, generator=g, draw=draw)
         assert allowed.gather(-1, s[:, None]).all()
-    assert torch.equal(sample_from_logits(logits, top_k=1), logits.argmax(-1))
+    assert torch.equal(draw_tokens(logits, top_k=1, draw=draw), logits.argmax(-1))
+    assert torch.equal(draw_tokens(logits, temperature=0.0, draw=draw), logits.argmax(-1))

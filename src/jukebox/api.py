@@ -26,7 +26,7 @@ from .audio import MAX_SECONDS
 from .checkpoint.model_dir import ModelDir, prior_folder
 from .errors import JukeboxError, UsageError
 from .loudness import DEFAULT_LUFS, DEFAULT_PEAK_DB
-from .sampling.filters import DRAWS
+from .prior.logits import DRAWS
 from .sampling.pipeline import DEFAULT_HOP_FRACTIONS, UPSAMPLE_MODES, LevelReport, LevelSettings, sample_levels
 
 #: ``progress(level, tokens_done, tokens_total)``

@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
+from ..atomic import atomic_write_text
 from ..errors import JukeboxError, UsageError
-from .atomic import atomic_write_text
 
 #: The released models this command knows.
 RELEASES = ("5b", "5b_lyrics", "1b_lyrics")

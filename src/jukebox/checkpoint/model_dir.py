@@ -21,15 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..atomic import atomic_write_text
 from ..config import VQVAEConfig
 from ..errors import JukeboxError
-from .atomic import atomic_write_text
 from .format import INDEX_NAME, WEIGHTS_NAME, load_into, save_weights
 
 if TYPE_CHECKING:
     from ..prior import Prior
     from ..prior.config import PriorConfig
     from ..vqvae import VQVAE
+    from ..vqvae.discriminator import Discriminator
 
 FORMAT = "jukebox-model"
 VERSION = 1
@@ -146,10 +147,6 @@ class ModelDir:
             raise JukeboxError(f"{path}: damaged tempo table; retrain the prior with --tempo or delete the file")
         return {"default": float(data["default"]), "genres": {g: float(v) for g, v in data["genres"].items()}}
 
-    # ---------------------------------------------------------------- labels
-    def labels_path(self) -> Path:
-        return self.path / "labels.json"
-
 
 TEMPI_FILE = "tempi.json"
 TEMPI_FORMAT = "jukebox.tempi"
@@ -188,3 +185,21 @@ def save_component(folder: Path, config: Any, state_dict: dict[str, torch.Tensor
     """Write a component's weights then its config (the config last, so a folder with a config is complete)."""
     save_weights(folder, state_dict)
     config.save_json(folder / "config.json")
+
+
+def save_discriminator(folder: str | Path, disc: Discriminator) -> None:
+    """Write ``folder/config.json`` (the :class:`~jukebox.vqvae.discriminator.AdversarialConfig`) and
+    ``folder/model.safetensors`` of an adversarial training's discriminator."""
+    save_component(Path(folder), disc.config, {k: v.detach().cpu() for k, v in disc.state_dict().items()})
+
+
+def load_discriminator(folder: str | Path, device: str | torch.device = "cpu") -> Discriminator:
+    """The discriminator saved in ``folder`` by :func:`save_discriminator` (strict load)."""
+    from ..vqvae.discriminator import AdversarialConfig, Discriminator
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise JukeboxError(f"{folder}: no discriminator (config.json missing)")
+    disc = Discriminator(AdversarialConfig.load_json(folder / "config.json"))
+    load_into(disc, folder, where=str(folder))
+    return disc.to(device)

@@ -80,7 +80,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     codes = encode_audio(vqvae, x)
     buf = io.BytesIO()
     np.savez_compressed(buf, **{f"level_{lvl}": c[0].cpu().numpy().astype(np.int64) for lvl, c in enumerate(codes)})
-    from ..checkpoint.atomic import atomic_write_bytes
+    from ..atomic import atomic_write_bytes
 
     atomic_write_bytes(out, buf.getvalue())
     shapes = ", ".join(f"level_{lvl} {tuple(c.shape[1:])}" for lvl, c in enumerate(codes))

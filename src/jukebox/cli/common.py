@@ -1,4 +1,5 @@
-"""Small helpers shared by the subcommands: model and device arguments, output checks, code files."""
+"""Small helpers shared by the subcommands: model and device arguments, output checks, code files (read by
+:func:`jukebox.runs.load_codes_file`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import JukeboxError, UsageError
+from ..runs import load_codes_file as load_codes_file  # re-exported: the codes files every command reads
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
@@ -37,44 +39,6 @@ def output_path(path: str | Path, force: bool, suffixes: tuple[str, ...] | None 
     if path.is_dir():
         raise JukeboxError(f"{path} is a folder; give a file name")
     return path
-
-
-def load_codes_file(path: str | Path) -> dict[int, np.ndarray]:
-    """Read a codes .npz (arrays ``level_L`` of shape [T] or [B, T]) safely (no pickles).
-
-    Returns {level: int64 array [B, T]}.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise JukeboxError(f"{path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (ValueError, OSError, EOFError, KeyError) as e:
-        first = str(e).strip().splitlines()[0][:150] if str(e).strip() else type(e).__name__
-        raise JukeboxError(f"{path}: not a readable codes file ({first})") from None
-    except MemoryError:
-        raise JukeboxError(f"{path}: corrupt codes file (it asks for more memory than there is)") from None
-    except Exception as e:  # zipfile.BadZipFile and friends from a corrupt archive
-        raise JukeboxError(f"{path}: corrupt codes file ({type(e).__name__})") from None
-    codes: dict[int, np.ndarray] = {}
-    for key, arr in arrays.items():
-        if not key.startswith("level_"):
-            continue
-        try:
-            level = int(key[len("level_"):])
-        except ValueError:
-            continue
-        if arr.dtype.kind not in "iu":
-            raise JukeboxError(f"{path}: {key} must hold integer codes, found {arr.dtype}")
-        if arr.ndim == 1:
-            arr = arr[None]
-        if arr.ndim != 2 or arr.shape[-1] == 0:
-            raise JukeboxError(f"{path}: {key} must have shape [T] or [batch, T], found {arr.shape}")
-        codes[level] = arr.astype(np.int64)
-    if not codes:
-        raise JukeboxError(f"{path}: no level_0/level_1/level_2 arrays found")
-    return codes
 
 
 def check_codes_range(codes: np.ndarray, n_bins: int, where: str) -> None:

@@ -20,7 +20,7 @@ COMMAND_MODULES = ("sample", "score", "codec", "eval", "importer", "download", "
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from .._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="jukebox", description="Make music with Jukebox: sample, encode/decode audio, train, import."

@@ -9,18 +9,16 @@ interrupted run keeps its work and ``--resume`` continues it.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import JukeboxError, UsageError
 from ..loudness import DEFAULT_LUFS
-from .common import add_device_arg, load_codes_file, resolve_device
+from ..runs import load_codes_file, save_codes, write_json, write_outputs
+from .common import add_device_arg, resolve_device
 
 MODES = ("ancestral", "primed", "continue", "upsample")
 
@@ -192,21 +190,6 @@ class _Bars:
             bar.close()
 
 
-def _save_codes(path: Path, codes: dict[int, Any]) -> None:
-    from ..checkpoint.atomic import atomic_write_bytes
-
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **{f"level_{lvl}": np.asarray(c.cpu().numpy(), dtype=np.int64)
-                                for lvl, c in sorted(codes.items()) if c.shape[1] > 0})
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _write_json(path: Path, data: Any) -> None:
-    from ..checkpoint.atomic import atomic_write_text
-
-    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
 def _request_from_args(args: argparse.Namespace) -> dict[str, Any]:
     lyrics = args.lyrics or ""
     if args.lyrics_file:
@@ -291,15 +274,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
         "sample_rate": model.sample_rate, "device": str(device), "dtype": args.dtype,
         "torch": torch.__version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    _write_json(out / "metadata.json", metadata)
+    write_json(out / "metadata.json", metadata)
     bars = _Bars(args.quiet)
     saved: dict[int, Any] = {}
 
     def on_level_done(level: int, codes: dict[int, Any]) -> None:
         saved.update(codes)
-        _save_codes(out / "codes.npz", codes)
+        save_codes(out / "codes.npz", codes)
         metadata.setdefault("levels_done", []).append(level)
-        _write_json(out / "metadata.json", metadata)
+        write_json(out / "metadata.json", metadata)
 
     common = dict(temperature=_per_level(request["temperature"], levels),
                   top_k=_per_level(request["top_k"], levels) if request["top_k"] is not None else 0,
@@ -348,42 +331,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise
     finally:
         bars.close()
-    _write_outputs(out, model, gen, metadata)
-    return 0
-
-
-def _write_outputs(out: Path, model, gen, metadata: dict[str, Any]) -> None:
-    from ..audio import save_audio
-    from ..checkpoint.atomic import atomic_write_bytes
-
-    _save_codes(out / "codes.npz", gen.codes)
-    for i in range(gen.audio.shape[0]):
-        save_audio(gen.audio[i], out / f"item_{i}.wav", gen.sample_rate)
-    if gen.alignments is not None:
-        from ..sampling.alignment import alignment_json, alignment_png
-
-        top = model.top_level
-        seconds_per_token = model.hop_lengths[top] / model.sample_rate
-        items = []
-        for i, align in enumerate(gen.alignments):
-            lyrics = gen.settings["items"][i]["lyrics"]
-            items.append({"item": i, **alignment_json(align, _clean_lyrics(model, lyrics), seconds_per_token)})
-            atomic_write_bytes(out / f"alignment_{i}.png", alignment_png(align))
-        _write_json(out / "alignment.json", {"items": items})
-    metadata.update(
-        status="done", level=gen.level, settings=gen.settings,
-        timings=[{"level": r.level, "tokens": r.tokens, "seconds": round(r.seconds, 3),
-                  "tokens_per_second": round(r.tokens_per_second, 1)} for r in gen.reports],
-        outputs=sorted(p.name for p in out.iterdir() if not p.name.startswith(".")),
-        finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    _write_json(out / "metadata.json", metadata)
+    write_outputs(out, model, gen, metadata)
     total = sum(r.seconds for r in gen.reports)
     print(f"wrote {gen.audio.shape[0]} item(s) of {gen.audio.shape[-1] / gen.sample_rate:.2f} s to {out} "
           f"(level {gen.level}, sampling {total:.1f} s)")
-
-
-def _clean_lyrics(model, lyrics: str) -> str:
-    labeller = model.labeller(model.top_level)
-    if labeller is None:
-        return lyrics
-    return labeller.vocab.lyric_vocab.clean(lyrics)
+    return 0

@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import swap_in_folder
 from ..audio import load_audio
-from ..checkpoint.atomic import swap_in_folder
 from ..errors import JukeboxError
 from .dataset import Manifest, Track
 

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from ..atomic import atomic_write_text
 from ..audio import load_audio
-from ..checkpoint.atomic import atomic_write_text
 from ..errors import JukeboxError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")

@@ -34,6 +34,8 @@ from typing import Any
 import torch
 
 from ..errors import JukeboxError, UsageError
+from ..prior.conditioners import UNKNOWN_ID
+from ..prior.conditioners import null_labels as null_labels  # re-exported: the null label of label dropout
 from .text import LyricVocab, lyric_vocab
 
 LABELS_FILE = "labels.json"
@@ -41,7 +43,6 @@ FORMAT = "jukebox.labels"
 FORMAT_VERSION = 1
 VERSIONS = ("v2", "v3")
 UNKNOWN = "unknown"
-UNKNOWN_ID = 0
 
 OPENAI_Y_BINS: dict[str, tuple[int, int]] = {"v2": (120, 4111), "v3": (604, 7898)}
 """``(genre bins, artist bins)`` of the released models' label embeddings."""
@@ -214,7 +215,7 @@ class LabelVocab:
 
     def save(self, model_dir: str | Path) -> Path:
         """Write ``labels.json`` into ``model_dir`` atomically; return its path."""
-        from ..checkpoint.atomic import atomic_write_text
+        from ..atomic import atomic_write_text
 
         path = Path(model_dir) / LABELS_FILE
         atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n")
@@ -407,22 +408,6 @@ class Labels:
 
 _META_KEYS = ("artist", "genre", "lyrics", "total_length", "offset")
 _TEMPO_KEYS = ("bpm", "beat0")  # optional: a tempo in BPM (0 or None: no steady pulse) and a beat's time (samples)
-
-
-def null_labels(y: torch.Tensor, max_bow_genre_size: int, rows: torch.Tensor | None = None,
-                tempo: bool = False) -> torch.Tensor:
-    """``y`` [B, 4 + max_bow_genre_size (+ 2) + n_tokens] with artist and genre set to ``unknown`` (the null label of
-    label dropout and classifier-free guidance) and, with ``tempo`` (a tempo prior's guidance), the tempo set to "no
-    steady pulse", on ``rows`` (bool [B]; default all); timing and lyrics kept."""
-    out = y.clone()
-    sel = slice(None) if rows is None else rows.to(y.device)
-    out[sel, 3] = UNKNOWN_ID
-    out[sel, 4] = UNKNOWN_ID
-    if max_bow_genre_size > 1:
-        out[sel, 5:4 + max_bow_genre_size] = -1
-    if tempo:
-        out[sel, 4 + max_bow_genre_size:6 + max_bow_genre_size] = 0
-    return out
 
 
 @dataclass(frozen=True, eq=False)

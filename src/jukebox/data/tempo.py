@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint.atomic import atomic_write_text
+from ..atomic import atomic_write_text
 from ..errors import JukeboxError, UsageError
 
 TEMPO_FILE = "tempo.json"

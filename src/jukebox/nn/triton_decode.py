@@ -13,9 +13,9 @@ maths (``a = attn(ln_attn(x))``, ``h = x + a``, ``out = h + mlp(ln_mlp(h))``). P
 4. ``LayerNorm + MLP-in + bias + quick-GELU``.
 5. MLP-out + bias + residual (``out = h + m``).
 
-Integration: :func:`triton_static_decoder` (a :class:`~jukebox.prior.sampler.StaticDecoder` replaying the fused
-step from a CUDA graph) and :func:`triton_sampling` (within it, ``sample_autoregressive(decode="graph")`` decodes
-with the fused step; what the benchmarks use until ``decode="triton"`` is wired into the sampler).
+Kernels only: the sampler wires :class:`TritonDecodeStep` in for ``decode="triton"``
+(:func:`jukebox.prior.sampler.triton_static_decoder`, a :class:`~jukebox.prior.sampler.StaticDecoder` replaying the
+fused step from a CUDA graph).
 
 The GEMVs read each weight row contiguously, batch rows share one weight tile (``tl.dot`` for ``B > 1``), and
 every kernel takes the position from a device tensor, so the step has static shapes and is captured in a CUDA
@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -47,8 +45,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     triton = None
     tl = None
 
-__all__ = ["available", "TritonDecodeStep", "fused_linear", "decode_attention", "triton_static_decoder",
-           "triton_sampling"]
+__all__ = ["available", "check_available", "TritonDecodeStep", "fused_linear", "decode_attention"]
 
 #: Layout codes of the kernels (cache layouts of :mod:`jukebox.nn.kv_cache`).
 _LINEAR, _RING, _COLUMNS = 0, 1, 2
@@ -69,7 +66,8 @@ def available(device: torch.device | str) -> bool:
     return torch.device(device).type == "cuda" or _interpreting()
 
 
-def _check(device: torch.device | str) -> None:
+def check_available(device: torch.device | str) -> None:
+    """Raise a one-line :class:`~jukebox.errors.UsageError` when the Triton decode path cannot run on ``device``."""
     if triton is None:
         raise UsageError("decode='triton' needs the triton package (pip install triton)")
     if not available(device):
@@ -417,7 +415,7 @@ class TritonDecodeStep:
 
     def __init__(self, model, cache, cond: Tensor | None, batch: int, tune: bool = True) -> None:
         dev = model.pos_emb.device
-        _check(dev)
+        check_available(dev)
         tr = model.transformer
         if len(cache) != len(tr.blocks):
             raise UsageError(f"cache has {len(cache)} layers, the transformer {len(tr.blocks)}")
@@ -546,34 +544,3 @@ class TritonDecodeStep:
             return lambda: fused_linear(self.h, lin.weight, lin.bias, g, ln=ln2, gelu=True, config=cfg)
         g = self._g[lin.in_features]
         return lambda: fused_linear(g, lin.weight, lin.bias, self.xb, res=self.h, config=cfg)
-
-
-# --- integration with the sampler ---------------------------------------------------------------------------------
-def triton_static_decoder(model, cache, cond: Tensor | None, batch: int, base: type | None = None,
-                          tune: bool = True):
-    """A :class:`~jukebox.prior.sampler.StaticDecoder` (or ``base``) whose step is :class:`TritonDecodeStep`:
-    captured in a CUDA graph on CUDA (tiles tuned at the first call before capture unless ``tune`` is off), run
-    eagerly on CPU (interpreter, tests)."""
-    if base is None:
-        from ..prior.sampler import StaticDecoder as base
-
-    _check(model.pos_emb.device)
-    cuda = model.pos_emb.device.type == "cuda"
-    dec = base(model, cache, cond, batch, "graph" if cuda else "static")
-    dec.fn = TritonDecodeStep(model, cache, cond, batch, tune=tune)
-    return dec
-
-
-@contextmanager
-def triton_sampling(tune: bool = True) -> Iterator[None]:
-    """Within the block, :func:`~jukebox.prior.sampler.sample_autoregressive` with a static decode mode
-    (``static``/``graph``/``compile``) decodes with :func:`triton_static_decoder` instead."""
-    import jukebox.prior.sampler as sampler
-
-    orig = sampler.StaticDecoder
-    sampler.StaticDecoder = lambda model, cache, cond, batch, mode="graph": triton_static_decoder(
-        model, cache, cond, batch, orig, tune)
-    try:
-        yield
-    finally:
-        sampler.StaticDecoder = orig

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..checkpoint.atomic import atomic_path, atomic_write_text
+from ..atomic import atomic_path, atomic_write_text
 from ..errors import JukeboxError
 
 FORMAT = "jukebox-lora"

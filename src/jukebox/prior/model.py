@@ -13,9 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.labels import null_labels
 from .autoregressive import AutoregressiveTransformer
-from .conditioners import LabelConditioner, UpsamplerConditioner
+from .conditioners import LabelConditioner, UpsamplerConditioner, null_labels
 from .config import PriorConfig
 from .lyrics import LyricEncoder
 from .sampler import sample_autoregressive

@@ -29,10 +29,11 @@ from torch import Tensor
 
 from ..nn.kv_cache import KVCache
 from ..nn.transformer import LeanDecoder, int8_linear, int8_linear_supported
-from ..sampling.filters import DRAWS, categorical_cdf, filter_logits
 from .autoregressive import AutoregressiveTransformer
+from .logits import DRAWS, draw_tokens
 
-__all__ = ["DECODE_MODES", "draw_tokens", "split_chunks", "sample_autoregressive", "StaticDecoder"]
+__all__ = ["DECODE_MODES", "draw_tokens", "split_chunks", "sample_autoregressive", "StaticDecoder",
+           "triton_static_decoder"]
 
 ProgressFn = Callable[[int, int], None]
 #: Intra-op threads of :func:`sample_autoregressive` on a CPU (0: leave the process's setting). A decode step is a
@@ -42,31 +43,6 @@ ProgressFn = Callable[[int, int], None]
 #: cores instead (:mod:`jukebox.sampling.parallel`).
 CPU_DECODE_THREADS = 1
 DECODE_MODES = ("eager", "module", "int8", "static", "graph", "compile", "triton")
-
-
-def draw_tokens(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
-                generator: torch.Generator | None = None, draw: str = "multinomial") -> Tensor:
-    """One token per row of logits [..., V] -> [...]. ``top_k == 1`` or ``temperature == 0`` is argmax.
-
-    Stochastic draws follow Jukebox: ``logits / temperature``, top-k/top-p filtering, then a categorical draw:
-    ``draw="multinomial"`` as the original (normalised log-probabilities, ``multinomial`` with replacement, as
-    ``torch.distributions.Categorical``: the same seeded samples), or ``"cdf"`` (one uniform per row, inverse CDF;
-    :func:`~jukebox.sampling.filters.categorical_cdf`). Everything stays on the logits' device.
-    """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if draw not in DRAWS:
-        raise ValueError(f"draw must be one of {DRAWS}, got {draw!r}")
-    if top_k == 1 or temperature == 0:
-        return logits.argmax(dim=-1)
-    x = logits.float() if temperature == 1.0 else logits.float() / temperature  # dividing by 1 changes no bit
-    if top_k > 0 or 0.0 < top_p < 1.0:
-        x = filter_logits(x, top_k=top_k, top_p=top_p)
-    if draw == "cdf":
-        return categorical_cdf(x, generator)
-    probs = torch.softmax(x - x.logsumexp(dim=-1, keepdim=True), dim=-1)
-    flat = probs.reshape(-1, probs.shape[-1])
-    return torch.multinomial(flat, 1, replacement=True, generator=generator).reshape(probs.shape[:-1])
 
 
 def split_chunks(length: int, chunk_size: int | None) -> list[int]:
@@ -165,6 +141,25 @@ class StaticDecoder:
             self.out = self.fn(self.tok, self.pos)
 
 
+#: ``decode="triton"``: time the fused step's GEMV tiles on the device at the first call, before the CUDA graph is
+#: captured (benchmarks turn it off for quick fp32 checks with the default tiles).
+TRITON_TUNE = True
+
+
+def triton_static_decoder(model: AutoregressiveTransformer, cache: KVCache, cond: Tensor | None,
+                          batch: int) -> StaticDecoder:
+    """The ``decode="triton"`` step: a :class:`StaticDecoder` whose step is the fused
+    :class:`~jukebox.nn.triton_decode.TritonDecodeStep`, replayed from a CUDA graph on CUDA (tiles tuned at the
+    first call when :data:`TRITON_TUNE`), run eagerly on a CPU (Triton's interpreter, tests)."""
+    from ..nn import triton_decode
+
+    triton_decode.check_available(model.pos_emb.device)
+    cuda = model.pos_emb.device.type == "cuda"
+    dec = StaticDecoder(model, cache, cond, batch, "graph" if cuda else "static")
+    dec.fn = triton_decode.TritonDecodeStep(model, cache, cond, batch, tune=TRITON_TUNE)
+    return dec
+
+
 @torch.no_grad()
 def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, total: int, known: Tensor | None = None,
                           start: Tensor | None = None, cond: Tensor | None = None,
@@ -259,8 +254,6 @@ def _sample(model: AutoregressiveTransformer, n_samples: int, total: int, known:
     if decode in ("static", "graph", "compile"):
         static = StaticDecoder(model, cache, cond, n_samples, decode)
     elif decode == "triton":
-        from ..nn.triton_decode import triton_static_decoder
-
         static = triton_static_decoder(model, cache, cond, n_samples)
     elif decode in ("eager", "int8") and compact_cache and not model.training:
         int8 = decode == "int8" and int8_linear_supported() and model.pos_emb.dtype == torch.float32

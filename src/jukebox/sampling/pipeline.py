@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..prior.logits import DRAWS
 from ..prior.sampler import DECODE_MODES
-from .filters import DRAWS
 from .parallel import sample_level_parallel
 from .schedule import plan_level
 

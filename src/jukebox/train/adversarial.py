@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..checkpoint.model_dir import save_discriminator
 from ..data.dataset import WindowSampler
 from ..vqvae import VQVAE
 from ..vqvae.discriminator import (
@@ -26,7 +27,6 @@ from ..vqvae.discriminator import (
     frozen,
     generator_loss,
     mel_loss,
-    save_discriminator,
 )
 from ..vqvae.losses import multispectral_loss, reconstruction_loss, spectral_loss
 from .config import TrainConfig

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..checkpoint.atomic import swap_in_folder
+from ..atomic import swap_in_folder
 from ..checkpoint.format import load_weights, save_weights, unshare_tensors
 from ..errors import JukeboxError
 from .config import TrainConfig

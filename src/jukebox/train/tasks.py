@@ -113,7 +113,7 @@ class VQVAETask(_WindowBatches):
 def estimate_bandwidth(sampler: WindowSampler, config: Any, n_windows: int = 16, seed: int = 0) -> dict[str, float]:
     """Jukebox's loss normalisers from a few corpus windows: l1 = mean |x|, l2 = variance of x,
     spec = mean STFT-magnitude norm at the config's single resolution."""
-    from ..eval.metrics import spectral_distance
+    from ..nn.spectral import spectral_distance
 
     rng = np.random.default_rng([seed, 0xBA4D])
     xs = np.stack([sampler.window_at(*sampler.locate(int(i))).audio

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import JukeboxError, UsageError
 from ..loudness import DEFAULT_LUFS
+from ..runs import load_codes_file, save_codes, write_json, write_outputs
 
 ACTIONS = ("generate", "continue", "upsample")
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
@@ -188,7 +189,7 @@ class JobQueue:
                 self._store_prompt(Path(prompt_file), out / "prompt.wav")
             if request.seed is None:  # record the seed actually used, so every result can be reproduced
                 request.seed = secrets.randbelow(2**31)
-            _write_json(out / "metadata.json", self._metadata(job))
+            write_json(out / "metadata.json", self._metadata(job))
         except BaseException:
             shutil.rmtree(out, ignore_errors=True)
             raise
@@ -379,7 +380,7 @@ class JobQueue:
                     job.stage = f"sampling level {level}"
 
         try:
-            _write_json(out / "metadata.json", self._metadata(job))
+            write_json(out / "metadata.json", self._metadata(job))
             self.runner(self.model, job, out, progress)
         except JobCancelled:
             self._end(job, out, "cancelled", "cancelled")
@@ -407,7 +408,7 @@ class JobQueue:
 
     def _save_metadata(self, job: Job, out: Path, **override: Any) -> None:
         try:
-            _write_json(out / "metadata.json", {**self._metadata(job), **override})
+            write_json(out / "metadata.json", {**self._metadata(job), **override})
         except OSError:
             pass
 
@@ -450,8 +451,6 @@ def run_job(model: Any, job: Job, out: Path, progress: Callable[[int, int, int],
     """Do one job with the public API and write its result folder (the files ``jukebox sample`` writes)."""
     import torch
 
-    from ..cli.common import load_codes_file
-    from ..cli.sample import _save_codes, _write_outputs
 
     r = job.request
     labels = dict(artist=r.artist, genre=r.genre, lyrics=r.lyrics)
@@ -459,7 +458,7 @@ def run_job(model: Any, job: Job, out: Path, progress: Callable[[int, int, int],
     lowest = min(r.levels or model.prior_levels)
 
     def on_level_done(level: int, codes: dict[int, Any]) -> None:
-        _save_codes(out / "codes.npz", codes)
+        save_codes(out / "codes.npz", codes)
         if level <= lowest:
             job.stage = "decoding"
 
@@ -499,13 +498,13 @@ def run_job(model: Any, job: Job, out: Path, progress: Callable[[int, int, int],
     from .media import spectrogram_png
 
     for i in range(gen.audio.shape[0]):
-        from ..checkpoint.atomic import atomic_write_bytes
+        from ..atomic import atomic_write_bytes
 
         atomic_write_bytes(out / f"spectrogram_{i}.png",
                            spectrogram_png(np.asarray(gen.audio[i, 0].numpy()), gen.sample_rate))
     metadata = dict(job=job.id, request=r.to_dict(), model=str(model.model_dir.path), sample_rate=gen.sample_rate,
                     created=_iso(job.created), started=_iso(job.started or time.time()), source="jukebox serve")
-    _write_outputs(out, model, gen, metadata)
+    write_outputs(out, model, gen, metadata)
     job.n_items, job.level, job.settings = int(gen.audio.shape[0]), int(gen.level), dict(gen.settings)
 
 
@@ -523,9 +522,3 @@ def _order(job: Job) -> tuple[float, str]:
 
 def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t))
-
-
-def _write_json(path: Path, data: Any) -> None:
-    from ..cli.sample import _write_json as write
-
-    write(path, data)

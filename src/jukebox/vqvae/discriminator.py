@@ -9,7 +9,7 @@ Two discriminators, as modern neural codecs use them:
 
 Every sub-discriminator returns ``(logits, feature maps)``; :class:`Discriminator` holds the chosen ones.
 Losses: hinge or least-squares adversarial losses, EnCodec's relative feature-matching L1 and a multi-scale
-log-mel L1 (:func:`jukebox.eval.metrics.mel_l1`, the metric's own filterbank). Weights and sizes live in the
+log-mel L1 (:func:`jukebox.nn.spectral.mel_l1`, the metric's own filterbank). Weights and sizes live in the
 frozen :class:`AdversarialConfig`, saved with the discriminator in ``MODEL_DIR/discriminator/``.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -26,13 +25,13 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from ..config import ConfigBase
-from ..errors import JukeboxError, UsageError
-from ..eval.metrics import mel_l1
+from ..errors import UsageError
+from ..nn.spectral import mel_l1
 
 __all__ = [
     "AdversarialConfig", "STFTDiscriminator", "MultiScaleSTFTDiscriminator", "PeriodDiscriminator",
     "MultiPeriodDiscriminator", "Discriminator", "discriminator_loss", "generator_loss", "feature_matching_loss",
-    "mel_loss", "frozen", "save_discriminator", "load_discriminator", "DISCRIMINATORS", "ADV_LOSSES",
+    "mel_loss", "frozen", "DISCRIMINATORS", "ADV_LOSSES",
 ]
 
 DISCRIMINATORS = ("msstft", "mpd")
@@ -276,30 +275,8 @@ def feature_matching_loss(real: list[DiscOutput], fake: list[DiscOutput]) -> Ten
 
 def mel_loss(ref: Tensor, est: Tensor, sample_rate: int, n_ffts: tuple[int, ...] = (2048, 512),
              n_mels: tuple[int, ...] = (80, 40)) -> Tensor:
-    """Multi-scale log-mel L1 (scalar): mean over FFT sizes n (hop n/4) of :func:`~jukebox.eval.metrics.mel_l1`
+    """Multi-scale log-mel L1 (scalar): mean over FFT sizes n (hop n/4) of :func:`~jukebox.nn.spectral.mel_l1`
     between audio ``ref`` and ``est`` [B, 1, T] (differentiable in ``est``)."""
     total = sum(mel_l1(ref, est, sample_rate, n_fft=n, hop_length=n // 4, n_mels=m).mean()
                 for n, m in zip(n_ffts, n_mels))
     return total / len(n_ffts)
-
-
-# ------------------------------------------------------------------------------------------------ save / load
-
-
-def save_discriminator(folder: str | Path, disc: Discriminator) -> None:
-    """Write ``folder/config.json`` (the :class:`AdversarialConfig`) and ``folder/model.safetensors``."""
-    from ..checkpoint.model_dir import save_component
-
-    save_component(Path(folder), disc.config, {k: v.detach().cpu() for k, v in disc.state_dict().items()})
-
-
-def load_discriminator(folder: str | Path, device: str | torch.device = "cpu") -> Discriminator:
-    """The discriminator saved in ``folder`` by :func:`save_discriminator` (strict load)."""
-    from ..checkpoint.format import load_into
-
-    folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise JukeboxError(f"{folder}: no discriminator (config.json missing)")
-    disc = Discriminator(AdversarialConfig.load_json(folder / "config.json"))
-    load_into(disc, folder, where=str(folder))
-    return disc.to(device)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..config import VQVAEConfig
-from ..eval.metrics import multires_spectral_distance, spectral_convergence, spectral_distance
+from ..nn.spectral import multires_spectral_distance, spectral_convergence, spectral_distance
 
 __all__ = ["reconstruction_loss", "spectral_loss", "multispectral_loss", "jukebox_spectral_convergence"]
 

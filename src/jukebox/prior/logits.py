@@ -1,0 +1,81 @@
+"""What a prior's sampler does with logits: top-k and nucleus (top-p) filters, temperature, categorical draws.
+
+Pure functions over ``[..., vocab]`` logits; fully batched, no host synchronisation. The settings they take are
+validated once, where sampling starts (:class:`jukebox.sampling.settings.LevelSettings`), not per token.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["DRAWS", "filter_logits", "categorical_cdf", "draw_tokens"]
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:
+    """Return a copy of ``logits`` [..., V] with tokens outside the top-k / top-p set at ``-inf``.
+
+    ``top_k > 0`` keeps the k largest logits (ties with the k-th value are kept, as in Jukebox).
+    ``0 < top_p < 1`` keeps the smallest set of most likely tokens whose probability mass reaches
+    ``top_p`` (the most likely token is always kept). Both may be combined: top-k first, then top-p.
+    """
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0, got {top_k}")
+    if not 0.0 <= top_p <= 1.0:
+        raise ValueError(f"top_p must be in [0, 1], got {top_p}")
+    out = logits.clone()
+    vocab = out.shape[-1]
+    if 0 < top_k < vocab:
+        kth = torch.topk(out, top_k, dim=-1).values[..., -1:]
+        out = out.masked_fill(out < kth, float("-inf"))
+    if 0.0 < top_p < 1.0:
+        sorted_logits, sorted_idx = torch.sort(out, descending=True, dim=-1)
+        cum = torch.softmax(sorted_logits.float(), dim=-1).cumsum(dim=-1)
+        # Drop a token when the mass strictly before it already reaches top_p.
+        remove_sorted = (cum - torch.softmax(sorted_logits.float(), dim=-1)) >= top_p
+        remove_sorted[..., 0] = False
+        remove = torch.zeros_like(remove_sorted).scatter(-1, sorted_idx, remove_sorted)
+        out = out.masked_fill(remove, float("-inf"))
+    return out
+
+
+#: Categorical draws: ``multinomial`` (``torch.multinomial``, one exponential per vocabulary entry; reproduces the
+#: original Jukebox's seeded samples) or ``cdf`` (inverse CDF, one uniform per row; much cheaper in large batches).
+DRAWS = ("multinomial", "cdf")
+
+
+def categorical_cdf(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One draw per row of ``softmax(logits)`` [..., V] -> LongTensor [...] by inverting the CDF with one uniform
+    number per row (``-inf`` logits are never drawn). Deterministic for a given generator state and batch."""
+    x = logits.float()
+    cdf = torch.softmax(x, dim=-1).cumsum_(dim=-1)
+    total = cdf[..., -1:]
+    u = torch.rand(total.shape, generator=generator, device=x.device, dtype=x.dtype).mul_(total)
+    # u < total strictly (a product can round up to it), so the token found has non-zero probability
+    u = torch.minimum(u, total.nextafter(torch.zeros_like(total)))
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1)
+
+
+def draw_tokens(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
+                generator: torch.Generator | None = None, draw: str = "multinomial") -> Tensor:
+    """One token per row of logits [..., V] -> [...]. ``top_k == 1`` or ``temperature == 0`` is argmax.
+
+    Stochastic draws follow Jukebox: ``logits / temperature``, top-k/top-p filtering, then a categorical draw:
+    ``draw="multinomial"`` as the original (normalised log-probabilities, ``multinomial`` with replacement, as
+    ``torch.distributions.Categorical``: the same seeded samples), or ``"cdf"`` (one uniform per row, inverse CDF;
+    :func:`categorical_cdf`). Everything stays on the logits' device.
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if draw not in DRAWS:
+        raise ValueError(f"draw must be one of {DRAWS}, got {draw!r}")
+    if top_k == 1 or temperature == 0:
+        return logits.argmax(dim=-1)
+    x = logits.float() if temperature == 1.0 else logits.float() / temperature  # dividing by 1 changes no bit
+    if top_k > 0 or 0.0 < top_p < 1.0:
+        x = filter_logits(x, top_k=top_k, top_p=top_p)
+    if draw == "cdf":
+        return categorical_cdf(x, generator)
+    probs = torch.softmax(x - x.logsumexp(dim=-1, keepdim=True), dim=-1)
+    flat = probs.reshape(-1, probs.shape[-1])
+    return torch.multinomial(flat, 1, replacement=True, generator=generator).reshape(probs.shape[:-1])
