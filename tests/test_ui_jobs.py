@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
@@ -23,6 +24,11 @@ class FakeModel:
     sample_rate = 8000
     prior_levels = [0, 1, 2]
     top_level = 2
+
+    def sampling_settings(self, settings=None, **overrides):
+        from jukebox.sampling.settings import SamplingSettings
+
+        return (settings or SamplingSettings.for_levels(self.prior_levels)).replace(**overrides)
 
 
 def fake_runner(log: list, gate: threading.Event | None = None, steps: int = 3):
@@ -106,9 +112,10 @@ def test_failures_are_kept_and_the_worker_survives(fake_queue):
     (dict(seconds=10_000), "length"),
     (dict(n_samples=0), "number of samples"),
     (dict(n_samples=99), "number of samples"),
-    (dict(temperature=0), "temperature"),
-    (dict(top_k=-1), "top-k"),
-    (dict(top_p=1.5), "top-p"),
+    (dict(temperature=-0.5), "temperature"),
+    (dict(top_k=-1), "top_k"),
+    (dict(top_p=1.5), "top_p"),
+    (dict(seed=2**60), "seed"),
     (dict(levels=[]), "at least one level"),
     (dict(levels=[5]), "no level"),
     (dict(seconds=5, total_seconds=2), "song length"),
@@ -122,6 +129,25 @@ def test_bad_requests_are_refused_before_queueing(fake_queue, request_kw, messag
     with pytest.raises(UsageError, match=message):
         q.submit(JobRequest(**request_kw))
     assert q.jobs() == [] and list(q.results_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("overrides", [dict(temperature=0.0), dict(temperature=-0.1), dict(seed=-5),
+                                       dict(seed=2**53), dict(top_k=0), dict(top_k=-2), dict(top_p=1.0),
+                                       dict(top_p=-0.1), dict(seed=2**53 - 1)])
+def test_the_page_accepts_exactly_what_the_api_accepts(fake_queue, overrides):
+    """The queue checks a request's settings with the API's own resolution: temperature 0 (greedy) and negative
+    seeds pass, out-of-range values fail with the API's message."""
+    from jukebox.sampling.settings import SamplingSettings
+
+    q = fake_queue(runner=fake_runner([]))
+    try:
+        SamplingSettings.for_levels([0, 1, 2], **overrides)
+    except UsageError as e:
+        with pytest.raises(UsageError, match=re.escape(str(e))):
+            q.submit(JobRequest(seconds=1, **overrides))
+        assert q.jobs() == []
+    else:
+        assert q.wait(q.submit(JobRequest(seconds=1, **overrides)).id, 10).status == "done"
 
 
 def test_uploads_are_type_and_size_checked(fake_queue, tmp_path):

@@ -3,7 +3,9 @@
 Public API (imported lazily, so ``import jukebox`` is fast)::
 
     model = jukebox.load_model(path_or_none)        # a model directory, or the embedded default model
-    out = model.generate(artist=..., genre=..., lyrics=..., seconds=...)
+    out = model.generate(artist=..., genre=..., lyrics=..., seconds=..., temperature=0.9)
+    settings = model.sampling_settings(top_k=50, seed=0)   # a SamplingSettings, resolved and checked once
+    out = model.generate(seconds=..., settings=settings)
     jukebox.save_audio(out.audio[0], "song.wav", model.sample_rate)
 
 and the original Jukebox's API names: ``jukebox.hparams.Hyperparams``, ``jukebox.make_models.make_model``,
@@ -17,7 +19,7 @@ from typing import Any
 
 from ._version import __version__
 
-__all__ = ["load_model", "Jukebox", "Generation", "load_audio", "save_audio", "__version__"]
+__all__ = ["load_model", "Jukebox", "Generation", "SamplingSettings", "load_audio", "save_audio", "__version__"]
 
 
 def save_audio(audio: Any, path: str | Path, sample_rate: int | None = None, **kwargs: Any) -> Path:
@@ -40,6 +42,10 @@ def __getattr__(name: str) -> Any:
         from . import api
 
         return getattr(api, name)
+    if name == "SamplingSettings":
+        from .sampling.settings import SamplingSettings
+
+        return SamplingSettings
     if name == "load_audio":
         from .audio import load_audio
 

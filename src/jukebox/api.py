@@ -26,12 +26,13 @@ from .audio import MAX_SECONDS
 from .checkpoint.model_dir import ModelDir, prior_folder
 from .errors import JukeboxError, UsageError
 from .loudness import DEFAULT_LUFS, DEFAULT_PEAK_DB
-from .prior.logits import DRAWS
-from .sampling.pipeline import DEFAULT_HOP_FRACTIONS, UPSAMPLE_MODES, LevelReport, LevelSettings, sample_levels
+from .sampling.pipeline import LevelReport, sample_levels
+from .sampling.settings import SamplingSettings, model_defaults
 
 #: ``progress(level, tokens_done, tokens_total)``
 ProgressFn = Callable[[int, int, int], None]
-PerLevel = float | int | Sequence[float] | Mapping[int, float] | None
+#: ``on_level_done(level, codes)``: after each sampled level, with the codes {level: [B, T_l]} so far (CPU).
+LevelDoneFn = Callable[[int, dict[int, torch.Tensor]], None]
 
 
 @dataclass
@@ -45,51 +46,13 @@ class Generation:
     reports: list[LevelReport] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     alignments: list[Any] | None = None
-
-
-def _per_level(value: PerLevel, levels: Sequence[int], default: float) -> dict[int, float]:
-    if value is None:
-        return {lvl: default for lvl in levels}
-    if isinstance(value, (int, float)):
-        return {lvl: value for lvl in levels}
-    if isinstance(value, Mapping):
-        return {lvl: value.get(lvl, default) for lvl in levels}
-    seq = list(value)
-    if len(seq) != len(levels) and len(seq) < max(levels) + 1:
-        raise UsageError(f"per-level values {seq} do not cover levels {sorted(levels)}")
-    return {lvl: seq[lvl] for lvl in levels}
+    #: The settings the call sampled with (``settings=`` of another call samples the same way).
+    sampling: SamplingSettings | None = None
 
 
 def _is_number(value: Any) -> bool:
     """An int or float from JSON or a caller, not a bool."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _model_default(value: Any, ok: Callable[[float], bool]) -> float | dict[int, float]:
-    """A ``model.json`` sampling value (one number, or a list indexed by level) whose numbers all pass ``ok``,
-    as a number or a {level: value} dict; else 1.0."""
-    if _is_number(value) and ok(value):
-        return float(value)
-    if isinstance(value, list) and value and all(_is_number(v) and ok(v) for v in value):
-        return {lvl: float(v) for lvl, v in enumerate(value)}
-    return 1.0
-
-
-def _guidance_per_level(guidance: float | Mapping[int, float], levels: Sequence[int], top: int) -> dict[int, float]:
-    """{level: w} for the sampled ``levels``: a number guides the top level only, a {level: w} mapping each level
-    it names (the others 1 = off)."""
-    if isinstance(guidance, Mapping):
-        try:  # JSON (batch files, saved settings) gives the levels as strings
-            by_level = {int(k): v for k, v in guidance.items()}
-        except (TypeError, ValueError):
-            raise UsageError(f"guidance levels must be integers, got {sorted(map(str, guidance))}") from None
-        out = {lvl: by_level.get(lvl, 1.0) for lvl in levels}
-    else:
-        out = {lvl: guidance if lvl == top else 1.0 for lvl in levels}
-    for lvl, g in out.items():
-        if not _is_number(g) or not 0.0 <= g <= 20.0:
-            raise UsageError(f"guidance must be between 0 and 20 (1 = off), got {g!r} for level {lvl}")
-    return {lvl: float(g) for lvl, g in out.items()}
 
 
 class Jukebox:
@@ -130,22 +93,35 @@ class Jukebox:
         number or a {level: T} dict. ``total_seconds``: the song length the timing labels describe when a call
         gives none (at least the piece's own length), e.g. the median length of the model's training songs; None
         where ``model.json`` gives no positive number (then the piece's own length)."""
-        from .prior.sampler import DECODE_MODES
+        return model_defaults(self.model_dir.info.get("sampling"), MAX_SECONDS)
 
-        given = self.model_dir.info.get("sampling")
-        given = given if isinstance(given, dict) else {}
-        out: dict[str, Any] = {"upsample_mode": "sequential", "decode": "eager", "draw": "multinomial",
-                               "chunk_size": 32}
-        for key, allowed in (("upsample_mode", UPSAMPLE_MODES), ("decode", DECODE_MODES), ("draw", DRAWS)):
-            if given.get(key) in allowed:
-                out[key] = given[key]
-        size = given.get("chunk_size")
-        if isinstance(size, int) and not isinstance(size, bool) and size >= 1:
-            out["chunk_size"] = size
-        out["guidance"] = _model_default(given.get("guidance"), lambda g: 0 <= g <= 20)  # a number: top level only
-        out["temperature"] = _model_default(given.get("temperature"), lambda t: 0 < t <= 10)
-        total = given.get("total_seconds")
-        out["total_seconds"] = float(total) if _is_number(total) and 0 < total <= MAX_SECONDS else None
+    def sampling_settings(self, settings: SamplingSettings | None = None, **overrides: Any) -> SamplingSettings:
+        """The settings a sampling call uses, resolved and checked once: ``settings`` (default: the model's own,
+        :attr:`sampling_defaults`; an int8 CPU decode becomes ``eager`` on other devices) with ``overrides`` on top
+        (``temperature``, ``top_k``, ``top_p``, ``hop_fraction``, ``chunk_size``, ``max_batch_size``, ``decode``,
+        ``draw``, ``max_windows``, ``guidance``, ``upsample_mode``, ``seed``; per-level values as a number, a list
+        by level or a {level: value} mapping, see :mod:`jukebox.sampling.settings`). Bad values raise one
+        :class:`~jukebox.errors.UsageError`; so do guidance for a prior without labels, ``decode="int8"`` off a
+        CPU and settings that lack one of the model's levels."""
+        if settings is None:
+            d = self.sampling_defaults
+            decode = "eager" if d["decode"] == "int8" and self.device.type != "cpu" else d["decode"]
+            settings = SamplingSettings.for_levels(
+                self.prior_levels, upsample_mode=d["upsample_mode"], decode=decode, draw=d["draw"],
+                chunk_size=d["chunk_size"], temperature=d["temperature"], guidance=d["guidance"])
+        elif not isinstance(settings, SamplingSettings):
+            raise UsageError(f"settings must be a SamplingSettings (from model.sampling_settings()), got "
+                             f"{type(settings).__name__}")
+        out = settings.replace(**overrides)
+        missing = sorted(set(self.prior_levels) - set(out))
+        if missing:
+            raise UsageError(f"the sampling settings cover levels {sorted(out)}; this model also samples {missing}")
+        if self.device.type != "cpu" and any(out[lvl].decode == "int8" for lvl in self.prior_levels):
+            raise UsageError("decode='int8' runs on a CPU only")
+        for lvl in self.prior_levels:
+            if out[lvl].guidance != 1.0 and self.labeller(lvl) is None:
+                which = "top prior" if lvl == self.top_level else f"level-{lvl} prior"
+                raise UsageError(f"guidance needs a {which} with artist/genre labels; this one has none")
         return out
 
     # ------------------------------------------------------------------ components
@@ -379,37 +355,14 @@ class Jukebox:
                                  "more seconds or cut them with prompt_seconds")
 
     def _run(self, codes: dict[int, torch.Tensor], levels: Sequence[int], sample_length: int, total_length: int,
-             items: list[dict[str, str]], temperature: PerLevel, top_k: PerLevel, top_p: PerLevel,
-             hop_fraction: PerLevel, chunk_size: int | None, max_batch_size: int, seed: int | None,
-             progress: ProgressFn | None, on_level_done: Callable[[int, dict[int, torch.Tensor]], None] | None,
-             alignment: bool, upsample_mode: str | None = None, decode: str | None = None,
-             draw: str | None = None, guidance: float | Mapping[int, float] | None = None,
-             loudness: float | None = DEFAULT_LUFS, total_source: str = "total_seconds") -> Generation:
+             items: list[dict[str, Any]], settings: SamplingSettings, progress: ProgressFn | None,
+             on_level_done: LevelDoneFn | None, alignment: bool, loudness: float | None,
+             total_source: str = "total_seconds") -> Generation:
+        """Sample ``levels`` of ``len(items)`` songs of ``sample_length`` samples with ``settings`` (resolved and
+        checked by :meth:`sampling_settings`), continuing ``codes`` {level: [B, T_l]}; then decode."""
         levels = sorted(set(levels), reverse=True)
         if loudness is not None:
             _check_loudness(loudness)
-        defaults = self.sampling_defaults
-        guides = _guidance_per_level(defaults["guidance"] if guidance is None else guidance, levels,
-                                     self.top_level)
-        for lvl, g in guides.items():
-            if g != 1.0 and self.labeller(lvl) is None:
-                which = "top prior" if lvl == self.top_level else f"level-{lvl} prior"
-                raise UsageError(f"guidance needs a {which} with artist/genre labels; this one has none")
-        upsample_mode = defaults["upsample_mode"] if upsample_mode is None else upsample_mode
-        draw = defaults["draw"] if draw is None else draw
-        chunk_size = defaults["chunk_size"] if chunk_size is None else chunk_size
-        if decode is None:
-            decode = defaults["decode"]
-            if decode == "int8" and self.device.type != "cpu":
-                decode = "eager"  # a model's CPU default; GPUs decode in float
-        elif decode == "int8" and self.device.type != "cpu":
-            raise UsageError("decode='int8' runs on a CPU only")
-        if draw not in DRAWS:
-            raise UsageError(f"draw must be one of {DRAWS}, got {draw!r}")
-        if seed is not None and not -(2**53) < int(seed) < 2**53:
-            raise UsageError(f"seed must be an integer between -2**53 and 2**53, got {seed}")
-        if upsample_mode not in UPSAMPLE_MODES:
-            raise UsageError(f"upsample_mode must be one of {UPSAMPLE_MODES}, got {upsample_mode!r}")
         missing = [lvl for lvl in levels if lvl not in self.prior_levels]
         if missing:
             raise UsageError(f"the model has no prior for level(s) {missing} (it has {self.prior_levels})")
@@ -428,18 +381,6 @@ class Jukebox:
                 raise UsageError(f"upsampling level {lvl} needs at least {need / self.sample_rate:.2f} s of audio "
                                  f"(one context of {cfg.n_ctx} tokens); ask for more seconds or stop at a higher "
                                  "level with levels=...")
-        temps = _per_level(defaults["temperature"] if temperature is None else temperature, levels, 1.0)
-        ks = _per_level(top_k, levels, 0)
-        ps = _per_level(top_p, levels, 0.0)
-        hops = _per_level(hop_fraction, levels, 0.5)
-        if hop_fraction is None:
-            hops = {lvl: DEFAULT_HOP_FRACTIONS[lvl] if lvl < len(DEFAULT_HOP_FRACTIONS) else 0.5 for lvl in levels}
-        try:
-            settings = {lvl: LevelSettings(float(temps[lvl]), int(ks[lvl]), float(ps[lvl]), float(hops[lvl]),
-                                           chunk_size, max_batch_size, decode, draw,
-                                           guidance=guides[lvl]) for lvl in levels}
-        except ValueError as e:
-            raise UsageError(str(e)) from None
 
         # unknown names are reported once, by the highest level sampled (a lower level's vocabulary may lack
         # names a fine-tuned top prior learned; they map to `unknown` there, the top level decides the style)
@@ -452,11 +393,13 @@ class Jukebox:
                 return None
             return self._labellers[level].window_y(lab, start, self.hop_lengths[level])[0]
 
+        seed = settings.seed
+
         def generator(level: int) -> torch.Generator | None:
             if seed is None:
                 return None
             gen = torch.Generator(device=self.device)
-            gen.manual_seed(int(seed) * 1009 + level)  # one stream per level: resuming a level redraws the same
+            gen.manual_seed(seed * 1009 + level)  # one stream per level: resuming a level redraws the same
             return gen
         for lvl in range(len(self.hop_lengths)):
             codes.setdefault(lvl, torch.zeros(n, 0, dtype=torch.long))
@@ -472,7 +415,7 @@ class Jukebox:
 
         t0 = time.perf_counter()
         codes, reports = sample_levels(self.prior, codes, levels, sample_length, label_fn, settings,
-                                       self.hop_lengths, generator, progress, level_done, release, upsample_mode)
+                                       self.hop_lengths, generator, progress, level_done, release)
         lowest = min(levels)
         codes_cpu = {lvl: c.cpu() for lvl, c in codes.items() if c.shape[1] > 0}
         t1 = time.perf_counter()
@@ -485,48 +428,51 @@ class Jukebox:
 
             aligns = lyric_alignment(self.prior(top), codes[top], labels[top], self._labellers[top],
                                      settings[top].hop_fraction)
+        first = settings[levels[0]]
         info = dict(levels=levels, sample_length=sample_length, total_length=total_length,
                     total_seconds=round(total_length / self.sample_rate, 3), total_seconds_from=total_source,
                     loudness=loud, items=items,
-                    seed=seed, chunk_size=chunk_size, max_batch_size=max_batch_size, upsample_mode=upsample_mode,
-                    draw=draw, guidance=guides.get(self.top_level, 1.0),
-                    per_level={lvl: vars(s).copy() for lvl, s in settings.items()},
-                    sampling_seconds=t1 - t0, decode_seconds=decode_s)
-        return Generation(audio, codes_cpu, lowest, self.sample_rate, reports, info, aligns)
+                    seed=seed, chunk_size=first.chunk_size, max_batch_size=first.max_batch_size,
+                    upsample_mode=settings.upsample_mode, draw=first.draw, guidance=settings[top].guidance,
+                    per_level={lvl: settings[lvl].to_dict() for lvl in levels},
+                    sampling=settings.to_dict(), sampling_seconds=t1 - t0, decode_seconds=decode_s)
+        return Generation(audio, codes_cpu, lowest, self.sample_rate, reports, info, aligns, settings)
 
     def generate(self, artist: str = "unknown", genre: str = "unknown", lyrics: str = "", seconds: float = 5.0,
                  total_seconds: float | None = None, n_samples: int = 1,
-                 items: Sequence[Mapping[str, str]] | None = None, temperature: PerLevel = None,
-                 top_k: PerLevel = 0, top_p: PerLevel = 0.0, seed: int | None = None,
-                 levels: Sequence[int] | None = None, hop_fraction: PerLevel = None, chunk_size: int | None = None,
-                 max_batch_size: int = 16, progress: ProgressFn | None = None,
-                 on_level_done: Callable[[int, dict[int, torch.Tensor]], None] | None = None,
-                 alignment: bool = True, upsample_mode: str | None = None, decode: str | None = None,
-                 draw: str | None = None, guidance: float | Mapping[int, float] | None = None,
-                 bpm: float | None = None, loudness: float | None = DEFAULT_LUFS) -> Generation:
+                 items: Sequence[Mapping[str, Any]] | None = None, *, settings: SamplingSettings | None = None,
+                 levels: Sequence[int] | None = None, progress: ProgressFn | None = None,
+                 on_level_done: LevelDoneFn | None = None, alignment: bool = True, bpm: float | None = None,
+                 loudness: float | None = DEFAULT_LUFS, **overrides: Any) -> Generation:
         """Sample a new piece from nothing (ancestral sampling).
 
         ``items`` gives one {artist, genre, lyrics} per sample instead of shared labels, each optionally with its
-        own ``total_seconds`` (the song length its timing labels and lyric window describe). ``levels`` selects the
-        levels to sample (default: all the model has); stopping early (e.g. ``levels=[2]``) decodes a fast,
-        rough draft from the lowest sampled level. ``total_seconds`` is the song length the timing labels
-        describe (default: the model's typical song length, :attr:`sampling_defaults`, where longer than
-        ``seconds``; else ``seconds``). ``upsample_mode``: ``"sequential"`` (the original's window order) or
-        ``"parallel"`` (each upsampler level in batched windows, much faster; see
-        :mod:`jukebox.sampling.parallel`). ``decode``: the decode step (``"eager"``; on a CPU ``"int8"``; on CUDA
-        ``"graph"``, ``"compile"`` or ``"triton"``; see :mod:`jukebox.prior.sampler`). ``draw``: the categorical
-        draw, ``"multinomial"`` (the original's: seeded samples of imported OpenAI models equal the original's) or
-        ``"cdf"`` (one uniform per token, much cheaper on a CPU). ``upsample_mode``, ``decode``, ``draw`` and
-        ``chunk_size`` default to the model's :attr:`sampling_defaults`. ``guidance``: classifier-free guidance
-        scale of the top level (1: off; larger follows artist and genre more closely; needs a prior trained with
-        label dropout), or a {level: w} mapping that guides upsamplers too (default: the model's own, see
-        :attr:`sampling_defaults`). ``temperature``: one value, a
-        list indexed by level or a {level: T} mapping (default: the model's own, 1.0 where it gives none).
+        own ``total_seconds`` (the song length its timing labels and lyric window describe) and ``bpm``.
+        ``levels`` selects the levels to sample (default: all the model has); stopping early (e.g.
+        ``levels=[2]``) decodes a fast, rough draft from the lowest sampled level. ``total_seconds`` is the song
+        length the timing labels describe (default: the model's typical song length, :attr:`sampling_defaults`,
+        where longer than ``seconds``; else ``seconds``).
+
+        How tokens are drawn: ``settings`` (a :class:`~jukebox.sampling.settings.SamplingSettings`, default: the
+        model's own, :meth:`sampling_settings`) with ``overrides`` by name on top, resolved and checked once:
+        ``temperature`` (one value, a list indexed by level or a {level: T} mapping; default: the model's own,
+        1.0 where it gives none), ``top_k``, ``top_p``, ``hop_fraction``, ``seed``, ``chunk_size``,
+        ``max_batch_size``; ``upsample_mode``: ``"sequential"`` (the original's window order) or ``"parallel"``
+        (each upsampler level in batched windows, much faster; see :mod:`jukebox.sampling.parallel`);
+        ``decode``: the decode step (``"eager"``; on a CPU ``"int8"``; on CUDA ``"graph"``, ``"compile"`` or
+        ``"triton"``; see :mod:`jukebox.prior.sampler`); ``draw``: the categorical draw, ``"multinomial"`` (the
+        original's: seeded samples of imported OpenAI models equal the original's) or ``"cdf"`` (one uniform per
+        token, much cheaper on a CPU); ``guidance``: classifier-free guidance scale of the top level (1: off;
+        larger follows artist and genre more closely; needs a prior trained with label dropout), or a {level: w}
+        mapping that guides upsamplers too. ``upsample_mode``, ``decode``, ``draw``, ``chunk_size``,
+        ``guidance`` and ``temperature`` default to the model's :attr:`sampling_defaults`.
+
         ``bpm``: the tempo of a model whose top prior takes one (:attr:`has_tempo`; per item with ``items``;
         default: the genre's typical tempo, :meth:`default_bpm`). ``loudness``: the level in LUFS each item of
         the returned audio is brought to, true peak <= -1 dBTP, by :meth:`normalize` (``None``: the raw decode;
         the codes are the same either way).
         """
+        resolved = self.sampling_settings(settings, **overrides)
         if n_samples < 1:
             raise UsageError(f"n_samples must be >= 1, got {n_samples}")
         length = self.sample_length(seconds)
@@ -535,21 +481,22 @@ class Jukebox:
             raise UsageError(f"total_seconds ({total_seconds}) must be at least seconds ({seconds})")
         levels = list(self.prior_levels if levels is None else levels)
         return self._run({}, levels, length, total, self._items(n_samples, artist, genre, lyrics, items, bpm),
-                         temperature, top_k, top_p, hop_fraction, chunk_size, max_batch_size, seed, progress,
-                         on_level_done, alignment, upsample_mode, decode, draw, guidance, loudness=loudness,
-                         total_source=source)
+                         resolved, progress, on_level_done, alignment, loudness, total_source=source)
 
     def continue_(self, audio: torch.Tensor | np.ndarray | None = None, seconds: float = 5.0,
                   codes: Mapping[int, torch.Tensor] | None = None, prompt_seconds: float | None = None,
                   artist: str = "unknown", genre: str = "unknown", lyrics: str = "",
                   total_seconds: float | None = None, n_samples: int | None = None,
-                  items: Sequence[Mapping[str, str]] | None = None, bpm: float | None = None,
-                  **kwargs: Any) -> Generation:
+                  items: Sequence[Mapping[str, Any]] | None = None, bpm: float | None = None, *,
+                  settings: SamplingSettings | None = None, levels: Sequence[int] | None = None,
+                  progress: ProgressFn | None = None, on_level_done: LevelDoneFn | None = None,
+                  alignment: bool = True, loudness: float | None = DEFAULT_LUFS, **overrides: Any) -> Generation:
         """Continue an audio prompt [B or 1, 1, T] (primed sampling) or saved codes up to ``seconds`` in all.
 
         ``prompt_seconds`` cuts the prompt (rounded down to whole top-level tokens). With ``audio`` of batch 1
-        and ``n_samples`` > 1 the prompt is shared by every sample. ``bpm``: as for :meth:`generate`.
+        and ``n_samples`` > 1 the prompt is shared by every sample. The other arguments as for :meth:`generate`.
         """
+        resolved = self.sampling_settings(settings, **overrides)
         if (audio is None) == (codes is None):
             raise UsageError("give either an audio prompt or codes to continue")
         top_hop = self.hop_lengths[self.top_level]
@@ -576,20 +523,25 @@ class Jukebox:
         elif batch != n:
             raise UsageError(f"the prompt has {batch} items but n_samples is {n}")
         length = self.sample_length(seconds)
-        levels = list(kwargs.pop("levels", None) or self.prior_levels)
+        levels = list(levels or self.prior_levels)
         if all(lvl in start_codes and start_codes[lvl].shape[1] * self.hop_lengths[lvl] >= length for lvl in levels):
             have = min(start_codes[lvl].shape[1] * self.hop_lengths[lvl] for lvl in levels)
             raise UsageError(f"the prompt ({have / self.sample_rate:.2f} s) is not shorter than the song "
                              f"({length / self.sample_rate:.2f} s); ask for more seconds")
         total, source = self._total_length(total_seconds, seconds)
-        opts = _sampling_options(kwargs)
         return self._run(start_codes, levels, length, max(total, length),
-                         self._items(n, artist, genre, lyrics, items, bpm), **opts, total_source=source)
+                         self._items(n, artist, genre, lyrics, items, bpm), resolved, progress, on_level_done,
+                         alignment, loudness, total_source=source)
 
     def upsample(self, codes: Mapping[int, torch.Tensor], artist: str = "unknown", genre: str = "unknown",
                  lyrics: str = "", total_seconds: float | None = None,
-                 items: Sequence[Mapping[str, str]] | None = None, **kwargs: Any) -> Generation:
-        """Render saved top-level codes {top: [B, T]} through the upsamplers (levels below the top)."""
+                 items: Sequence[Mapping[str, Any]] | None = None, *, settings: SamplingSettings | None = None,
+                 levels: Sequence[int] | None = None, progress: ProgressFn | None = None,
+                 on_level_done: LevelDoneFn | None = None, alignment: bool = True,
+                 loudness: float | None = DEFAULT_LUFS, **overrides: Any) -> Generation:
+        """Render saved top-level codes {top: [B, T]} through the upsamplers (levels below the top); finer codes
+        already sampled are kept (resume). The other arguments as for :meth:`generate`."""
+        resolved = self.sampling_settings(settings, **overrides)
         top = self.top_level
         if top not in codes:
             raise UsageError(f"upsampling needs the top-level codes (level_{top})")
@@ -600,23 +552,16 @@ class Jukebox:
             raise UsageError(f"the codes ({length / self.sample_rate:g} s) are beyond this model's range of "
                              f"{self.max_seconds:g} s")
         total, source = self._total_length(total_seconds, length / self.sample_rate)
-        levels = [lvl for lvl in (kwargs.pop("levels", None) or self.prior_levels) if lvl < top]
+        levels = [lvl for lvl in (levels or self.prior_levels) if lvl < top]
         if not levels:
             raise UsageError("the model has no upsamplers")
-        opts = _sampling_options(kwargs)
         start = {top: z}
         for lvl, c in codes.items():  # keep finer codes already sampled (resume)
             if lvl < top:
                 start[lvl] = torch.as_tensor(c).long()
         return self._run(start, levels, length, max(total, length),
-                         self._items(z.shape[0], artist, genre, lyrics, items), **opts, total_source=source)
-
-
-#: Sampling options ``continue_`` and ``upsample`` take as keyword arguments, with their defaults.
-_SAMPLING_DEFAULTS: dict[str, Any] = dict(
-    temperature=None, top_k=0, top_p=0.0, hop_fraction=None, chunk_size=None, max_batch_size=16, seed=None,
-    progress=None, on_level_done=None, alignment=True, upsample_mode=None, decode=None, draw=None, guidance=None,
-    loudness=DEFAULT_LUFS)
+                         self._items(z.shape[0], artist, genre, lyrics, items), resolved, progress, on_level_done,
+                         alignment, loudness, total_source=source)
 
 
 def _check_loudness(loudness: Any) -> float:
@@ -625,13 +570,6 @@ def _check_loudness(loudness: Any) -> float:
         raise UsageError(f"loudness must be a level in LUFS between -70 and 0 (e.g. -16), or None for the raw "
                          f"decode; got {loudness!r}")
     return float(loudness)
-
-
-def _sampling_options(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = set(kwargs) - set(_SAMPLING_DEFAULTS)
-    if unknown:
-        raise TypeError(f"unexpected arguments {sorted(unknown)}")
-    return {**_SAMPLING_DEFAULTS, **kwargs}
 
 
 def default_model_path() -> Path | None:

@@ -111,13 +111,22 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected an integer or comma-separated integers, got {text!r}") from None
 
 
-def _per_level(values: list[float] | None, levels: list[int]) -> Any:
-    """One value for every level, or one per level given as L0,L1,L2."""
+def _per_level(values: list[float] | None) -> Any:
+    """One value for every level, or one per level given as L0,L1,L2 (a {level: value} override)."""
     if values is None:
         return None
     if len(values) == 1:
         return values[0]
     return {lvl: values[lvl] for lvl in range(len(values))}
+
+
+def sampling_overrides(request: dict[str, Any]) -> dict[str, Any]:
+    """The settings a ``jukebox sample`` request overrides (None: the model's own), for
+    :meth:`jukebox.api.Jukebox.sampling_settings`."""
+    return dict(temperature=_per_level(request["temperature"]), top_k=_per_level(request["top_k"]),
+                top_p=_per_level(request["top_p"]), hop_fraction=_per_level(request["hop_fraction"]),
+                seed=request["seed"], chunk_size=request["chunk_size"], max_batch_size=request["max_batch_size"],
+                guidance=request.get("guidance"))
 
 
 def _read_batch(path: str) -> list[dict[str, Any]]:
@@ -264,11 +273,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
         return _list_names(model, "genres", args.list_genres)
     if not args.resume:
         request = _request_from_args(args)
+    settings = model.sampling_settings(**sampling_overrides(request))  # bad settings: an error before any output
     assert out is not None
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
 
-    levels = request["levels"] or model.prior_levels
     metadata: dict[str, Any] = {
         "model": str(model.model_dir.path), "status": "running", "request": request,
         "sample_rate": model.sample_rate, "device": str(device), "dtype": args.dtype,
@@ -284,14 +293,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         metadata.setdefault("levels_done", []).append(level)
         write_json(out / "metadata.json", metadata)
 
-    common = dict(temperature=_per_level(request["temperature"], levels),
-                  top_k=_per_level(request["top_k"], levels) if request["top_k"] is not None else 0,
-                  top_p=_per_level(request["top_p"], levels) if request["top_p"] is not None else 0.0,
-                  hop_fraction=_per_level(request["hop_fraction"], levels), seed=request["seed"],
-                  levels=request["levels"], chunk_size=request["chunk_size"],
-                  max_batch_size=request["max_batch_size"], progress=bars, on_level_done=on_level_done,
-                  alignment=not args.no_alignment, guidance=request.get("guidance"),
-                  loudness=request.get("loudness", DEFAULT_LUFS))
+    common = dict(settings=settings, levels=request["levels"], progress=bars, on_level_done=on_level_done,
+                  alignment=not args.no_alignment, loudness=request.get("loudness", DEFAULT_LUFS))
     labels = dict(artist=request["artist"], genre=request["genre"], lyrics=request["lyrics"],
                   items=request["items"])
     mode = request["mode"]

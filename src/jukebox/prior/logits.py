@@ -6,10 +6,14 @@ validated once, where sampling starts (:class:`jukebox.sampling.settings.LevelSe
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
-__all__ = ["DRAWS", "filter_logits", "categorical_cdf", "draw_tokens"]
+from .settings import DRAWS, LevelSettings
+
+__all__ = ["DRAWS", "filter_logits", "categorical_cdf", "draw_tokens", "token_sampler"]
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:
@@ -19,10 +23,12 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0) -> t
     ``0 < top_p < 1`` keeps the smallest set of most likely tokens whose probability mass reaches
     ``top_p`` (the most likely token is always kept). Both may be combined: top-k first, then top-p.
     """
-    if top_k < 0:
-        raise ValueError(f"top_k must be >= 0, got {top_k}")
-    if not 0.0 <= top_p <= 1.0:
-        raise ValueError(f"top_p must be in [0, 1], got {top_p}")
+    LevelSettings(top_k=top_k, top_p=top_p)  # checks them
+    return _filter(logits, top_k, top_p)
+
+
+def _filter(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """:func:`filter_logits` without the checks (the sampler's settings were checked once)."""
     out = logits.clone()
     vocab = out.shape[-1]
     if 0 < top_k < vocab:
@@ -39,11 +45,6 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0) -> t
     return out
 
 
-#: Categorical draws: ``multinomial`` (``torch.multinomial``, one exponential per vocabulary entry; reproduces the
-#: original Jukebox's seeded samples) or ``cdf`` (inverse CDF, one uniform per row; much cheaper in large batches).
-DRAWS = ("multinomial", "cdf")
-
-
 def categorical_cdf(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One draw per row of ``softmax(logits)`` [..., V] -> LongTensor [...] by inverting the CDF with one uniform
     number per row (``-inf`` logits are never drawn). Deterministic for a given generator state and batch."""
@@ -56,26 +57,38 @@ def categorical_cdf(logits: torch.Tensor, generator: torch.Generator | None = No
     return torch.searchsorted(cdf, u, right=True).squeeze(-1)
 
 
+def token_sampler(settings: LevelSettings, generator: torch.Generator | None = None,
+                  ) -> Callable[[Tensor], Tensor]:
+    """The draw of one token per row of logits [..., V] -> [...] that ``settings`` asks for, decided once (the
+    sampler calls it for every token; nothing is checked there).
+
+    Greedy settings take the argmax. Stochastic draws follow Jukebox: ``logits / temperature``, top-k/top-p
+    filtering, then a categorical draw: ``draw="multinomial"`` as the original (normalised log-probabilities,
+    ``multinomial`` with replacement, as ``torch.distributions.Categorical``: the same seeded samples), or ``"cdf"``
+    (one uniform per row, inverse CDF; :func:`categorical_cdf`). Everything stays on the logits' device.
+    """
+    if settings.greedy:
+        return lambda logits: logits.argmax(dim=-1)
+    temperature, top_k, top_p = settings.temperature, settings.top_k, settings.top_p
+    scale = temperature != 1.0  # dividing by 1 changes no bit, but costs a pass
+    filtered = top_k > 0 or 0.0 < top_p < 1.0
+    cdf = settings.draw == "cdf"
+
+    def draw(logits: Tensor) -> Tensor:
+        x = logits.float() / temperature if scale else logits.float()
+        if filtered:
+            x = _filter(x, top_k, top_p)
+        if cdf:
+            return categorical_cdf(x, generator)
+        probs = torch.softmax(x - x.logsumexp(dim=-1, keepdim=True), dim=-1)
+        flat = probs.reshape(-1, probs.shape[-1])
+        return torch.multinomial(flat, 1, replacement=True, generator=generator).reshape(probs.shape[:-1])
+
+    return draw
+
+
 def draw_tokens(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
                 generator: torch.Generator | None = None, draw: str = "multinomial") -> Tensor:
-    """One token per row of logits [..., V] -> [...]. ``top_k == 1`` or ``temperature == 0`` is argmax.
-
-    Stochastic draws follow Jukebox: ``logits / temperature``, top-k/top-p filtering, then a categorical draw:
-    ``draw="multinomial"`` as the original (normalised log-probabilities, ``multinomial`` with replacement, as
-    ``torch.distributions.Categorical``: the same seeded samples), or ``"cdf"`` (one uniform per row, inverse CDF;
-    :func:`categorical_cdf`). Everything stays on the logits' device.
-    """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if draw not in DRAWS:
-        raise ValueError(f"draw must be one of {DRAWS}, got {draw!r}")
-    if top_k == 1 or temperature == 0:
-        return logits.argmax(dim=-1)
-    x = logits.float() if temperature == 1.0 else logits.float() / temperature  # dividing by 1 changes no bit
-    if top_k > 0 or 0.0 < top_p < 1.0:
-        x = filter_logits(x, top_k=top_k, top_p=top_p)
-    if draw == "cdf":
-        return categorical_cdf(x, generator)
-    probs = torch.softmax(x - x.logsumexp(dim=-1, keepdim=True), dim=-1)
-    flat = probs.reshape(-1, probs.shape[-1])
-    return torch.multinomial(flat, 1, replacement=True, generator=generator).reshape(probs.shape[:-1])
+    """One token per row of logits [..., V] -> [...] (:func:`token_sampler` of these settings, checked here)."""
+    settings = LevelSettings(temperature=temperature, top_k=top_k, top_p=top_p, draw=draw)
+    return token_sampler(settings, generator)(logits)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,7 @@ from .conditioners import LabelConditioner, UpsamplerConditioner, null_labels
 from .config import PriorConfig
 from .lyrics import LyricEncoder
 from .sampler import sample_autoregressive
+from .settings import LevelSettings, SettingsError
 
 __all__ = ["Prior", "Conditioning"]
 
@@ -168,23 +170,22 @@ class Prior(nn.Module):
     # --- sampling -------------------------------------------------------------------------------------------
     @torch.no_grad()
     def sample_sequence(self, n_samples: int, z_cond: Tensor | None = None, y: Tensor | None = None,
-                        temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0, prime: Tensor | None = None,
-                        sample_tokens: int | None = None, chunk_size: int | None = None,
-                        generator: torch.Generator | None = None, progress: Callable[[int, int], None] | None = None,
-                        mask_lyric_vocab: bool = False, return_logits: bool = False,
-                        prime_lengths: Sequence[int] | None = None, decode: str = "eager",
-                        draw: str = "multinomial", guidance: float = 1.0,
-                        y_uncond: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+                        settings: LevelSettings | None = None, *, prime: Tensor | None = None,
+                        sample_tokens: int | None = None, generator: torch.Generator | None = None,
+                        progress: Callable[[int, int], None] | None = None, mask_lyric_vocab: bool = False,
+                        return_logits: bool = False, prime_lengths: Sequence[int] | None = None,
+                        y_uncond: Tensor | None = None, **overrides: Any) -> tuple[Tensor, Tensor | None]:
         """Sample the decoder's raw sequence (1b style: lyric tokens then codes + n_vocab) and, if asked, its
         logits at every position. Arguments as :meth:`sample`."""
+        s = LevelSettings.of(settings, **overrides)
         for name, t in (("z_cond", z_cond), ("y", y), ("prime", prime)):
             if t is not None and t.shape[0] != n_samples:
                 raise ValueError(f"{name} has batch {t.shape[0]}, expected n_samples={n_samples}")
         cond = self.conditioning(z_cond, y)
         uncond = None
-        if guidance != 1.0:
+        if s.guidance != 1.0:
             if self.label_conditioner is None:
-                raise ValueError("guidance needs a prior with labels")
+                raise SettingsError("guidance needs a prior with labels")
             if y_uncond is None:
                 y_uncond = null_labels(y, self.config.labels.max_bow_genre_size, tempo=self.config.labels.tempo)
             uncond = self.conditioning(z_cond, y_uncond)
@@ -205,43 +206,42 @@ class Prior(nn.Module):
                 mask = torch.arange(self.decoder.bins, device=known.device) < self.n_vocab
         elif self.style == "encoder_decoder":
             states = self.encode_lyrics(cond.lyrics)
-        return sample_autoregressive(self.decoder, n_samples, total, known, cond.start, c, states, temperature,
-                                     top_k, top_p, chunk_size, generator, progress, mask, return_logits,
-                                     known_lengths=lengths, decode=decode, draw=draw, guidance=guidance,
+        return sample_autoregressive(self.decoder, n_samples, total, known, cond.start, c, states, s,
+                                     generator=generator, progress=progress, logits_mask=mask,
+                                     return_logits=return_logits, known_lengths=lengths,
                                      uncond=None if uncond is None else (uncond.start, c_u))
 
     @torch.no_grad()
     def sample(self, n_samples: int, z_cond: Tensor | None = None, y: Tensor | None = None,
-               temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0, prime: Tensor | None = None,
-               sample_tokens: int | None = None, chunk_size: int | None = None,
-               generator: torch.Generator | None = None, progress: Callable[[int, int], None] | None = None,
-               mask_lyric_vocab: bool = False, prime_lengths: Sequence[int] | None = None,
-               decode: str = "eager", draw: str = "multinomial", guidance: float = 1.0,
-               y_uncond: Tensor | None = None) -> Tensor:
+               settings: LevelSettings | None = None, *, prime: Tensor | None = None,
+               sample_tokens: int | None = None, generator: torch.Generator | None = None,
+               progress: Callable[[int, int], None] | None = None, mask_lyric_vocab: bool = False,
+               prime_lengths: Sequence[int] | None = None, y_uncond: Tensor | None = None,
+               **overrides: Any) -> Tensor:
         """Sample codes [B, sample_tokens or n_ctx] with the KV cache.
 
         Args:
             z_cond: upper-level codes [B, n_ctx // cond_downsample] (upsamplers). y: labels (module docstring).
-            temperature, top_k, top_p: sampling controls (``top_k=1``: greedy).
+            settings: a :class:`~jukebox.prior.settings.LevelSettings` (default: its defaults): ``temperature``,
+                ``top_k``, ``top_p`` (``top_k=1`` or ``temperature=0``: greedy), ``chunk_size`` (the prime is
+                processed in chunks), ``decode`` (``eager``, ``int8`` on a CPU, ``static``, ``graph``, ``compile``,
+                ``triton`` on CUDA; see :mod:`jukebox.prior.sampler`), ``draw`` (``multinomial``: the original's
+                seeded samples; ``cdf``: one uniform per row, cheaper) and ``guidance`` (classifier-free guidance
+                scale w, 1: off, 0: unconditional: each token is drawn from ``uncond + w * (cond - uncond)``
+                logits, where the unconditional input is ``y_uncond``, default ``y`` with artist and genre
+                ``unknown``, the null label a prior learns with label dropout).
             prime: known codes [B, P] to continue from (returned unchanged as the first P codes).
-            sample_tokens: total length of the result (<= n_ctx). chunk_size: prime processed in chunks.
+            sample_tokens: total length of the result (<= n_ctx).
             generator: RNG for the draws. progress: called as ``progress(done, todo)`` after each token.
             mask_lyric_vocab: 1b style only: forbid lyric characters at music positions. The original does not
                 (a sampled character becomes code 0), so the default keeps its behaviour.
             prime_lengths: per-sample length of ``prime`` to keep (<= its width): rows continue prefixes of
                 different lengths in one batch (parallel upsampling).
-            decode: ``eager`` (default), ``static``, ``graph`` or ``compile`` (CUDA); see
-                :mod:`jukebox.prior.sampler`.
-            draw: categorical draw, ``multinomial`` (the original's seeded samples, default) or ``cdf`` (one
-                uniform per row, cheaper; see :func:`jukebox.prior.sampler.draw_tokens`).
-            guidance: classifier-free guidance scale w (1: off; 0: unconditional): each token is drawn from
-                ``uncond + w * (cond - uncond)`` logits, where the unconditional input is ``y_uncond`` (default:
-                ``y`` with artist and genre ``unknown``, the null label a prior learns with label dropout).
+            overrides: settings by name (``temperature=0.9, top_k=5``...) on top of ``settings``; checked once.
         """
-        seq, _ = self.sample_sequence(n_samples, z_cond, y, temperature, top_k, top_p, prime, sample_tokens,
-                                      chunk_size, generator, progress, mask_lyric_vocab,
-                                      prime_lengths=prime_lengths, decode=decode, draw=draw, guidance=guidance,
-                                      y_uncond=y_uncond)
+        seq, _ = self.sample_sequence(n_samples, z_cond, y, settings, prime=prime, sample_tokens=sample_tokens,
+                                      generator=generator, progress=progress, mask_lyric_vocab=mask_lyric_vocab,
+                                      prime_lengths=prime_lengths, y_uncond=y_uncond, **overrides)
         if self.style == "merged":
             seq = (seq[:, self.n_tokens:] - self.n_vocab).clamp(min=0)
         return seq

@@ -23,6 +23,7 @@ preallocated output tensor.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -30,9 +31,10 @@ from torch import Tensor
 from ..nn.kv_cache import KVCache
 from ..nn.transformer import LeanDecoder, int8_linear, int8_linear_supported
 from .autoregressive import AutoregressiveTransformer
-from .logits import DRAWS, draw_tokens
+from .logits import draw_tokens, token_sampler
+from .settings import DECODE_MODES, LevelSettings, SettingsError
 
-__all__ = ["DECODE_MODES", "draw_tokens", "split_chunks", "sample_autoregressive", "StaticDecoder",
+__all__ = ["DECODE_MODES", "LevelSettings", "draw_tokens", "split_chunks", "sample_autoregressive", "StaticDecoder",
            "triton_static_decoder"]
 
 ProgressFn = Callable[[int, int], None]
@@ -42,7 +44,6 @@ ProgressFn = Callable[[int, int], None]
 #: two threads than with one on a busy 2-core machine). Parallel upsampling runs its window batches on separate
 #: cores instead (:mod:`jukebox.sampling.parallel`).
 CPU_DECODE_THREADS = 1
-DECODE_MODES = ("eager", "module", "int8", "static", "graph", "compile", "triton")
 
 
 def split_chunks(length: int, chunk_size: int | None) -> list[int]:
@@ -160,41 +161,44 @@ def triton_static_decoder(model: AutoregressiveTransformer, cache: KVCache, cond
     return dec
 
 
+#: (start, cond, encoder_states) of the decoder: the start embedding [B, 1, W] (labels), the per-position or constant
+#: conditioning [B, T or 1, W] and the lyric encoder's states [B, n_tokens, W] (each may be None).
+Inputs = tuple["Tensor | None", "Tensor | None", "Tensor | None"]
+
+
 @torch.no_grad()
 def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, total: int, known: Tensor | None = None,
                           start: Tensor | None = None, cond: Tensor | None = None,
-                          encoder_states: Tensor | None = None, temperature: float = 1.0, top_k: int = 0,
-                          top_p: float = 0.0, chunk_size: int | None = None,
+                          encoder_states: Tensor | None = None, settings: LevelSettings | None = None, *,
                           generator: torch.Generator | None = None, progress: ProgressFn | None = None,
                           logits_mask: Tensor | None = None, return_logits: bool = False,
-                          known_lengths: Sequence[int] | None = None, decode: str = "eager",
-                          compact_cache: bool = True, attention: str = "sdpa", draw: str = "multinomial",
-                          guidance: float = 1.0, uncond: tuple[Tensor | None, Tensor | None] | None = None,
-                          ) -> tuple[Tensor, Tensor | None]:
-    """Sample a sequence of ``total`` tokens, continuing ``known`` [B, P] (kept as is).
+                          known_lengths: Sequence[int] | None = None, compact_cache: bool = True,
+                          attention: str = "sdpa", uncond: tuple[Tensor | None, Tensor | None] | None = None,
+                          **overrides: Any) -> tuple[Tensor, Tensor | None]:
+    """Sample a sequence of ``total`` tokens, continuing ``known`` [B, P] (kept as is), with ``settings``.
 
-    The known prefix is run through the model in chunks of ``chunk_size`` (default: one chunk) to fill the
-    cache; then one token per step. ``known_lengths`` (one per row, <= P) lets rows of one batch continue
-    prefixes of different lengths: positions before a row's length keep its known tokens (the shortest prefix is
-    prefilled, the rest is teacher-forced step by step). ``logits_mask`` [V] (True = forbidden) masks sampled
-    logits. ``decode``: see the module docstring; ``attention``: the attention kernel of the ``eager`` step
-    (``sdpa`` or ``matmul``, see :class:`~jukebox.nn.transformer.LeanDecoder`). ``draw``: the categorical draw
-    (``multinomial``, the original's, or ``cdf``; see :func:`draw_tokens`). ``compact_cache``: per-pattern cache
-    layouts (False: every layer keeps the whole context, the unoptimised reference).
+    ``settings``: a :class:`~jukebox.prior.settings.LevelSettings` (its ``temperature``, ``top_k``, ``top_p``,
+    ``draw``, ``decode``, ``chunk_size`` and ``guidance`` apply here); ``overrides`` (those names as keywords) are
+    applied on top, and the result is checked once, here. The known prefix is run through the model in chunks of
+    ``chunk_size`` (default: one chunk) to fill the cache; then one token per step. ``known_lengths`` (one per row,
+    <= P) lets rows of one batch continue prefixes of different lengths: positions before a row's length keep its
+    known tokens (the shortest prefix is prefilled, the rest is teacher-forced step by step). ``logits_mask`` [V]
+    (True = forbidden) masks sampled logits. ``decode``: see the module docstring; ``attention``: the attention
+    kernel of the ``eager`` step (``sdpa`` or ``matmul``, see :class:`~jukebox.nn.transformer.LeanDecoder`).
+    ``draw``: the categorical draw (``multinomial``, the original's, or ``cdf``; see
+    :func:`~jukebox.prior.logits.token_sampler`). ``compact_cache``: per-pattern cache layouts (False: every layer
+    keeps the whole context, the unoptimised reference).
     ``guidance`` w != 1 (classifier-free guidance): ``uncond`` = (start, cond) of the unconditional input (the
     null label, same shapes as ``start`` and ``cond``); both are run in one batch of 2B rows and tokens are drawn
     from ``uncond_logits + w * (cond_logits - uncond_logits)`` (w = 0: unconditional; w > 1 follows the labels
     more closely). Returns tokens [B, total] and, if asked, the (guided) logits at every position [B, total, V]
     (prefix included).
     """
-    if decode not in DECODE_MODES:
-        raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
-    if draw not in DRAWS:
-        raise ValueError(f"draw must be one of {DRAWS}, got {draw!r}")
+    s = LevelSettings.of(settings, **overrides)
     device = model.pos_emb.device
-    if decode == "int8" and device.type != "cpu":
-        raise ValueError("decode='int8' runs on a CPU only (use 'eager', 'graph' or 'triton' on a GPU)")
-    guided = guidance != 1.0
+    if s.decode == "int8" and device.type != "cpu":
+        raise SettingsError("decode='int8' runs on a CPU only (use 'eager', 'graph' or 'triton' on a GPU)")
+    guided = s.guidance != 1.0
     if guided:
         if uncond is None or (uncond[0] is None) != (start is None) or (uncond[1] is None) != (cond is None):
             raise ValueError("guidance != 1 needs uncond = (start, cond) shaped like start and cond")
@@ -209,60 +213,99 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
     if not P < total <= model.n_ctx:
         raise ValueError(f"need known length {P} < total {total} <= context {model.n_ctx}")
     lengths = None
-    P0 = P
     if known_lengths is not None:
         if len(known_lengths) != n_samples or any(not 0 <= n <= P for n in known_lengths):
             raise ValueError(f"known_lengths {list(known_lengths)} must give one length in [0, {P}] per sample")
-        P0 = min(known_lengths)
-        if P0 < P:
+        if min(known_lengths) < P:
             lengths = torch.as_tensor(list(known_lengths), dtype=torch.long, device=device)
+    out = torch.zeros(n_samples, total, dtype=torch.long, device=device)
+    if P:
+        out[:, :P] = known
     threads = torch.get_num_threads()
     if device.type == "cpu" and CPU_DECODE_THREADS and threads > CPU_DECODE_THREADS:
         torch.set_num_threads(CPU_DECODE_THREADS)
     try:
-        out, logits = _sample(model, n_samples, total, known, P, P0, lengths, start, cond, encoder_states,
-                              temperature, top_k, top_p, chunk_size, generator, progress, logits_mask, return_logits,
-                              decode, compact_cache, attention, draw, guidance)
+        run = _Decoding(model, s, (start, cond, encoder_states), out, lengths, compact_cache, attention,
+                        return_logits)
+        run.prefill(min(known_lengths) if known_lengths is not None else P)
+        run.tokens(P, token_sampler(s, generator), logits_mask, progress)
+        logits = torch.cat(run.logits, dim=1) if return_logits else None
         return (out[:n_samples // 2] if guided else out), logits  # guided logits are [B, ...] already
     finally:
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
 
 
-def _sample(model: AutoregressiveTransformer, n_samples: int, total: int, known: Tensor | None, P: int, P0: int,
-            lengths: Tensor | None, start: Tensor | None, cond: Tensor | None, encoder_states: Tensor | None,
-            temperature: float, top_k: int, top_p: float, chunk_size: int | None,
-            generator: torch.Generator | None, progress: ProgressFn | None, logits_mask: Tensor | None,
-            return_logits: bool, decode: str, compact_cache: bool, attention: str, draw: str,
-            guidance: float = 1.0) -> tuple[Tensor, Tensor | None]:
-    """:func:`sample_autoregressive` after its checks: prefill, then the token-by-token loop."""
-    device = model.pos_emb.device
-    out = torch.zeros(n_samples, total, dtype=torch.long, device=device)
-    cache = model.make_cache(n_samples, compact=compact_cache)
-    all_logits: list[Tensor] = []
-    if P:
-        out[:, :P] = known
-    if P0:
-        prev = torch.cat([known[:, :1], known[:, :P0 - 1]], dim=1)
+class _Decoding:
+    """One call of :func:`sample_autoregressive` after its checks: the cache, the prefill and the token loop that
+    writes into ``out`` [N, total] (known positions already filled). With guidance the rows are [conditional;
+    unconditional] and both halves get the same tokens."""
+
+    def __init__(self, model: AutoregressiveTransformer, settings: LevelSettings, inputs: Inputs, out: Tensor,
+                 lengths: Tensor | None, compact_cache: bool, attention: str, keep_logits: bool) -> None:
+        self.model, self.settings, self.inputs, self.out, self.lengths = model, settings, inputs, out, lengths
+        self.cache = model.make_cache(out.shape[0], compact=compact_cache)
+        self.compact, self.attention = compact_cache, attention
+        self.logits: list[Tensor] | None = [] if keep_logits else None
+        self.done = 0  # positions in the cache
+
+    def prefill(self, n: int) -> None:
+        """Run the first ``n`` known tokens through the model in chunks of ``chunk_size``."""
+        if not n:
+            return
+        known = self.out[:, :n]
+        prev = torch.cat([known[:, :1], known[:, :n - 1]], dim=1)
         begin = 0
-        for size in split_chunks(P0, chunk_size):
-            logits = model.step(prev[:, begin:begin + size], cache, start, cond, encoder_states)
+        for size in split_chunks(n, self.settings.chunk_size):
+            logits = self.model.step(prev[:, begin:begin + size], self.cache, *self.inputs)
             begin += size
-            if return_logits:
-                all_logits.append(_guide(logits.float(), guidance))
-    static = None
-    if decode in ("static", "graph", "compile"):
-        static = StaticDecoder(model, cache, cond, n_samples, decode)
-    elif decode == "triton":
-        static = triton_static_decoder(model, cache, cond, n_samples)
-    elif decode in ("eager", "int8") and compact_cache and not model.training:
-        int8 = decode == "int8" and int8_linear_supported() and model.pos_emb.dtype == torch.float32
-        static = LeanStep(model, cache, cond, attention, int8)
-    prev_tok = out[:, P0 - 1:P0] if P0 else out[:, :1]
-    _decode_loop(model, out, cache, P, P0, total, lengths, prev_tok, static, start, cond, encoder_states,
-                 logits_mask, temperature, top_k, top_p, generator, draw, progress,
-                 all_logits if return_logits else None, guidance)
-    return out, (torch.cat(all_logits, dim=1) if return_logits else None)
+            if self.logits is not None:
+                self.logits.append(_guide(logits.float(), self.settings.guidance))
+        self.done = n
+
+    def _step(self) -> Callable[[Tensor, int], Tensor] | None:
+        """The decode step of the settings' ``decode`` mode (None: the modules' ``step``)."""
+        model, cache, cond, n = self.model, self.cache, self.inputs[1], self.out.shape[0]
+        decode = self.settings.decode
+        if decode in ("static", "graph", "compile"):
+            return StaticDecoder(model, cache, cond, n, decode)
+        if decode == "triton":
+            return triton_static_decoder(model, cache, cond, n)
+        if decode in ("eager", "int8") and self.compact and not model.training:
+            int8 = decode == "int8" and int8_linear_supported() and model.pos_emb.dtype == torch.float32
+            return LeanStep(model, cache, cond, self.attention, int8)
+        return None
+
+    def tokens(self, P: int, pick: Callable[[Tensor], Tensor], logits_mask: Tensor | None,
+               progress: ProgressFn | None) -> None:
+        """Positions ``done .. total - 1``, one token per step, drawn by ``pick`` (rows before their known length
+        keep their known token)."""
+        model, cache, out, lengths = self.model, self.cache, self.out, self.lengths
+        guidance, first, total = self.settings.guidance, self.done, out.shape[1]
+        guided = guidance != 1.0
+        static = self._step()
+        prev_tok = out[:, first - 1:first] if first else out[:, :1]
+        for t in range(first, total):
+            if static is None or t == 0:  # position 0 takes the start embedding (and fills cross-attention caches)
+                logits = model.step(prev_tok, cache, *self.inputs)
+            else:
+                logits = static(prev_tok, t)
+            if guided:
+                logits = _guide(logits.float(), guidance)
+            if self.logits is not None:
+                self.logits.append(logits.float() if static is None else logits.float().clone())
+            step_logits = logits[:, 0]
+            if logits_mask is not None:
+                step_logits = step_logits.masked_fill(logits_mask, float("-inf"))
+            tok = pick(step_logits)
+            if guided:
+                tok = torch.cat([tok, tok])
+            if lengths is not None and t < P:
+                tok = torch.where(lengths > t, out[:, t], tok)
+            out[:, t] = tok
+            prev_tok = out[:, t:t + 1]
+            if progress is not None:
+                progress(t + 1 - first, total - first)
 
 
 def _guide(logits: Tensor, guidance: float) -> Tensor:
@@ -272,36 +315,3 @@ def _guide(logits: Tensor, guidance: float) -> Tensor:
         return logits
     cond, uncond = logits.chunk(2)
     return uncond + guidance * (cond - uncond)
-
-
-def _decode_loop(model: AutoregressiveTransformer, out: Tensor, cache: KVCache, P: int, P0: int, total: int,
-                 lengths: Tensor | None, prev_tok: Tensor, static: Callable[[Tensor, int], Tensor] | None,
-                 start: Tensor | None, cond: Tensor | None, encoder_states: Tensor | None,
-                 logits_mask: Tensor | None, temperature: float, top_k: int, top_p: float,
-                 generator: torch.Generator | None, draw: str, progress: ProgressFn | None,
-                 all_logits: list[Tensor] | None, guidance: float = 1.0) -> None:
-    """Token-by-token part of :func:`sample_autoregressive`: positions ``P0 .. total - 1`` into ``out``.
-    With ``guidance`` != 1 the rows are [conditional; unconditional] and both halves get the same tokens."""
-    return_logits = all_logits is not None
-    guided = guidance != 1.0
-    for t in range(P0, total):
-        if static is None or t == 0:  # position 0 takes the start embedding (and fills cross-attention caches)
-            logits = model.step(prev_tok, cache, start, cond, encoder_states)
-        else:
-            logits = static(prev_tok, t)
-        if guided:
-            logits = _guide(logits.float(), guidance)
-        if return_logits:
-            all_logits.append(logits.float() if static is None else logits.float().clone())
-        step_logits = logits[:, 0]
-        if logits_mask is not None:
-            step_logits = step_logits.masked_fill(logits_mask, float("-inf"))
-        tok = draw_tokens(step_logits, temperature, top_k, top_p, generator, draw)
-        if guided:
-            tok = torch.cat([tok, tok])
-        if lengths is not None and t < P:
-            tok = torch.where(lengths > t, out[:, t], tok)
-        out[:, t] = tok
-        prev_tok = out[:, t:t + 1]
-        if progress is not None:
-            progress(t + 1 - P0, total - P0)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..prior.settings import LevelSettings
 from .schedule import WindowStep, plan_level
 
 __all__ = ["plan_parallel", "sample_level_parallel"]
@@ -68,13 +69,13 @@ def plan_parallel(total_tokens: int, have_tokens: int, n_ctx: int, hop: int, pas
 
 @torch.no_grad()
 def sample_level_parallel(prior, codes: dict[int, Tensor], level: int, total_tokens: int,
-                          labels: Callable[[int, int], Tensor | None], settings,
+                          labels: Callable[[int, int], Tensor | None], settings: LevelSettings,
                           generator: torch.Generator | None = None,
                           progress: Callable[[int, int, int], None] | None = None, passes: int = 2,
                           max_batch_size: int | None = None) -> Tensor:
     """Extend ``codes[level]`` [B, have] to [B, total_tokens] with batched windows (module docstring).
 
-    ``settings`` is the level's :class:`~jukebox.sampling.pipeline.LevelSettings` (its ``max_batch_size``
+    ``settings`` is the level's :class:`~jukebox.prior.settings.LevelSettings` (its ``max_batch_size``
     bounds samples per call in the sequential order; here ``max_batch_size`` bounds windows x samples per call,
     default: a whole phase in one call). Returns the new codes tensor.
     """
@@ -91,8 +92,6 @@ def sample_level_parallel(prior, codes: dict[int, Tensor], level: int, total_tok
     upper = codes.get(level + 1) if down is not None else None
     if down is not None and upper is None:
         raise ValueError(f"level {level} needs the codes of level {level + 1}")
-    decode = getattr(settings, "decode", "eager")
-    draw = getattr(settings, "draw", "multinomial")
     for phase in phases:
         rows = [(step, b) for step in phase for b in range(n)]  # window-major, samples inside
         limit = max_batch_size or len(rows)
@@ -119,11 +118,9 @@ def sample_level_parallel(prior, codes: dict[int, Tensor], level: int, total_tok
                 prime = torch.zeros(len(part), width, dtype=torch.long, device=z.device)
                 for i, (step, b) in enumerate(part):
                     prime[i, :step.known] = out[b, step.start:step.start + step.known]
-            window = prior.sample(
-                n_samples=len(part), z_cond=z_cond, y=y, temperature=settings.temperature, top_k=settings.top_k,
-                top_p=settings.top_p, prime=prime, prime_lengths=[step.known for step, _ in part] if width else None,
-                sample_tokens=n_ctx, chunk_size=settings.chunk_size, generator=generator, decode=decode,
-                draw=draw, guidance=settings.guidance)
+            window = prior.sample(len(part), z_cond, y, settings, prime=prime,
+                                  prime_lengths=[step.known for step, _ in part] if width else None,
+                                  sample_tokens=n_ctx, generator=generator)
             for i, (step, b) in enumerate(part):
                 out[b, step.start + step.known:step.start + n_ctx] = window[i, step.known:]
             done += sum(step.new_tokens for step, _ in part)

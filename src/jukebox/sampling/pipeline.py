@@ -19,57 +19,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..prior.logits import DRAWS
-from ..prior.sampler import DECODE_MODES
+from ..prior.settings import LevelSettings
 from .parallel import sample_level_parallel
 from .schedule import plan_level
+from .settings import DEFAULT_HOP_FRACTIONS, UPSAMPLE_MODES, SamplingSettings
 
-#: Jukebox's default hop fractions for levels 0, 1, 2.
-DEFAULT_HOP_FRACTIONS = (0.5, 0.5, 0.125)
-#: Window orders of upsampler levels (:func:`sample_levels`).
-UPSAMPLE_MODES = ("sequential", "parallel")
-
-
-@dataclass(frozen=True)
-class LevelSettings:
-    """Sampling settings of one level."""
-
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 0.0
-    hop_fraction: float = 0.5
-    chunk_size: int = 32
-    max_batch_size: int = 16
-    #: Decode step: ``eager``, ``static``, ``graph`` or ``compile`` (CUDA); see :mod:`jukebox.prior.sampler`.
-    decode: str = "eager"
-    #: Categorical draw: ``multinomial`` (reproduces the original's seeded samples) or ``cdf`` (cheaper).
-    draw: str = "multinomial"
-    #: Parallel upsampling only: at most this many windows x samples per sampler call (None: all at once). Bounds
-    #: the memory of the KV caches (each window holds one) at the cost of more sequential passes.
-    max_windows: int | None = None
-    #: Classifier-free guidance scale (1: off, 0: unconditional); see :meth:`jukebox.prior.Prior.sample`. Needs a
-    #: prior trained with label dropout (``jukebox train prior --label-dropout``).
-    guidance: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
-        if not 0.0 <= self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in [0, 1], got {self.top_p}")
-        if not 0.0 < self.hop_fraction <= 1.0:
-            raise ValueError(f"hop_fraction must be in (0, 1], got {self.hop_fraction}")
-        if self.chunk_size < 1 or self.max_batch_size < 1:
-            raise ValueError("chunk_size and max_batch_size must be >= 1")
-        if not 0.0 <= self.guidance <= 20.0:
-            raise ValueError(f"guidance must be in [0, 20], got {self.guidance}")
-        if self.max_windows is not None and self.max_windows < 1:
-            raise ValueError(f"max_windows must be >= 1 or None, got {self.max_windows}")
-        if self.decode not in DECODE_MODES:
-            raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got {self.decode!r}")
-        if self.draw not in DRAWS:
-            raise ValueError(f"draw must be one of {', '.join(DRAWS)}, got {self.draw!r}")
+__all__ = ["DEFAULT_HOP_FRACTIONS", "UPSAMPLE_MODES", "LevelSettings", "LevelReport", "sample_level", "sample_levels"]
 
 
 #: Builds the label vector y [B, label_width] for a window starting at ``start`` tokens of ``level``
@@ -138,22 +93,9 @@ def sample_level(
             if progress is not None and b == 0:  # token-level progress from the first sub-batch
                 def on_token(i: int, _todo: int, base: int = done) -> None:
                     progress(level, min(base + i, todo), todo)
-            pieces.append(prior.sample(
-                n_samples=known[sl].shape[0],
-                z_cond=None if z_cond is None else z_cond[sl],
-                y=None if y is None else y[sl],
-                temperature=settings.temperature,
-                top_k=settings.top_k,
-                top_p=settings.top_p,
-                prime=known[sl],
-                sample_tokens=step.length,
-                chunk_size=settings.chunk_size,
-                generator=generator,
-                progress=on_token,
-                decode=settings.decode,
-                draw=settings.draw,
-                guidance=settings.guidance,
-            ))
+            pieces.append(prior.sample(known[sl].shape[0], None if z_cond is None else z_cond[sl],
+                                       None if y is None else y[sl], settings, prime=known[sl],
+                                       sample_tokens=step.length, generator=generator, progress=on_token))
         window = torch.cat(pieces, dim=0)
         z = torch.cat([z[:, :step.start + step.known], window[:, step.known:]], dim=1)
         done += step.new_tokens
@@ -168,24 +110,28 @@ def sample_levels(
     levels: Sequence[int],
     sample_length: int,
     labels: LabelFn,
-    settings: Mapping[int, LevelSettings],
+    settings: SamplingSettings | Mapping[int, LevelSettings],
     hop_lengths: Sequence[int],
     generator: torch.Generator | Callable[[int], torch.Generator | None] | None = None,
     progress: ProgressFn | None = None,
     on_level_done: Callable[[int, dict[int, Tensor]], None] | None = None,
     release: Callable[[int, object], None] | None = None,
-    upsample_mode: str = "sequential",
+    upsample_mode: str | None = None,
 ) -> tuple[dict[int, Tensor], list[LevelReport]]:
     """Sample ``levels`` from the highest down. ``codes`` maps level -> LongTensor [B, T_l] (T_l may be 0).
 
+    ``settings``: a :class:`~jukebox.sampling.settings.SamplingSettings` (or a {level: LevelSettings} mapping).
     ``generator`` is one RNG for all levels or a function giving each level its own (so a resumed run draws
     the same numbers as an uninterrupted one). ``on_level_done(level, codes)`` runs after each level (the CLI
-    saves its work there), ``release`` after a level's prior is no longer needed. ``upsample_mode``:
-    ``sequential`` (the original's window order, default) or ``parallel`` (upsampler levels in batched windows,
-    :mod:`jukebox.sampling.parallel`; the top level always keeps the original order).
+    saves its work there), ``release`` after a level's prior is no longer needed. ``upsample_mode`` (default: the
+    settings', else ``sequential``): ``sequential`` (the original's window order) or ``parallel`` (upsampler
+    levels in batched windows, :mod:`jukebox.sampling.parallel`; the top level always keeps the original order).
     """
-    if upsample_mode not in UPSAMPLE_MODES:
-        raise ValueError(f"upsample_mode must be one of {UPSAMPLE_MODES}, got {upsample_mode!r}")
+    if not isinstance(settings, SamplingSettings):
+        settings = SamplingSettings(dict(settings))
+    if upsample_mode is not None:
+        settings = settings.replace(upsample_mode=upsample_mode)
+    upsample_mode = settings.upsample_mode
     codes = dict(codes)
     reports = []
     for level in sorted(levels, reverse=True):

@@ -181,7 +181,7 @@ def build_blocks(jobs: JobQueue, default_seconds: float = 10.0):
                     n_samples = gr.Slider(1, jobs.max_samples, value=1, step=1, label="Samples",
                                           elem_id="n-samples")
                 with gr.Row():
-                    temperature = gr.Slider(0.05, 1.5, value=0.98, step=0.01, label="Temperature",
+                    temperature = gr.Slider(0.0, 1.5, value=0.98, step=0.01, label="Temperature (0: greedy)",
                                             elem_id="temperature")
                     top_k = gr.Number(0, label="Top-k (0: off)", precision=0, minimum=0, elem_id="top-k")
                     top_p = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Top-p (0: off)", elem_id="top-p")

@@ -102,6 +102,14 @@ class JobRequest:
         """JSON-ready copy."""
         return asdict(self)
 
+    def sampling_overrides(self, model: Any) -> dict[str, Any]:
+        """The settings this request overrides, for :meth:`jukebox.api.Jukebox.sampling_settings`. The page's one
+        temperature is the top level's where the model gives its own per-level temperatures (the embedded model's
+        upsamplers sample best cooler); else it applies to every level."""
+        own = (getattr(model, "sampling_defaults", None) or {}).get("temperature")
+        temperature = {model.top_level: self.temperature} if isinstance(own, dict) else self.temperature
+        return dict(temperature=temperature, top_k=self.top_k, top_p=self.top_p, seed=self.seed)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobRequest:
         """Rebuild from :meth:`to_dict` output (unknown keys are ignored)."""
@@ -281,14 +289,7 @@ class JobQueue:
                 raise UsageError(f"length must be more than 0 and at most {self.max_seconds:g} seconds")
         if r.total_seconds is not None and r.total_seconds < (r.seconds or 0):
             raise UsageError("the song length for the timing labels must be at least the length to generate")
-        if not r.temperature or r.temperature <= 0:
-            raise UsageError("temperature must be positive")
-        if r.top_k < 0:
-            raise UsageError("top-k must be 0 (off) or positive")
-        if not 0.0 <= r.top_p <= 1.0:
-            raise UsageError("top-p must lie in [0, 1] (0: off)")
-        if r.seed is not None and not 0 <= int(r.seed) < 2**63:
-            raise UsageError("seed must be a non-negative integer")
+        self.model.sampling_settings(**r.sampling_overrides(self.model))  # the API's checks, the API's words
         have = list(getattr(self.model, "prior_levels", []) or [])
         if r.levels is not None:
             if not r.levels:
@@ -462,13 +463,8 @@ def run_job(model: Any, job: Job, out: Path, progress: Callable[[int, int, int],
         if level <= lowest:
             job.stage = "decoding"
 
-    # The page's one temperature is the top level's where the model gives its own per-level temperatures (the
-    # embedded model's upsamplers sample best cooler); else it applies to every level.
-    own = model.sampling_defaults["temperature"]
-    temperature: Any = {**own, model.top_level: r.temperature} if isinstance(own, dict) else r.temperature
-    opts: dict[str, Any] = dict(temperature=temperature, top_k=r.top_k, top_p=r.top_p, seed=r.seed,
-                                levels=r.levels, progress=progress, on_level_done=on_level_done,
-                                loudness=r.loudness)
+    opts: dict[str, Any] = dict(settings=model.sampling_settings(**r.sampling_overrides(model)), levels=r.levels,
+                                progress=progress, on_level_done=on_level_done, loudness=r.loudness)
     if r.bpm is not None and r.action != "upsample":
         labels["bpm"] = r.bpm
     if r.action == "generate" and (out / "prompt.wav").is_file():
