@@ -13,11 +13,18 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .checkpoint.atomic import atomic_path
+from .atomic import atomic_path
 from .errors import JukeboxError
+from .fileio import check_regular, display
 
 #: Longest input we decode in one go (hours); longer files are almost certainly a mistake.
 MAX_SECONDS = 4 * 3600
+#: Most samples (frames x channels, at the file's own rate) one file may decode to: 3.1 h of 96 kHz stereo.
+MAX_DECODE_SAMPLES = 2**31
+#: Most values one decode may return (1 GiB of float32): 101 min of mono at 44.1 kHz, 3.4 h at 22.05 kHz.
+MAX_OUTPUT_SAMPLES = 2**28
+#: Samples (frames x channels) decoded per block (4 MiB of float32).
+BLOCK_SAMPLES = 2**20
 _SUBTYPES = {"pcm16": "PCM_16", "pcm24": "PCM_24", "float": "FLOAT"}
 
 
@@ -28,7 +35,7 @@ def audio_info(path: str | Path) -> tuple[int, int, float]:
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        raise JukeboxError(f"{path}: not a readable audio file ({_short(e)})") from None
+        raise JukeboxError(f"{display(path)}: not a readable audio file ({_short(e)})") from None
     return int(info.samplerate), int(info.channels), float(info.frames) / max(int(info.samplerate), 1)
 
 
@@ -44,44 +51,123 @@ def load_audio(
     Returns ``(audio, sr)``: audio is float32 [T] when ``mono`` (channels averaged), else [C, T], in [-1, 1];
     ``sr`` is ``sample_rate`` when given (resampled with soxr), else the file's own rate.
     ``offset_seconds``/``duration_seconds`` select a part of the file (in the file's own time).
+
+    The header's frames x channels and the size of the result are checked against :data:`MAX_DECODE_SAMPLES` and
+    :data:`MAX_OUTPUT_SAMPLES` before anything is decoded; the file is then decoded in blocks of about
+    :data:`BLOCK_SAMPLES` samples, each mixed to mono and resampled as it comes, so memory holds the result plus
+    one block whatever the file's channel count or rate (and a header that lies is caught as the blocks arrive).
     """
     path = Path(path)
     _check_file(path)
     try:
         with sf.SoundFile(str(path)) as f:
-            sr_in = int(f.samplerate)
-            if sr_in <= 0 or f.channels <= 0:
-                raise JukeboxError(f"{path}: invalid header (sample rate {sr_in}, {f.channels} channels)")
-            start = max(0, int(round(offset_seconds * sr_in)))
-            frames = f.frames if f.frames > 0 else None
-            if frames is not None and frames / sr_in > MAX_SECONDS and duration_seconds is None:
-                raise JukeboxError(
-                    f"{path}: {frames / sr_in / 3600:.1f} hours of audio is longer than the "
-                    f"{MAX_SECONDS // 3600} h limit; cut it or pass a duration"
-                )
-            if start:
-                f.seek(start)
-            n = -1 if duration_seconds is None else max(0, int(round(duration_seconds * sr_in)))
-            data = f.read(frames=n, dtype="float32", always_2d=True)
+            return _decode(f, path, sample_rate, offset_seconds, duration_seconds, mono)
     except JukeboxError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        raise JukeboxError(f"{path}: not a readable audio file ({_short(e)})") from None
+        raise JukeboxError(f"{display(path)}: not a readable audio file ({_short(e)})") from None
     except MemoryError:
-        raise JukeboxError(f"{path}: too large to decode in memory; pass a shorter duration") from None
-    if data.shape[0] == 0:
-        raise JukeboxError(f"{path}: contains no audio samples")
-    audio = data.T  # [C, T]
-    if not np.all(np.isfinite(audio)):
-        raise JukeboxError(f"{path}: contains NaN or infinite samples")
-    audio = np.clip(audio, -1.0, 1.0)
+        raise JukeboxError(f"{display(path)}: out of memory while decoding; pass a shorter duration") from None
+
+
+def _decode(f: sf.SoundFile, path: Path, sample_rate: int | None, offset_seconds: float,
+            duration_seconds: float | None, mono: bool) -> tuple[np.ndarray, int]:
+    """Decode an open file block by block into a preallocated result (see :func:`load_audio`)."""
+    name = display(path)
+    sr_in, channels = int(f.samplerate), int(f.channels)
+    if sr_in <= 0 or channels <= 0:
+        raise JukeboxError(f"{name}: invalid header (sample rate {sr_in}, {channels} channels)")
+    sr_out = int(sample_rate) if sample_rate is not None else sr_in
+    if sr_out <= 0:
+        raise JukeboxError(f"invalid sample rate {sr_out} to decode {name} at")
+    start = max(0, int(round(offset_seconds * sr_in)))
+    total = int(f.frames) if f.frames > 0 else None
+    if total is not None and total / sr_in > MAX_SECONDS and duration_seconds is None:
+        raise JukeboxError(f"{name}: {total / sr_in / 3600:.1f} hours of audio is longer than the "
+                           f"{MAX_SECONDS // 3600} h limit; cut it or pass a duration")
+    want = None if duration_seconds is None else max(0, int(round(duration_seconds * sr_in)))
+    frames = want if total is None else max(0, total - start) if want is None else min(want, max(0, total - start))
+    out_channels = 1 if mono else channels
+    if frames is not None:  # what the header promises, checked before a sample is decoded
+        _check_budget(name, frames, channels, sr_in, sr_out, out_channels)
+    if total is not None and start >= total:
+        raise JukeboxError(f"{name}: contains no audio samples after {offset_seconds:g} s (it ends at "
+                           f"{total / sr_in:.2f} s)")
+    if start:
+        f.seek(start)
+    block = max(256, BLOCK_SAMPLES // channels)
+    buf = np.empty((block, channels), np.float32)
+    capacity = _out_length(frames if frames is not None else block, sr_in, sr_out) + 1
+    out = np.empty((out_channels, capacity), np.float32)
+    stream = None
+    if sr_out != sr_in:
+        import soxr
+
+        stream = soxr.ResampleStream(sr_in, sr_out, out_channels, dtype="float32", quality="VHQ")
+    n_in = n_out = 0
+    remaining = -1 if want is None else want
+    while remaining != 0:
+        k = block if remaining < 0 else min(block, remaining)
+        got = f.read(frames=k, dtype="float32", always_2d=True, out=buf[:k])
+        n = got.shape[0]
+        if n == 0:
+            break
+        if not np.isfinite(got).all():
+            raise JukeboxError(f"{name}: contains NaN or infinite samples")
+        np.clip(got, -1.0, 1.0, out=got)
+        x = (got[:, 0] if channels == 1 else got.mean(axis=1)) if mono else got
+        y = x if stream is None else stream.resample_chunk(x)
+        n_in += n
+        if n_in * channels > MAX_DECODE_SAMPLES or (duration_seconds is None and n_in / sr_in > MAX_SECONDS):
+            _check_budget(name, n_in, channels, sr_in, sr_out, out_channels)  # a header that lied: stop now
+            raise JukeboxError(f"{name}: {n_in / sr_in / 3600:.1f} hours of audio is longer than the "
+                               f"{MAX_SECONDS // 3600} h limit; cut it or pass a duration")
+        out, n_out = _append(out, n_out, y, name, sr_out)
+        if remaining > 0:
+            remaining -= n
+        if n < k:
+            break
+    if stream is not None:
+        out, n_out = _append(out, n_out, stream.resample_chunk(np.zeros((0, out_channels) if not mono else 0,
+                                                                        np.float32), last=True), name, sr_out)
+    if n_in == 0:
+        raise JukeboxError(f"{name}: contains no audio samples")
+    out = out[:, :n_out]
     if mono:
-        audio = audio.mean(axis=0)
-    sr = sr_in
-    if sample_rate is not None and sample_rate != sr_in:
-        audio = resample(audio, sr_in, sample_rate)
-        sr = sample_rate
-    return np.ascontiguousarray(audio, dtype=np.float32), sr
+        return out[0], sr_out  # a contiguous view
+    return np.ascontiguousarray(out), sr_out
+
+
+def _out_length(frames: int, sr_in: int, sr_out: int) -> int:
+    """Samples the resampler gives for ``frames`` input frames (it rounds up or to the nearest)."""
+    return frames if sr_in == sr_out else -(-frames * sr_out // sr_in)
+
+
+def _check_budget(name: str, frames: int, channels: int, sr_in: int, sr_out: int, out_channels: int) -> None:
+    if frames * channels > MAX_DECODE_SAMPLES:
+        raise JukeboxError(f"{name}: {frames:,} frames x {channels} channels at {sr_in} Hz is more than the "
+                           f"{MAX_DECODE_SAMPLES:,} samples one file may decode to; cut it or pass a duration")
+    n_out = _out_length(frames, sr_in, sr_out) * out_channels
+    if n_out > MAX_OUTPUT_SAMPLES:
+        raise JukeboxError(f"{name}: {frames / sr_in:.0f} s of audio is {n_out:,} samples at {sr_out} Hz, more than "
+                           f"the {MAX_OUTPUT_SAMPLES:,} one decode may return; cut it or pass a duration")
+
+
+def _append(out: np.ndarray, n: int, y: np.ndarray, name: str, sr_out: int) -> tuple[np.ndarray, int]:
+    """Write the block ``y`` ([m] or [m, C]) into ``out`` [C, capacity] at ``n``, growing ``out`` when the header
+    under-stated the length (never beyond :data:`MAX_OUTPUT_SAMPLES`)."""
+    m = y.shape[0]
+    if n + m > out.shape[1]:
+        need = (n + m) * out.shape[0]
+        if need > MAX_OUTPUT_SAMPLES:
+            raise JukeboxError(f"{name}: more than {MAX_OUTPUT_SAMPLES:,} samples at {sr_out} Hz, the most one "
+                               "decode may return; cut it or pass a duration")
+        grown = np.empty((out.shape[0], min(max(2 * out.shape[1], n + m),
+                                            MAX_OUTPUT_SAMPLES // out.shape[0])), np.float32)
+        grown[:, :n] = out[:, :n]
+        out = grown
+    out[:, n:n + m] = y.T if y.ndim == 2 else y
+    return out, n + m
 
 
 def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
@@ -151,11 +237,11 @@ def _to_numpy(audio: object) -> np.ndarray:
 
 def _check_file(path: Path) -> None:
     if not path.exists():
-        raise JukeboxError(f"{path}: no such file")
+        raise JukeboxError(f"{display(path)}: no such file")
     if path.is_dir():
-        raise JukeboxError(f"{path}: is a folder, expected an audio file")
-    if path.stat().st_size == 0:
-        raise JukeboxError(f"{path}: file is empty")
+        raise JukeboxError(f"{display(path)}: is a folder, expected an audio file")
+    if check_regular(path, "audio file") == 0:  # a FIFO or a device is refused before libsndfile opens it
+        raise JukeboxError(f"{display(path)}: file is empty")
 
 
 def _short(e: BaseException) -> str:

@@ -16,8 +16,49 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import JukeboxError
+from .fileio import read_json
 
 C = TypeVar("C", bound="ConfigBase")
+
+#: Largest config file read (a real one is a few kB).
+MAX_CONFIG_BYTES = 2**20
+
+#: Upper bounds of the size fields of every config (by field name; each element of a tuple is checked). Each is
+#: far above any released or sensible model (e.g. width 4800 and depth 79 for the 5b_lyrics top prior), and low
+#: enough that one edited number cannot ask for terabytes or build millions of layers. Checked when a config is
+#: built (so also for configs made from an original checkpoint's ``hps``) and when one is loaded from JSON.
+SIZE_LIMITS: dict[str, float] = {
+    # audio and codec
+    "sample_rate": 768_000, "levels": 8, "downs_t": 16, "strides_t": 16, "multipliers": 64, "emb_width": 8192,
+    "l_bins": 65_536, "linf_k": 2**24, "dilation_growth_rate": 64, "dilation_cycle": 1024,
+    "n_fft": 2**16, "hop_length": 2**16, "window_size": 2**16,
+    "multispec_n_fft": 2**16, "multispec_hop_length": 2**16, "multispec_window_size": 2**16,
+    # transformers and conditioners
+    "width": 16_384, "depth": 512, "heads": 1024, "attn_order": 64, "blocks": 2**16, "n_ctx": 2**18,
+    "m_attn": 64, "m_mlp": 64, "m_conv": 64, "level": 7, "alignment_layer": 4096, "alignment_head": 1024,
+    # labels and lyrics
+    "genre_bins": 2**20, "artist_bins": 2**20, "max_bow_genre_size": 64, "t_bins": 2**16, "version": 16,
+    "tempo_bins": 4096, "phase_bins": 4096, "n_tokens": 2**16, "n_vocab": 4096,
+    # discriminator
+    "stft_n_ffts": 2**16, "stft_channels": 16_384, "periods": 2**16, "mpd_channels": 16_384,
+    "mpd_max_channels": 16_384, "mel_n_ffts": 2**16, "mel_n_mels": 4096,
+}
+
+
+def check_limits(config: Any, where: str | None = None) -> None:
+    """Refuse a config whose size fields exceed :data:`SIZE_LIMITS` (nested configs are checked when built)."""
+    for f in fields(config):
+        _check_limit(f.name, getattr(config, f.name), where or type(config).__name__)
+
+
+def _check_limit(name: str, value: Any, where: str) -> None:
+    limit = SIZE_LIMITS.get(name)
+    if limit is None:
+        return
+    for v in value if isinstance(value, (list, tuple)) else (value,):
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > limit:
+            raise JukeboxError(f"{where}.{name}: {v!r:.30} is above the limit {limit:,} for this size; the config is "
+                               "damaged or was edited by hand")
 
 
 def _to_plain(value: Any) -> Any:
@@ -63,7 +104,26 @@ def _from_plain(tp: Any, value: Any, where: str) -> Any:
 
 
 class ConfigBase:
-    """Mixin for frozen config dataclasses: ``to_dict``/``from_dict``, JSON files, ``replace``."""
+    """Mixin for frozen config dataclasses: ``to_dict``/``from_dict``, JSON files, ``replace``.
+
+    Every config's size fields are checked against :data:`SIZE_LIMITS` when it is built, before its own
+    ``__post_init__`` (if it has one) runs.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__post_init__")
+        if own is not None and not getattr(own, "_checks_limits", False):
+            def __post_init__(self: Any) -> None:
+                check_limits(self)
+                own(self)
+
+            __post_init__._checks_limits = True  # type: ignore[attr-defined]
+            __post_init__.__doc__ = own.__doc__
+            cls.__post_init__ = __post_init__  # type: ignore[attr-defined]
+
+    def __post_init__(self) -> None:
+        check_limits(self)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)
@@ -78,6 +138,8 @@ class ConfigBase:
         if unknown:
             raise JukeboxError(f"{where}: unknown {cls.__name__} keys {unknown}")
         kwargs = {k: _from_plain(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+        for k, v in kwargs.items():  # name the file and field before the dataclass is built
+            _check_limit(k, v, where)
         try:
             return cls(**kwargs)  # type: ignore[call-arg]
         except TypeError as e:
@@ -87,20 +149,17 @@ class ConfigBase:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
     def save_json(self, path: str | Path) -> None:
-        from .checkpoint.atomic import atomic_write_text
+        from .atomic import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load_json(cls: type[C], path: str | Path) -> C:
+        """Load a config file: a regular file of at most :data:`MAX_CONFIG_BYTES`, strictly checked."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise JukeboxError(f"{path}: config file not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise JukeboxError(f"{path}: not valid JSON ({e})") from None
-        return cls.from_dict(data, str(path))
+        if not path.exists() and not path.is_symlink():
+            raise JukeboxError(f"{path}: config file not found")
+        return cls.from_dict(read_json(path, "config file", MAX_CONFIG_BYTES), str(path))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_write_bytes, atomic_write_text
-from .errors import JukeboxError
+from .fileio import read_codes_npz
 
 #: ``metadata.json``'s format name and version (version 1 had neither field).
 RUN_FORMAT = "jukebox-run"
@@ -35,41 +35,9 @@ ALIGNMENT_FILE = "alignment.json"
 
 
 def load_codes_file(path: str | Path) -> dict[int, np.ndarray]:
-    """Read a codes .npz (arrays ``level_L`` of shape [T] or [B, T]) safely (no pickles).
-
-    Returns {level: int64 array [B, T]}.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise JukeboxError(f"{path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (ValueError, OSError, EOFError, KeyError) as e:
-        first = str(e).strip().splitlines()[0][:150] if str(e).strip() else type(e).__name__
-        raise JukeboxError(f"{path}: not a readable codes file ({first})") from None
-    except MemoryError:
-        raise JukeboxError(f"{path}: corrupt codes file (it asks for more memory than there is)") from None
-    except Exception as e:  # zipfile.BadZipFile and friends from a corrupt archive
-        raise JukeboxError(f"{path}: corrupt codes file ({type(e).__name__})") from None
-    codes: dict[int, np.ndarray] = {}
-    for key, arr in arrays.items():
-        if not key.startswith("level_"):
-            continue
-        try:
-            level = int(key[len("level_"):])
-        except ValueError:
-            continue
-        if arr.dtype.kind not in "iu":
-            raise JukeboxError(f"{path}: {key} must hold integer codes, found {arr.dtype}")
-        if arr.ndim == 1:
-            arr = arr[None]
-        if arr.ndim != 2 or arr.shape[-1] == 0:
-            raise JukeboxError(f"{path}: {key} must have shape [T] or [batch, T], found {arr.shape}")
-        codes[level] = arr.astype(np.int64)
-    if not codes:
-        raise JukeboxError(f"{path}: no level_0/level_1/level_2 arrays found")
-    return codes
+    """Read a codes .npz (arrays ``level_L`` of shape [T] or [B, T]) safely: {level: int64 array [B, T]}
+    (see :func:`jukebox.fileio.read_codes_npz`)."""
+    return read_codes_npz(path)
 
 
 def save_codes(path: str | Path, codes: dict[int, Any]) -> None:

@@ -92,7 +92,8 @@ class ModelDir:
         from ..vqvae import VQVAE
 
         config = self.vqvae_config()
-        model = VQVAE(config)
+        with torch.device("meta"):  # no memory until the weight file's header has matched the model's shapes
+            model = VQVAE(config)
         load_into(model, self.path / "vqvae", where=f"{self.path}/vqvae")
         return model.to(device).eval()
 

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import JukeboxError, UsageError
+from ..fileio import display
 from ..runs import load_codes_file as load_codes_file  # re-exported: the codes files every command reads
 
 
@@ -45,3 +47,24 @@ def check_codes_range(codes: np.ndarray, n_bins: int, where: str) -> None:
     if codes.size and (codes.min() < 0 or codes.max() >= n_bins):
         raise JukeboxError(f"{where}: codes must lie in [0, {n_bins}), found [{codes.min()}, {codes.max()}]; "
                            "were they made with another model?")
+
+
+OUT_OF_MEMORY = "out of memory; try a smaller --n-samples, fewer seconds or a smaller model"
+_ALLOCATOR_FAILURES = ("can't allocate memory", "out of memory", "cannot allocate memory")
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is a failed allocation: Python's MemoryError, torch's OutOfMemoryError (CUDA), or the
+    RuntimeError torch's CPU allocator raises (``DefaultCPUAllocator: can't allocate memory``)."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and any(s in text for s in _ALLOCATOR_FAILURES)
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an OSError that reached the command line: the file (printable), then what went wrong."""
+    where = f"{display(e.filename)}: " if getattr(e, "filename", None) else ""
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"{where}permission denied"
+    return f"{where}{e.strerror or e}"

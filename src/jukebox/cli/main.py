@@ -74,12 +74,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         if debug:
             raise
-        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        from .common import os_error_line
+
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, never a traceback
         if debug:
             raise
+        from .common import OUT_OF_MEMORY, is_out_of_memory
+
+        if is_out_of_memory(e):  # torch's allocators raise RuntimeError (CPU) or OutOfMemoryError (CUDA)
+            print(f"error: {OUT_OF_MEMORY}", file=sys.stderr)
+            return 1
         msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
         print(f"error: unexpected {type(e).__name__}: {msg} (set JUKEBOX_DEBUG=1 for details)", file=sys.stderr)
         return 1

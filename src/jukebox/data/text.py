@@ -35,6 +35,18 @@ _CHARS = {"v2": _V2_CHARS, "v3": _V3_CHARS}
 UNK_ID = 0
 """Id of ``<unk>``: the padding id of a lyric window; decodes to ``''``."""
 
+MAX_LYRIC_CHARS = 65_536
+"""Longest lyrics accepted (characters, before cleaning): some 30 pages of text, far more than a song has. The
+alignment of a lyric model holds a row per character, so without a bound a few megabytes of text would cost
+gigabytes after all the sampling."""
+
+
+def check_lyrics_length(text: str, what: str = "the lyrics") -> str:
+    """Return ``text``, or raise a :class:`UsageError` when it is longer than :data:`MAX_LYRIC_CHARS`."""
+    if len(text) > MAX_LYRIC_CHARS:
+        raise UsageError(f"{what} are {len(text):,} characters long; at most {MAX_LYRIC_CHARS:,} are accepted")
+    return text
+
 
 @dataclass(frozen=True)
 class LyricVocab:
@@ -62,7 +74,10 @@ class LyricVocab:
         return out
 
     def clean(self, text: str) -> str:
-        """Transliterate ``text`` to ASCII, map ``\\`` to newline and drop characters outside the vocabulary."""
+        """Transliterate ``text`` to ASCII, map ``\\`` to newline and drop characters outside the vocabulary.
+
+        Lyrics longer than :data:`MAX_LYRIC_CHARS` are a :class:`UsageError`."""
+        check_lyrics_length(text)
         with warnings.catch_warnings():
             # unidecode warns about lone surrogates (and drops them); that is what we want, silently.
             warnings.simplefilter("ignore", RuntimeWarning)
