@@ -22,6 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..errors import JukeboxError
+from ..fileio import check_regular, read_json
 from .atomic import atomic_path, atomic_write_text
 
 WEIGHTS_NAME = "model.safetensors"
@@ -102,15 +103,19 @@ def weight_files(folder: str | Path) -> dict[str, Path]:
     """Map each tensor name to the safetensors file that holds it."""
     folder = Path(folder)
     index = folder / INDEX_NAME
-    if index.exists():
+    if index.exists() or index.is_symlink():
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            weight_map = read_json(index, "weight index")["weight_map"]
+            files = {k: folder / v for k, v in weight_map.items()}
+        except (KeyError, TypeError, AttributeError) as e:
             raise JukeboxError(f"{index}: corrupt weight index ({e})") from None
-        return {k: folder / v for k, v in weight_map.items()}
+        for path in set(files.values()):
+            check_regular(path, "weights file")
+        return files
     single = folder / WEIGHTS_NAME
-    if not single.exists():
+    if not single.exists() and not single.is_symlink():
         raise JukeboxError(f"{folder}: no weights found (expected {WEIGHTS_NAME})")
+    check_regular(single, "weights file")  # safetensors would block on a FIFO
     try:
         with safe_open(str(single), framework="pt") as f:
             return {k: single for k in f.keys()}

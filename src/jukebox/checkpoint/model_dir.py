@@ -24,6 +24,7 @@ import torch
 from ..atomic import atomic_write_text
 from ..config import VQVAEConfig
 from ..errors import JukeboxError
+from ..fileio import read_json
 from .format import INDEX_NAME, WEIGHTS_NAME, load_into, save_weights
 
 if TYPE_CHECKING:
@@ -58,10 +59,7 @@ class ModelDir:
         if not meta.exists():
             raise JukeboxError(f"{self.path}: not a jukebox model directory (no model.json); "
                                "create one with `jukebox import-openai` or `jukebox train vqvae`")
-        try:
-            self.info: dict[str, Any] = json.loads(meta.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise JukeboxError(f"{meta}: corrupt model.json ({e})") from None
+        self.info: dict[str, Any] = read_json(meta, "model.json", 2**20)  # a regular file of at most 1 MB
         if not isinstance(self.info, dict) or self.info.get("format") != FORMAT:
             raise JukeboxError(f"{meta}: not a jukebox model description")
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import JukeboxError
+from ..fileio import check_regular
 
 
 def _numpy_globals() -> list[Any]:
@@ -47,7 +48,7 @@ def safe_torch_load(path: str | Path, mmap: bool = True) -> Any:
     path = Path(path)
     if not path.exists():
         raise JukeboxError(f"{path}: no such file")
-    if path.stat().st_size == 0:
+    if check_regular(path, "checkpoint") == 0:  # a FIFO or a device is refused before torch opens it
         raise JukeboxError(f"{path}: file is empty")
     use_mmap = mmap and zipfile.is_zipfile(path)
     try:

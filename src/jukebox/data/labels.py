@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from ..errors import JukeboxError, UsageError
+from ..fileio import read_json
 from ..prior.conditioners import UNKNOWN_ID
 from ..prior.conditioners import null_labels as null_labels  # re-exported: the null label of label dropout
 from .text import LyricVocab, lyric_vocab
@@ -227,12 +228,9 @@ class LabelVocab:
         path = Path(model_dir)
         if path.is_dir():
             path = path / LABELS_FILE
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise JukeboxError(f"{path} not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise JukeboxError(f"could not read {path}: {e}") from None
+        if not path.exists() and not path.is_symlink():
+            raise JukeboxError(f"{path} not found")
+        data = read_json(path, "labels file")  # a regular file of bounded size: never a FIFO or /dev/zero
         return cls.from_dict(data, str(path))
 
     def __eq__(self, other: object) -> bool:
