@@ -1,30 +1,39 @@
-"""A sampling run's folder, the one format ``jukebox sample`` and the web page write and read.
+"""A sampling run: what is asked (:class:`SamplingRequest`) and its folder (:class:`RunFolder`), the one format
+``jukebox sample`` and the web page write, read and resume.
 
 ::
 
     OUT_DIR/
       item_{i}.wav          the audio of item i, decoded from the lowest sampled level
       codes.npz             ``level_L`` int64 arrays [n_samples, T_L]; rewritten after each level (resume)
-      metadata.json         {"format": "jukebox-run", "version", "status": "running" | "done", "request", ...,
-                            "levels_done", "settings", "timings", "outputs"}
+      metadata.json         {"format": "jukebox-run", "version": 2, "status": "running" | "done", "request",
+                            "model", "sample_rate", "started", "levels_done", then "level", "settings", "timings",
+                            "outputs", "finished"}
       alignment.json        lyric models: each character's time per item
       alignment_{i}.png     lyric models: the alignment matrix of item i
 
-Every file is written atomically, so an interrupted run leaves a consistent folder that ``--resume`` continues.
+Every file is written atomically, so an interrupted run leaves a consistent folder that ``--resume`` continues
+(metadata.json of version 1, without ``format`` and ``version``, is read the same way). :func:`sample` is the one
+place a request's mode becomes a call of the public API.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .atomic import atomic_write_bytes, atomic_write_text
+from .errors import JukeboxError, UsageError
 from .fileio import read_codes_npz
+from .loudness import DEFAULT_LUFS
 
 #: ``metadata.json``'s format name and version (version 1 had neither field).
 RUN_FORMAT = "jukebox-run"
@@ -32,6 +41,226 @@ RUN_VERSION = 2
 CODES_FILE = "codes.npz"
 METADATA_FILE = "metadata.json"
 ALIGNMENT_FILE = "alignment.json"
+#: What a run can do: sample from nothing, continue an audio prompt, continue or upsample saved codes.
+MODES = ("ancestral", "primed", "continue", "upsample")
+#: Sampling settings a request may override (the names :meth:`jukebox.api.Jukebox.sampling_settings` takes).
+SETTING_FIELDS = ("temperature", "top_k", "top_p", "hop_fraction", "seed", "chunk_size", "max_batch_size",
+                  "guidance", "decode", "draw", "upsample_mode", "max_windows")
+
+
+@dataclass
+class SamplingRequest:
+    """What one run samples: the mode, the labels (shared, or one item each), the lengths, the prompt or codes and
+    the sampling settings it overrides (None: the model's own). JSON-ready as a flat object (``to_dict``).
+
+    ``mode``: ``ancestral``; ``primed`` (continue the audio file ``prompt``); ``continue`` or ``upsample`` the
+    codes file ``codes`` (``codes_levels``: the levels of it to use, default all). ``items``: one {artist, genre,
+    lyrics[, total_seconds][, bpm]} per sample instead of the shared labels. Settings that vary by level take a
+    number, a list by level or a {level: value} mapping (see :mod:`jukebox.sampling.settings`)."""
+
+    mode: str = "ancestral"
+    artist: str = "unknown"
+    genre: str = "unknown"
+    lyrics: str = ""
+    items: list[dict[str, Any]] | None = None
+    n_samples: int = 1
+    seconds: float | None = None
+    total_seconds: float | None = None
+    bpm: float | None = None
+    levels: list[int] | None = None
+    prompt: str | None = None
+    prompt_seconds: float | None = None
+    codes: str | None = None
+    codes_levels: list[int] | None = None
+    loudness: float | None = DEFAULT_LUFS
+    alignment: bool = True
+    temperature: Any = None
+    top_k: Any = None
+    top_p: Any = None
+    hop_fraction: Any = None
+    seed: int | None = None
+    chunk_size: int | None = None
+    max_batch_size: int | None = None
+    guidance: Any = None
+    decode: Any = None
+    draw: Any = None
+    upsample_mode: str | None = None
+    max_windows: Any = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UsageError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode == "primed" and not self.prompt:
+            raise UsageError("primed sampling needs a prompt (an audio file)")
+        if self.mode in ("continue", "upsample") and not self.codes:
+            raise UsageError(f"{self.mode} needs codes (a codes.npz file)")
+        if self.seconds is None and self.mode != "upsample":
+            raise UsageError("the number of seconds to sample is required")
+        if self.items is not None:
+            if not self.items:
+                raise UsageError("items is empty")
+            self.n_samples = len(self.items)
+        if not isinstance(self.n_samples, int) or isinstance(self.n_samples, bool) or self.n_samples < 1:
+            raise UsageError(f"n_samples must be an integer >= 1, got {self.n_samples!r}")
+
+    def overrides(self) -> dict[str, Any]:
+        """The sampling settings this request overrides, for :meth:`jukebox.api.Jukebox.sampling_settings`."""
+        return {name: getattr(self, name) for name in SETTING_FIELDS if getattr(self, name) is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy (flat: the settings beside the labels and lengths)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SamplingRequest:
+        """Rebuild from :meth:`to_dict`, or from the request of a version-1 ``metadata.json`` (its per-level lists
+        of one value mean every level, longer ones are by level)."""
+        if not isinstance(data, Mapping):
+            raise JukeboxError("a sampling request must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        fields = {k: v for k, v in data.items() if k in known}
+        for name in ("temperature", "top_k", "top_p", "hop_fraction"):
+            value = fields.get(name)
+            if isinstance(value, list):
+                fields[name] = value[0] if len(value) == 1 else dict(enumerate(value))
+        return cls(**fields)
+
+
+class RunFolder:
+    """The folder of one run (module docstring): its metadata, its codes after each level, its outputs."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.metadata: dict[str, Any] = {}
+
+    @property
+    def metadata_path(self) -> Path:
+        return self.path / METADATA_FILE
+
+    @property
+    def codes_path(self) -> Path:
+        return self.path / CODES_FILE
+
+    def read(self) -> dict[str, Any]:
+        """The folder's ``metadata.json`` (a one-line error when it is missing or damaged)."""
+        if not self.metadata_path.is_file():
+            raise JukeboxError(f"{self.path}: nothing to resume (no {METADATA_FILE})")
+        try:
+            meta = json.loads(self.metadata_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise JukeboxError(f"{self.metadata_path}: corrupt; cannot resume") from None
+        if not isinstance(meta, dict) or meta.get("format", RUN_FORMAT) != RUN_FORMAT:
+            raise JukeboxError(f"{self.metadata_path}: not the metadata of a jukebox run")
+        if int(meta.get("version", 1)) > RUN_VERSION:
+            raise JukeboxError(f"{self.metadata_path}: written by a newer jukebox (run format version "
+                               f"{meta['version']}); update jukebox to resume it")
+        self.metadata = meta
+        return meta
+
+    def resume_state(self) -> tuple[SamplingRequest, dict[int, np.ndarray] | None]:
+        """The request of an interrupted run and the codes it saved (None before its first level)."""
+        meta = self.read()
+        try:
+            request = SamplingRequest.from_dict(meta["request"])
+        except (KeyError, TypeError, UsageError):
+            raise JukeboxError(f"{self.metadata_path}: corrupt; cannot resume") from None
+        codes = load_codes_file(self.codes_path) if self.codes_path.exists() else None
+        return request, codes
+
+    @property
+    def done(self) -> bool:
+        return self.metadata.get("status") == "done"
+
+    def start(self, request: SamplingRequest, model: Any, **extra: Any) -> None:
+        """Create the folder and write ``metadata.json`` of a starting run (``extra``: more facts to record)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        kept = {k: self.metadata[k] for k in ("levels_done",) if k in self.metadata}
+        self.metadata = {"format": RUN_FORMAT, "version": RUN_VERSION, "status": "running",
+                         "request": request.to_dict(), "model": str(model.model_dir.path),
+                         "sample_rate": model.sample_rate, "started": now(), **extra, **kept}
+        self.write()
+
+    def level_done(self, level: int, codes: Mapping[int, Any]) -> None:
+        """Save the codes so far and note the level (what ``--resume`` continues from)."""
+        save_codes(self.codes_path, codes)
+        self.metadata.setdefault("levels_done", []).append(level)
+        self.write()
+
+    def finish(self, model: Any, gen: Any) -> dict[str, Any]:
+        """Write the outputs of a finished :class:`~jukebox.api.Generation` (status ``done``)."""
+        return write_outputs(self.path, model, gen, self.metadata)
+
+    def write(self, **fields: Any) -> None:
+        """Update ``metadata.json`` with ``fields``."""
+        self.metadata.update(fields)
+        write_json(self.metadata_path, self.metadata)
+
+
+#: ``progress(level, tokens_done, tokens_total)``
+ProgressFn = Callable[[int, int, int], None]
+
+
+def sample(model: Any, request: SamplingRequest, settings: Any = None, resume_codes: Mapping[int, Any] | None = None,
+           progress: ProgressFn | None = None,
+           on_level_done: Callable[[int, dict[int, Any]], None] | None = None) -> Any:
+    """Sample ``request`` with ``model`` (a :class:`~jukebox.api.Jukebox`) through its public API and return the
+    :class:`~jukebox.api.Generation`. ``settings``: the resolved :class:`~jukebox.sampling.settings.SamplingSettings`
+    (default: the model's own with the request's overrides). ``resume_codes``: the codes an interrupted run of
+    this request saved; the run continues from them."""
+    import torch
+
+    if settings is None:
+        settings = model.sampling_settings(**request.overrides())
+    common: dict[str, Any] = dict(settings=settings, levels=request.levels, progress=progress,
+                                  on_level_done=on_level_done, alignment=request.alignment,
+                                  loudness=request.loudness, total_seconds=request.total_seconds,
+                                  artist=request.artist, genre=request.genre, lyrics=request.lyrics,
+                                  items=request.items)
+    tempo = dict(bpm=request.bpm, n_samples=request.n_samples)
+    mode = request.mode
+    if resume_codes is not None:
+        codes = {int(k): torch.as_tensor(np.asarray(v)) for k, v in resume_codes.items()}
+        if mode == "upsample":
+            return model.upsample(codes, **common)
+        return model.continue_(codes=codes, seconds=request.seconds, **tempo, **common)
+    if mode == "ancestral":
+        return model.generate(seconds=request.seconds, **tempo, **common)
+    if mode == "primed":
+        from .audio import load_audio
+
+        audio, _ = load_audio(request.prompt, sample_rate=model.sample_rate)
+        return model.continue_(torch.from_numpy(audio), seconds=request.seconds,
+                               prompt_seconds=request.prompt_seconds, **tempo, **common)
+    loaded = load_codes_file(request.codes)
+    if request.codes_levels is not None:
+        missing = sorted(set(request.codes_levels) - set(loaded))
+        if missing:
+            raise UsageError(f"{request.codes} has no level(s) {missing} to {mode}")
+        loaded = {lvl: loaded[lvl] for lvl in request.codes_levels}
+    codes = {k: torch.from_numpy(v) for k, v in loaded.items()}
+    if mode == "continue":
+        return model.continue_(codes=codes, seconds=request.seconds, prompt_seconds=request.prompt_seconds,
+                               **tempo, **common)
+    return model.upsample(codes, **common)
+
+
+def run(model: Any, request: SamplingRequest, folder: RunFolder, settings: Any = None,
+        resume_codes: Mapping[int, Any] | None = None, progress: ProgressFn | None = None,
+        on_level_done: Callable[[int, dict[int, Any]], None] | None = None, **extra: Any) -> Any:
+    """Sample ``request`` into ``folder``: its metadata first (``extra`` recorded in it), the codes after every
+    level, then the outputs (:meth:`RunFolder.finish`). Returns the :class:`~jukebox.api.Generation`."""
+    if settings is None:
+        settings = model.sampling_settings(**request.overrides())  # bad settings: an error before any output
+    folder.start(request, model, **extra)
+
+    def level_done(level: int, codes: dict[int, Any]) -> None:
+        folder.level_done(level, codes)
+        if on_level_done is not None:
+            on_level_done(level, codes)
+
+    gen = sample(model, request, settings, resume_codes, progress, level_done)
+    folder.finish(model, gen)
+    return gen
 
 
 def load_codes_file(path: str | Path) -> dict[int, np.ndarray]:
@@ -40,7 +269,7 @@ def load_codes_file(path: str | Path) -> dict[int, np.ndarray]:
     return read_codes_npz(path)
 
 
-def save_codes(path: str | Path, codes: dict[int, Any]) -> None:
+def save_codes(path: str | Path, codes: Mapping[int, Any]) -> None:
     """Write codes {level: [B, T] tensor or array} as ``level_L`` int64 arrays (empty levels left out)."""
     buf = io.BytesIO()
     np.savez_compressed(buf, **{f"level_{lvl}": np.asarray(_numpy(c), dtype=np.int64)

@@ -1,4 +1,7 @@
-"""The ``jukebox`` command line. Each subcommand lives in its own module and only calls the public API.
+"""The ``jukebox`` command line. Each subcommand lives in its own module and stays thin: sampling goes through the
+public API and its run format (:mod:`jukebox.api`, :mod:`jukebox.runs`), training through :mod:`jukebox.train`;
+``prepare``, ``eval``, ``import-openai`` and ``download-openai`` call the data, evaluation and checkpoint modules
+they are about.
 
 Exit codes: 0 success, 1 failure (a one-line ``error: ...`` on stderr), 2 bad usage, 130 interrupted.
 Set ``JUKEBOX_DEBUG=1`` to see full tracebacks.

@@ -1,9 +1,9 @@
 """``jukebox sample``: make songs (ancestral, primed from audio, continue or upsample saved codes).
 
-Outputs in OUT_DIR: ``item_{i}.wav`` (decoded from the lowest sampled level), ``codes.npz`` (``level_L`` arrays of
-shape [n_samples, T_L]), ``metadata.json`` (every setting, model, seed, timings) and, for lyric models,
-``alignment.json`` plus ``alignment_{i}.png``. Each level's codes are saved as soon as it finishes, so an
-interrupted run keeps its work and ``--resume`` continues it.
+Outputs in OUT_DIR (a run folder, :mod:`jukebox.runs`): ``item_{i}.wav`` (decoded from the lowest sampled level),
+``codes.npz`` (``level_L`` arrays of shape [n_samples, T_L]), ``metadata.json`` (every setting, model, seed,
+timings) and, for lyric models, ``alignment.json`` plus ``alignment_{i}.png``. Each level's codes are saved as soon
+as it finishes, so an interrupted run keeps its work and ``--resume`` continues it.
 """
 
 from __future__ import annotations
@@ -11,16 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import JukeboxError, UsageError
 from ..loudness import DEFAULT_LUFS
-from ..runs import load_codes_file, save_codes, write_json, write_outputs
+from ..runs import MODES, RunFolder, SamplingRequest, run
 from .common import add_device_arg, resolve_device
-
-MODES = ("ancestral", "primed", "continue", "upsample")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -120,15 +117,6 @@ def _per_level(values: list[float] | None) -> Any:
     return {lvl: values[lvl] for lvl in range(len(values))}
 
 
-def sampling_overrides(request: dict[str, Any]) -> dict[str, Any]:
-    """The settings a ``jukebox sample`` request overrides (None: the model's own), for
-    :meth:`jukebox.api.Jukebox.sampling_settings`."""
-    return dict(temperature=_per_level(request["temperature"]), top_k=_per_level(request["top_k"]),
-                top_p=_per_level(request["top_p"]), hop_fraction=_per_level(request["hop_fraction"]),
-                seed=request["seed"], chunk_size=request["chunk_size"], max_batch_size=request["max_batch_size"],
-                guidance=request.get("guidance"))
-
-
 def _read_batch(path: str) -> list[dict[str, Any]]:
     items = []
     try:
@@ -199,7 +187,7 @@ class _Bars:
             bar.close()
 
 
-def _request_from_args(args: argparse.Namespace) -> dict[str, Any]:
+def _request_from_args(args: argparse.Namespace) -> SamplingRequest:
     lyrics = args.lyrics or ""
     if args.lyrics_file:
         try:
@@ -228,12 +216,13 @@ def _request_from_args(args: argparse.Namespace) -> dict[str, Any]:
             text.encode("utf-8")
         except UnicodeEncodeError:  # undecodable bytes on the command line arrive as lone surrogates
             raise UsageError(f"{name} is not valid Unicode text; pass UTF-8") from None
-    return dict(mode=mode, artist=args.artist, genre=args.genre, lyrics=lyrics, items=items, n_samples=n,
-                seconds=args.seconds, total_seconds=args.total_seconds, temperature=args.temperature,
-                top_k=args.top_k, top_p=args.top_p, hop_fraction=args.hop_fraction, seed=args.seed,
-                levels=args.levels, prompt=args.prompt, prompt_seconds=args.prompt_seconds, codes=args.codes,
-                chunk_size=args.chunk_size, max_batch_size=args.max_batch_size, guidance=args.guidance,
-                bpm=args.bpm, loudness=args.loudness)
+    return SamplingRequest(
+        mode=mode, artist=args.artist, genre=args.genre, lyrics=lyrics, items=items, n_samples=n,
+        seconds=args.seconds, total_seconds=args.total_seconds, bpm=args.bpm, levels=args.levels,
+        prompt=args.prompt, prompt_seconds=args.prompt_seconds, codes=args.codes, loudness=args.loudness,
+        alignment=not args.no_alignment, temperature=_per_level(args.temperature), top_k=_per_level(args.top_k),
+        top_p=_per_level(args.top_p), hop_fraction=_per_level(args.hop_fraction), seed=args.seed,
+        chunk_size=args.chunk_size, max_batch_size=args.max_batch_size, guidance=args.guidance)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -245,26 +234,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
     dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     if args.list_artists is None and args.list_genres is None and args.output is None:
         raise UsageError("-o OUT_DIR is required")
-    out = Path(args.output) if args.output else None
+    folder = RunFolder(args.output) if args.output else None
     resume_codes = None
-    if out is not None:
-        meta_path = out / "metadata.json"
+    if folder is not None:
         if args.resume:
-            if not meta_path.exists():
-                raise JukeboxError(f"{out}: nothing to resume (no metadata.json)")
-            try:
-                old = json.loads(meta_path.read_text())
-                request = old["request"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise JukeboxError(f"{meta_path}: corrupt; cannot resume") from None
-            if (out / "codes.npz").exists():
-                resume_codes = load_codes_file(out / "codes.npz")
-            if old.get("status") == "done":
-                print(f"{out}: already complete")
+            request, resume_codes = folder.resume_state()
+            if folder.done:
+                print(f"{folder.path}: already complete")
                 return 0
-            args.model = old.get("model", args.model)
-        elif out.exists() and any(out.iterdir()) and not args.force:
-            raise JukeboxError(f"{out} already exists and is not empty; pass --resume to continue it or --force")
+            request.alignment = request.alignment and not args.no_alignment
+            args.model = folder.metadata.get("model", args.model)
+        elif folder.path.exists() and any(folder.path.iterdir()) and not args.force:
+            raise JukeboxError(f"{folder.path} already exists and is not empty; pass --resume to continue it or "
+                               "--force")
 
     model = load_model(args.model, device=device, dtype=dtype, low_memory=args.low_memory)
     if args.list_artists is not None:
@@ -273,69 +255,23 @@ def cmd_sample(args: argparse.Namespace) -> int:
         return _list_names(model, "genres", args.list_genres)
     if not args.resume:
         request = _request_from_args(args)
-    settings = model.sampling_settings(**sampling_overrides(request))  # bad settings: an error before any output
-    assert out is not None
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-
-    metadata: dict[str, Any] = {
-        "model": str(model.model_dir.path), "status": "running", "request": request,
-        "sample_rate": model.sample_rate, "device": str(device), "dtype": args.dtype,
-        "torch": torch.__version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    write_json(out / "metadata.json", metadata)
+    settings = model.sampling_settings(**request.overrides())  # bad settings: an error before any output
+    assert folder is not None
+    created = not folder.path.exists()
     bars = _Bars(args.quiet)
-    saved: dict[int, Any] = {}
-
-    def on_level_done(level: int, codes: dict[int, Any]) -> None:
-        saved.update(codes)
-        save_codes(out / "codes.npz", codes)
-        metadata.setdefault("levels_done", []).append(level)
-        write_json(out / "metadata.json", metadata)
-
-    common = dict(settings=settings, levels=request["levels"], progress=bars, on_level_done=on_level_done,
-                  alignment=not args.no_alignment, loudness=request.get("loudness", DEFAULT_LUFS))
-    labels = dict(artist=request["artist"], genre=request["genre"], lyrics=request["lyrics"],
-                  items=request["items"])
-    mode = request["mode"]
     try:
-        if resume_codes is not None:
-            codes = {k: torch.from_numpy(v) for k, v in resume_codes.items()}
-            if mode == "upsample":
-                gen = model.upsample(codes, total_seconds=request["total_seconds"], **labels, **common)
-            else:
-                gen = model.continue_(codes=codes, seconds=request["seconds"], total_seconds=request["total_seconds"],
-                                      n_samples=request["n_samples"], bpm=request.get("bpm"), **labels, **common)
-        elif mode == "ancestral":
-            gen = model.generate(seconds=request["seconds"], total_seconds=request["total_seconds"],
-                                 n_samples=request["n_samples"], bpm=request.get("bpm"), **labels, **common)
-        elif mode == "primed":
-            from ..audio import load_audio
-
-            audio, _ = load_audio(request["prompt"], sample_rate=model.sample_rate)
-            gen = model.continue_(torch.from_numpy(audio), seconds=request["seconds"],
-                                  prompt_seconds=request["prompt_seconds"], total_seconds=request["total_seconds"],
-                                  n_samples=request["n_samples"], bpm=request.get("bpm"), **labels, **common)
-        else:
-            codes = {k: torch.from_numpy(v) for k, v in load_codes_file(request["codes"]).items()}
-            if mode == "continue":
-                gen = model.continue_(codes=codes, seconds=request["seconds"],
-                                      prompt_seconds=request["prompt_seconds"],
-                                      total_seconds=request["total_seconds"], n_samples=request["n_samples"],
-                                      bpm=request.get("bpm"), **labels, **common)
-            else:
-                gen = model.upsample(codes, total_seconds=request["total_seconds"], **labels, **common)
+        gen = run(model, request, folder, settings, resume_codes, progress=bars, device=str(device),
+                  dtype=args.dtype, torch=torch.__version__)
     except UsageError:
         # Bad settings found before any work was done: leave no half-made output folder behind.
-        if not args.resume and not metadata.get("levels_done"):
-            (out / "metadata.json").unlink(missing_ok=True)
-            if created and not any(out.iterdir()):
-                out.rmdir()
+        if not args.resume and not folder.metadata.get("levels_done"):
+            folder.metadata_path.unlink(missing_ok=True)
+            if created and folder.path.is_dir() and not any(folder.path.iterdir()):
+                folder.path.rmdir()
         raise
     finally:
         bars.close()
-    write_outputs(out, model, gen, metadata)
     total = sum(r.seconds for r in gen.reports)
-    print(f"wrote {gen.audio.shape[0]} item(s) of {gen.audio.shape[-1] / gen.sample_rate:.2f} s to {out} "
+    print(f"wrote {gen.audio.shape[0]} item(s) of {gen.audio.shape[-1] / gen.sample_rate:.2f} s to {folder.path} "
           f"(level {gen.level}, sampling {total:.1f} s)")
     return 0

@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_write_bytes
 from ..errors import JukeboxError, UsageError
 from ..loudness import DEFAULT_LUFS
-from ..runs import load_codes_file, save_codes, write_json, write_outputs
+from ..runs import CODES_FILE, METADATA_FILE, RUN_FORMAT, RUN_VERSION, RunFolder, SamplingRequest, sample, write_json
 
 ACTIONS = ("generate", "continue", "upsample")
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
@@ -102,6 +103,23 @@ class JobRequest:
         """JSON-ready copy."""
         return asdict(self)
 
+    def sampling_request(self, model: Any, results_dir: Path, prompt: Path | None = None) -> SamplingRequest:
+        """The run this page request asks for (the format ``jukebox sample`` runs): a new song, or the uploaded
+        ``prompt`` continued, or the source result's codes continued or upsampled (its top level)."""
+        mode, codes, codes_levels = "ancestral", None, None
+        if self.action == "generate" and prompt is not None:
+            mode = "primed"
+        elif self.action in ("continue", "upsample"):
+            mode = self.action
+            codes = str(result_path(results_dir, str(self.source), CODES_FILE))
+            codes_levels = [model.top_level] if mode == "upsample" else None
+        return SamplingRequest(
+            mode=mode, artist=self.artist, genre=self.genre, lyrics=self.lyrics, n_samples=self.n_samples,
+            seconds=self.seconds, total_seconds=self.total_seconds,
+            bpm=None if mode == "upsample" else self.bpm, levels=self.levels,
+            prompt=None if prompt is None else str(prompt), prompt_seconds=self.prompt_seconds, codes=codes,
+            codes_levels=codes_levels, loudness=self.loudness, **self.sampling_overrides(model))
+
     def sampling_overrides(self, model: Any) -> dict[str, Any]:
         """The settings this request overrides, for :meth:`jukebox.api.Jukebox.sampling_settings`. The page's one
         temperature is the top level's where the model gives its own per-level temperatures (the embedded model's
@@ -134,6 +152,8 @@ class Job:
     n_items: int = 0
     level: int | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    #: The run the page request became (None for results listed from an earlier server).
+    run: SamplingRequest | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
     @property
@@ -197,7 +217,9 @@ class JobQueue:
                 self._store_prompt(Path(prompt_file), out / "prompt.wav")
             if request.seed is None:  # record the seed actually used, so every result can be reproduced
                 request.seed = secrets.randbelow(2**31)
-            write_json(out / "metadata.json", self._metadata(job))
+            job.run = request.sampling_request(self.model, self.results_dir,
+                                               out / "prompt.wav" if prompt_file is not None else None)
+            write_json(out / METADATA_FILE, self._metadata(job))
         except BaseException:
             shutil.rmtree(out, ignore_errors=True)
             raise
@@ -315,7 +337,7 @@ class JobQueue:
             src = self.get(r.source) if r.source else None
             if src is None:
                 raise UsageError("choose a previous result to " + r.action)
-            if src.status != "done" or not (self.results_dir / src.id / "codes.npz").is_file():
+            if src.status != "done" or not (self.results_dir / src.id / CODES_FILE).is_file():
                 raise UsageError(f"result {src.id} has no finished codes to {r.action}")
         if prompt_file is not None:
             path = Path(prompt_file)
@@ -381,7 +403,7 @@ class JobQueue:
                     job.stage = f"sampling level {level}"
 
         try:
-            write_json(out / "metadata.json", self._metadata(job))
+            write_json(out / METADATA_FILE, self._metadata(job))
             self.runner(self.model, job, out, progress)
         except JobCancelled:
             self._end(job, out, "cancelled", "cancelled")
@@ -398,7 +420,7 @@ class JobQueue:
 
     def _end(self, job: Job, out: Path, status: str, error: str | None) -> None:
         try:  # a finished run's metadata.json (written by the runner, with settings and timings) is kept
-            meta = json.loads((out / "metadata.json").read_text(encoding="utf-8"))
+            meta = json.loads((out / METADATA_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             meta = {}
         if status != "done" or not isinstance(meta, dict) or meta.get("status") != "done":
@@ -409,7 +431,7 @@ class JobQueue:
 
     def _save_metadata(self, job: Job, out: Path, **override: Any) -> None:
         try:
-            write_json(out / "metadata.json", {**self._metadata(job), **override})
+            write_json(out / METADATA_FILE, {**self._metadata(job), **override})
         except OSError:
             pass
 
@@ -423,8 +445,10 @@ class JobQueue:
         self._changed.notify_all()
 
     def _metadata(self, job: Job) -> dict[str, Any]:
-        return dict(job=job.id, status=job.status, error=job.error, request=job.request.to_dict(),
-                    model=str(getattr(getattr(self.model, "model_dir", None), "path", "")),
+        """The run folder's metadata (:mod:`jukebox.runs`) while the job is not done, plus the page's request."""
+        return dict(format=RUN_FORMAT, version=RUN_VERSION, job=job.id, status=job.status, error=job.error,
+                    request=job.run.to_dict() if job.run is not None else job.request.to_dict(),
+                    page=job.request.to_dict(), model=str(getattr(getattr(self.model, "model_dir", None), "path", "")),
                     sample_rate=getattr(self.model, "sample_rate", None), created=_iso(job.created),
                     source="jukebox serve")
 
@@ -433,8 +457,8 @@ class JobQueue:
             if not (folder.is_dir() and JOB_ID_RE.fullmatch(folder.name)):
                 continue
             try:
-                meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
-                request = JobRequest.from_dict(meta.get("request") or {})
+                meta = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
+                request = JobRequest.from_dict(meta.get("page") or meta.get("request") or {})
             except (OSError, ValueError, TypeError, AttributeError):
                 continue
             status = meta.get("status")
@@ -449,58 +473,31 @@ class JobQueue:
 
 # ---------------------------------------------------------------------- the default runner
 def run_job(model: Any, job: Job, out: Path, progress: Callable[[int, int, int], None]) -> None:
-    """Do one job with the public API and write its result folder (the files ``jukebox sample`` writes)."""
-    import torch
-
-
-    r = job.request
-    labels = dict(artist=r.artist, genre=r.genre, lyrics=r.lyrics)
-
-    lowest = min(r.levels or model.prior_levels)
+    """Do one job: its run (:func:`jukebox.runs.sample`, the public API) into the result folder, which holds what
+    ``jukebox sample`` writes plus a spectrogram per item."""
+    assert job.run is not None
+    request = job.run
+    folder = RunFolder(out)
+    settings = model.sampling_settings(**request.overrides())
+    folder.start(request, model, job=job.id, page=job.request.to_dict(), created=_iso(job.created),
+                 source="jukebox serve")
+    lowest = min(request.levels or model.prior_levels)
 
     def on_level_done(level: int, codes: dict[int, Any]) -> None:
-        save_codes(out / "codes.npz", codes)
+        folder.level_done(level, codes)
         if level <= lowest:
             job.stage = "decoding"
 
-    opts: dict[str, Any] = dict(settings=model.sampling_settings(**r.sampling_overrides(model)), levels=r.levels,
-                                progress=progress, on_level_done=on_level_done, loudness=r.loudness)
-    if r.bpm is not None and r.action != "upsample":
-        labels["bpm"] = r.bpm
-    if r.action == "generate" and (out / "prompt.wav").is_file():
-        from ..audio import load_audio
-
-        audio, _ = load_audio(out / "prompt.wav", sample_rate=model.sample_rate)
-        gen = model.continue_(torch.from_numpy(audio), seconds=r.seconds, prompt_seconds=r.prompt_seconds,
-                              total_seconds=r.total_seconds, n_samples=r.n_samples, **labels, **opts)
-    elif r.action == "generate":
-        gen = model.generate(seconds=r.seconds, total_seconds=r.total_seconds, n_samples=r.n_samples, **labels,
-                             **opts)
-    else:
-        assert r.source is not None
-        codes = {k: torch.from_numpy(v) for k, v in load_codes_file(result_path(out.parent, r.source,
-                                                                                "codes.npz")).items()}
-        if r.action == "continue":
-            gen = model.continue_(codes=codes, seconds=r.seconds, prompt_seconds=r.prompt_seconds,
-                                  total_seconds=r.total_seconds, **labels, **opts)
-        else:
-            top = model.top_level
-            if top not in codes:
-                raise UsageError(f"result {r.source} has no top-level codes to upsample")
-            gen = model.upsample({top: codes[top]}, total_seconds=r.total_seconds, **labels, **opts)
+    gen = sample(model, request, settings, progress=progress, on_level_done=on_level_done)
     if job.cancel_event.is_set():
         raise JobCancelled("cancelled")
     job.stage = "writing"
     from .media import spectrogram_png
 
     for i in range(gen.audio.shape[0]):
-        from ..atomic import atomic_write_bytes
-
         atomic_write_bytes(out / f"spectrogram_{i}.png",
                            spectrogram_png(np.asarray(gen.audio[i, 0].numpy()), gen.sample_rate))
-    metadata = dict(job=job.id, request=r.to_dict(), model=str(model.model_dir.path), sample_rate=gen.sample_rate,
-                    created=_iso(job.created), started=_iso(job.started or time.time()), source="jukebox serve")
-    write_outputs(out, model, gen, metadata)
+    folder.finish(model, gen)
     job.n_items, job.level, job.settings = int(gen.audio.shape[0]), int(gen.level), dict(gen.settings)
 
 
