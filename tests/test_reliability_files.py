@@ -5,10 +5,13 @@ denied". See docs/reliability.md."""
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import os
 import shutil
 import socket
+import stat
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +143,115 @@ def test_open_regular_never_blocks_and_names_what_it_found(tmp_path):
     assert check_regular(tmp_path / "ok.json") == 8
     with open_regular(tmp_path / "ok.json") as f:  # blocking again once open
         assert os.get_blocking(f.fileno()) and f.read() == b'{"a": 1}'
+
+
+# ------------------------------------------------------------------------------------------------ permissions
+
+@contextlib.contextmanager
+def _umask(mask: int):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@contextlib.contextmanager
+def _as_another_user():
+    """Run the block with the effective user and group ``nobody`` (root only; restored afterwards). Python's own
+    files may be out of that user's reach: run the same code once before, so that every module is imported."""
+    if os.geteuid() != 0:
+        pytest.skip("switching to another user needs root")
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def _modes(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): stat.S_IMODE(p.stat().st_mode) for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002, 0o027])
+def test_written_files_take_the_umask(tmp_path, mask):
+    """Weights were written 0600 whatever the umask (safetensors replaces the temporary file with a 0600 one)."""
+    from jukebox.atomic import atomic_write_text
+    from jukebox.audio import save_audio
+    from jukebox.checkpoint.format import save_weights
+    from jukebox.runs import save_codes
+
+    with _umask(mask):  # set after import: the live umask counts
+        save_weights(tmp_path / "w", {"a": torch.zeros(3)})
+        save_weights(tmp_path / "s", {"a": torch.zeros(300), "b": torch.ones(300)}, max_shard_bytes=1000)
+        atomic_write_text(tmp_path / "t.json", "{}")
+        save_audio(np.zeros(100), tmp_path / "a.wav")
+        save_codes(tmp_path / "c.npz", {2: np.zeros((1, 4), np.int64)})
+    modes = _modes(tmp_path)
+    assert len(modes) == 7 and set(modes.values()) == {0o666 & ~mask}, {k: oct(v) for k, v in modes.items()}
+
+
+def test_a_model_made_by_one_user_is_read_by_another(tmp_path):
+    """Before, the weights were 0600: another user got "corrupt or truncated weights file"."""
+    from jukebox.checkpoint.model_dir import ModelDir
+
+    root = Path(tempfile.mkdtemp(prefix="jukebox-shared-"))
+    try:
+        os.chmod(root, 0o755)
+        with _umask(0o022):
+            make_tiny_model_dir(root / "model")
+        ModelDir(root / "model").load_vqvae()  # imports every module the load needs
+        ModelDir(root / "model").load_prior(2)
+        with _as_another_user():
+            md = ModelDir(root / "model")
+            vqvae = md.load_vqvae()
+            prior = md.load_prior(2)
+        assert vqvae.config.l_bins == 64 and prior.config.level == 2
+    finally:
+        shutil.rmtree(root)
+
+
+def test_a_file_we_may_not_read_says_permission_denied(capsys, work, tmp_path):
+    root = Path(tempfile.mkdtemp(prefix="jukebox-private-"))
+    try:
+        os.chmod(root, 0o755)
+        shutil.copy(work["root"] / "ok.wav", root / "ok.wav")
+        model = shutil.copytree(work["model"], root / "model")
+        locked = shutil.copytree(work["model"], root / "locked")
+        os.chmod(locked / "vqvae" / "model.safetensors", 0o600 if os.geteuid() == 0 else 0)
+        (root / "codes.npz").write_bytes(work["codes"].read_bytes())
+        os.chmod(root / "codes.npz", 0o600 if os.geteuid() == 0 else 0)
+        _run(capsys, ["decode", "-m", str(work["model"]), str(work["codes"]), "-o", str(tmp_path / "x.wav")])
+        _run(capsys, ["encode", "-m", str(work["model"]), str(work["root"] / "ok.wav"), "-o", str(tmp_path / "y.npz")])
+        with _as_another_user() if os.geteuid() == 0 else contextlib.nullcontext():
+            rc, err = _run(capsys, ["decode", "-m", str(model), str(root / "codes.npz"), "-o", str(root / "x.wav")])
+            _one_line(err, rc, 1, "codes.npz", "permission denied")
+            rc2, err2 = _run(capsys, ["encode", "-m", str(locked), str(root / "ok.wav"), "-o",
+                                      str(root / "never.npz")])
+        _one_line(err2, rc2, 1, "vqvae/model.safetensors", "permission denied")
+        assert "corrupt" not in err2
+    finally:
+        shutil.rmtree(root)
+
+
+def test_a_folder_we_may_not_write_says_permission_denied(capsys, work):
+    root = Path(tempfile.mkdtemp(prefix="jukebox-readonly-"))
+    try:
+        model = shutil.copytree(work["model"], root / "model")
+        shutil.copy(work["codes"], root / "codes.npz")
+        argv = ["decode", "-m", str(model), str(root / "codes.npz"), "-o", str(root / "x.wav")]
+        assert _run(capsys, argv)[0] == 0  # imports every module the command needs
+        os.unlink(root / "x.wav")
+        os.chmod(root, 0o755)  # another user may not write into it (nor this one, once it is 0555)
+        if os.geteuid() != 0:
+            os.chmod(root, 0o555)
+        before = sorted(os.listdir(root))
+        with _as_another_user() if os.geteuid() == 0 else contextlib.nullcontext():
+            rc, err = _run(capsys, argv)
+        _one_line(err, rc, 1, "could not write", "x.wav", "permission denied")
+        assert sorted(os.listdir(root)) == before
+    finally:
+        os.chmod(root, 0o755)
+        shutil.rmtree(root)

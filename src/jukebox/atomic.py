@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -11,9 +12,27 @@ from pathlib import Path
 
 from .errors import JukeboxError
 
-# Read once at import (reading it means setting it, which is not thread-safe later on).
+# The umask at import; :func:`current_umask` reads the live one from /proc where it can (setting it to read it,
+# as os.umask does, is not thread-safe).
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+
+def current_umask() -> int:
+    """The process's umask, read from /proc/self/status (Linux), else the one at import."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _UMASK
+
+
+def file_mode() -> int:
+    """The mode a new file gets: 0666 less the umask, as for any file a program creates."""
+    return 0o666 & ~current_umask()
 
 
 @contextlib.contextmanager
@@ -23,22 +42,40 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     No half-written file ever appears under the final name.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{_short_name(path)}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _write_error(path, e) from None
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual permissions
     try:
         yield tmp_path
+        # mkstemp makes 0600 files, and a writer may replace the file with another 0600 one (safetensors does): the
+        # output gets the mode of any new file, 0666 less the umask, so that others can read a model we made.
+        os.chmod(tmp_path, file_mode())
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
     except OSError as e:
         tmp_path.unlink(missing_ok=True)
-        raise JukeboxError(f"could not write {path}: {e.strerror or e}") from None
+        raise _write_error(path, e) from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _short_name(path: Path) -> str:
+    """``path``'s name cut to 200 bytes, for a temporary name beside it that stays within the 255-byte limit."""
+    return os.fsdecode(os.fsencode(path.name)[:200])
+
+
+def _write_error(path: Path, e: OSError) -> JukeboxError:
+    shown = os.fspath(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = "permission denied" if e.errno != errno.EROFS else "read-only file system"
+        return JukeboxError(f"could not write {shown}: {why}; choose a folder this user may write to")
+    return JukeboxError(f"could not write {shown}: {e.strerror or e}")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
