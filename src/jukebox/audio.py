@@ -8,6 +8,7 @@ resamples with ``soxr`` and returns float32 in [-1, 1]. ``save_audio`` writes wa
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ def audio_info(path: str | Path) -> tuple[int, int, float]:
     path = Path(path)
     _check_file(path)
     try:
-        info = sf.info(str(path))
+        info = sf.info(os.fsencode(path))  # bytes: a name that is not UTF-8 opens too
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         raise JukeboxError(f"{display(path)}: not a readable audio file ({_short(e)})") from None
     return int(info.samplerate), int(info.channels), float(info.frames) / max(int(info.samplerate), 1)
@@ -60,7 +61,7 @@ def load_audio(
     path = Path(path)
     _check_file(path)
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(os.fsencode(path)) as f:  # bytes: a name that is not UTF-8 opens too
             return _decode(f, path, sample_rate, offset_seconds, duration_seconds, mono)
     except JukeboxError:
         raise
@@ -222,7 +223,7 @@ def save_audio(
         x = np.clip(x, -1.0, 1.0)
     with atomic_path(path) as tmp:
         try:
-            sf.write(str(tmp), x.T, int(sample_rate), subtype=_SUBTYPES[subtype], format=fmt)
+            sf.write(os.fsencode(tmp), x.T, int(sample_rate), subtype=_SUBTYPES[subtype], format=fmt)
         except (sf.LibsndfileError, RuntimeError) as e:  # libsndfile reports a full disk as "System error."
             raise JukeboxError(f"could not write {path} ({_short(e)}); is the disk full or the folder "
                                "read-only?") from None

@@ -49,6 +49,9 @@ def _one_line_warning_once() -> Callable[..., None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .common import use_tolerant_output
+
+    use_tolerant_output()  # a file name that is not UTF-8 prints as \xNN instead of failing after the work is done
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = os.environ.get("JUKEBOX_DEBUG") == "1"
