@@ -138,6 +138,38 @@ def test_fuzz_npy_members_of_a_valid_zip(tmp_path, member, name):
         pass
 
 
+@FUZZ
+@given(shape=st.lists(st.one_of(st.integers(0, 8), st.integers(2**20, 2**24), st.integers(0, 2**62)), max_size=3),
+       descr=st.sampled_from(["<i8", ">i4", "|u1", "<f4", "|O", "<U3", "|b1", "<i16"]), fortran=st.booleans(),
+       payload=st.binary(max_size=200), deflate=st.booleans())
+def test_fuzz_npy_headers_never_allocate_what_they_promise(tmp_path, shape, descr, fortran, payload, deflate):
+    """A valid .npy header that promises any shape over a few bytes: refused or read, never more memory than the
+    bytes that are there (before, numpy allocated the promised size first)."""
+    import tracemalloc
+
+    from jukebox.fileio import read_codes_npz
+
+    header = io.BytesIO()
+    try:
+        np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": fortran,
+                                                      "shape": tuple(shape)})
+    except (ValueError, TypeError):
+        return
+    path = tmp_path / "codes.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED) as z:
+        z.writestr("level_1.npy", header.getvalue() + payload)
+    tracemalloc.start()
+    try:
+        codes = read_codes_npz(path)
+        assert list(codes) == [1] and codes[1].dtype == np.int64 and codes[1].ndim == 2
+    except JukeboxError:
+        pass
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < 2**20, f"{peak} bytes for a {len(payload)}-byte payload"
+
+
 def _pickle_seeds() -> list[bytes]:
     from jukebox.hparams import Hyperparams
 
