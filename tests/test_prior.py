@@ -165,13 +165,30 @@ def _to_openai(model: Prior) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("name", TINY)
 def test_openai_import_round_trip(name):
+    """Our weights -> the original's names and layouts -> imported back: every value is where it came from (fp32
+    exactly; the released tops' fp16 ``.w`` matrices as their fp16 rounding), and the model computes the same."""
     model = _model(name)
+    ref = model.state_dict()
     theirs = _to_openai(model)
-    theirs = {k: v.half() if k.endswith(".w") else v for k, v in theirs.items()}  # as the released fp16 tops
-    ours = convert_openai_state_dict({"module." + k: v for k, v in theirs.items()}, model.config)
+    exact = convert_openai_state_dict({"module." + k: v for k, v in theirs.items()}, model.config)
+    assert exact.keys() == ref.keys()
+    assert all(torch.equal(exact[k], ref[k]) for k in ref), [k for k in ref if not torch.equal(exact[k], ref[k])]
+    other = Prior(model.config).eval()
+    other.load_state_dict(exact, strict=True)
+    z, z_cond, y = _inputs(model)
+    with torch.no_grad():
+        torch.testing.assert_close(other.logits(z, z_cond, y), model.logits(z, z_cond, y), rtol=0, atol=0)
+
+    halves = {k: v.half() if k.endswith(".w") else v for k, v in theirs.items()}  # as the released fp16 tops
+    ours = convert_openai_state_dict({"module." + k: v for k, v in halves.items()}, model.config)
     assert all(v.dtype == torch.float32 for v in ours.values())
-    other = Prior(model.config)
-    other.load_state_dict(ours, strict=True)
+    from_half = {ours_key for ours_key, (their_key, _) in openai_key_table(model.config).items()
+                 if their_key.endswith(".w")}
+    assert from_half and from_half < set(ref)
+    for k in ref:
+        want = ref[k].half().float() if k in from_half else ref[k]
+        assert torch.equal(ours[k], want), k
+    Prior(model.config).load_state_dict(ours, strict=True)
 
 
 def test_openai_import_reports_bad_keys():

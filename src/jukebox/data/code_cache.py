@@ -132,9 +132,6 @@ class CodeCache:
         """The VQ-VAE's number of levels (not all of them need be present)."""
         return len(self.hop_lengths)
 
-    def has_level(self, level: int) -> bool:
-        return level in self.present
-
     def require_levels(self, *levels: int) -> None:
         """Raise a one-line :class:`JukeboxError` unless every one of ``levels`` has codes here."""
         missing = [lv for lv in levels if lv not in self.present]

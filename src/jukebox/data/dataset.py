@@ -477,9 +477,6 @@ class Window:
     total_length_samples: int
     path: str
 
-    def as_tuple(self) -> tuple[np.ndarray, str, str, str, int, int]:
-        return self.audio, self.artist, self.genre, self.lyrics, self.offset_samples, self.total_length_samples
-
 
 class WindowSampler:
     """Random fixed-length windows from the tracks of a manifest, decoded one window at a time.
