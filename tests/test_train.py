@@ -496,6 +496,36 @@ def test_resume_with_label_dropout(tmp_path: Path, corpus: Path, tiny_dir: Path)
     assert [m for m in logs if "label dropout" in m]
 
 
+def test_options_are_stored_and_a_resume_keeps_them(tmp_path: Path, corpus: Path, tiny_dir: Path, capsys) -> None:
+    """The training options travel as one TrainOptions stored in the checkpoint: a resume that gives none continues
+    with the stored ones (the same batches as the uninterrupted run); bad options are refused in the flags' words."""
+    from jukebox.cli.main import main
+    from jukebox.train import TrainOptions
+    from jukebox.train.state import read_checkpoint_extra
+
+    a = _copy(tiny_dir, tmp_path / "a")
+    b = _copy(tiny_dir, tmp_path / "b")
+    kw = dict(level=2, log_dir="none", progress=False, device="cpu")
+    cfg = _cfg(steps=4, save_every=2)
+    full = train_prior(a, corpus, config=cfg, restart=True, options=TrainOptions(label_dropout=0.5), **kw)
+    train_prior(b, corpus, config=cfg, restart=True, stop_at=2, label_dropout=0.5, **kw)
+    stored = read_checkpoint_extra(b / "prior_level_2" / "checkpoint")["options"]
+    assert TrainOptions.from_dict(stored) == TrainOptions(label_dropout=0.5)
+    logs: list[str] = []
+    rest = train_prior(b, corpus, config=cfg, resume=True, log=logs.append, **kw)
+    assert not [m for m in logs if "label dropout" in m]
+    assert [r["loss"] for r in full.history][2:] == [r["loss"] for r in rest.history]
+    with pytest.raises(TypeError, match="unexpected training options"):
+        train_prior(b, corpus, config=cfg, label_dropuot=0.1, **kw)
+    for flags, want in ((["--label-dropout", "1.5"], "--label-dropout must be in [0, 1)"),
+                        (["--merge-lora"], "--merge-lora needs --lora-rank")):
+        assert main(["train", "prior", "-m", str(b), "--data", str(corpus), "--level", "2", "--steps", "1",
+                     *flags]) == 2
+        assert want in capsys.readouterr().err
+    with pytest.raises(ValueError, match="input_noise"):
+        TrainOptions(input_noise=-0.1)
+
+
 class _Fives:
     """Three 64-code windows of code 5, one per artist (a CodeWindowSampler stand-in for PriorTask)."""
 

@@ -95,22 +95,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--preset", default=None,
                    help="prior preset for a new prior (tiny VQ-VAE default: tiny_top / tiny_upsampler)")
     q.add_argument("--n-ctx", type=int, default=None, help="context length of a new prior (default: the preset's)")
-    q.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank only (default off)")
+    q.add_argument("--lora-rank", type=int, default=None, help="train LoRA adapters of this rank only (default off)")
     q.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
-    q.add_argument("--merge-lora", action="store_true", help="fold the adapters into the prior's weights at the end")
-    q.add_argument("--label-dropout", type=float, default=0.0, metavar="P",
+    q.add_argument("--merge-lora", action="store_true", default=None,
+                   help="fold the adapters into the prior's weights at the end")
+    q.add_argument("--label-dropout", type=float, default=None, metavar="P",
                    help="replace each item's artist and genre by 'unknown' with probability P, so the prior also "
                    "learns to sample without labels: needed for --guidance when sampling (e.g. 0.1; default 0)")
-    q.add_argument("--input-noise", type=float, default=0.0, metavar="P",
+    q.add_argument("--input-noise", type=float, default=None, metavar="P",
                    help="the prior reads each input code replaced by a random one with probability P (targets stay "
                    "real), so it learns to recover from its own sampling slips (e.g. 0.1; default 0)")
-    q.add_argument("--scheduled-sampling", type=float, default=0.0, metavar="P",
+    q.add_argument("--scheduled-sampling", type=float, default=None, metavar="P",
                    help="like --input-noise with the prior's own sampled guesses (drawn from a teacher-forced pass, "
                    "about 30%% slower per step) in place of random codes (e.g. 0.3; default 0)")
-    q.add_argument("--labels-every-position", action="store_true",
+    q.add_argument("--labels-every-position", action="store_true", default=None,
                    help="add the artist/genre embedding to every position, not only the start token (stronger "
                    "conditioning; an existing prior is upgraded with a zero-initialised projection)")
-    q.add_argument("--tempo", action="store_true",
+    q.add_argument("--tempo", action="store_true", default=None,
                    help="condition the top-level prior on tempo and beat phase (beats from the code folder's "
                    "tempo.json written by `jukebox prepare`, or tracked from the audio); an existing prior is "
                    "upgraded with zero-initialised embeddings; sampling then takes --bpm")
@@ -197,27 +198,33 @@ def cmd_train_vqvae(args: argparse.Namespace) -> int:
     return 0
 
 
+def prior_options(args: argparse.Namespace):
+    """The :class:`~jukebox.train.TrainOptions` flags given on the command line, by name (a resumed run keeps its
+    own for the others)."""
+    from ..train import TrainOptions
+    from ..train.options import OPTION_NAMES, OptionError
+
+    given = {name: getattr(args, name) for name in OPTION_NAMES
+             if name not in ("preset", "val_fraction") and getattr(args, name, None) is not None}
+    try:
+        TrainOptions.of(**given)  # checked now, in the flags' words
+    except OptionError as e:
+        text = str(e)
+        for name in OPTION_NAMES:
+            text = text.replace(name, "--" + name.replace("_", "-"))
+        raise UsageError(text) from None
+    return given
+
+
 def cmd_train_prior(args: argparse.Namespace) -> int:
     from ..train import train_prior
 
     _check(args)
-    if args.merge_lora and not args.lora_rank:
-        raise UsageError("--merge-lora needs --lora-rank")
-    if not 0.0 <= args.label_dropout < 1.0:
-        raise UsageError(f"--label-dropout must be in [0, 1), got {args.label_dropout}")
-    if not 0.0 <= args.input_noise < 1.0:
-        raise UsageError(f"--input-noise must be in [0, 1), got {args.input_noise}")
-    if not 0.0 <= args.scheduled_sampling < 1.0:
-        raise UsageError(f"--scheduled-sampling must be in [0, 1), got {args.scheduled_sampling}")
     result = train_prior(args.model, args.data, args.level, preset=args.preset, config=_config(args),
-                         resume=args.resume, restart=args.restart, lora_rank=args.lora_rank,
-                         lora_alpha=args.lora_alpha, merge_lora=args.merge_lora, cache_dir=args.cache,
-                         rebuild_cache=args.rebuild_cache, n_ctx=args.n_ctx,
-                         checkpoint_activations=args.checkpoint_activations, device=_device(args.device),
-                         log_dir=args.log_dir, progress=not args.no_progress and sys.stderr.isatty(),
-                         val_fraction=args.val_fraction, stop_at=args.stop_at, label_dropout=args.label_dropout,
-                         labels_every_position=args.labels_every_position, input_noise=args.input_noise,
-                         scheduled_sampling=args.scheduled_sampling, tempo=args.tempo)
+                         resume=args.resume, restart=args.restart, cache_dir=args.cache,
+                         rebuild_cache=args.rebuild_cache, device=_device(args.device), log_dir=args.log_dir,
+                         progress=not args.no_progress and sys.stderr.isatty(), stop_at=args.stop_at,
+                         val_fraction=args.val_fraction, **prior_options(args))
     _summary(args, result, f"{args.model}/prior_level_{args.level}")
     return 0
 

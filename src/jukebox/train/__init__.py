@@ -9,13 +9,14 @@ from .distributed import DistInfo, cleanup_distributed, setup_distributed
 from .finetune import extend_prior_labels, extend_vocab
 from .loop import Task, Trainer, TrainingDiverged, TrainResult
 from .optim import ModelEMA, build_optimizer, lr_at
+from .options import TrainOptions
 from .runner import load_corpus, new_prior_config, train_prior, train_vqvae
 from .state import CheckpointState, load_checkpoint, save_checkpoint
 from .tasks import PriorTask, VQVAETask, estimate_bandwidth
 
 __all__ = [
     "CheckpointState", "DistInfo", "ModelEMA", "PriorTask", "Task", "TrainConfig", "TrainResult", "Trainer",
-    "TrainingDiverged", "VQVAETask", "build_optimizer", "cleanup_distributed", "estimate_bandwidth",
+    "TrainOptions", "TrainingDiverged", "VQVAETask", "build_optimizer", "cleanup_distributed", "estimate_bandwidth",
     "extend_prior_labels", "extend_vocab", "load_checkpoint", "load_corpus", "lr_at", "new_prior_config",
     "save_checkpoint", "setup_distributed", "train_prior", "train_vqvae",
 ]

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..errors import JukeboxError
 from .config import TrainConfig
-from .distributed import DistInfo
+from .distributed import DistInfo, all_reduce_mean
 from .optim import ModelEMA, build_optimizer, lr_at
 from .state import CheckpointState, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
@@ -151,11 +151,6 @@ class _Prefetcher:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-#: A task's batch-shaping rates that are part of the resume state (0 when the task has none or an older
-#: checkpoint did not record them).
-_TASK_RATES = ("label_dropout", "input_noise", "scheduled_sampling")
-
-
 class Trainer:
     """Train ``model`` on ``task`` with ``config``; checkpoints go to ``checkpoint_dir``.
 
@@ -163,16 +158,24 @@ class Trainer:
         model: the module to train (parameters with ``requires_grad=False`` stay frozen, e.g. under LoRA).
         dist: from :func:`jukebox.train.distributed.setup_distributed` (one process by default).
         log_dir: TensorBoard folder (rank 0; skipped with a note when tensorboard is not installed).
-        extra_state: JSON-able facts stored in every checkpoint (e.g. the preset or the LoRA settings).
+        extra_state: JSON-able facts stored in every checkpoint (e.g. the model config and the training options).
         record_batches: keep ``describe(batch)`` of every micro-batch in the result (tests).
         log: where one-line progress messages go (rank 0).
+        data_state: JSON-able facts beside the seed, batch size and accumulation that decide which batches the
+            task draws (e.g. a prior's label dropout); stored in every checkpoint, and a resumed run that differs in
+            one of them says so.
+
+    :meth:`fit` runs in named stages: :meth:`_begin` (optimiser, EMA, discriminator, resume), then per optimiser
+    step :meth:`_step` (forward, backward, clip, update), :meth:`_log`, :meth:`_validate` and :meth:`_save` when
+    due, and :meth:`_end`.
     """
 
     def __init__(self, model: nn.Module, task: Task, config: TrainConfig, checkpoint_dir: str | Path,
                  dist: DistInfo | None = None, log_dir: str | Path | None = None, progress: bool = True,
                  extra_state: dict[str, Any] | None = None, record_batches: bool = False,
                  log: Callable[[str], None] | None = None,
-                 on_step: Callable[[int, dict[str, float]], None] | None = None) -> None:
+                 on_step: Callable[[int, dict[str, float]], None] | None = None,
+                 data_state: dict[str, Any] | None = None) -> None:
         self.model = model
         self.task = task
         self.config = config
@@ -185,6 +188,7 @@ class Trainer:
         self.record_batches = record_batches
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.on_step = on_step
+        self.task_data_state = dict(data_state or {})
         self.last_saved_step: int | None = None
 
     # ---------------------------------------------------------------------------------------------- helpers
@@ -201,22 +205,22 @@ class Trainer:
     def _data_state(self) -> dict[str, Any]:
         c = self.config
         return {"seed": c.seed, "world_size": self.dist.world_size, "batch_size": c.batch_size,
-                "grad_accum": c.grad_accum, **{k: float(getattr(self.task, k, 0.0)) for k in _TASK_RATES}}
+                "grad_accum": c.grad_accum, **self.task_data_state}
 
-    def _save(self, step: int, optimizer: torch.optim.Optimizer, ema: ModelEMA | None,
-              metrics: dict[str, float], d_opt: torch.optim.Optimizer | None = None) -> None:
+    def _save(self, run: _Run, step: int) -> None:
         """Checkpoint then export (rank 0)."""
         if not self.dist.is_main:
             return
-        disc = getattr(self.task, "discriminator", None) if d_opt is not None else None
+        disc = getattr(self.task, "discriminator", None) if run.d_opt is not None else None
+        d_opt = run.d_opt
         state = CheckpointState(step=step, config=self.config, model=self.model.state_dict(),
-                                optimizer=optimizer.state_dict(), ema=ema.state_dict() if ema else None,
-                                rng=rng_state(), data=self._data_state(), metrics=metrics,
-                                extra=self.extra_state,
+                                optimizer=run.optimizer.state_dict(),
+                                ema=run.ema.state_dict() if run.ema else None, rng=rng_state(),
+                                data=self._data_state(), metrics=run.metrics or run.last_row, extra=self.extra_state,
                                 discriminator=disc.state_dict() if disc is not None else None,
                                 discriminator_optimizer=d_opt.state_dict() if d_opt is not None else None)
         save_checkpoint(self.checkpoint_dir, state)
-        self.task.export(self._inference_model(ema))
+        self.task.export(self._inference_model(run.ema))
         self.last_saved_step = step
 
     def _inference_model(self, ema: ModelEMA | None) -> nn.Module:
@@ -225,6 +229,14 @@ class Trainer:
         m = copy.deepcopy(self.model)
         ema.apply_to(m)
         return m
+
+    def _reduce(self, loss: Tensor, grad_norm: Tensor, metrics: dict[str, Tensor]) -> tuple[float, float,
+                                                                                           dict[str, float]]:
+        """(loss, gradient norm, metrics) as floats, averaged over the processes (one transfer)."""
+        keys = sorted(metrics)
+        packed = torch.stack([loss, grad_norm.float().to(loss.device), *[metrics[k].reshape(()) for k in keys]])
+        values = all_reduce_mean(packed, self.dist).tolist()
+        return values[0], values[1], dict(zip(keys, values[2:]))
 
     def _discriminator_step(self, step: int, d_opt: torch.optim.Optimizer, batches: list[Any],
                             lr_scale: float) -> dict[str, float]:
@@ -253,21 +265,13 @@ class Trainer:
                 tdist.all_reduce(p.grad)
                 p.grad.div_(d.world_size)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip if c.grad_clip > 0 else math.inf)
-        keys = sorted(metric_sums)
-        packed = torch.stack([loss_sum, grad_norm.float().to(loss_sum.device),
-                              *[metric_sums[k].reshape(()) for k in keys]])
-        if d.distributed:
-            import torch.distributed as tdist
-
-            tdist.all_reduce(packed)
-            packed = packed / d.world_size
-        values = packed.tolist()
-        if not all(math.isfinite(v) for v in values[:2]):
+        loss_v, norm_v, means = self._reduce(loss_sum, grad_norm, metric_sums)
+        if not (math.isfinite(loss_v) and math.isfinite(norm_v)):
             raise TrainingDiverged(f"{self.task.name}: the discriminator's loss or gradient norm became "
-                                   f"{values[0]}/{values[1]} at step {step + 1}; training stopped and the last good "
+                                   f"{loss_v}/{norm_v} at step {step + 1}; training stopped and the last good "
                                    f"checkpoint (step {self.last_saved_step}) is kept in {self.checkpoint_dir}")
         d_opt.step()
-        return {"disc_loss": values[0], "disc_grad_norm": values[1], **dict(zip(keys, values[2:]))}
+        return {"disc_loss": loss_v, "disc_grad_norm": norm_v, **means}
 
     @torch.no_grad()
     def validate(self, ema: ModelEMA | None = None) -> dict[str, float]:
@@ -294,174 +298,218 @@ class Trainer:
         ``stop_at``: stop after that step (checkpointing it) while keeping the schedule of ``config.steps``, so
         a long run can be split into pieces that ``resume`` joins bit for bit.
         """
-        c, d = self.config, self.dist
+        c = self.config
+        run = self._begin(resume)
+        if run.start >= c.steps:
+            if self.dist.is_main:
+                self.log(f"already trained {run.start} steps (>= --steps {c.steps}); nothing to do")
+            return run.result
+        end = c.steps if stop_at is None else max(run.start, min(stop_at, c.steps))
+        self._open(run, end)
+        try:
+            for step in range(run.start, end):
+                row = self._step(run, step)
+                done, last = step + 1, step + 1 == end
+                self._log(run, row, last)
+                if self.dist.is_main and ((c.val_every and done % c.val_every == 0) or last):
+                    self._validate(run, done)
+                if (c.save_every and done % c.save_every == 0) or last:
+                    self._save(run, done)
+        finally:
+            self._close(run)
+        self._end()
+        return run.result
+
+    def _begin(self, resume: bool) -> _Run:
+        """Stage 1: the model on its device, a fresh optimiser, EMA and discriminator; with ``resume``, all of it
+        (and the RNG) from the checkpoint."""
+        c = self.config
         model = self.model.to(self.device)
         model.train()
-        optimizer = build_optimizer(model, c)
-        ema = ModelEMA(model, c.ema) if c.ema > 0 else None
+        run = _Run(optimizer=build_optimizer(model, c), ema=ModelEMA(model, c.ema) if c.ema > 0 else None,
+                   result=TrainResult(step=0, checkpoint=self.checkpoint_dir))
         disc: nn.Module | None = getattr(self.task, "discriminator", None)
-        d_opt: torch.optim.Optimizer | None = None
         if disc is not None:
             disc.to(self.device).train()
-            d_opt = self.task.discriminator_optimizer(c)  # type: ignore[attr-defined]
-            self._d_base_lr = [g["lr"] for g in d_opt.param_groups]
-        start = 0
+            run.d_opt = self.task.discriminator_optimizer(c)  # type: ignore[attr-defined]
+            self._d_base_lr = [g["lr"] for g in run.d_opt.param_groups]
         if resume:
-            state = load_checkpoint(self.checkpoint_dir)
-            model.load_state_dict(state.model, strict=True)
-            optimizer.load_state_dict(state.optimizer)
-            if disc is not None and d_opt is not None:
-                if state.discriminator is None or state.discriminator_optimizer is None:
-                    raise JukeboxError(f"{self.checkpoint_dir}: the checkpoint has no discriminator state to resume "
-                                       "adversarial training from")
-                disc.load_state_dict(state.discriminator, strict=True)
-                d_opt.load_state_dict(state.discriminator_optimizer)
-            if ema is not None:
-                if state.ema is None:
-                    self.log("note: the checkpoint has no EMA weights; the EMA starts from the current weights")
-                else:
-                    ema.load_state_dict(state.ema)
-            set_rng_state(state.rng)
-            start = state.step
-            old = state.data
-            now = self._data_state()
-            if any(old.get(k, 0.0 if k in _TASK_RATES else None) != v for k, v in now.items()):
-                self.log(f"note: resuming with a different seed, batch size, accumulation, label dropout, input "
-                         f"noise, scheduled sampling or number of processes ({old}, now {now}); the batches "
-                         "differ from an uninterrupted run")
-            self.last_saved_step = start
-            if d.is_main:
-                self.log(f"resuming from step {start} ({self.checkpoint_dir})")
-        if start >= c.steps:
-            if d.is_main:
-                self.log(f"already trained {start} steps (>= --steps {c.steps}); nothing to do")
-            return TrainResult(step=start, checkpoint=self.checkpoint_dir)
+            self._resume(run, disc)
+        run.result.step = run.start
+        return run
 
-        ddp_model: nn.Module = model
+    def _resume(self, run: _Run, disc: nn.Module | None) -> None:
+        state = load_checkpoint(self.checkpoint_dir)
+        self.model.load_state_dict(state.model, strict=True)
+        run.optimizer.load_state_dict(state.optimizer)
+        if disc is not None and run.d_opt is not None:
+            if state.discriminator is None or state.discriminator_optimizer is None:
+                raise JukeboxError(f"{self.checkpoint_dir}: the checkpoint has no discriminator state to resume "
+                                   "adversarial training from")
+            disc.load_state_dict(state.discriminator, strict=True)
+            run.d_opt.load_state_dict(state.discriminator_optimizer)
+        if run.ema is not None:
+            if state.ema is None:
+                self.log("note: the checkpoint has no EMA weights; the EMA starts from the current weights")
+            else:
+                run.ema.load_state_dict(state.ema)
+        set_rng_state(state.rng)
+        run.start = state.step
+        old, now = state.data, self._data_state()
+        changed = [k for k, v in now.items() if k in old and old[k] != v]
+        if changed:
+            names = ", ".join(k.replace("_", " ") for k in changed)
+            self.log(f"note: resuming with a different {names} ({', '.join(f'{k} {old[k]}' for k in changed)}; "
+                     f"now {', '.join(f'{k} {now[k]}' for k in changed)}); the batches differ from an uninterrupted "
+                     "run")
+        self.last_saved_step = run.start
+        if self.dist.is_main:
+            self.log(f"resuming from step {run.start} ({self.checkpoint_dir})")
+
+    def _open(self, run: _Run, end: int) -> None:
+        """DDP wrapper, TensorBoard writer, batch prefetcher and progress bar for steps ``run.start .. end``."""
+        c, d = self.config, self.dist
+        run.ddp_model = self.model
         if d.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            ddp_model = DDP(model, device_ids=[self.device] if self.device.type == "cuda" else None,
-                            broadcast_buffers=False)
-        params = [p for p in model.parameters() if p.requires_grad]
-        writer = _open_writer(self.log_dir) if d.is_main else None
-        end = c.steps if stop_at is None else max(start, min(stop_at, c.steps))
-        order = ((s, m) for s in range(start, end) for m in range(c.grad_accum))
-        prefetch = _Prefetcher(self.task, d.rank, c.workers, order, ahead=2 * c.grad_accum)
-        result = TrainResult(step=start, checkpoint=self.checkpoint_dir)
-        bar = None
+            run.ddp_model = DDP(self.model, device_ids=[self.device] if self.device.type == "cuda" else None,
+                                broadcast_buffers=False)
+        run.params = [p for p in self.model.parameters() if p.requires_grad]
+        run.writer = _open_writer(self.log_dir) if d.is_main else None
+        order = ((s, m) for s in range(run.start, end) for m in range(c.grad_accum))
+        run.prefetch = _Prefetcher(self.task, d.rank, c.workers, order, ahead=2 * c.grad_accum)
         if d.is_main and self.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=c.steps, initial=start, desc=f"train {self.task.name}", unit="step",
-                       dynamic_ncols=True, file=sys.stderr)
-        metrics_out: dict[str, float] = {}
-        t0, tokens_done = time.perf_counter(), 0
-        window: list[dict[str, float]] = []
-        try:
-            for step in range(start, end):
-                torch.manual_seed(step_seed(c.seed, step, d.rank))
-                lr = lr_at(step, c)
-                for g in optimizer.param_groups:
-                    g["lr"] = lr
-                optimizer.zero_grad(set_to_none=True)
-                loss_sum = torch.zeros((), device=self.device)
-                metric_sums: dict[str, Tensor] = {}
-                seen_step: list[str] = []
-                step_batches: list[Any] = []
-                for micro in range(c.grad_accum):
-                    batch = prefetch.get(step, micro)
-                    if d_opt is not None:
-                        step_batches.append(batch)
-                    if self.record_batches:
-                        seen_step.extend(self.task.describe(batch))
-                    tokens_done += self.task.tokens(batch) * d.world_size
-                    sync = micro == c.grad_accum - 1 or not d.distributed
-                    ctx = contextlib.nullcontext() if sync else ddp_model.no_sync()  # type: ignore[operator]
-                    with ctx:
-                        with self._autocast():
-                            loss, metrics = self.task.loss(ddp_model, batch, self.device)
-                        (loss / c.grad_accum).backward()
-                    loss_sum = loss_sum + loss.detach().float() / c.grad_accum
-                    for k, v in metrics.items():
-                        metric_sums[k] = metric_sums.get(k, 0.0) + v.detach().float() / c.grad_accum
-                max_norm = c.grad_clip if c.grad_clip > 0 else math.inf
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-                keys = sorted(metric_sums)
-                packed = torch.stack([loss_sum, grad_norm.float().to(loss_sum.device),
-                                      *[metric_sums[k].reshape(()) for k in keys]])
-                if d.distributed:
-                    import torch.distributed as tdist
+            run.bar = tqdm(total=c.steps, initial=run.start, desc=f"train {self.task.name}", unit="step",
+                           dynamic_ncols=True, file=sys.stderr)
+        run.t0 = time.perf_counter()
 
-                    tdist.all_reduce(packed)
-                    packed = packed / d.world_size
-                values = packed.tolist()
-                loss_v, norm_v = values[0], values[1]
-                if not (math.isfinite(loss_v) and math.isfinite(norm_v)):
-                    where = (f"the last good checkpoint (step {self.last_saved_step}) is kept in "
-                             f"{self.checkpoint_dir}" if self.last_saved_step is not None
-                             else "no checkpoint was written yet")
-                    raise TrainingDiverged(
-                        f"{self.task.name}: {'loss' if not math.isfinite(loss_v) else 'gradient norm'} became "
-                        f"{loss_v if not math.isfinite(loss_v) else norm_v} at step {step + 1}; training stopped "
-                        f"and {where}. Try a lower --lr, more warmup or --grad-clip")
-                optimizer.step()
-                if ema is not None:
-                    ema.update(model)
-                d_row = self._discriminator_step(step, d_opt, step_batches, lr / c.lr) if d_opt is not None else {}
-                done = step + 1
-                row = {"step": done, "loss": loss_v, "lr": lr, "grad_norm": norm_v,
-                       **{k: v for k, v in zip(keys, values[2:])}, **d_row}
-                result.history.append(row)
-                result.step = done
-                window.append(row)
-                if self.record_batches:
-                    result.seen.append(seen_step)
-                if self.on_step is not None:
-                    self.on_step(done, row)
-                elapsed = time.perf_counter() - t0
-                result.tokens_per_second = tokens_done / elapsed if elapsed > 0 else 0.0
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss_v:.4g}", refresh=False)
-                if d.is_main and (done % c.log_every == 0 or done == end):
-                    means = {k: float(np.mean([r[k] for r in window])) for k in window[-1]}
-                    window = []
-                    metrics_out = means
-                    if writer is not None:
-                        for k, v in means.items():
-                            if k != "step":
-                                writer.add_scalar(f"train/{k}", v, done)
-                        writer.add_scalar("perf/tokens_per_second", result.tokens_per_second, done)
-                    if bar is None:
-                        self.log(f"{self.task.name} step {done}/{c.steps} loss {means['loss']:.4g} "
-                                 f"lr {lr:.3g} {result.tokens_per_second:.0f} tokens/s")
-                last = done == end
-                if d.is_main and ((c.val_every and done % c.val_every == 0) or last):
-                    val = self.validate(ema)
-                    if val:
-                        result.val_history.append({"step": done, **val})
-                        if writer is not None:
-                            for k, v in val.items():
-                                writer.add_scalar(f"val/{k}", v, done)
-                        msg = " ".join(f"{k} {v:.4g}" for k, v in val.items())
-                        (bar.write if bar is not None else self.log)(f"{self.task.name} step {done} validation: {msg}")
-                    if writer is not None:
-                        m = self._inference_model(ema)
-                        m.eval()
-                        with torch.no_grad():
-                            self.task.log_media(writer, m, done)
-                        m.train()
-                if (c.save_every and done % c.save_every == 0) or last:
-                    self._save(done, optimizer, ema, metrics_out or row, d_opt)
-        finally:
-            prefetch.close()
-            if bar is not None:
-                bar.close()
-            if writer is not None:
-                writer.close()
-        if d.distributed:
+    def _step(self, run: _Run, step: int) -> dict[str, float]:
+        """Stage 2: one optimiser step (its micro-batches forward and backward, clipping, the update, the EMA and
+        the discriminator's step); returns the step's row of the history."""
+        c, d = self.config, self.dist
+        torch.manual_seed(step_seed(c.seed, step, d.rank))
+        lr = lr_at(step, c)
+        for g in run.optimizer.param_groups:
+            g["lr"] = lr
+        run.optimizer.zero_grad(set_to_none=True)
+        loss_sum = torch.zeros((), device=self.device)
+        metric_sums: dict[str, Tensor] = {}
+        seen: list[str] = []
+        batches: list[Any] = []
+        for micro in range(c.grad_accum):
+            batch = run.prefetch.get(step, micro)
+            if run.d_opt is not None:
+                batches.append(batch)
+            if self.record_batches:
+                seen.extend(self.task.describe(batch))
+            run.tokens += self.task.tokens(batch) * d.world_size
+            sync = micro == c.grad_accum - 1 or not d.distributed
+            with contextlib.nullcontext() if sync else run.ddp_model.no_sync():  # type: ignore[operator]
+                with self._autocast():
+                    loss, metrics = self.task.loss(run.ddp_model, batch, self.device)
+                (loss / c.grad_accum).backward()
+            loss_sum = loss_sum + loss.detach().float() / c.grad_accum
+            for k, v in metrics.items():
+                metric_sums[k] = metric_sums.get(k, 0.0) + v.detach().float() / c.grad_accum
+        grad_norm = torch.nn.utils.clip_grad_norm_(run.params, c.grad_clip if c.grad_clip > 0 else math.inf)
+        loss_v, norm_v, means = self._reduce(loss_sum, grad_norm, metric_sums)
+        if not (math.isfinite(loss_v) and math.isfinite(norm_v)):
+            where = (f"the last good checkpoint (step {self.last_saved_step}) is kept in {self.checkpoint_dir}"
+                     if self.last_saved_step is not None else "no checkpoint was written yet")
+            raise TrainingDiverged(
+                f"{self.task.name}: {'loss' if not math.isfinite(loss_v) else 'gradient norm'} became "
+                f"{loss_v if not math.isfinite(loss_v) else norm_v} at step {step + 1}; training stopped "
+                f"and {where}. Try a lower --lr, more warmup or --grad-clip")
+        run.optimizer.step()
+        if run.ema is not None:
+            run.ema.update(self.model)
+        d_row = self._discriminator_step(step, run.d_opt, batches, lr / c.lr) if run.d_opt is not None else {}
+        row = {"step": step + 1, "loss": loss_v, "lr": lr, "grad_norm": norm_v, **means, **d_row}
+        run.result.history.append(row)
+        run.result.step = step + 1
+        run.last_row = row
+        if self.record_batches:
+            run.result.seen.append(seen)
+        if self.on_step is not None:
+            self.on_step(step + 1, row)
+        return row
+
+    def _log(self, run: _Run, row: dict[str, float], last: bool) -> None:
+        """Stage 3: throughput, the progress bar, and every ``log_every`` steps the window's means (TensorBoard or a
+        log line)."""
+        c, done = self.config, int(row["step"])
+        elapsed = time.perf_counter() - run.t0
+        run.result.tokens_per_second = run.tokens / elapsed if elapsed > 0 else 0.0
+        run.window.append(row)
+        if run.bar is not None:
+            run.bar.update(1)
+            run.bar.set_postfix(loss=f"{row['loss']:.4g}", refresh=False)
+        if not self.dist.is_main or not (done % c.log_every == 0 or last):
+            return
+        means = {k: float(np.mean([r[k] for r in run.window])) for k in run.window[-1]}
+        run.window = []
+        run.metrics = means
+        if run.writer is not None:
+            for k, v in means.items():
+                if k != "step":
+                    run.writer.add_scalar(f"train/{k}", v, done)
+            run.writer.add_scalar("perf/tokens_per_second", run.result.tokens_per_second, done)
+        if run.bar is None:
+            self.log(f"{self.task.name} step {done}/{c.steps} loss {means['loss']:.4g} lr {row['lr']:.3g} "
+                     f"{run.result.tokens_per_second:.0f} tokens/s")
+
+    def _validate(self, run: _Run, done: int) -> None:
+        """Stage 4 (rank 0): the validation means into the history and the logs, TensorBoard media."""
+        val = self.validate(run.ema)
+        if val:
+            run.result.val_history.append({"step": done, **val})
+            if run.writer is not None:
+                for k, v in val.items():
+                    run.writer.add_scalar(f"val/{k}", v, done)
+            msg = " ".join(f"{k} {v:.4g}" for k, v in val.items())
+            (run.bar.write if run.bar is not None else self.log)(f"{self.task.name} step {done} validation: {msg}")
+        if run.writer is not None:
+            m = self._inference_model(run.ema)
+            m.eval()
+            with torch.no_grad():
+                self.task.log_media(run.writer, m, done)
+            m.train()
+
+    def _close(self, run: _Run) -> None:
+        if run.prefetch is not None:
+            run.prefetch.close()
+        if run.bar is not None:
+            run.bar.close()
+        if run.writer is not None:
+            run.writer.close()
+
+    def _end(self) -> None:
+        """Stage 5: every process waits for the others (rank 0 wrote the last checkpoint)."""
+        if self.dist.distributed:
             import torch.distributed as tdist
 
             tdist.barrier()
-        return result
+
+
+@dataclass
+class _Run:
+    """The state of one :meth:`Trainer.fit`: optimisers, EMA, the steps' bookkeeping and what it writes to."""
+
+    optimizer: torch.optim.Optimizer
+    ema: ModelEMA | None
+    result: TrainResult
+    d_opt: torch.optim.Optimizer | None = None
+    start: int = 0
+    ddp_model: Any = None
+    params: list[Tensor] = field(default_factory=list)
+    writer: Any = None
+    prefetch: _Prefetcher | None = None
+    bar: Any = None
+    t0: float = 0.0
+    tokens: int = 0
+    window: list[dict[str, float]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    last_row: dict[str, float] = field(default_factory=dict)

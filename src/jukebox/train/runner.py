@@ -25,6 +25,7 @@ from ..errors import JukeboxError, UsageError
 from .config import TrainConfig
 from .distributed import DistInfo, broadcast_object, cleanup_distributed, setup_distributed
 from .loop import Trainer, TrainResult
+from .options import TrainOptions
 from .tasks import PriorTask, VQVAETask, estimate_bandwidth
 
 LogFn = Callable[[str], None]
@@ -327,6 +328,15 @@ def _corpus_beats(data: str | Path, cache: Any, manifest: Manifest, log: LogFn) 
     return beats
 
 
+def _stored_options(extra: dict[str, Any], where: Path) -> TrainOptions:
+    """The options a checkpoint's run was started with (older checkpoints: their preset and LoRA settings)."""
+    if extra.get("options") is not None:
+        return TrainOptions.from_dict(extra["options"], f"{where}: options")
+    lora = extra.get("lora") or {}
+    return TrainOptions(preset=extra.get("preset"), lora_rank=int(lora.get("rank", 0)),
+                        lora_alpha=float(lora["alpha"]) if lora.get("alpha") is not None else None)
+
+
 def _set_activation_checkpointing(model: torch.nn.Module, on: bool) -> None:
     from ..nn.transformer import Transformer
 
@@ -336,15 +346,16 @@ def _set_activation_checkpointing(model: torch.nn.Module, on: bool) -> None:
 
 
 def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str | None = None,
-                config: TrainConfig | None = None, resume: bool = False, restart: bool = False,
-                lora_rank: int = 0, lora_alpha: float | None = None, merge_lora: bool = False,
-                cache_dir: str | Path | None = None, rebuild_cache: bool = False, n_ctx: int | None = None,
-                checkpoint_activations: bool | None = None, device: str | torch.device | None = None,
-                log_dir: str | Path | None = None, progress: bool = True, val_fraction: float = 0.1,
-                record_batches: bool = False, stop_at: int | None = None, label_dropout: float = 0.0,
-                labels_every_position: bool = False, input_noise: float = 0.0, scheduled_sampling: float = 0.0,
-                tempo: bool = False, log: LogFn = _stderr) -> TrainResult:
+                config: TrainConfig | None = None, resume: bool = False, restart: bool = False, *,
+                options: TrainOptions | None = None, cache_dir: str | Path | None = None, rebuild_cache: bool = False,
+                device: str | torch.device | None = None, log_dir: str | Path | None = None, progress: bool = True,
+                record_batches: bool = False, stop_at: int | None = None, log: LogFn = _stderr,
+                **option_overrides: Any) -> TrainResult:
     """Add or continue the level-``level`` prior of ``model_dir``, trained on ``data`` through the code cache.
+
+    What the training does beyond ``config`` is one :class:`~jukebox.train.options.TrainOptions`: ``options``
+    with ``option_overrides`` by name on top (``preset`` too); a resumed run starts from the options stored in its
+    checkpoint instead of the defaults, so only what a call gives changes.
 
     New prior: from ``preset`` (vocabulary from the corpus, saved as ``prior_level_L/labels.json``). Existing
     prior: fine-tuned from its weights, its vocabulary extended with the corpus's new artists and genres
@@ -372,8 +383,9 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
     from .finetune import extend_prior_labels, extend_vocab
 
     config = config or TrainConfig()
-    if lora_rank < 0:
-        raise UsageError(f"--lora-rank must be >= 0, got {lora_rank}")
+    if preset is not None:
+        option_overrides["preset"] = preset
+    o = TrainOptions.of(options, **option_overrides)  # checked here; a resumed run starts from its own below
     dist = setup_distributed(device)
     try:
         md = ModelDir(model_dir)
@@ -382,11 +394,17 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
             raise UsageError(f"--level must be in 0..{vq.levels - 1} for this VQ-VAE, got {level}")
         folder = md.path / prior_folder(level)
         ckpt = folder / "checkpoint"
+        extra: dict[str, Any] = {}
+        if resume:
+            from .state import read_checkpoint_extra
+
+            extra = _on_rank0(dist, lambda: read_checkpoint_extra(ckpt))
+            o = TrainOptions.of(options if options is not None else _stored_options(extra, ckpt), **option_overrides)
         if Path(data).is_dir() and is_code_folder(data):
             if cache_dir is not None or rebuild_cache:
                 raise UsageError(f"{data} is a code folder: --cache and --rebuild-cache apply to audio folders only")
             manifest = _on_rank0(dist, lambda: load_code_folder(data, md.path / "vqvae", level, vq.levels - 1,
-                                                                val_fraction, config.seed)[0])
+                                                                o.val_fraction, config.seed)[0])
             cache = CodeCache(data)
             if cache.sample_rate != vq.sample_rate or cache.hop_lengths != tuple(vq.hop_lengths):
                 raise JukeboxError(f"{data}: codes were made by another VQ-VAE; re-encode with jukebox prepare --codes")
@@ -394,7 +412,7 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
                 log(f"training from the code folder {data} ({len(manifest.tracks)} tracks, levels "
                     f"{', '.join(map(str, cache.present))}; no audio needed)")
         else:
-            manifest = _on_rank0(dist, lambda: load_corpus(data, vq.sample_rate, val_fraction, config.seed, log))
+            manifest = _on_rank0(dist, lambda: load_corpus(data, vq.sample_rate, o.val_fraction, config.seed, log))
             key = hashlib.sha1(str(Path(manifest.root).resolve()).encode()).hexdigest()[:12]
             cache_root = Path(cache_dir) if cache_dir is not None else md.path / "code_cache" / key
 
@@ -409,9 +427,6 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
         lora_info: dict[str, Any] | None = None
         trainable_extra: tuple[str, ...] = ()
         if resume:
-            from .state import read_checkpoint_extra
-
-            extra = _on_rank0(dist, lambda: read_checkpoint_extra(ckpt))
             cfg = PriorConfig.from_dict(extra["model_config"], f"{ckpt}: model_config")
             vocab = LabelVocab.from_dict(extra["labels"]) if extra.get("labels") else None
             torch.manual_seed(config.seed)
@@ -440,22 +455,22 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
                             "(new embeddings start at the mean of the known ones)")
                         md.save_prior(model)
                         vocab.save(folder)
-                    if lora_rank:
+                    if o.lora_rank:
                         trainable_extra = ("label_conditioner.artist_emb", "label_conditioner.genre_emb")
             if dist.is_main:
                 log(f"fine-tuning the level-{level} prior of {md.path} (pass --restart to start from the preset)")
         else:
-            cfg, vocab = new_prior_config(preset or _default_prior_preset(vq, level), vq, level, manifest, n_ctx)
+            cfg, vocab = new_prior_config(o.preset or _default_prior_preset(vq, level), vq, level, manifest, o.n_ctx)
             torch.manual_seed(config.seed)
             model = Prior(cfg)
-        if labels_every_position and not resume:
+        if o.labels_every_position and not resume:
             if cfg.labels is None:
                 raise UsageError(f"--labels-every-position: the level-{level} prior has no labels")
             if not cfg.labels.every_position:
                 model, cfg = with_labels_every_position(model)
                 if dist.is_main:
                     log("artist/genre labels now reach every position (zero-initialised projection)")
-        if tempo and not resume and not (cfg.labels is not None and cfg.labels.tempo):
+        if o.tempo and not resume and not (cfg.labels is not None and cfg.labels.tempo):
             model, cfg = with_tempo(model)
             if dist.is_main:
                 log("the prior now takes a tempo and beat phase (zero-initialised embeddings)")
@@ -464,15 +479,15 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
             beats = _on_rank0(dist, lambda: _corpus_beats(data, cache, manifest, log))
         if cfg.l_bins != vq.l_bins or cfg.hop_lengths != vq.hop_lengths:
             raise JukeboxError(f"the level-{level} prior was made for another VQ-VAE")
-        if lora_rank and not resume:
-            modules = apply_lora(model, lora_rank, lora_alpha)
+        if o.lora_rank and not resume:
+            modules = apply_lora(model, o.lora_rank, o.lora_alpha)
             n = mark_only_lora_trainable(model, also=trainable_extra)
-            lora_info = {"rank": lora_rank, "alpha": float(lora_rank if lora_alpha is None else lora_alpha),
+            lora_info = {"rank": o.lora_rank, "alpha": float(o.lora_rank if o.lora_alpha is None else o.lora_alpha),
                          "modules": modules, "also": list(trainable_extra)}
             if dist.is_main:
-                log(f"LoRA rank {lora_rank} on {len(modules)} linears: {n} trainable parameters")
-        if checkpoint_activations is not None:
-            _set_activation_checkpointing(model, checkpoint_activations)
+                log(f"LoRA rank {o.lora_rank} on {len(modules)} linears: {n} trainable parameters")
+        if o.checkpoint_activations is not None:
+            _set_activation_checkpointing(model, o.checkpoint_activations)
         if cfg.labels is not None and vocab is not None:
             version = _label_version(cfg)
             for t in manifest.tracks:
@@ -506,25 +521,25 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
 
         writer_dir = _writer_dir(log_dir, md.path / "logs" / prior_folder(level))
         media_vqvae = md.load_vqvae("cpu") if writer_dir is not None and dist.is_main else None
-        if label_dropout and labeller is None:
+        if o.label_dropout and labeller is None:
             raise UsageError(f"--label-dropout: the level-{level} prior has no labels")
-        if (input_noise or scheduled_sampling) and cfg.lyrics.style == "merged":
+        if (o.input_noise or o.scheduled_sampling) and cfg.lyrics.style == "merged":
             raise UsageError("--input-noise / --scheduled-sampling: a lyric-merged (1b-style) prior reads lyrics and "
                              "codes as one sequence; train it without them")
         task = PriorTask(level, train, val, labeller, config.batch_size, config.seed, config.val_batches,
-                         export=export, vqvae=media_vqvae, label_dropout=label_dropout, input_noise=input_noise,
-                         l_bins=cfg.l_bins, scheduled_sampling=scheduled_sampling)
+                         export=export, vqvae=media_vqvae, l_bins=cfg.l_bins, options=o)
         if dist.is_main:
             n_params = sum(p.numel() for p in model.parameters())
             log(f"training the level-{level} prior ({n_params / 1e6:.2f}M parameters, n_ctx {cfg.n_ctx}) on "
                 f"{len(train.tracks)} tracks ({train.dropped} too short), {dist.world_size} process(es) on "
                 f"{dist.device}")
         extra_state = {"model_config": cfg.to_dict(), "labels": vocab.to_dict() if vocab else None,
-                       "lora": lora_info, "preset": preset}
+                       "lora": lora_info, "preset": o.preset, "options": o.to_dict()}
         trainer = Trainer(model, task, config, ckpt, dist, writer_dir, progress=progress and dist.is_main,
-                          record_batches=record_batches, log=log, extra_state=extra_state)
+                          record_batches=record_batches, log=log, extra_state=extra_state,
+                          data_state=o.data_state())
         result = trainer.fit(resume=resume, stop_at=stop_at)
-        if merge_lora and lora_info and dist.is_main and result.step >= config.steps:
+        if o.merge_lora and lora_info and dist.is_main and result.step >= config.steps:
             merged = copy.deepcopy(model).cpu()
             load_lora(merged, folder / "lora")  # the exported adapters (EMA-averaged when --ema is on)
             merge(merged)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from ..data.code_cache import CodeWindow, CodeWindowSampler
 from ..data.dataset import Window, WindowSampler
 from ..data.labels import Labeller, null_labels
+from .options import TrainOptions
 
 VAL_STREAM = 0x5EED_0FF5  # keeps validation draws apart from training draws
 
@@ -133,7 +134,9 @@ def estimate_bandwidth(sampler: WindowSampler, config: Any, n_windows: int = 16,
 class PriorTask(_WindowBatches):
     """Train one prior on windows of cached codes with their labels.
 
-    ``labeller`` builds y [B, 4 + max_bow_genre_size + n_tokens] (None for a prior without labels).
+    ``labeller`` builds y [B, 4 + max_bow_genre_size + n_tokens] (None for a prior without labels). The batch
+    rates (``label_dropout``, ``input_noise``, ``scheduled_sampling``) come from ``options`` (a
+    :class:`~jukebox.train.options.TrainOptions`) or by name.
     Batches: ``z`` [B, n_ctx] int64, ``z_cond`` [B, n_ctx // down] (upsamplers) and ``y``.
     """
 
@@ -143,7 +146,7 @@ class PriorTask(_WindowBatches):
                  labeller: Labeller | None, batch_size: int, seed: int = 0, val_batches: int = 4,
                  export: Callable[[nn.Module], None] | None = None, vqvae: Any = None,
                  label_dropout: float = 0.0, input_noise: float = 0.0, l_bins: int = 0,
-                 scheduled_sampling: float = 0.0) -> None:
+                 scheduled_sampling: float = 0.0, options: TrainOptions | None = None) -> None:
         self.name = f"prior_level_{level}"
         self.level = level
         self.train, self.val, self.labeller = train, val, labeller
@@ -151,19 +154,16 @@ class PriorTask(_WindowBatches):
         self._export = export
         self.vqvae = vqvae
         self._val: list[dict[str, Any]] | None = None
-        if not 0.0 <= label_dropout < 1.0:
-            raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
-        if label_dropout and labeller is None:
+        if options is None:  # the rates by name, checked as training options
+            options = TrainOptions(label_dropout=label_dropout, input_noise=input_noise,
+                                   scheduled_sampling=scheduled_sampling)
+        self.label_dropout = options.label_dropout
+        self.input_noise, self.l_bins = options.input_noise, l_bins
+        self.scheduled_sampling = options.scheduled_sampling
+        if self.label_dropout and labeller is None:
             raise ValueError("label dropout needs a prior with labels")
-        self.label_dropout = label_dropout
-        if not 0.0 <= input_noise < 1.0:
-            raise ValueError(f"input_noise must be in [0, 1), got {input_noise}")
-        if input_noise and l_bins < 1:
+        if self.input_noise and l_bins < 1:
             raise ValueError("input noise needs the number of codes (l_bins)")
-        self.input_noise, self.l_bins = input_noise, l_bins
-        if not 0.0 <= scheduled_sampling < 1.0:
-            raise ValueError(f"scheduled_sampling must be in [0, 1), got {scheduled_sampling}")
-        self.scheduled_sampling = scheduled_sampling
 
     def train_batch(self, step: int, micro: int, rank: int) -> dict[str, Any]:
         """A training batch; with ``label_dropout`` p, each item's artist and genre become ``unknown`` (a tempo
