@@ -22,6 +22,7 @@ from ..config import VQVAEConfig, vqvae_preset
 from ..data.dataset import Manifest, WindowSampler, scan_corpus, split_manifest
 from ..data.labels import LABELS_FILE, Labeller, LabelVocab, split_genre
 from ..errors import JukeboxError, UsageError
+from ..prior import Prior
 from .config import TrainConfig
 from .distributed import DistInfo, broadcast_object, cleanup_distributed, setup_distributed
 from .loop import Trainer, TrainResult
@@ -264,8 +265,6 @@ def new_prior_config(preset: str, vq: VQVAEConfig, level: int, manifest: Manifes
 def with_labels_every_position(model: torch.nn.Module) -> tuple[torch.nn.Module, Any]:
     """A copy of the prior ``model`` whose config has ``labels.every_position``, its weights kept and the new
     label projection at zero (same outputs as ``model``). Returns (prior, config)."""
-    from ..prior import Prior
-
     cfg = model.config
     new_cfg = dataclasses.replace(cfg, labels=dataclasses.replace(cfg.labels, every_position=True))
     new = Prior(new_cfg).to(next(model.parameters()).device)
@@ -278,8 +277,6 @@ def with_labels_every_position(model: torch.nn.Module) -> tuple[torch.nn.Module,
 def with_tempo(model: torch.nn.Module) -> tuple[torch.nn.Module, Any]:
     """A copy of the top-level prior ``model`` whose config has ``labels.tempo``, its weights kept and the new
     tempo and beat-phase embeddings at zero (same outputs as ``model`` for any tempo). Returns (prior, config)."""
-    from ..prior import Prior
-
     cfg = model.config
     if cfg.labels is None or cfg.is_upsampler:
         raise UsageError("--tempo: only a top-level prior with labels takes tempo conditioning")
@@ -375,13 +372,6 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
     folder's ``tempo.json`` (``jukebox prepare``) or tracked once into the code cache for an audio folder; the
     genres' typical tempi are saved beside the prior for sampling without an asked tempo.
     """
-    from ..data.code_cache import CodeCache, CodeWindowSampler, ensure_code_cache, is_code_folder
-    from ..prior import Prior
-    from ..prior.config import PriorConfig
-    from ..prior.lora import apply_lora, load_lora, mark_only_lora_trainable, save_lora
-    from ..prior.lora import merge_lora as merge
-    from .finetune import extend_prior_labels, extend_vocab
-
     config = config or TrainConfig()
     if preset is not None:
         option_overrides["preset"] = preset
@@ -392,163 +382,228 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
         vq = md.vqvae_config()
         if not 0 <= level < vq.levels:
             raise UsageError(f"--level must be in 0..{vq.levels - 1} for this VQ-VAE, got {level}")
-        folder = md.path / prior_folder(level)
-        ckpt = folder / "checkpoint"
-        extra: dict[str, Any] = {}
+        run = _PriorRun(md, level, vq, dist, config, o, log)
         if resume:
             from .state import read_checkpoint_extra
 
-            extra = _on_rank0(dist, lambda: read_checkpoint_extra(ckpt))
-            o = TrainOptions.of(options if options is not None else _stored_options(extra, ckpt), **option_overrides)
+            run.extra = _on_rank0(dist, lambda: read_checkpoint_extra(run.ckpt))
+            run.o = TrainOptions.of(options if options is not None else _stored_options(run.extra, run.ckpt),
+                                    **option_overrides)
+        run.load_data(data, cache_dir, rebuild_cache)
+        run.build_model(resume, restart)
+        task = run.task(data, log_dir)
+        trainer = Trainer(run.model, task, config, run.ckpt, dist, run.writer_dir, progress=progress and dist.is_main,
+                          record_batches=record_batches, log=log, extra_state=run.extra_state(),
+                          data_state=run.o.data_state())
+        result = trainer.fit(resume=resume, stop_at=stop_at)
+        if run.o.merge_lora and run.lora_info and dist.is_main and result.step >= config.steps:
+            run.merge_lora()
+        return result
+    finally:
+        cleanup_distributed(dist)
+
+
+class _PriorRun:
+    """The stages of :func:`train_prior`: the corpus and its codes (:meth:`load_data`), the prior to train
+    (:meth:`build_model`: resumed, fine-tuned or new, then upgraded and adapted as the options ask), its task
+    (:meth:`task`) and, after training, the LoRA merge (:meth:`merge_lora`)."""
+
+    def __init__(self, md: ModelDir, level: int, vq: VQVAEConfig, dist: DistInfo, config: TrainConfig,
+                 options: TrainOptions, log: LogFn) -> None:
+        self.md, self.level, self.vq, self.dist, self.config, self.o, self.log = (md, level, vq, dist, config,
+                                                                                 options, log)
+        self.folder = md.path / prior_folder(level)
+        self.ckpt = self.folder / "checkpoint"
+        self.extra: dict[str, Any] = {}
+        self.lora_info: dict[str, Any] | None = None
+        self.trainable_extra: tuple[str, ...] = ()
+        self.vocab: LabelVocab | None = None
+        self.beats: dict[str, Any] | None = None
+        self.writer_dir: Path | None = None
+
+    def _note(self, msg: str) -> None:
+        if self.dist.is_main:
+            self.log(msg)
+
+    def load_data(self, data: str | Path, cache_dir: str | Path | None, rebuild_cache: bool) -> None:
+        """The manifest and the code cache: a code folder as it is, or an audio folder encoded once (rank 0)."""
+        from ..data.code_cache import CodeCache, ensure_code_cache, is_code_folder
+
+        md, vq, dist, o, seed = self.md, self.vq, self.dist, self.o, self.config.seed
         if Path(data).is_dir() and is_code_folder(data):
             if cache_dir is not None or rebuild_cache:
                 raise UsageError(f"{data} is a code folder: --cache and --rebuild-cache apply to audio folders only")
-            manifest = _on_rank0(dist, lambda: load_code_folder(data, md.path / "vqvae", level, vq.levels - 1,
-                                                                o.val_fraction, config.seed)[0])
-            cache = CodeCache(data)
-            if cache.sample_rate != vq.sample_rate or cache.hop_lengths != tuple(vq.hop_lengths):
+            self.manifest = _on_rank0(dist, lambda: load_code_folder(data, md.path / "vqvae", self.level,
+                                                                     vq.levels - 1, o.val_fraction, seed)[0])
+            self.cache = CodeCache(data)
+            if self.cache.sample_rate != vq.sample_rate or self.cache.hop_lengths != tuple(vq.hop_lengths):
                 raise JukeboxError(f"{data}: codes were made by another VQ-VAE; re-encode with jukebox prepare --codes")
-            if dist.is_main:
-                log(f"training from the code folder {data} ({len(manifest.tracks)} tracks, levels "
-                    f"{', '.join(map(str, cache.present))}; no audio needed)")
-        else:
-            manifest = _on_rank0(dist, lambda: load_corpus(data, vq.sample_rate, o.val_fraction, config.seed, log))
-            key = hashlib.sha1(str(Path(manifest.root).resolve()).encode()).hexdigest()[:12]
-            cache_root = Path(cache_dir) if cache_dir is not None else md.path / "code_cache" / key
+            self._note(f"training from the code folder {data} ({len(self.manifest.tracks)} tracks, levels "
+                       f"{', '.join(map(str, self.cache.present))}; no audio needed)")
+            return
+        self.manifest = _on_rank0(dist, lambda: load_corpus(data, vq.sample_rate, o.val_fraction, seed, self.log))
+        key = hashlib.sha1(str(Path(self.manifest.root).resolve()).encode()).hexdigest()[:12]
+        cache_root = Path(cache_dir) if cache_dir is not None else md.path / "code_cache" / key
 
-            def build_cache() -> None:
-                vqvae = md.load_vqvae(dist.device)
-                ensure_code_cache(manifest, vqvae, md.path / "vqvae", cache_root, rebuild=rebuild_cache, log=log)
+        def build_cache() -> None:
+            vqvae = md.load_vqvae(dist.device)
+            ensure_code_cache(self.manifest, vqvae, md.path / "vqvae", cache_root, rebuild=rebuild_cache,
+                              log=self.log)
 
-            _on_rank0(dist, build_cache)
-            cache = CodeCache(cache_root)
+        _on_rank0(dist, build_cache)
+        self.cache = CodeCache(cache_root)
 
-        exists = level in md.prior_levels()
-        lora_info: dict[str, Any] | None = None
-        trainable_extra: tuple[str, ...] = ()
+    def build_model(self, resume: bool, restart: bool) -> None:
+        """The prior to train: from the checkpoint (resume), the model directory's (fine-tuning, its vocabulary
+        extended) or the preset's; then upgraded (every-position labels, tempo) and adapted (LoRA) as asked."""
+        from ..prior.lora import apply_lora, mark_only_lora_trainable
+
+        o, level = self.o, self.level
         if resume:
-            cfg = PriorConfig.from_dict(extra["model_config"], f"{ckpt}: model_config")
-            vocab = LabelVocab.from_dict(extra["labels"]) if extra.get("labels") else None
-            torch.manual_seed(config.seed)
-            model = Prior(cfg)
-            lora_info = extra.get("lora")
-            if lora_info:
-                apply_lora(model, int(lora_info["rank"]), float(lora_info["alpha"]), targets=lora_info["modules"])
-                trainable_extra = tuple(lora_info.get("also", ()))
-                mark_only_lora_trainable(model, also=trainable_extra)
-        elif exists and not restart:
-            model = md.load_prior(level, "cpu").train()
-            cfg = model.config
-            vocab = None
-            if cfg.labels is not None:
-                old = LabelVocab.load(folder) if (folder / LABELS_FILE).exists() else (
-                    LabelVocab.load(md.path) if (md.path / LABELS_FILE).exists() else None)
-                if old is None:
-                    raise JukeboxError(f"{folder}: the prior has labels but no {LABELS_FILE}")
-                vocab, new_a, new_g = extend_vocab(old, [t.artist for t in manifest.tracks],
-                                                   [t.genre for t in manifest.tracks])
-                if new_a or new_g:
-                    model = extend_prior_labels(model, old, vocab, new_a, new_g)
-                    cfg = model.config
-                    if dist.is_main:
-                        log(f"extended the vocabulary with {len(new_a)} artists and {len(new_g)} genres "
-                            "(new embeddings start at the mean of the known ones)")
-                        md.save_prior(model)
-                        vocab.save(folder)
-                    if o.lora_rank:
-                        trainable_extra = ("label_conditioner.artist_emb", "label_conditioner.genre_emb")
-            if dist.is_main:
-                log(f"fine-tuning the level-{level} prior of {md.path} (pass --restart to start from the preset)")
+            self._resume_model()
+        elif level in self.md.prior_levels() and not restart:
+            self._existing_model()
         else:
-            cfg, vocab = new_prior_config(o.preset or _default_prior_preset(vq, level), vq, level, manifest, o.n_ctx)
-            torch.manual_seed(config.seed)
-            model = Prior(cfg)
+            self.cfg, self.vocab = new_prior_config(o.preset or _default_prior_preset(self.vq, level), self.vq, level,
+                                                    self.manifest, o.n_ctx)
+            torch.manual_seed(self.config.seed)
+            self.model = Prior(self.cfg)
         if o.labels_every_position and not resume:
-            if cfg.labels is None:
+            if self.cfg.labels is None:
                 raise UsageError(f"--labels-every-position: the level-{level} prior has no labels")
-            if not cfg.labels.every_position:
-                model, cfg = with_labels_every_position(model)
-                if dist.is_main:
-                    log("artist/genre labels now reach every position (zero-initialised projection)")
-        if o.tempo and not resume and not (cfg.labels is not None and cfg.labels.tempo):
-            model, cfg = with_tempo(model)
-            if dist.is_main:
-                log("the prior now takes a tempo and beat phase (zero-initialised embeddings)")
-        beats = None
-        if cfg.labels is not None and cfg.labels.tempo:
-            beats = _on_rank0(dist, lambda: _corpus_beats(data, cache, manifest, log))
-        if cfg.l_bins != vq.l_bins or cfg.hop_lengths != vq.hop_lengths:
+            if not self.cfg.labels.every_position:
+                self.model, self.cfg = with_labels_every_position(self.model)
+                self._note("artist/genre labels now reach every position (zero-initialised projection)")
+        if o.tempo and not resume and not (self.cfg.labels is not None and self.cfg.labels.tempo):
+            self.model, self.cfg = with_tempo(self.model)
+            self._note("the prior now takes a tempo and beat phase (zero-initialised embeddings)")
+        if self.cfg.l_bins != self.vq.l_bins or self.cfg.hop_lengths != self.vq.hop_lengths:
             raise JukeboxError(f"the level-{level} prior was made for another VQ-VAE")
         if o.lora_rank and not resume:
-            modules = apply_lora(model, o.lora_rank, o.lora_alpha)
-            n = mark_only_lora_trainable(model, also=trainable_extra)
-            lora_info = {"rank": o.lora_rank, "alpha": float(o.lora_rank if o.lora_alpha is None else o.lora_alpha),
-                         "modules": modules, "also": list(trainable_extra)}
-            if dist.is_main:
-                log(f"LoRA rank {o.lora_rank} on {len(modules)} linears: {n} trainable parameters")
+            modules = apply_lora(self.model, o.lora_rank, o.lora_alpha)
+            n = mark_only_lora_trainable(self.model, also=self.trainable_extra)
+            alpha = float(o.lora_rank if o.lora_alpha is None else o.lora_alpha)
+            self.lora_info = {"rank": o.lora_rank, "alpha": alpha, "modules": modules,
+                              "also": list(self.trainable_extra)}
+            self._note(f"LoRA rank {o.lora_rank} on {len(modules)} linears: {n} trainable parameters")
         if o.checkpoint_activations is not None:
-            _set_activation_checkpointing(model, o.checkpoint_activations)
-        if cfg.labels is not None and vocab is not None:
+            _set_activation_checkpointing(self.model, o.checkpoint_activations)
+
+    def _resume_model(self) -> None:
+        from ..prior.config import PriorConfig
+        from ..prior.lora import apply_lora, mark_only_lora_trainable
+
+        extra = self.extra
+        self.cfg = PriorConfig.from_dict(extra["model_config"], f"{self.ckpt}: model_config")
+        self.vocab = LabelVocab.from_dict(extra["labels"]) if extra.get("labels") else None
+        torch.manual_seed(self.config.seed)
+        self.model = Prior(self.cfg)
+        self.lora_info = extra.get("lora")
+        if self.lora_info:
+            info = self.lora_info
+            apply_lora(self.model, int(info["rank"]), float(info["alpha"]), targets=info["modules"])
+            self.trainable_extra = tuple(info.get("also", ()))
+            mark_only_lora_trainable(self.model, also=self.trainable_extra)
+
+    def _existing_model(self) -> None:
+        from .finetune import extend_prior_labels, extend_vocab
+
+        md, folder = self.md, self.folder
+        self.model = md.load_prior(self.level, "cpu").train()
+        self.cfg = self.model.config
+        if self.cfg.labels is not None:
+            old = LabelVocab.load(folder) if (folder / LABELS_FILE).exists() else (
+                LabelVocab.load(md.path) if (md.path / LABELS_FILE).exists() else None)
+            if old is None:
+                raise JukeboxError(f"{folder}: the prior has labels but no {LABELS_FILE}")
+            tracks = self.manifest.tracks
+            self.vocab, new_a, new_g = extend_vocab(old, [t.artist for t in tracks], [t.genre for t in tracks])
+            if new_a or new_g:
+                self.model = extend_prior_labels(self.model, old, self.vocab, new_a, new_g)
+                self.cfg = self.model.config
+                if self.dist.is_main:
+                    self.log(f"extended the vocabulary with {len(new_a)} artists and {len(new_g)} genres "
+                             "(new embeddings start at the mean of the known ones)")
+                    md.save_prior(self.model)
+                    self.vocab.save(folder)
+                if self.o.lora_rank:
+                    self.trainable_extra = ("label_conditioner.artist_emb", "label_conditioner.genre_emb")
+        self._note(f"fine-tuning the level-{self.level} prior of {md.path} (pass --restart to start from the preset)")
+
+    def task(self, data: str | Path, log_dir: str | Path | None) -> PriorTask:
+        """The prior's task: beats (tempo priors), labeller, train/validation windows, export and options."""
+        from ..data.code_cache import CodeWindowSampler
+
+        cfg, o, level, dist, manifest = self.cfg, self.o, self.level, self.dist, self.manifest
+        if cfg.labels is not None and cfg.labels.tempo:
+            self.beats = _on_rank0(dist, lambda: _corpus_beats(data, self.cache, manifest, self.log))
+        labeller = None
+        if cfg.labels is not None and self.vocab is not None:
             version = _label_version(cfg)
             for t in manifest.tracks:
                 if len(split_genre(t.genre, version)) > cfg.labels.max_bow_genre_size:
                     raise JukeboxError(f"{t.path}: genre {t.genre!r} has more words than this prior takes "
                                        f"({cfg.labels.max_bow_genre_size}); shorten it in the metadata")
-        labeller = (Labeller(vocab, cfg.labels.max_bow_genre_size, cfg.lyrics.n_tokens, cfg.sample_length,
-                             tempo=cfg.labels.tempo)
-                    if cfg.labels is not None and vocab is not None else None)
+            labeller = Labeller(self.vocab, cfg.labels.max_bow_genre_size, cfg.lyrics.n_tokens, cfg.sample_length,
+                                tempo=cfg.labels.tempo)
         if cfg.labels is not None and labeller is None:
-            raise JukeboxError(f"{folder}: the prior needs labels but no vocabulary was found")
+            raise JukeboxError(f"{self.folder}: the prior needs labels but no vocabulary was found")
         down = cfg.cond_downsample
-        train = CodeWindowSampler(cache, manifest, level, cfg.n_ctx, "train", down, beats=beats)
+        train = CodeWindowSampler(self.cache, manifest, level, cfg.n_ctx, "train", down, beats=self.beats)
         try:
-            val = CodeWindowSampler(cache, manifest, level, cfg.n_ctx, "validation", down, beats=beats)
+            val = CodeWindowSampler(self.cache, manifest, level, cfg.n_ctx, "validation", down, beats=self.beats)
         except JukeboxError:
             val = None
-
-        def export(m: torch.nn.Module) -> None:
-            if lora_info:
-                save_lora(m, folder / "lora", extra={"labels": vocab.to_dict() if vocab else None},
-                          include=trainable_extra)
-                if vocab is not None:
-                    vocab.save(folder / "lora")
-                return
-            md.save_prior(m)
-            if vocab is not None:
-                vocab.save(folder)
-            if beats is not None:
-                md.save_tempi(level, genre_tempi(manifest, beats))
-
-        writer_dir = _writer_dir(log_dir, md.path / "logs" / prior_folder(level))
-        media_vqvae = md.load_vqvae("cpu") if writer_dir is not None and dist.is_main else None
+        self.writer_dir = _writer_dir(log_dir, self.md.path / "logs" / prior_folder(level))
+        media_vqvae = self.md.load_vqvae("cpu") if self.writer_dir is not None and dist.is_main else None
         if o.label_dropout and labeller is None:
             raise UsageError(f"--label-dropout: the level-{level} prior has no labels")
         if (o.input_noise or o.scheduled_sampling) and cfg.lyrics.style == "merged":
             raise UsageError("--input-noise / --scheduled-sampling: a lyric-merged (1b-style) prior reads lyrics and "
                              "codes as one sequence; train it without them")
+        config = self.config
         task = PriorTask(level, train, val, labeller, config.batch_size, config.seed, config.val_batches,
-                         export=export, vqvae=media_vqvae, l_bins=cfg.l_bins, options=o)
+                         export=self.export, vqvae=media_vqvae, l_bins=cfg.l_bins, options=o)
         if dist.is_main:
-            n_params = sum(p.numel() for p in model.parameters())
-            log(f"training the level-{level} prior ({n_params / 1e6:.2f}M parameters, n_ctx {cfg.n_ctx}) on "
-                f"{len(train.tracks)} tracks ({train.dropped} too short), {dist.world_size} process(es) on "
-                f"{dist.device}")
-        extra_state = {"model_config": cfg.to_dict(), "labels": vocab.to_dict() if vocab else None,
-                       "lora": lora_info, "preset": o.preset, "options": o.to_dict()}
-        trainer = Trainer(model, task, config, ckpt, dist, writer_dir, progress=progress and dist.is_main,
-                          record_batches=record_batches, log=log, extra_state=extra_state,
-                          data_state=o.data_state())
-        result = trainer.fit(resume=resume, stop_at=stop_at)
-        if o.merge_lora and lora_info and dist.is_main and result.step >= config.steps:
-            merged = copy.deepcopy(model).cpu()
-            load_lora(merged, folder / "lora")  # the exported adapters (EMA-averaged when --ema is on)
-            merge(merged)
-            for p in merged.parameters():
-                p.requires_grad = True
-            md.save_prior(merged)
+            n_params = sum(p.numel() for p in self.model.parameters())
+            self.log(f"training the level-{level} prior ({n_params / 1e6:.2f}M parameters, n_ctx {cfg.n_ctx}) on "
+                     f"{len(train.tracks)} tracks ({train.dropped} too short), {dist.world_size} process(es) on "
+                     f"{dist.device}")
+        return task
+
+    def export(self, m: torch.nn.Module) -> None:
+        """Write the trained prior (or its LoRA adapters) where sampling finds it."""
+        from ..prior.lora import save_lora
+
+        vocab, folder = self.vocab, self.folder
+        if self.lora_info:
+            save_lora(m, folder / "lora", extra={"labels": vocab.to_dict() if vocab else None},
+                      include=self.trainable_extra)
             if vocab is not None:
-                vocab.save(folder)
-            log(f"merged the LoRA adapters into {folder}")
-        return result
-    finally:
-        cleanup_distributed(dist)
+                vocab.save(folder / "lora")
+            return
+        self.md.save_prior(m)
+        if vocab is not None:
+            vocab.save(folder)
+        if self.beats is not None:
+            self.md.save_tempi(self.level, genre_tempi(self.manifest, self.beats))
+
+    def extra_state(self) -> dict[str, Any]:
+        """What every checkpoint keeps for a resume: the model config, vocabulary, LoRA settings and options."""
+        return {"model_config": self.cfg.to_dict(), "labels": self.vocab.to_dict() if self.vocab else None,
+                "lora": self.lora_info, "preset": self.o.preset, "options": self.o.to_dict()}
+
+    def merge_lora(self) -> None:
+        """Fold the exported adapters (EMA-averaged when --ema is on) into the prior's weights."""
+        from ..prior.lora import load_lora
+        from ..prior.lora import merge_lora as merge
+
+        merged = copy.deepcopy(self.model).cpu()
+        load_lora(merged, self.folder / "lora")
+        merge(merged)
+        for p in merged.parameters():
+            p.requires_grad = True
+        self.md.save_prior(merged)
+        if self.vocab is not None:
+            self.vocab.save(self.folder)
+        self.log(f"merged the LoRA adapters into {self.folder}")
