@@ -98,7 +98,7 @@ def test_import_openai_vqvae_parity_through_cli(tmp_path, capsys, one_thread):
     assert main(["encode", "-m", str(model), str(tmp_path / "in.wav"), "-o", str(tmp_path / "c.npz")]) == 0
     with np.load(tmp_path / "c.npz") as f:
         for level in range(3):
-            # Bitwise identity holds for the fixture's batch of 2 (tests/test_vqvae_parity.py); encoding one item
+            # Bitwise identity holds for the fixture's batch of 2 (tests/parity/test_vqvae_parity.py); encoding one item
             # alone changes conv summation order, which flips an exact near-tie (1 code of 1344 here).
             mismatch = (f[f"level_{level}"] != ref["outputs"]["zs"][level][0].numpy()).mean()
             assert mismatch <= 0.005, (level, mismatch)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def _env() -> dict[str, str]:

@@ -21,7 +21,7 @@ from jukebox.checkpoint import download as dl
 from jukebox.cli.main import main
 from jukebox.errors import JukeboxError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Tiny hyper-parameters with the released models' structure (as in the original's hps of a checkpoint).
 VQ_HPS = {"sr": 44100, "levels": 3, "downs_t": (3, 2, 2), "strides_t": (2, 2, 2), "emb_width": 16, "l_bins": 64,
