@@ -13,8 +13,8 @@
       alignment_{i}.png     lyric models: the alignment matrix of item i
 
 Every file is written atomically, so an interrupted run leaves a consistent folder that ``--resume`` continues
-(metadata.json of version 1, without ``format`` and ``version``, is read the same way). :func:`sample` is the one
-place a request's mode becomes a call of the public API.
+(metadata.json of version 1, without ``format`` and ``version``, is read the same way). :func:`api_call` is the
+one place a request's mode becomes a call of the public API.
 """
 
 from __future__ import annotations
@@ -207,6 +207,16 @@ def sample(model: Any, request: SamplingRequest, settings: Any = None, resume_co
     :class:`~jukebox.api.Generation`. ``settings``: the resolved :class:`~jukebox.sampling.settings.SamplingSettings`
     (default: the model's own with the request's overrides). ``resume_codes``: the codes an interrupted run of
     this request saved; the run continues from them."""
+    call, kwargs = api_call(model, request, settings, resume_codes, progress, on_level_done)
+    return call(**kwargs)
+
+
+def api_call(model: Any, request: SamplingRequest, settings: Any = None,
+             resume_codes: Mapping[int, Any] | None = None, progress: ProgressFn | None = None,
+             on_level_done: Callable[[int, dict[int, Any]], None] | None = None,
+             ) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The public API call that samples ``request`` (the one place a request's mode becomes ``generate``,
+    ``continue_`` or ``upsample``) and its keyword arguments, for :func:`sample` and :func:`run`."""
     import torch
 
     if settings is None:
@@ -221,16 +231,16 @@ def sample(model: Any, request: SamplingRequest, settings: Any = None, resume_co
     if resume_codes is not None:
         codes = {int(k): torch.as_tensor(np.asarray(v)) for k, v in resume_codes.items()}
         if mode == "upsample":
-            return model.upsample(codes, **common)
-        return model.continue_(codes=codes, seconds=request.seconds, **tempo, **common)
+            return model.upsample, dict(codes=codes, **common)
+        return model.continue_, dict(codes=codes, seconds=request.seconds, **tempo, **common)
     if mode == "ancestral":
-        return model.generate(seconds=request.seconds, **tempo, **common)
+        return model.generate, dict(seconds=request.seconds, **tempo, **common)
     if mode == "primed":
         from .audio import load_audio
 
         audio, _ = load_audio(request.prompt, sample_rate=model.sample_rate)
-        return model.continue_(torch.from_numpy(audio), seconds=request.seconds,
-                               prompt_seconds=request.prompt_seconds, **tempo, **common)
+        return model.continue_, dict(audio=torch.from_numpy(audio), seconds=request.seconds,
+                                     prompt_seconds=request.prompt_seconds, **tempo, **common)
     loaded = load_codes_file(request.codes)
     if request.codes_levels is not None:
         missing = sorted(set(request.codes_levels) - set(loaded))
@@ -239,9 +249,9 @@ def sample(model: Any, request: SamplingRequest, settings: Any = None, resume_co
         loaded = {lvl: loaded[lvl] for lvl in request.codes_levels}
     codes = {k: torch.from_numpy(v) for k, v in loaded.items()}
     if mode == "continue":
-        return model.continue_(codes=codes, seconds=request.seconds, prompt_seconds=request.prompt_seconds,
-                               **tempo, **common)
-    return model.upsample(codes, **common)
+        return model.continue_, dict(codes=codes, seconds=request.seconds, prompt_seconds=request.prompt_seconds,
+                                     **tempo, **common)
+    return model.upsample, dict(codes=codes, **common)
 
 
 def run(model: Any, request: SamplingRequest, folder: RunFolder, settings: Any = None,
@@ -258,7 +268,8 @@ def run(model: Any, request: SamplingRequest, folder: RunFolder, settings: Any =
         if on_level_done is not None:
             on_level_done(level, codes)
 
-    gen = sample(model, request, settings, resume_codes, progress, level_done)
+    call, kwargs = api_call(model, request, settings, resume_codes, progress, level_done)
+    gen = call(**kwargs)
     folder.finish(model, gen)
     return gen
 

@@ -178,6 +178,18 @@ class Prior(nn.Module):
         """Sample the decoder's raw sequence (1b style: lyric tokens then codes + n_vocab) and, if asked, its
         logits at every position. Arguments as :meth:`sample`."""
         s = LevelSettings.of(settings, **overrides)
+        args, kwargs = self._decoder_inputs(n_samples, z_cond, y, s, prime, sample_tokens, mask_lyric_vocab,
+                                            prime_lengths, y_uncond)
+        return sample_autoregressive(*args, generator=generator, progress=progress, return_logits=return_logits,
+                                     **kwargs)
+
+    def _decoder_inputs(self, n_samples: int, z_cond: Tensor | None, y: Tensor | None, s: LevelSettings,
+                        prime: Tensor | None, sample_tokens: int | None, mask_lyric_vocab: bool,
+                        prime_lengths: Sequence[int] | None, y_uncond: Tensor | None,
+                        ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The arguments of :func:`~jukebox.prior.sampler.sample_autoregressive` for this prior's decoder:
+        conditioning (and its unconditional twin for guidance), the known prefix (1b style: lyrics first), the
+        length and the lyric-vocabulary mask."""
         for name, t in (("z_cond", z_cond), ("y", y), ("prime", prime)):
             if t is not None and t.shape[0] != n_samples:
                 raise ValueError(f"{name} has batch {t.shape[0]}, expected n_samples={n_samples}")
@@ -206,10 +218,9 @@ class Prior(nn.Module):
                 mask = torch.arange(self.decoder.bins, device=known.device) < self.n_vocab
         elif self.style == "encoder_decoder":
             states = self.encode_lyrics(cond.lyrics)
-        return sample_autoregressive(self.decoder, n_samples, total, known, cond.start, c, states, s,
-                                     generator=generator, progress=progress, logits_mask=mask,
-                                     return_logits=return_logits, known_lengths=lengths,
-                                     uncond=None if uncond is None else (uncond.start, c_u))
+        args = (self.decoder, n_samples, total, known, cond.start, c, states, s)
+        return args, dict(logits_mask=mask, known_lengths=lengths,
+                          uncond=None if uncond is None else (uncond.start, c_u))
 
     @torch.no_grad()
     def sample(self, n_samples: int, z_cond: Tensor | None = None, y: Tensor | None = None,
@@ -239,9 +250,10 @@ class Prior(nn.Module):
                 different lengths in one batch (parallel upsampling).
             overrides: settings by name (``temperature=0.9, top_k=5``...) on top of ``settings``; checked once.
         """
-        seq, _ = self.sample_sequence(n_samples, z_cond, y, settings, prime=prime, sample_tokens=sample_tokens,
-                                      generator=generator, progress=progress, mask_lyric_vocab=mask_lyric_vocab,
-                                      prime_lengths=prime_lengths, y_uncond=y_uncond, **overrides)
+        s = LevelSettings.of(settings, **overrides)
+        args, kwargs = self._decoder_inputs(n_samples, z_cond, y, s, prime, sample_tokens, mask_lyric_vocab,
+                                            prime_lengths, y_uncond)
+        seq, _ = sample_autoregressive(*args, generator=generator, progress=progress, **kwargs)
         if self.style == "merged":
             seq = (seq[:, self.n_tokens:] - self.n_vocab).clamp(min=0)
         return seq
