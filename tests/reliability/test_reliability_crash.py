@@ -21,7 +21,7 @@ from jukebox.cli.main import main
 from jukebox.testing import make_tiny_model_dir
 from jukebox.train.state import checkpoint_exists, load_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _corpus(root: Path) -> Path:
