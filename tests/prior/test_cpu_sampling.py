@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_fast_sampling import TINY, _inputs, _model
 
 from jukebox.prior.sampler import draw_tokens, sample_autoregressive
 from jukebox.sampling.filters import categorical_cdf, filter_logits
 from jukebox.sampling.pipeline import LevelSettings
-from test_fast_sampling import TINY, _inputs, _model
 
 
 @pytest.mark.parametrize("name", TINY)
