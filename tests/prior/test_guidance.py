@@ -112,9 +112,9 @@ def test_items_carry_their_own_total_seconds(tiny, tmp_path, monkeypatch):
         jb.generate(items=[{"total_seconds": "long"}], seconds=seconds, levels=[2])
     batch = tmp_path / "b.jsonl"
     batch.write_text('{"artist": "unknown", "total_seconds": 4}\n{"genre": "unknown"}\n')
-    from jukebox.cli.sample import _read_batch
+    from jukebox.cli.common import read_batch_file
 
-    assert _read_batch(str(batch)) == [{"artist": "unknown", "total_seconds": 4.0}, {"genre": "unknown"}]
+    assert read_batch_file(str(batch)) == [{"artist": "unknown", "total_seconds": 4.0}, {"genre": "unknown"}]
 
 
 def test_upsampler_guidance_per_level(tiny, tmp_path):

@@ -9,7 +9,6 @@ as it finishes, so an interrupted run keeps its work and ``--resume`` continues 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from ..errors import JukeboxError, UsageError
 from ..loudness import DEFAULT_LUFS
 from ..runs import MODES, RunFolder, SamplingRequest, run
-from .common import add_device_arg, resolve_device
+from .common import add_device_arg, printable, read_batch_file, resolve_device
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -117,37 +116,6 @@ def _per_level(values: list[float] | None) -> Any:
     return {lvl: values[lvl] for lvl in range(len(values))}
 
 
-def _read_batch(path: str) -> list[dict[str, Any]]:
-    items = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict) or not set(obj) <= {"artist", "genre", "lyrics", "total_seconds", "bpm"}:
-            raise UsageError(f"{path}:{n}: expected an object with artist, genre, lyrics (and optionally "
-                             "total_seconds, bpm)")
-        numbers = {}
-        for key, what in (("total_seconds", "a number of seconds"), ("bpm", "a tempo in BPM")):
-            v = obj.pop(key, None)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                raise UsageError(f"{path}:{n}: {key} must be {what}")
-            if v is not None:
-                numbers[key] = float(v)
-        items.append({k: str(v) for k, v in obj.items()} | numbers)
-    if not items:
-        raise UsageError(f"{path}: no items")
-    return items
-
-
 def _list_names(model, which: str, query: str) -> int:
     vocab = model.vocab()
     if vocab is None:
@@ -158,7 +126,7 @@ def _list_names(model, which: str, query: str) -> int:
     else:
         names = vocab.list_artists() if which == "artists" else vocab.list_genres()
     for name in names:
-        print(name)
+        print(printable(name) if isinstance(name, str) else (printable(name[0]), *name[1:]))
     return 0
 
 
@@ -196,7 +164,7 @@ def _request_from_args(args: argparse.Namespace) -> SamplingRequest:
             raise UsageError(f"{args.lyrics_file}: no such file") from None
         except UnicodeDecodeError:
             raise UsageError(f"{args.lyrics_file}: lyrics must be UTF-8 text") from None
-    items = _read_batch(args.batch) if args.batch else None
+    items = read_batch_file(args.batch) if args.batch else None
     n = len(items) if items else args.n_samples
     if args.batch and args.n_samples not in (1, n):
         raise UsageError(f"--batch has {n} items but --n-samples is {args.n_samples}")

@@ -163,7 +163,7 @@ def read_metadata(root: str | Path) -> tuple[dict[str, dict[str, str]], str | No
         for i, row in enumerate(reader, start=2):
             rows.append((i, {(k or "").strip(): v for k, v in row.items()}))
     else:
-        for i, line in enumerate(text.splitlines(), start=1):
+        for i, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:

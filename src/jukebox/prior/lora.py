@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from ..atomic import atomic_path, atomic_write_text
 from ..errors import JukeboxError
+from ..fileio import read_json
 
 FORMAT = "jukebox-lora"
 ADAPTER_WEIGHTS = "adapter.safetensors"
@@ -143,7 +144,7 @@ def read_lora_config(folder: str | Path) -> dict:
     if not path.is_file():
         raise JukeboxError(f"{folder}: no LoRA adapters ({ADAPTER_CONFIG} missing)")
     try:
-        meta = json.loads(path.read_text())
+        meta = read_json(path, "LoRA adapter config")
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise JukeboxError(f"{path}: corrupt adapter config ({e})") from None
     if meta.get("format") != FORMAT:

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from ..atomic import swap_in_folder
 from ..checkpoint.format import load_weights, save_weights, unshare_tensors
 from ..errors import JukeboxError
+from ..fileio import read_json
 from .config import TrainConfig
 
 FORMAT = "jukebox-train-state"
@@ -150,7 +151,7 @@ def read_checkpoint_extra(folder: str | Path) -> dict[str, Any]:
     for f in (folder, folder.with_name(folder.name + ".old")):
         if (f / STATE_JSON).is_file():
             try:
-                return dict(json.loads((f / STATE_JSON).read_text()).get("extra", {}))
+                return dict(read_json(f / STATE_JSON, "training state").get("extra", {}))
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise JukeboxError(f"{f / STATE_JSON}: corrupt training state ({e})") from None
     raise JukeboxError(f"{folder}: no training checkpoint to resume from")
@@ -167,7 +168,7 @@ def load_checkpoint(folder: str | Path) -> CheckpointState:
         else:
             raise JukeboxError(f"{folder}: no training checkpoint to resume from")
     try:
-        meta = json.loads((folder / STATE_JSON).read_text())
+        meta = read_json(folder / STATE_JSON, "training state")
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise JukeboxError(f"{folder / STATE_JSON}: corrupt training state ({e})") from None
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
