@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from cli_checks import one_line as _one_line
+from cli_checks import run_cli as _run
 
 from jukebox.audio import load_audio
 from jukebox.checkpoint.safe_load import safe_torch_load
@@ -42,19 +44,6 @@ def work(tmp_path_factory):
     model = make_tiny_model_dir(root / "tiny").path
     assert main(["encode", "-m", str(model), str(root / "ok.wav"), "-o", str(root / "codes.npz")]) == 0
     return {"root": root, "model": model, "codes": root / "codes.npz"}
-
-
-def _run(capsys, argv: list[str]) -> tuple[int, str]:
-    capsys.readouterr()
-    rc = main(argv)
-    return rc, capsys.readouterr().err.strip()
-
-
-def _one_line(err: str, rc: int, expect_rc: int, *words: str) -> None:
-    assert rc == expect_rc, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err and "unexpected" not in err, err
-    for w in words:
-        assert w in err, err
 
 
 def _replace(path: Path, kind: str) -> None:

@@ -21,13 +21,14 @@ import pytest
 import soundfile as sf
 import soxr
 import torch
+from cli_checks import one_line as _one_line
+from cli_checks import run_cli as _run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jukebox.audio as audio_mod
 import jukebox.fileio as fileio
 from jukebox.audio import load_audio
-from jukebox.cli.main import main
 from jukebox.config import SIZE_LIMITS, VQVAE_PRESETS, VQVAEConfig, check_limits
 from jukebox.data.text import MAX_LYRIC_CHARS, check_lyrics_length, clean_lyrics
 from jukebox.errors import JukeboxError, UsageError
@@ -46,19 +47,6 @@ def models(tmp_path_factory):
     sf.write(root / "ok.wav", (np.random.default_rng(0).standard_normal(4410) * 0.1).astype("f4"), 44100)
     return {"root": root, "tiny": make_tiny_model_dir(root / "tiny").path,
             "lyrics": make_tiny_model_dir(root / "lyrics", lyrics="encoder_decoder").path}
-
-
-def _run(capsys, argv: list[str]) -> tuple[int, str]:
-    capsys.readouterr()
-    rc = main(argv)
-    return rc, capsys.readouterr().err.strip()
-
-
-def _one_line(err: str, rc: int, expect_rc: int, *words: str) -> None:
-    assert rc == expect_rc, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err and "unexpected" not in err, err
-    for w in words:
-        assert w in err, err
 
 
 def _peak_delta_mb(setup: str, action: str) -> tuple[float, str]:
