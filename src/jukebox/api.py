@@ -184,7 +184,7 @@ class Jukebox:
         metas = [dict(artist=item["artist"], genre=item["genre"], lyrics=item["lyrics"], offset=0,
                       total_length=total_length if item.get("total_seconds") is None else
                       max(sample_length, int(round(item["total_seconds"] * self.sample_rate))),
-                      bpm=item.get("bpm"), beat0=0)
+                      bpm=item.get("bpm"), beat0=int(item.get("beat0", 0)))
                  for item in items]
         return labeller.batch_labels(metas, device=self.device, warn=warn)
 
@@ -494,7 +494,9 @@ class Jukebox:
         """Continue an audio prompt [B or 1, 1, T] (primed sampling) or saved codes up to ``seconds`` in all.
 
         ``prompt_seconds`` cuts the prompt (rounded down to whole top-level tokens). With ``audio`` of batch 1
-        and ``n_samples`` > 1 the prompt is shared by every sample. The other arguments as for :meth:`generate`.
+        and ``n_samples`` > 1 the prompt is shared by every sample. A tempo model asked for no ``bpm`` continues
+        an audio prompt at the prompt's own tempo and beat (tracked over its last seconds), where it has a steady
+        pulse. The other arguments as for :meth:`generate`.
         """
         resolved = self.sampling_settings(settings, **overrides)
         if (audio is None) == (codes is None):
@@ -529,9 +531,28 @@ class Jukebox:
             raise UsageError(f"the prompt ({have / self.sample_rate:.2f} s) is not shorter than the song "
                              f"({length / self.sample_rate:.2f} s); ask for more seconds")
         total, source = self._total_length(total_seconds, seconds)
-        return self._run(start_codes, levels, length, max(total, length),
-                         self._items(n, artist, genre, lyrics, items, bpm), resolved, progress, on_level_done,
-                         alignment, loudness, total_source=source)
+        entries = self._items(n, artist, genre, lyrics, items, bpm)
+        if audio is not None and bpm is None and self.has_tempo and not any(
+                it.get("bpm") is not None for it in (items or ())):
+            grid = self._prompt_grid(x[..., :keep])
+            if grid is not None:
+                for entry in entries:
+                    entry["bpm"], entry["beat0"] = grid
+        return self._run(start_codes, levels, length, max(total, length), entries, resolved, progress,
+                         on_level_done, alignment, loudness, total_source=source)
+
+    def _prompt_grid(self, prompt: torch.Tensor) -> tuple[float, int] | None:
+        """The beat grid (bpm, a beat's time in samples) of the last 8 s of an audio prompt [B, 1, T] (its first
+        item), or None when it has no steady pulse."""
+        from .data.tempo import fit_grid, track_beats
+
+        mono = prompt[0].mean(dim=0).numpy()
+        beats = track_beats(mono, self.sample_rate)
+        end = len(mono) / self.sample_rate
+        bpm, beat0 = fit_grid(beats.beats, max(0.0, end - 8.0), end) if beats.bpm > 0 else (0.0, 0.0)
+        if not 20.0 <= bpm <= 400.0:
+            return None
+        return round(float(bpm), 2), int(round(beat0 * self.sample_rate))
 
     def upsample(self, codes: Mapping[int, torch.Tensor], artist: str = "unknown", genre: str = "unknown",
                  lyrics: str = "", total_seconds: float | None = None,

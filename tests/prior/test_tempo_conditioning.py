@@ -216,3 +216,23 @@ def _load(path):
     from jukebox.audio import load_audio
 
     return load_audio(path, sample_rate=22050)
+
+
+def test_continue_keeps_the_prompts_tempo_and_beat(tmp_path):
+    """A tempo model continuing an audio prompt without an asked bpm takes the prompt's tempo and beat grid."""
+    md = _tempo_model_dir(make_tiny_model_dir(tmp_path / "t", levels=(2,)))
+    model = jukebox.load_model(md.path)
+    sr, bpm, first = model.sample_rate, 100.0, 0.23
+    x = np.zeros(int(6 * sr), np.float32)
+    for t in np.arange(first, 6.0, 60.0 / bpm):
+        n = int(t * sr)
+        x[n:n + 300] += np.hanning(300).astype(np.float32) * np.sin(np.arange(300) * 0.7).astype(np.float32)
+    prompt = torch.from_numpy(0.5 * x)
+    out = model.continue_(prompt, seconds=6.5, levels=[2], seed=0, alignment=False)
+    item = out.settings["items"][0]
+    assert abs(item["bpm"] - bpm) < 1.5
+    period = 60.0 * sr / item["bpm"]
+    phase = ((first * sr - item["beat0"]) % period) / period
+    assert min(phase, 1 - phase) < 0.05  # the grid's beats fall on the prompt's clicks
+    asked = model.continue_(prompt, seconds=6.5, levels=[2], seed=0, alignment=False, bpm=140)
+    assert asked.settings["items"][0]["bpm"] == 140.0 and "beat0" not in asked.settings["items"][0]
