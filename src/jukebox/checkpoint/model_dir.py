@@ -137,10 +137,10 @@ class ModelDir:
         if not path.is_file():
             return None
         try:
-            data = json.loads(path.read_text())
+            data = read_json(path, "tempo table")
             ok = (data.get("format") == TEMPI_FORMAT and _bpm_ok(data.get("default"))
                   and isinstance(data.get("genres"), dict) and all(_bpm_ok(v) for v in data["genres"].values()))
-        except (OSError, ValueError, AttributeError):
+        except (JukeboxError, AttributeError):
             ok = False
         if not ok:
             raise JukeboxError(f"{path}: damaged tempo table; retrain the prior with --tempo or delete the file")

@@ -34,6 +34,7 @@ import torch
 
 from ..atomic import atomic_write_text
 from ..errors import JukeboxError, UsageError
+from ..fileio import MAX_JSON_BYTES, read_bytes
 
 TEMPO_FILE = "tempo.json"
 TEMPO_FORMAT = "jukebox-tempo"
@@ -430,7 +431,7 @@ def load_beats(folder: str | os.PathLike) -> dict[str, BeatTrack] | None:
         return None
     bad = f"{path}: corrupt beat file"
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(read_bytes(path, MAX_JSON_BYTES, "beat file").decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise JukeboxError(f"{bad} ({str(e)[:100]}); rebuild it with `jukebox prepare --beats-only`") from None
     if not isinstance(doc, dict) or doc.get("format") != TEMPO_FORMAT:
