@@ -220,7 +220,7 @@ class Jukebox:
             return audio, {"enabled": False}
         from .loudness import normalize_loudness
 
-        target = _check_loudness(loudness)
+        target = check_loudness(loudness)
         out, items = [], []
         for item in audio:
             y, info = normalize_loudness(item, self.sample_rate, target, DEFAULT_PEAK_DB)
@@ -237,7 +237,7 @@ class Jukebox:
         ``bpm`` (optional, per item, else the call's ``bpm``) the tempo asked of a tempo prior. A tempo prior's items
         without one get their genre's typical tempo (see :meth:`default_bpm`), recorded in the item."""
         if bpm is not None:
-            self._check_bpm(bpm, "bpm")
+            self.check_bpm(bpm, "bpm")
         if items is None:
             items = [dict(artist=artist, genre=genre, lyrics=lyrics)] * n_samples
         elif len(items) != n_samples:
@@ -263,7 +263,7 @@ class Jukebox:
                 entry["total_seconds"] = self._check_seconds(float(ts), f"total_seconds of item {i}")
             item_bpm = item.get("bpm") if item.get("bpm") is not None else bpm
             if item_bpm is not None:
-                entry["bpm"] = self._check_bpm(item_bpm, f"the bpm of item {i}")
+                entry["bpm"] = self.check_bpm(item_bpm, f"the bpm of item {i}")
             elif self.has_tempo:
                 entry["bpm"] = self.default_bpm(entry["genre"])
             out.append(entry)
@@ -290,7 +290,8 @@ class Jukebox:
                 return table[word]
         return float(tempi["default"])
 
-    def _check_bpm(self, bpm: Any, name: str) -> float:
+    def check_bpm(self, bpm: Any, name: str = "bpm") -> float:
+        """``bpm`` as a float, or a one-line :class:`UsageError` when it is not a tempo this model takes."""
         if not _is_number(bpm) or not math.isfinite(float(bpm)) or not 20.0 <= float(bpm) <= 400.0:
             raise UsageError(f"{name} must be a tempo between 20 and 400 BPM, got {bpm!r}")
         if not self.has_tempo:
@@ -362,7 +363,7 @@ class Jukebox:
         checked by :meth:`sampling_settings`), continuing ``codes`` {level: [B, T_l]}; then decode."""
         levels = sorted(set(levels), reverse=True)
         if loudness is not None:
-            _check_loudness(loudness)
+            check_loudness(loudness)
         missing = [lvl for lvl in levels if lvl not in self.prior_levels]
         if missing:
             raise UsageError(f"the model has no prior for level(s) {missing} (it has {self.prior_levels})")
@@ -585,7 +586,7 @@ class Jukebox:
                          alignment, loudness, total_source=source)
 
 
-def _check_loudness(loudness: Any) -> float:
+def check_loudness(loudness: Any) -> float:
     """A loudness target in LUFS: a number between -70 and 0."""
     if not _is_number(loudness) or not -70.0 < loudness < 0.0:
         raise UsageError(f"loudness must be a level in LUFS between -70 and 0 (e.g. -16), or None for the raw "

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..api import check_loudness
 from ..atomic import atomic_write_bytes
 from ..errors import JukeboxError, UsageError
 from ..loudness import DEFAULT_LUFS
@@ -321,13 +322,10 @@ class JobQueue:
                 raise UsageError(f"the model has no level(s) {bad} (it has {have})")
         if r.prompt_seconds is not None and r.prompt_seconds <= 0:
             raise UsageError("prompt length must be positive")
-        if r.loudness is not None and not (isinstance(r.loudness, (int, float)) and -70 < r.loudness < 0):
-            raise UsageError("loudness must be a level in LUFS between -70 and 0 (e.g. -16), or off")
+        if r.loudness is not None:
+            check_loudness(r.loudness)  # the API's check, the API's words
         if r.bpm is not None:
-            if not getattr(self.model, "has_tempo", False):
-                raise UsageError("this model takes no tempo; leave the tempo empty")
-            if isinstance(r.bpm, bool) or not isinstance(r.bpm, (int, float)) or not 20 <= r.bpm <= 400:
-                raise UsageError("tempo must be between 20 and 400 BPM (empty: the genre's typical tempo)")
+            self.model.check_bpm(r.bpm, "the tempo")
         if r.action == "generate":
             if r.source is not None:
                 raise UsageError("a new song has no source result")
