@@ -21,6 +21,7 @@ from jukebox.data.tempo import (
     pulse_clarity,
     save_beats,
     track_beats,
+    track_files,
 )
 from jukebox.errors import JukeboxError, UsageError
 
@@ -231,3 +232,16 @@ def test_estimate_tempo_prior_and_range() -> None:
     assert estimate_tempo(np.zeros(100), fr) == 120.0  # no energy: the prior's centre
     assert 40 <= estimate_tempo(np.random.default_rng(0).random(3000), fr) <= 240
     assert math.isfinite(estimate_tempo(env[:50], fr))  # shorter than a window
+
+
+def test_track_files_reports_unreadable_files(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    sf.write(tmp_path / "a.wav", clicks(120.0, seconds=8.0)[0], SR)
+    (tmp_path / "b.wav").write_bytes(b"not audio")
+    seen: list[tuple[int, int, str]] = []
+    found, failed = track_files([("a", tmp_path / "a.wav"), ("b", tmp_path / "b.wav")], SR,
+                                lambda i, n, name: seen.append((i, n, name)))
+    assert set(found) == {"a"} and abs(found["a"].bpm - 120.0) < 2.5
+    assert set(failed) == {"b"} and failed["b"]
+    assert seen == [(0, 2, "a"), (1, 2, "b"), (2, 2, "")]

@@ -95,23 +95,12 @@ def _track_beats(tracks: list[Track], audio_path: Callable[[Track], Path], sampl
                  progress: Callable[[int, int, str], None]) -> tuple[dict[str, BeatTrack], list[str]]:
     """Beats of ``tracks`` (manifest Tracks; audio at ``audio_path(track)``) -> ({track path: BeatTrack},
     [track paths that failed]); each failure is reported in one line on stderr."""
-    from ..audio import load_audio
-    from ..data.tempo import track_beats
+    from ..data.tempo import track_files
 
-    found: dict[str, BeatTrack] = {}
-    failed: list[str] = []
-    for i, track in enumerate(tracks):
-        progress(i, len(tracks), track.path)
-        try:
-            audio, _ = load_audio(audio_path(track), sample_rate=sample_rate)
-            found[track.path] = track_beats(audio, sample_rate)
-        except (JukeboxError, OSError, MemoryError) as e:
-            why = str(e) or type(e).__name__
-            failed.append(track.path)
-            print(f"beats skipped: {why if track.path in why else f'{track.path}: {why}'}", file=sys.stderr,
-                  flush=True)
-    progress(len(tracks), len(tracks), "")
-    return found, failed
+    found, failed = track_files(((t.path, audio_path(t)) for t in tracks), sample_rate, progress)
+    for path, why in failed.items():
+        print(f"beats skipped: {why if path in why else f'{path}: {why}'}", file=sys.stderr, flush=True)
+    return found, list(failed)
 
 
 def _write_beats(folder: Path, found: dict[str, BeatTrack], failed: list[str],

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -361,6 +361,30 @@ def track_beats(audio: np.ndarray, sample_rate: int, tightness: float = 100.0) -
     if len(frames) < 2:
         return BeatTrack(0.0, np.zeros(0), pulse)
     return BeatTrack(bpm, frames / fr, pulse)
+
+
+def track_files(items: Iterable[tuple[str, str | os.PathLike]], sample_rate: int,
+                progress: Callable[[int, int, str], None] | None = None,
+                ) -> tuple[dict[str, BeatTrack], dict[str, str]]:
+    """Beats of a corpus: ``items`` are (name, audio file) pairs, decoded at ``sample_rate``. Returns
+    ({name: BeatTrack}, {name: why it failed}) for files that cannot be read. ``progress(i, total, name)`` is
+    called before each file and once more at the end."""
+    from ..audio import load_audio
+
+    items = list(items)
+    found: dict[str, BeatTrack] = {}
+    failed: dict[str, str] = {}
+    for i, (name, path) in enumerate(items):
+        if progress is not None:
+            progress(i, len(items), name)
+        try:
+            audio, _ = load_audio(path, sample_rate=sample_rate)
+            found[name] = track_beats(audio, sample_rate)
+        except (JukeboxError, OSError, MemoryError) as e:
+            failed[name] = str(e) or type(e).__name__
+    if progress is not None:
+        progress(len(items), len(items), "")
+    return found, failed
 
 
 def fit_grid(beats: np.ndarray, start: float, end: float, min_beats: int = 4) -> tuple[float, float]:

@@ -305,9 +305,8 @@ def genre_tempi(manifest: Manifest, beats: Mapping[str, Any]) -> dict[str, Any]:
 def _corpus_beats(data: str | Path, cache: Any, manifest: Manifest, log: LogFn) -> dict[str, Any]:
     """Each track's beats for tempo labels: the code folder's ``tempo.json``, or (audio folders) tracked once and
     stored in the code cache."""
-    from ..audio import load_audio
     from ..data.code_cache import is_code_folder
-    from ..data.tempo import load_beats, save_beats, track_beats
+    from ..data.tempo import load_beats, save_beats, track_files
 
     beats = load_beats(cache.root) or {}
     missing = [t for t in manifest.tracks if t.path not in beats]
@@ -318,9 +317,11 @@ def _corpus_beats(data: str | Path, cache: Any, manifest: Manifest, log: LogFn) 
         log(f"{len(missing)} tracks have no beats in {data}; they are labelled as having no steady pulse")
     elif missing:
         log(f"tracking the beats of {len(missing)} tracks")
-        for t in missing:
-            audio, _ = load_audio(manifest.track_path(t), sample_rate=cache.sample_rate)
-            beats[t.path] = track_beats(audio, cache.sample_rate)
+        found, failed = track_files(((t.path, manifest.track_path(t)) for t in missing), cache.sample_rate)
+        if failed:
+            path, why = next(iter(failed.items()))
+            raise JukeboxError(why if path in why else f"{path}: {why}")
+        beats.update(found)
         save_beats(cache.root, beats)
     return beats
 
