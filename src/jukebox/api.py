@@ -12,6 +12,7 @@ Audio is always [batch, channels, time] float32 in [-1, 1] at ``model.sample_rat
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -269,9 +270,9 @@ class Jukebox:
             out.append(entry)
         return out
 
-    @property
+    @functools.cached_property
     def has_tempo(self) -> bool:
-        """Whether the top prior takes a tempo (``bpm``) and beat phase."""
+        """Whether the top prior takes a tempo (``bpm``) and beat phase (read once, like the priors)."""
         if self.top_level not in self.prior_levels:
             return False
         labels = self.model_dir.prior_config(self.top_level).labels
@@ -280,15 +281,20 @@ class Jukebox:
     def default_bpm(self, genre: str) -> float:
         """The tempo a tempo prior gets when none is asked for: the typical tempo of ``genre`` in its training
         music (of the genre's first word the model knows), else of all of it, else 120."""
-        tempi = self.model_dir.tempi(self.top_level) or {"default": 120.0, "genres": {}}
-        table = {g.lower(): v for g, v in tempi["genres"].items()}
+        default, table = self._tempi
         key = genre.strip().lower()
         if key in table:
             return table[key]
         for word in key.replace("_", " ").split():
             if word in table:
                 return table[word]
-        return float(tempi["default"])
+        return default
+
+    @functools.cached_property
+    def _tempi(self) -> tuple[float, dict[str, float]]:
+        """The top prior's typical tempi, read once: (all genres', {lower-case genre: bpm})."""
+        tempi = self.model_dir.tempi(self.top_level) or {"default": 120.0, "genres": {}}
+        return float(tempi["default"]), {g.lower(): v for g, v in tempi["genres"].items()}
 
     def check_bpm(self, bpm: Any, name: str = "bpm") -> float:
         """``bpm`` as a float, or a one-line :class:`UsageError` when it is not a tempo this model takes."""

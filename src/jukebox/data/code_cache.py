@@ -44,6 +44,7 @@ from ..atomic import swap_in_folder
 from ..audio import load_audio
 from ..errors import JukeboxError
 from .dataset import Manifest, Track
+from .tempo import fit_grid
 
 FORMAT = "jukebox-code-cache"
 VERSION = 2
@@ -428,11 +429,8 @@ class CodeWindowSampler:
         bpm, beat0 = 0.0, 0
         offset = start * self.hop
         if self.beats is not None and track.path in self.beats:
-            from .tempo import fit_grid
-
             sr = self.cache.sample_rate
-            bpm, first = fit_grid(np.asarray(self.beats[track.path].beats), offset / sr,
-                                  (offset + self.n_ctx * self.hop) / sr)
+            bpm, first = fit_grid(self.beats[track.path].beats, offset / sr, (offset + self.n_ctx * self.hop) / sr)
             beat0 = int(round(first * sr)) if bpm else 0
         return CodeWindow(z=z, z_cond=z_cond, artist=track.artist, genre=track.genre, lyrics=track.lyrics,
                           offset=offset, total_length=self.cache.tracks[track.path].total_length,
