@@ -262,31 +262,33 @@ def new_prior_config(preset: str, vq: VQVAEConfig, level: int, manifest: Manifes
     return cfg, vocab
 
 
+def _with_label_option(model: torch.nn.Module, what: str, new_params: tuple[str, ...],
+                       **changes: Any) -> tuple[torch.nn.Module, Any]:
+    """A copy of the prior ``model`` with its ``labels`` config changed by ``changes``, its weights kept: the only
+    weights the copy adds are the zero-initialised ``new_params`` (prefixes), so its outputs equal ``model``'s."""
+    cfg = model.config
+    new_cfg = dataclasses.replace(cfg, labels=dataclasses.replace(cfg.labels, **changes))
+    new = Prior(new_cfg).to(next(model.parameters()).device)
+    missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not k.startswith(new_params) for k in missing):
+        raise JukeboxError(f"cannot add {what}: missing {missing}, unexpected {unexpected}")
+    return new.train(model.training), new_cfg
+
+
 def with_labels_every_position(model: torch.nn.Module) -> tuple[torch.nn.Module, Any]:
     """A copy of the prior ``model`` whose config has ``labels.every_position``, its weights kept and the new
     label projection at zero (same outputs as ``model``). Returns (prior, config)."""
-    cfg = model.config
-    new_cfg = dataclasses.replace(cfg, labels=dataclasses.replace(cfg.labels, every_position=True))
-    new = Prior(new_cfg).to(next(model.parameters()).device)
-    missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
-    if unexpected or any(not k.startswith("label_conditioner.label_proj.") for k in missing):
-        raise JukeboxError(f"cannot add every-position labels: missing {missing}, unexpected {unexpected}")
-    return new.train(model.training), new_cfg
+    return _with_label_option(model, "every-position labels", ("label_conditioner.label_proj.",),
+                              every_position=True)
 
 
 def with_tempo(model: torch.nn.Module) -> tuple[torch.nn.Module, Any]:
     """A copy of the top-level prior ``model`` whose config has ``labels.tempo``, its weights kept and the new
     tempo and beat-phase embeddings at zero (same outputs as ``model`` for any tempo). Returns (prior, config)."""
-    cfg = model.config
-    if cfg.labels is None or cfg.is_upsampler:
+    if model.config.labels is None or model.config.is_upsampler:
         raise UsageError("--tempo: only a top-level prior with labels takes tempo conditioning")
-    new_cfg = dataclasses.replace(cfg, labels=dataclasses.replace(cfg.labels, tempo=True))
-    new = Prior(new_cfg).to(next(model.parameters()).device)
-    missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
-    allowed = ("label_conditioner.tempo_emb.", "label_conditioner.phase_emb.")
-    if unexpected or any(not k.startswith(allowed) for k in missing):
-        raise JukeboxError(f"cannot add tempo conditioning: missing {missing}, unexpected {unexpected}")
-    return new.train(model.training), new_cfg
+    return _with_label_option(model, "tempo conditioning",
+                              ("label_conditioner.tempo_emb.", "label_conditioner.phase_emb."), tempo=True)
 
 
 def genre_tempi(manifest: Manifest, beats: Mapping[str, Any]) -> dict[str, Any]:
