@@ -128,7 +128,7 @@ class LabelConditioner(nn.Module):
         return self.tempo_emb(tempo_idx) + self.phase_emb(phase_idx)
 
     def forward(self, y: Tensor) -> tuple[Tensor, Tensor | None]:
-        n = 4 + self.max_bow_genre_size + (2 if self.tempo else 0)
+        n = 4 + self.max_bow_genre_size + self.config.n_tempo
         if y.dim() != 2 or y.shape[1] != n:
             raise ValueError(f"labels must be [B, {n}], got {tuple(y.shape)}")
         total_length, offset, length, artist = y[:, 0:1], y[:, 1:2], y[:, 2:3], y[:, 3:4]
