@@ -53,7 +53,15 @@ def main() -> None:
     ap.add_argument("--keep", type=int, default=0, help="write the first N clips as WAV next to --out")
     ap.add_argument("--out", default=None)
     ap.add_argument("--name", default=None)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                    help="a sampling override, e.g. guidance=4 or temperature=[0.7,0.7,0.98] (repeatable)")
+    ap.add_argument("--keep-dir", default=None,
+                    help="write every clip as {index}_{genre}_{bpm}.ogg (mono, model rate) into this folder")
     args = ap.parse_args()
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = json.loads(value)
 
     model = jukebox.load_model(args.model, device=args.device)
     genres = args.genres.split(",")
@@ -70,7 +78,7 @@ def main() -> None:
     for start in range(0, len(items), args.batch):
         chunk = items[start:start + args.batch]
         gen = model.generate(items=chunk, n_samples=len(chunk), seconds=args.seconds, seed=args.seed + start,
-                             levels=levels)
+                             levels=levels, **overrides)
         audio = gen.audio.numpy()
         for j, item in enumerate(chunk):
             x = audio[j, 0]
@@ -82,8 +90,16 @@ def main() -> None:
             if start + j < args.keep and args.out:
                 jukebox.save_audio(gen.audio[j], Path(args.out).with_suffix("").as_posix() + f"_{start + j}.wav",
                                    model.sample_rate)
+            if args.keep_dir:
+                import soundfile
+
+                Path(args.keep_dir).mkdir(parents=True, exist_ok=True)
+                name = f"{start + j}_{item['genre']}_{int(round(row['asked_bpm'] or 0))}.ogg"
+                soundfile.write(Path(args.keep_dir) / name, np.clip(x, -1, 1), model.sample_rate, format="OGG",
+                                subtype="VORBIS")
         print(f"{len(rows)}/{len(items)} clips, {time.time() - t0:.0f} s", file=sys.stderr)
     result = {"name": args.name or Path(args.model).name, "seconds": args.seconds, "levels": levels,
+              "overrides": overrides, "seed": args.seed,
               "summary": summarise(rows), "rows": rows, "wall_seconds": time.time() - t0}
     text = json.dumps(result, indent=1, default=float)
     if args.out:
