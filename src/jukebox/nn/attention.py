@@ -18,7 +18,8 @@ Queries of the first block under ``prev_block`` have no key; the original attend
 which yields an exactly zero output, and so do we. ``prime_keys`` is Jukebox's
 ``(prime_len // blocks + 1) * blocks``: a few music positions past the lyrics are visible too (kept for parity).
 
-The full-sequence path computes each pattern by reshaping (block-sparse cost); :func:`pattern_mask` gives
+The full-sequence path computes each pattern by reshaping (block-sparse cost) into one 4-D SDPA call, so CUDA
+runs flash or cuDNN attention on every pattern; :func:`pattern_mask` gives
 the equivalent dense boolean mask, used for chunked incremental decoding and by the tests.
 
 Decoding one token (``T == 1``) has two paths over the preallocated cache (:mod:`jukebox.nn.kv_cache`):
@@ -108,15 +109,28 @@ def pattern_mask(pattern: str, q_pos: Tensor, k_pos: Tensor, block_ctx: int = 1,
     raise ValueError(f"unknown attention pattern {pattern!r}")
 
 
-def _pad_time(x: Tensor, length: int) -> Tensor:
-    return x if x.shape[2] == length else F.pad(x, (0, 0, 0, length - x.shape[2]))
+def _sdpa_rows(q: Tensor, k: Tensor, v: Tensor, causal: bool, dropout_p: float) -> Tensor:
+    """SDPA over independent rows. q, k, v: [N, L, H, D] (any strides, last dim contiguous) -> [N, L, H, D].
+
+    The heads are moved to dim 1 as a view, so every backend (flash, cuDNN, memory-efficient) sees the
+    4-D layout it accepts; the output comes back in the [N, L, H, D] layout the fused kernels write."""
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal,
+                                         dropout_p=dropout_p)
+    return out.transpose(1, 2)
 
 
 def factorized_attention(q: Tensor, k: Tensor, v: Tensor, pattern: str, block_ctx: int = 1, prime_keys: int = 0,
                          dropout_p: float = 0.0) -> Tensor:
     """Full-sequence attention of one pattern. q, k, v: [B, H, T, D] (self-attention; for ``cross`` k, v are
     [B, H, S, D]) -> [B, H, T, D]. Block patterns reshape the sequence into rows of ``block_ctx``; ``T`` needs
-    not be a multiple of it (the tail is padded with later, hence invisible, positions)."""
+    not be a multiple of it (the tail is padded with later, hence invisible, positions).
+
+    Every call is one 4-D ``scaled_dot_product_attention`` (so CUDA runs flash or cuDNN attention, never the
+    math fallback that 5-D inputs get): local blocks are a batch of ``B * T / block_ctx`` short causal
+    sequences, transposed blocks a batch of ``B * block_ctx`` columns (the column index joins the heads), the
+    previous block a batch of rows against the row before. The reshapes are views when q, k, v are the head
+    split of [B, T, H * D] activations (as :class:`FactorizedAttention` makes them), and the result is then a
+    view of a [B, T, H, D] tensor, so merging the heads back costs no copy either."""
     if pattern == "cross":
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
     if pattern == "dense":
@@ -125,23 +139,24 @@ def factorized_attention(q: Tensor, k: Tensor, v: Tensor, pattern: str, block_ct
         n = min(prime_keys, k.shape[2])
         # is_causal aligns top-left: query i sees keys j <= i, as required.
         return F.scaled_dot_product_attention(q, k[:, :, :n], v[:, :, :n], is_causal=True, dropout_p=dropout_p)
-    B, H, T, D = q.shape
-    nb = -(-T // block_ctx)
-    L = nb * block_ctx
-    qg, kg, vg = (_pad_time(t, L).reshape(B, H, nb, block_ctx, D) for t in (q, k, v))
-    if pattern == "block":
-        out = F.scaled_dot_product_attention(qg, kg, vg, is_causal=True, dropout_p=dropout_p)
-    elif pattern == "transpose":
-        qg, kg, vg = (t.transpose(2, 3) for t in (qg, kg, vg))  # [B, H, block_ctx, nb, D]
-        out = F.scaled_dot_product_attention(qg, kg, vg, is_causal=True, dropout_p=dropout_p).transpose(2, 3)
-    elif pattern == "prev_block":
-        # Row r attends to row r - 1 entirely; row 0 attends to a zero block (output exactly zero).
-        kg = F.pad(kg[:, :, :-1], (0, 0, 0, 0, 1, 0))
-        vg = F.pad(vg[:, :, :-1], (0, 0, 0, 0, 1, 0))
-        out = F.scaled_dot_product_attention(qg, kg, vg, dropout_p=dropout_p)
-    else:
+    if pattern not in ("block", "transpose", "prev_block"):
         raise ValueError(f"unknown attention pattern {pattern!r}")
-    return out.reshape(B, H, L, D)[:, :, :T]
+    B, H, T, D = q.shape
+    bc = block_ctx
+    nb = -(-T // bc)
+    L = nb * bc
+    # [B, H, T, D] -> [B, L, H, D] (a view of the projection's output unless the tail needs padding)
+    qt, kt, vt = (t.transpose(1, 2) if L == T else F.pad(t.transpose(1, 2), (0, 0, 0, 0, 0, L - T))
+                  for t in (q, k, v))
+    if pattern == "block":  # rows of block_ctx positions, causal inside: [B * nb, bc, H, D]
+        out = _sdpa_rows(*(t.reshape(B * nb, bc, H, D) for t in (qt, kt, vt)), causal=True, dropout_p=dropout_p)
+    elif pattern == "transpose":  # columns: [B, nb, bc, H, D] -> [B, nb, bc * H, D], the column as a head
+        qg, kg, vg = (t.reshape(B, nb, bc * H, D) for t in (qt, kt, vt))
+        out = _sdpa_rows(qg, kg, vg, causal=True, dropout_p=dropout_p)  # causal over the rows of a column
+    else:  # prev_block: row r attends to row r - 1 entirely; row 0 to a zero block (output exactly zero)
+        kg, vg = (F.pad(t[:, :L - bc], (0, 0, 0, 0, bc, 0)).reshape(B * nb, bc, H, D) for t in (kt, vt))
+        out = _sdpa_rows(qt.reshape(B * nb, bc, H, D), kg, vg, causal=False, dropout_p=dropout_p)
+    return out.reshape(B, L, H, D)[:, :T].transpose(1, 2)
 
 
 def _masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
