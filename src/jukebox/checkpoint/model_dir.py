@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from ..atomic import atomic_write_text
 from ..config import VQVAEConfig
@@ -35,6 +36,27 @@ if TYPE_CHECKING:
 
 FORMAT = "jukebox-model"
 VERSION = 1
+
+
+class _MetaBuild(TorchFunctionMode):
+    """Inside ``torch.device("meta")``: skips the random initialisation of the module being built (its weights are
+    loaded next). PyTorch runs ``normal_``, ``randn`` and scaling by a number on meta tensors through Python
+    references whose first use imports ``torch._dynamo`` and ``sympy``: over a second of every command's start-up,
+    for values that are never read."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.Tensor.normal_, torch.nn.init.normal_):
+            tensor = args[0] if args else kwargs.get("tensor")
+            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                return tensor
+        elif func is torch.randn:
+            return torch.empty(*args, **{k: v for k, v in kwargs.items() if k != "generator"})
+        elif (func in (torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__) and len(args) == 2
+              and not kwargs and isinstance(args[0], torch.Tensor) and args[0].is_meta
+              and isinstance(args[1], (int, float))):
+            return torch.empty(args[0].shape, dtype=args[0].dtype, device="meta")
+        return func(*args, **kwargs)
 
 
 def prior_folder(level: int) -> str:
@@ -113,9 +135,14 @@ class ModelDir:
         from ..prior import Prior
 
         config = self.prior_config(level)
-        with torch.device("meta"):
+        with torch.device("meta"), _MetaBuild():  # no random fills: the weights are loaded next
             model = Prior(config)
-        load_into(model, self.path / prior_folder(level), where=f"{self.path}/{prior_folder(level)}")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # casts of stored fp16 weights: memory-bound, and a 2nd thread stalls on a busy CPU
+        try:
+            load_into(model, self.path / prior_folder(level), where=f"{self.path}/{prior_folder(level)}")
+        finally:
+            torch.set_num_threads(threads)
         model = model.to(device)
         if dtype is not None:
             model = model.to(dtype)
