@@ -36,6 +36,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="auto: bf16 autocast on CUDA for priors, fp32 for the VQ-VAE and on CPUs; bf16 on a CPU: "
                    "autocast there too (faster on CPUs with AVX512-BF16 or AMX)")
     p.add_argument("--workers", type=int, default=2, help="data-loading threads (default 2)")
+    p.add_argument("--compile", choices=("none", "blocks", "model"), default="none",
+                   help="torch.compile the training step: blocks (each transformer block / VQ-VAE level "
+                   "encoder and decoder on its own; quick to build, the fast path on a GPU), model (the whole "
+                   "forward) or none (eager; default)")
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of tracks held out when the data has no split yet (default 0.1)")
     p.add_argument("--resume", action="store_true", help="continue the training checkpoint exactly")
@@ -131,7 +135,8 @@ def _config(args: argparse.Namespace):
                        warmup_steps=warmup, decay=args.decay, min_lr_ratio=args.min_lr_ratio,
                        weight_decay=args.weight_decay, grad_clip=args.grad_clip, ema=args.ema,
                        val_every=args.val_every, val_batches=args.val_batches, save_every=args.save_every,
-                       log_every=args.log_every, seed=args.seed, precision=args.precision, workers=args.workers)
+                       log_every=args.log_every, seed=args.seed, precision=args.precision, workers=args.workers,
+                       compile=args.compile)
 
 
 def _device(name: str):

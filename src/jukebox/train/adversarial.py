@@ -115,7 +115,7 @@ class AdversarialVQVAETask(VQVAETask):
 
     def loss(self, model: nn.Module, batch: dict[str, Any], device: torch.device) -> tuple[Tensor, dict[str, Tensor]]:
         a = self.adv
-        x = torch.from_numpy(batch["audio"]).to(device, non_blocking=True)
+        x = torch.as_tensor(batch["audio"]).to(device, non_blocking=True)
         outs, base, metrics = model(x)
         loss = a.recon_weight * base
         mel_t = adv_t = feat_t = torch.zeros((), device=device)
@@ -147,7 +147,7 @@ class AdversarialVQVAETask(VQVAETask):
     def discriminator_loss(self, batch: dict[str, Any], device: torch.device) -> tuple[Tensor, dict[str, Tensor]]:
         """Mean over judged levels of the discriminator loss on (real window, detached reconstruction)."""
         assert self.discriminator is not None
-        x = torch.from_numpy(batch["audio"]).to(device, non_blocking=True)
+        x = torch.as_tensor(batch["audio"]).to(device, non_blocking=True)
         fakes = batch.pop("_fakes")
         real = self.discriminator(x)
         total = torch.zeros((), device=device)

@@ -9,6 +9,7 @@ from ..errors import UsageError
 
 DECAYS = ("none", "linear", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16")
+COMPILE_MODES = ("none", "blocks", "model")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class TrainConfig(ConfigBase):
     precision: str = "auto"
     #: Data-loading threads (each batch is a pure function of the step, so threads never change the order).
     workers: int = 2
+    #: ``torch.compile`` of the training step: ``none`` (eager), ``blocks`` (each transformer block, VQ-VAE level
+    #: encoder/decoder and sub-discriminator on its own) or ``model`` (the whole forward); see
+    #: :mod:`jukebox.train.fast`.
+    compile: str = "none"
 
     def __post_init__(self) -> None:
         checks = [
@@ -61,6 +66,7 @@ class TrainConfig(ConfigBase):
              "val_every/save_every must be >= 0 and log_every >= 1"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
             (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
+            (self.compile in COMPILE_MODES, f"compile must be one of {COMPILE_MODES}, got {self.compile!r}"),
         ]
         for ok, msg in checks:
             if not ok:

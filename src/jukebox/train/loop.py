@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from ..errors import JukeboxError
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_mean
+from .fast import CompiledRegions, maybe, pin_batch
 from .optim import ModelEMA, build_optimizer, lr_at
 from .state import CheckpointState, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
@@ -116,10 +117,12 @@ def _open_writer(log_dir: str | Path | None) -> Any:
 
 
 class _Prefetcher:
-    """Builds the batches of upcoming micro-steps in background threads (order is fixed by the step numbers)."""
+    """Builds the batches of upcoming micro-steps in background threads (order is fixed by the step numbers);
+    with ``pin``, each batch lands in page-locked memory, so its copy to the GPU does not block."""
 
-    def __init__(self, task: Task, rank: int, workers: int, order: Iterator[tuple[int, int]], ahead: int) -> None:
-        self.task, self.rank = task, rank
+    def __init__(self, task: Task, rank: int, workers: int, order: Iterator[tuple[int, int]], ahead: int,
+                 pin: bool = False) -> None:
+        self.task, self.rank, self.pin = task, rank, pin
         self.pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 else None
         self.order = order
         self.ahead = max(1, ahead)
@@ -133,12 +136,16 @@ class _Prefetcher:
             key = next(self.order, None)
             if key is None:
                 return
-            self.pending[key] = self.pool.submit(self.task.train_batch, key[0], key[1], self.rank)
+            self.pending[key] = self.pool.submit(self._build, key[0], key[1])
+
+    def _build(self, step: int, micro: int) -> Any:
+        batch = self.task.train_batch(step, micro, self.rank)
+        return pin_batch(batch) if self.pin else batch
 
     def get(self, step: int, micro: int) -> Any:
         fut = self.pending.pop((step, micro), None)
         if fut is None:
-            batch = self.task.train_batch(step, micro, self.rank)
+            batch = self._build(step, micro)
         else:
             batch = fut.result()
         self._fill()
@@ -164,6 +171,8 @@ class Trainer:
         data_state: JSON-able facts beside the seed, batch size and accumulation that decide which batches the
             task draws (e.g. a prior's label dropout); stored in every checkpoint, and a resumed run that differs in
             one of them says so.
+        compile_kwargs: extra ``torch.compile`` arguments when ``config.compile`` is on (e.g. ``mode``, or
+            ``backend="aot_eager"`` to trace without generating kernels).
 
     :meth:`fit` runs in named stages: :meth:`_begin` (optimiser, EMA, discriminator, resume), then per optimiser
     step :meth:`_step` (forward, backward, clip, update), :meth:`_log`, :meth:`_validate` and :meth:`_save` when
@@ -175,7 +184,7 @@ class Trainer:
                  extra_state: dict[str, Any] | None = None, record_batches: bool = False,
                  log: Callable[[str], None] | None = None,
                  on_step: Callable[[int, dict[str, float]], None] | None = None,
-                 data_state: dict[str, Any] | None = None) -> None:
+                 data_state: dict[str, Any] | None = None, compile_kwargs: dict[str, Any] | None = None) -> None:
         self.model = model
         self.task = task
         self.config = config
@@ -190,6 +199,7 @@ class Trainer:
         self.on_step = on_step
         self.task_data_state = dict(data_state or {})
         self.last_saved_step: int | None = None
+        self.compile_kwargs = dict(compile_kwargs or {})
 
     # ---------------------------------------------------------------------------------------------- helpers
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -378,7 +388,15 @@ class Trainer:
         run.params = [p for p in self.model.parameters() if p.requires_grad]
         run.writer = _open_writer(self.log_dir) if d.is_main else None
         order = ((s, m) for s in range(run.start, end) for m in range(c.grad_accum))
-        run.prefetch = _Prefetcher(self.task, d.rank, c.workers, order, ahead=2 * c.grad_accum)
+        run.prefetch = _Prefetcher(self.task, d.rank, c.workers, order, ahead=2 * c.grad_accum,
+                                   pin=self.device.type == "cuda")
+        if c.compile != "none":
+            disc = getattr(self.task, "discriminator", None) if run.d_opt is not None else None
+            run.compiled = CompiledRegions([self.model] + ([disc] if disc is not None else []), c.compile,
+                                           self.compile_kwargs)
+            if d.is_main:
+                self.log(f"torch.compile ({c.compile}): {len(run.compiled)} compiled region(s); the first steps "
+                         "build them")
         if d.is_main and self.progress:
             from tqdm.auto import tqdm
 
@@ -399,21 +417,22 @@ class Trainer:
         metric_sums: dict[str, Tensor] = {}
         seen: list[str] = []
         batches: list[Any] = []
-        for micro in range(c.grad_accum):
-            batch = run.prefetch.get(step, micro)
-            if run.d_opt is not None:
-                batches.append(batch)
-            if self.record_batches:
-                seen.extend(self.task.describe(batch))
-            run.tokens += self.task.tokens(batch) * d.world_size
-            sync = micro == c.grad_accum - 1 or not d.distributed
-            with contextlib.nullcontext() if sync else run.ddp_model.no_sync():  # type: ignore[operator]
-                with self._autocast():
-                    loss, metrics = self.task.loss(run.ddp_model, batch, self.device)
-                (loss / c.grad_accum).backward()
-            loss_sum = loss_sum + loss.detach().float() / c.grad_accum
-            for k, v in metrics.items():
-                metric_sums[k] = metric_sums.get(k, 0.0) + v.detach().float() / c.grad_accum
+        with maybe(run.compiled):  # compiled modules only for the training forward (and its backward)
+            for micro in range(c.grad_accum):
+                batch = run.prefetch.get(step, micro)
+                if run.d_opt is not None:
+                    batches.append(batch)
+                if self.record_batches:
+                    seen.extend(self.task.describe(batch))
+                run.tokens += self.task.tokens(batch) * d.world_size
+                sync = micro == c.grad_accum - 1 or not d.distributed
+                with contextlib.nullcontext() if sync else run.ddp_model.no_sync():  # type: ignore[operator]
+                    with self._autocast():
+                        loss, metrics = self.task.loss(run.ddp_model, batch, self.device)
+                    (loss / c.grad_accum).backward()
+                loss_sum = loss_sum + loss.detach().float() / c.grad_accum
+                for k, v in metrics.items():
+                    metric_sums[k] = metric_sums.get(k, 0.0) + v.detach().float() / c.grad_accum
         grad_norm = torch.nn.utils.clip_grad_norm_(run.params, c.grad_clip if c.grad_clip > 0 else math.inf)
         loss_v, norm_v, means = self._reduce(loss_sum, grad_norm, metric_sums)
         if not (math.isfinite(loss_v) and math.isfinite(norm_v)):
@@ -426,7 +445,10 @@ class Trainer:
         run.optimizer.step()
         if run.ema is not None:
             run.ema.update(self.model)
-        d_row = self._discriminator_step(step, run.d_opt, batches, lr / c.lr) if run.d_opt is not None else {}
+        d_row = {}
+        if run.d_opt is not None:
+            with maybe(run.compiled):
+                d_row = self._discriminator_step(step, run.d_opt, batches, lr / c.lr)
         row = {"step": step + 1, "loss": loss_v, "lr": lr, "grad_norm": norm_v, **means, **d_row}
         run.result.history.append(row)
         run.result.step = step + 1
@@ -507,6 +529,7 @@ class _Run:
     params: list[Tensor] = field(default_factory=list)
     writer: Any = None
     prefetch: _Prefetcher | None = None
+    compiled: CompiledRegions | None = None
     bar: Any = None
     t0: float = 0.0
     tokens: int = 0

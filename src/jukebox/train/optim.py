@@ -59,13 +59,21 @@ class ModelEMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """shadow <- lerp(shadow, weights, 1 - decay) for the trained floating-point parameters (one foreach
+        call per device and dtype), copies of everything else."""
         params = dict(model.named_parameters())
         tracked = set(self.param_names)
+        groups: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         for name, value in model.state_dict().items():
             if name in tracked and value.is_floating_point():
-                self.shadow[name].lerp_(params[name].detach(), 1.0 - self.decay)
+                shadow, p = self.shadow[name], params[name].detach()
+                dst, src = groups.setdefault((shadow.device, shadow.dtype), ([], []))
+                dst.append(shadow)
+                src.append(p)
             else:
                 self.shadow[name].copy_(value)
+        for dst, src in groups.values():
+            torch._foreach_lerp_(dst, src, 1.0 - self.decay)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return dict(self.shadow)

@@ -80,7 +80,7 @@ class VQVAETask(_WindowBatches):
         return self._collate([sampler.window_at(*sampler.locate(int(i))) for i in idx])
 
     def loss(self, model: nn.Module, batch: dict[str, Any], device: torch.device) -> tuple[Tensor, dict[str, Tensor]]:
-        x = torch.from_numpy(batch["audio"]).to(device, non_blocking=True)
+        x = torch.as_tensor(batch["audio"]).to(device, non_blocking=True)  # numpy, or a pinned tensor
         _, loss, metrics = model(x)
         return loss, metrics
 
