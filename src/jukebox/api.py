@@ -167,6 +167,10 @@ class Jukebox:
             if vocab is None:
                 raise JukeboxError(f"{self.model_dir.path}: the level-{level} prior is conditioned on artist and "
                                    "genre but the model directory has no labels.json for it (import with --ids-dir)")
+            if vocab.y_bins[0] > config.labels.genre_bins or vocab.y_bins[1] > config.labels.artist_bins:
+                raise JukeboxError(f"{self.model_dir.path}: labels.json of level {level} has ids up to {vocab.y_bins} "
+                                   f"(genres, artists), past the prior's embeddings ({config.labels.genre_bins}, "
+                                   f"{config.labels.artist_bins}); the labels file is damaged or edited by hand")
             labeller = Labeller(vocab, config.labels.max_bow_genre_size, config.lyrics.n_tokens,
                                 config.sample_length, tempo=config.labels.tempo)
         self._labellers[level] = labeller
@@ -503,7 +507,8 @@ class Jukebox:
         ``prompt_seconds`` cuts the prompt (rounded down to whole top-level tokens). With ``audio`` of batch 1
         and ``n_samples`` > 1 the prompt is shared by every sample. A tempo model asked for no ``bpm`` continues
         an audio prompt at the prompt's own tempo and beat (tracked over its last seconds), where it has a steady
-        pulse. The other arguments as for :meth:`generate`.
+        pulse. Codes that already cover ``seconds`` at every level asked (a resumed run whose last level was saved)
+        leave nothing to sample: they are decoded (and aligned). The other arguments as for :meth:`generate`.
         """
         resolved = self.sampling_settings(settings, **overrides)
         if (audio is None) == (codes is None):
@@ -533,7 +538,8 @@ class Jukebox:
             raise UsageError(f"the prompt has {batch} items but n_samples is {n}")
         length = self.sample_length(seconds)
         levels = list(levels or self.prior_levels)
-        if all(lvl in start_codes and start_codes[lvl].shape[1] * self.hop_lengths[lvl] >= length for lvl in levels):
+        if audio is not None and all(lvl in start_codes and start_codes[lvl].shape[1] * self.hop_lengths[lvl] >= length
+                                     for lvl in levels):
             have = min(start_codes[lvl].shape[1] * self.hop_lengths[lvl] for lvl in levels)
             raise UsageError(f"the prompt ({have / self.sample_rate:.2f} s) is not shorter than the song "
                              f"({length / self.sample_rate:.2f} s); ask for more seconds")

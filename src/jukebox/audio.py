@@ -221,7 +221,7 @@ def save_audio(
     x = np.nan_to_num(x.astype(np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
     if subtype != "float":
         x = np.clip(x, -1.0, 1.0)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, replace=force) as tmp:  # without force, a file that appears meanwhile is kept too
         try:
             sf.write(os.fsencode(tmp), x.T, int(sample_rate), subtype=_SUBTYPES[subtype], format=fmt)
         except (sf.LibsndfileError, RuntimeError) as e:  # libsndfile reports a full disk as "System error."

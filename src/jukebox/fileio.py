@@ -204,12 +204,15 @@ def _read_levels(z: zipfile.ZipFile, name: str) -> dict[int, np.ndarray]:
 def _read_npy(member: IO[bytes], stored: int, where: str) -> np.ndarray:
     """One .npy member ([T] or [B, T] integers) as int64 [B, T]; its header is checked before its data are read."""
     version = np.lib.format.read_magic(member)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(member, max_header_size=4096)
-    elif version in ((2, 0), (3, 0)):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(member, max_header_size=4096)
-    else:
+    if version not in ((1, 0), (2, 0), (3, 0)):
         raise JukeboxError(f"{where}: unsupported .npy version {version}")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    try:
+        shape, fortran, dtype = read_header(member, max_header_size=4096)
+    except ValueError as e:  # numpy's own text would advise loading the file as a pickle: never
+        why = "longer than a codes array's (4,096 bytes)" if "max_header_size" in str(e) or "large" in str(e) \
+            else "damaged"
+        raise JukeboxError(f"{where}: its .npy header is {why}; corrupt codes file") from None
     if dtype.hasobject or dtype.kind not in "iu":
         raise JukeboxError(f"{where} must hold integer codes, found {dtype}")
     if len(shape) not in (1, 2) or shape[-1] == 0:

@@ -20,8 +20,11 @@ one place a request's mode becomes a call of the public API.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import io
 import json
+import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,7 +35,7 @@ import numpy as np
 
 from .atomic import atomic_write_bytes, atomic_write_text
 from .errors import JukeboxError, UsageError
-from .fileio import read_codes_npz
+from .fileio import read_codes_npz, read_json
 from .loudness import DEFAULT_LUFS
 
 #: ``metadata.json``'s format name and version (version 1 had neither field).
@@ -114,11 +117,15 @@ class SamplingRequest:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SamplingRequest:
         """Rebuild from :meth:`to_dict`, or from the request of a version-1 ``metadata.json`` (its per-level lists
-        of one value mean every level, longer ones are by level)."""
+        of one value mean every level, longer ones are by level). Every field's type is checked (a damaged or
+        hand-edited request is a one-line :class:`~jukebox.errors.JukeboxError` naming the field); the sampling
+        settings' values are checked where they are resolved, by the settings object."""
         if not isinstance(data, Mapping):
             raise JukeboxError("a sampling request must be a JSON object")
         known = {f.name for f in dataclasses.fields(cls)}
         fields = {k: v for k, v in data.items() if k in known}
+        for name, value in fields.items():
+            _check_field(name, value)
         for name in ("temperature", "top_k", "top_p", "hop_fraction"):
             value = fields.get(name)
             if isinstance(value, list):
@@ -126,12 +133,123 @@ class SamplingRequest:
         return cls(**fields)
 
 
+_TEXT_FIELDS = ("mode", "artist", "genre", "lyrics", "prompt", "codes", "upsample_mode")
+_NUMBER_FIELDS = ("seconds", "total_seconds", "bpm", "prompt_seconds", "loudness")
+_INT_FIELDS = ("n_samples", "seed", "chunk_size", "max_batch_size")
+_ITEM_TEXT = ("artist", "genre", "lyrics")
+_ITEM_NUMBERS = ("total_seconds", "bpm")
+
+
+def _check_field(name: str, value: Any) -> None:
+    """Refuse a request field of the wrong type (from a damaged ``metadata.json``): a one-line error."""
+    def bad(what: str) -> JukeboxError:
+        return JukeboxError(f"request.{name} must be {what}, got {json.dumps(value, default=str)[:60]}")
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    def integer(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if value is None and name not in ("mode", "artist", "genre", "lyrics", "n_samples", "alignment"):
+        return
+    if name in _TEXT_FIELDS and not isinstance(value, str):
+        raise bad("a string")
+    if name in _NUMBER_FIELDS and not number(value):
+        raise bad("a finite number")
+    if name in _INT_FIELDS and not integer(value):
+        raise bad("an integer")
+    if name == "alignment" and not isinstance(value, bool):
+        raise bad("true or false")
+    if name in ("levels", "codes_levels") and not (
+            isinstance(value, list) and value and all(integer(v) and 0 <= v < 16 for v in value)):
+        raise bad("a list of levels")
+    if name == "items":
+        if not isinstance(value, list) or not value:
+            raise bad("a list of items")
+        for item in value:
+            if not isinstance(item, dict) or not set(item) <= {*_ITEM_TEXT, *_ITEM_NUMBERS}:
+                raise bad("a list of {artist, genre, lyrics} objects")
+            if not all(isinstance(item.get(k, ""), str) for k in _ITEM_TEXT) or not all(
+                    item.get(k) is None or number(item[k]) for k in _ITEM_NUMBERS):
+                raise bad("a list of items with text labels and finite numbers")
+
+
+#: The lock file a run holds (``flock``) while it writes into its folder; hidden, so never one of the outputs.
+LOCK_FILE = ".jukebox-run.lock"
+
+
 class RunFolder:
-    """The folder of one run (module docstring): its metadata, its codes after each level, its outputs."""
+    """The folder of one run (module docstring): its metadata, its codes after each level, its outputs.
+
+    A run first :meth:`claim` s the folder: it creates a new folder exclusively (two runs into the same new folder:
+    the second fails) and holds a lock on it until :meth:`release` (a second run into a folder in use, even with
+    ``--force`` or ``--resume``, fails in one line); the lock goes with the process, so a killed run leaves nothing
+    that blocks ``--resume``. :meth:`abandon` removes what a failed run made before it saved any level."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.metadata: dict[str, Any] = {}
+        self._lock: Any = None
+        self._created = False
+        self._had_metadata = False
+
+    def claim(self, force: bool = False, resume: bool = False) -> None:
+        """Take the folder for this run (see the class docstring): a new folder is created exclusively; an
+        existing one must be empty unless ``force`` or ``resume``; another run holding it is a one-line error."""
+        if self._lock is not None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir()
+            self._created = True
+        except FileExistsError:
+            if not self.path.is_dir():
+                raise JukeboxError(f"{self.path} exists and is not a folder; choose another output folder") from None
+            if not (force or resume) and any(p.name != LOCK_FILE for p in self.path.iterdir()):
+                raise JukeboxError(f"{self.path} already exists and is not empty; pass --resume to continue it or "
+                                   "--force") from None
+        except OSError as e:
+            raise JukeboxError(f"could not create {self.path}: {e.strerror or e}") from None
+        self._had_metadata = self.metadata_path.exists()
+        try:
+            lock = open(self.path / LOCK_FILE, "a+b")  # noqa: SIM115 - held until release()
+        except OSError as e:
+            raise JukeboxError(f"could not create {self.path / LOCK_FILE}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(lock.fileno()).st_ino != os.stat(self.path / LOCK_FILE).st_ino:
+                raise OSError("the lock file was replaced: another run released it just now")
+        except OSError:
+            lock.close()
+            self._created = False  # the folder is the other run's now
+            raise JukeboxError(f"{self.path}: another jukebox run is writing into this folder; wait for it to "
+                               "finish or choose another output folder") from None
+        self._lock = lock
+
+    def release(self) -> None:
+        """Let go of the folder: the lock file is removed while still locked (a run that opened it meanwhile sees
+        that the name no longer leads to its file, and fails rather than share the folder)."""
+        if self._lock is not None:
+            (self.path / LOCK_FILE).unlink(missing_ok=True)
+            self._lock.close()
+            self._lock = None
+
+    def abandon(self) -> None:
+        """After a failure before any level was saved: remove the metadata this run wrote and, where this run
+        created the folder and nothing else is in it, the folder; then :meth:`release`. A run that saved a level
+        keeps its folder for ``--resume``."""
+        try:
+            if self._lock is not None and not self.metadata.get("levels_done"):
+                if not self._had_metadata:
+                    self.metadata_path.unlink(missing_ok=True)
+                if self._created and {p.name for p in self.path.iterdir()} <= {LOCK_FILE}:
+                    self.release()
+                    self.path.rmdir()
+        except OSError:
+            pass
+        finally:
+            self.release()
 
     @property
     def metadata_path(self) -> Path:
@@ -145,13 +263,16 @@ class RunFolder:
         """The folder's ``metadata.json`` (a one-line error when it is missing or damaged)."""
         if not self.metadata_path.is_file():
             raise JukeboxError(f"{self.path}: nothing to resume (no {METADATA_FILE})")
-        try:
-            meta = json.loads(self.metadata_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            raise JukeboxError(f"{self.metadata_path}: corrupt; cannot resume") from None
+        try:  # a regular file of at most 64 MB; deep nesting, bad UTF-8 and bad JSON are one line each
+            meta = read_json(self.metadata_path, "run's metadata", 64 * 2**20)
+        except JukeboxError as e:
+            raise JukeboxError(f"{e}; the run's metadata is corrupt; cannot resume") from None
         if not isinstance(meta, dict) or meta.get("format", RUN_FORMAT) != RUN_FORMAT:
             raise JukeboxError(f"{self.metadata_path}: not the metadata of a jukebox run")
-        if int(meta.get("version", 1)) > RUN_VERSION:
+        version = meta.get("version", 1)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise JukeboxError(f"{self.metadata_path}: damaged (version must be an integer); cannot resume")
+        if version > RUN_VERSION:
             raise JukeboxError(f"{self.metadata_path}: written by a newer jukebox (run format version "
                                f"{meta['version']}); update jukebox to resume it")
         self.metadata = meta
@@ -160,10 +281,17 @@ class RunFolder:
     def resume_state(self) -> tuple[SamplingRequest, dict[int, np.ndarray] | None]:
         """The request of an interrupted run and the codes it saved (None before its first level)."""
         meta = self.read()
+        if "request" not in meta:
+            raise JukeboxError(f"{self.metadata_path}: damaged (no request); cannot resume")
         try:
             request = SamplingRequest.from_dict(meta["request"])
-        except (KeyError, TypeError, UsageError):
-            raise JukeboxError(f"{self.metadata_path}: corrupt; cannot resume") from None
+        except (JukeboxError, TypeError, ValueError) as e:
+            raise JukeboxError(f"{self.metadata_path}: damaged ({e}); cannot resume") from None
+        done = meta.get("levels_done", [])
+        if not isinstance(done, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in done):
+            raise JukeboxError(f"{self.metadata_path}: damaged (levels_done must be a list of levels); cannot resume")
+        if not isinstance(meta.get("model", ""), str):
+            raise JukeboxError(f"{self.metadata_path}: damaged (model must be a path); cannot resume")
         codes = load_codes_file(self.codes_path) if self.codes_path.exists() else None
         return request, codes
 
@@ -173,10 +301,15 @@ class RunFolder:
 
     def start(self, request: SamplingRequest, model: Any, **extra: Any) -> None:
         """Create the folder and write ``metadata.json`` of a starting run (``extra``: more facts to record)."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        if self._lock is None:
+            self.path.mkdir(parents=True, exist_ok=True)
         kept = {k: self.metadata[k] for k in ("levels_done",) if k in self.metadata}
+        stored = request.to_dict()
+        for name in ("prompt", "codes"):  # absolute, so that --resume works from any working directory
+            if stored.get(name):
+                stored[name] = absolute(stored[name])
         self.metadata = {"format": RUN_FORMAT, "version": RUN_VERSION, "status": "running",
-                         "request": request.to_dict(), "model": str(model.model_dir.path),
+                         "request": stored, "model": absolute(model.model_dir.path),
                          "sample_rate": model.sample_rate, "started": now(), **extra, **kept}
         self.write()
 
@@ -274,6 +407,11 @@ def run(model: Any, request: SamplingRequest, folder: RunFolder, settings: Any =
     return gen
 
 
+def absolute(path: str | Path) -> str:
+    """``path`` made absolute (not resolving links), as a run's metadata stores it."""
+    return os.path.abspath(os.fspath(path))
+
+
 def load_codes_file(path: str | Path) -> dict[int, np.ndarray]:
     """Read a codes .npz (arrays ``level_L`` of shape [T] or [B, T]) safely: {level: int64 array [B, T]}
     (see :func:`jukebox.fileio.read_codes_npz`)."""
@@ -305,8 +443,10 @@ def write_outputs(out: Path, model: Any, gen: Any, metadata: dict[str, Any]) -> 
     from .audio import save_audio
 
     save_codes(out / CODES_FILE, gen.codes)
+    written = [CODES_FILE, METADATA_FILE]
     for i in range(gen.audio.shape[0]):
         save_audio(gen.audio[i], out / f"item_{i}.wav", gen.sample_rate)
+        written.append(f"item_{i}.wav")
     if gen.alignments is not None:
         from .sampling.alignment import alignment_json, alignment_png
 
@@ -316,12 +456,14 @@ def write_outputs(out: Path, model: Any, gen: Any, metadata: dict[str, Any]) -> 
             lyrics = clean_lyrics(model, gen.settings["items"][i]["lyrics"])
             items.append({"item": i, **alignment_json(align, lyrics, seconds_per_token)})
             atomic_write_bytes(out / f"alignment_{i}.png", alignment_png(align))
+            written.append(f"alignment_{i}.png")
         write_json(out / ALIGNMENT_FILE, {"items": items})
+        written.append(ALIGNMENT_FILE)
     metadata.update(
         format=RUN_FORMAT, version=RUN_VERSION, status="done", level=gen.level, settings=gen.settings,
         timings=[{"level": r.level, "tokens": r.tokens, "seconds": round(r.seconds, 3),
                   "tokens_per_second": round(r.tokens_per_second, 1)} for r in gen.reports],
-        outputs=sorted(p.name for p in out.iterdir() if not p.name.startswith(".")),
+        outputs=sorted(written),  # this run's files only: an earlier run's extra items (--force) are not listed
         finished=now())
     write_json(out / METADATA_FILE, metadata)
     return metadata

@@ -104,11 +104,13 @@ def weight_files(folder: str | Path) -> dict[str, Path]:
     folder = Path(folder)
     index = folder / INDEX_NAME
     if index.exists() or index.is_symlink():
-        try:
-            weight_map = read_json(index, "weight index")["weight_map"]
-            files = {k: folder / v for k, v in weight_map.items()}
-        except (KeyError, TypeError, AttributeError) as e:
-            raise JukeboxError(f"{index}: corrupt weight index ({e})") from None
+        data = read_json(index, "weight index")
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map or not all(
+                isinstance(v, str) and v and "/" not in v and v not in (".", "..") for v in weight_map.values()):
+            raise JukeboxError(f"{index}: corrupt weight index (weight_map must map each tensor name to a shard "
+                               "file in this folder)")
+        files = {k: folder / v for k, v in weight_map.items()}
         for path in set(files.values()):
             check_regular(path, "weights file")
         return files

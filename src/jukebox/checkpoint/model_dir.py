@@ -112,8 +112,8 @@ class ModelDir:
         from ..vqvae import VQVAE
 
         config = self.vqvae_config()
-        with torch.device("meta"):  # no memory until the weight file's header has matched the model's shapes
-            model = VQVAE(config)
+        # no memory until the weight file's header has matched the model's shapes
+        model = build_model(VQVAE, config, str(self.path / "vqvae" / "config.json"))
         load_into(model, self.path / "vqvae", where=f"{self.path}/vqvae")
         return model.to(device).eval()
 
@@ -135,8 +135,7 @@ class ModelDir:
         from ..prior import Prior
 
         config = self.prior_config(level)
-        with torch.device("meta"), _MetaBuild():  # no random fills: the weights are loaded next
-            model = Prior(config)
+        model = build_model(Prior, config, str(self.path / prior_folder(level) / "config.json"))
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # casts of stored fp16 weights: memory-bound, and a 2nd thread stalls on a busy CPU
         try:
@@ -204,7 +203,34 @@ def check_sizes(config: Any, where: str) -> Any:
                 raise JukeboxError(f"{where}: invalid {path} = {obj}; the config is damaged or was edited by hand")
 
     walk(config, "")
+    levels = getattr(config, "levels", None)
+    for name in ("downs_t", "strides_t", "multipliers"):  # one entry per level (hops are computed from them)
+        value = getattr(config, name, None)
+        if isinstance(levels, int) and isinstance(value, (list, tuple)) and len(value) != levels and (
+                name != "multipliers" or value):
+            raise JukeboxError(f"{where}: {name} has {len(value)} entries but levels is {levels}; the config is "
+                               "damaged or was edited by hand")
     return config
+
+
+#: What a model's constructor raises for a config it cannot build (heads that do not divide the width, zero
+#: blocks, tuples of the wrong length, ...).
+_BUILD_ERRORS = (ValueError, TypeError, ZeroDivisionError, IndexError, KeyError, AssertionError, OverflowError,
+                 RuntimeError)
+
+
+def build_model(cls: type, config: Any, where: str) -> Any:
+    """``cls(config)`` built on the meta device (no memory: weights arrive later, streamed in after their shapes
+    matched); a config the model cannot be built from is a one-line :class:`JukeboxError` naming ``where``."""
+    try:
+        with torch.device("meta"), _MetaBuild():
+            return cls(config)
+    except JukeboxError as e:
+        raise JukeboxError(f"{where}: {e}") from None
+    except _BUILD_ERRORS as e:
+        why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise JukeboxError(f"{where}: no model can be built from this config ({why}); the config is damaged or was "
+                           "edited by hand") from None
 
 
 def save_component(folder: Path, config: Any, state_dict: dict[str, torch.Tensor]) -> None:

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import JukeboxError, UsageError
 from .format import plan_shards, save_weights, write_shards
-from .model_dir import ModelDir, prior_folder, save_component
+from .model_dir import ModelDir, build_model, check_sizes, prior_folder, save_component
 from .safe_load import safe_torch_load, to_plain
 
 TOP_KINDS = ("5b", "5b_lyrics", "1b_lyrics")
@@ -37,6 +37,29 @@ def _checkpoint_parts(path: Path) -> tuple[Mapping[str, torch.Tensor], dict[str,
     if not isinstance(hps, Mapping):
         raise JukeboxError(f"{path}: its 'hps' entry is not a mapping")
     return sd, dict(hps)
+
+
+def _config_from_hps(path: Path, build: Callable[..., Any], *args: Any) -> Any:
+    """A config from a checkpoint's ``hps`` (``build(*args)``), checked as the model directory's loader checks it
+    (field types, finite numbers, size limits, no zero or negative sizes: ``sr: 0`` or a NaN ``l_mu`` is refused
+    here, not written into a folder the loader then refuses); a damaged ``hps`` is a one-line error naming the
+    file."""
+    where = f"{path} hps"
+    try:
+        config = build(*args)
+    except JukeboxError as e:
+        raise JukeboxError(f"{where}: {e}") from None
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError, ZeroDivisionError) as e:
+        raise JukeboxError(f"{where}: damaged hyper-parameters ({type(e).__name__}: {str(e)[:150]})") from None
+    config = check_sizes(type(config).from_dict(config.to_dict(), where), where)
+    from ..config import VQVAEConfig
+
+    if isinstance(config, VQVAEConfig):
+        from ..vqvae import VQVAE as cls
+    else:
+        from ..prior import Prior as cls
+    build_model(cls, config, where)  # on the meta device: a config no model can be built from is refused now
+    return config
 
 
 def detect_top_kind(sd: Mapping[str, torch.Tensor], l_bins: int = 2048) -> str:
@@ -78,7 +101,8 @@ def import_openai(
         raise JukeboxError(f"{out} already exists and is not empty; pass --force to overwrite it")
 
     sd, hps = _checkpoint_parts(vq_path)
-    vq_config = vqvae_openai.config_from_openai_hps({**vqvae_openai.OPENAI_RELEASED_HPS, **hps})
+    vq_config = _config_from_hps(vq_path, vqvae_openai.config_from_openai_hps,
+                                 {**vqvae_openai.OPENAI_RELEASED_HPS, **hps})
     vq_sd = vqvae_openai.convert_openai_state_dict(sd, vq_config)
     del sd
     model_dir = ModelDir(out, create=True, name=out.name)
@@ -102,7 +126,8 @@ def import_openai(
         kinds[level] = kind
         vq_hps = {"sr": vq_config.sample_rate, "levels": vq_config.levels, "downs_t": vq_config.downs_t,
                   "strides_t": vq_config.strides_t, "l_bins": vq_config.l_bins}
-        config = prior_openai.config_from_openai_hps({**prior_openai.openai_preset_hps(kind), **hps}, vq_hps)
+        config = _config_from_hps(path, prior_openai.config_from_openai_hps,
+                                  {**prior_openai.openai_preset_hps(kind), **hps}, vq_hps)
         if config.level != level:
             raise JukeboxError(f"{path}: its hps say level {config.level}, but the file name says level {level}")
         n_params = _write_prior_streaming(out / prior_folder(level), sd, config)

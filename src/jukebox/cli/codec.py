@@ -10,11 +10,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
+from ..fileio import display
 from ..loudness import DEFAULT_LUFS
 from .common import add_device_arg, check_codes_range, load_codes_file, output_path, resolve_device
 from .sample import loudness_arg
 
 AUDIO_OUT = (".wav", ".flac")
+#: The shortest audio ``reconstruct`` measures: its spectral metrics take 2048-point FFTs (centred, so more than
+#: half a window of samples).
+RECONSTRUCT_MIN_SAMPLES = 1025
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -82,7 +86,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     np.savez_compressed(buf, **{f"level_{lvl}": c[0].cpu().numpy().astype(np.int64) for lvl, c in enumerate(codes)})
     from ..atomic import atomic_write_bytes
 
-    atomic_write_bytes(out, buf.getvalue())
+    atomic_write_bytes(out, buf.getvalue(), replace=args.force)  # a file that appeared meanwhile is kept
     shapes = ", ".join(f"level_{lvl} {tuple(c.shape[1:])}" for lvl, c in enumerate(codes))
     print(f"wrote {out} ({shapes})")
     return 0
@@ -117,7 +121,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
             note = (f", {info['input_lufs']:.1f} -> {info['output_lufs']:.1f} LUFS, true peak "
                     f"{info['output_true_peak_db']:.1f} dBTP" if info["applied"] else f", loudness left as is: "
                     f"{info['reason']}")
-        save_audio(item, o, sr)
+        save_audio(item, o, sr, force=args.force)
         print(f"wrote {o} ({audio.shape[-1] / sr:.2f} s from level {level}{note})")
     return 0
 
@@ -131,11 +135,19 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     vqvae, device = _load_vqvae(args)
     _check_level(args.level, vqvae.config.levels)
     x = _load_input(args.input, vqvae, device)
+    need = max(RECONSTRUCT_MIN_SAMPLES, vqvae.config.hop_lengths[args.level])
+    if x.shape[-1] < need:
+        raise UsageError(f"{display(args.input)}: {x.shape[-1]} samples at {vqvae.config.sample_rate} Hz is too short "
+                         f"to measure; reconstruct needs at least {need} samples "
+                         f"({need / vqvae.config.sample_rate:.3f} s)")
     codes = encode_audio(vqvae, x, end_level=args.level + 1)
     y = decode_codes(vqvae, codes[args.level], args.level)
     n = min(x.shape[-1], y.shape[-1])
+    if n < RECONSTRUCT_MIN_SAMPLES:
+        raise UsageError(f"{display(args.input)}: only {n} samples come back through level {args.level}; reconstruct "
+                         f"needs at least {RECONSTRUCT_MIN_SAMPLES} to measure")
     metrics = reconstruction_metrics(x[..., :n], y[..., :n], vqvae.config.sample_rate)
-    save_audio(y[0, :, :n], out, vqvae.config.sample_rate)
+    save_audio(y[0, :, :n], out, vqvae.config.sample_rate, force=args.force)
     if args.json:
         print(json.dumps({"level": args.level, "output": str(out), **metrics}))
     else:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 from ..errors import JukeboxError, UsageError
 from ..loudness import DEFAULT_LUFS
-from ..runs import MODES, RunFolder, SamplingRequest, run
+from ..runs import MODES, RunFolder, SamplingRequest, absolute, run
 from .common import add_device_arg, printable, read_batch_file, resolve_device
 
 
@@ -211,34 +212,41 @@ def cmd_sample(args: argparse.Namespace) -> int:
                 print(f"{folder.path}: already complete")
                 return 0
             request.alignment = request.alignment and not args.no_alignment
-            args.model = folder.metadata.get("model", args.model)
+            stored = folder.metadata.get("model")
+            if args.model is None:
+                args.model = stored
+            elif stored and absolute(args.model) != stored:  # an explicit -m wins (the model moved, or a copy)
+                warnings.warn(f"resuming with -m {args.model}, not the model this run was started with ({stored})",
+                              stacklevel=1)
         elif folder.path.exists() and any(folder.path.iterdir()) and not args.force:
             raise JukeboxError(f"{folder.path} already exists and is not empty; pass --resume to continue it or "
                                "--force")
-
-    model = load_model(args.model, device=device, dtype=dtype, low_memory=args.low_memory)
-    if args.list_artists is not None:
-        return _list_names(model, "artists", args.list_artists)
-    if args.list_genres is not None:
-        return _list_names(model, "genres", args.list_genres)
-    if not args.resume:
-        request = _request_from_args(args)
-    settings = model.sampling_settings(**request.overrides())  # bad settings: an error before any output
-    assert folder is not None
-    created = not folder.path.exists()
+    listing = args.list_artists is not None or args.list_genres is not None
+    if folder is not None and not listing:
+        folder.claim(force=args.force, resume=args.resume)  # exclusive: a second run into it fails here
     bars = _Bars(args.quiet)
     try:
+        model = load_model(args.model, device=device, dtype=dtype, low_memory=args.low_memory)
+        if args.list_artists is not None:
+            return _list_names(model, "artists", args.list_artists)
+        if args.list_genres is not None:
+            return _list_names(model, "genres", args.list_genres)
+        if not args.resume:
+            request = _request_from_args(args)
+        settings = model.sampling_settings(**request.overrides())  # bad settings: an error before any output
+        assert folder is not None
         gen = run(model, request, folder, settings, resume_codes, progress=bars, device=str(device),
                   dtype=args.dtype, torch=torch.__version__)
-    except UsageError:
-        # Bad settings found before any work was done: leave no half-made output folder behind.
-        if not args.resume and not folder.metadata.get("levels_done"):
-            folder.metadata_path.unlink(missing_ok=True)
-            if created and folder.path.is_dir() and not any(folder.path.iterdir()):
-                folder.path.rmdir()
+    except BaseException:
+        # Any failure before a level was saved leaves no half-made output folder behind (a saved level is kept
+        # for --resume).
+        if folder is not None:
+            folder.abandon()
         raise
     finally:
         bars.close()
+        if folder is not None:
+            folder.release()
     total = sum(r.seconds for r in gen.reports)
     print(f"wrote {gen.audio.shape[0]} item(s) of {gen.audio.shape[-1] / gen.sample_rate:.2f} s to {folder.path} "
           f"(level {gen.level}, sampling {total:.1f} s)")

@@ -80,10 +80,10 @@ def score_codes(model, level: int, codes: dict[int, torch.Tensor], metas: list[d
 def cmd_score(args: argparse.Namespace) -> int:
     from ..api import load_model
 
-    if args.total_seconds <= 0:
-        raise UsageError("--total-seconds must be positive")
-    if args.offset_seconds < 0 or args.offset_seconds >= args.total_seconds:
-        raise UsageError("--offset-seconds must lie in [0, --total-seconds)")
+    if not math.isfinite(args.total_seconds) or args.total_seconds <= 0:
+        raise UsageError(f"--total-seconds must be a positive number of seconds, got {args.total_seconds}")
+    if not (math.isfinite(args.offset_seconds) and 0 <= args.offset_seconds < args.total_seconds):
+        raise UsageError(f"--offset-seconds must lie in [0, --total-seconds), got {args.offset_seconds}")
     lyrics = args.lyrics
     if args.lyrics_file:
         try:
@@ -91,6 +91,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         except (FileNotFoundError, UnicodeDecodeError):
             raise UsageError(f"{args.lyrics_file}: not a readable UTF-8 file") from None
     model = load_model(args.model, device=resolve_device(args.device))
+    model._check_seconds(args.total_seconds, "--total-seconds")  # the same range as `jukebox sample`'s
     if args.level not in model.prior_levels:
         raise UsageError(f"the model has no prior for level {args.level} (it has {model.prior_levels})")
     arrays = load_codes_file(args.codes)

@@ -16,13 +16,27 @@ from typing import Any
 
 from ..errors import UsageError
 
-__all__ = ["DECODE_MODES", "DRAWS", "LevelSettings", "SettingsError", "LEVEL_FIELDS"]
+__all__ = ["DECODE_MODES", "DRAWS", "LevelSettings", "SettingsError", "LEVEL_FIELDS", "TEMPERATURE_RANGE",
+           "temperature_ok"]
 
 #: Categorical draws: ``multinomial`` (``torch.multinomial``, one exponential per vocabulary entry; reproduces the
 #: original Jukebox's seeded samples) or ``cdf`` (inverse CDF, one uniform per row; much cheaper in large batches).
 DRAWS = ("multinomial", "cdf")
 #: Decode steps of :func:`jukebox.prior.sampler.sample_autoregressive` (see its module docstring).
 DECODE_MODES = ("eager", "module", "int8", "static", "graph", "compile", "triton")
+
+
+#: Temperatures a draw takes besides 0 (greedy): below the low end ``logits / temperature`` overflows float32 to inf
+#: (1e-300 made every probability NaN), above the high end every token is equally likely to float precision.
+TEMPERATURE_RANGE = (1e-3, 100.0)
+
+
+def temperature_ok(value: Any) -> bool:
+    """Whether ``value`` is a temperature a level samples with: 0 (greedy) or a finite number in
+    :data:`TEMPERATURE_RANGE` (the one check for the settings object and a model's ``model.json`` defaults)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return False
+    return value == 0 or TEMPERATURE_RANGE[0] <= value <= TEMPERATURE_RANGE[1]
 
 
 class SettingsError(UsageError, ValueError):
@@ -59,7 +73,11 @@ class LevelSettings:
 
     def __post_init__(self) -> None:
         fix = object.__setattr__
-        fix(self, "temperature", _number("temperature", self.temperature, 0.0, math.inf))
+        if not temperature_ok(self.temperature):
+            lo, hi = TEMPERATURE_RANGE
+            raise SettingsError(f"temperature must be 0 (greedy) or between {lo:g} and {hi:g}, got "
+                                f"{self.temperature!r}")
+        fix(self, "temperature", float(self.temperature))
         fix(self, "top_k", _integer("top_k", self.top_k, 0))
         fix(self, "top_p", _number("top_p", self.top_p, 0.0, 1.0))
         fix(self, "hop_fraction", _number("hop_fraction", self.hop_fraction, 0.0, 1.0, low_open=True))

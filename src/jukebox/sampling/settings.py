@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..prior.settings import DECODE_MODES, DRAWS, LEVEL_FIELDS, LevelSettings, SettingsError
+from ..prior.settings import DECODE_MODES, DRAWS, LEVEL_FIELDS, LevelSettings, SettingsError, temperature_ok
 
 __all__ = ["SamplingSettings", "LevelSettings", "SettingsError", "LEVEL_FIELDS", "CALL_FIELDS", "OVERRIDES",
            "DEFAULT_HOP_FRACTIONS", "UPSAMPLE_MODES", "model_defaults"]
@@ -193,7 +193,7 @@ def model_defaults(given: Any, max_seconds: float) -> dict[str, Any]:
     if isinstance(size, int) and not isinstance(size, bool) and size >= 1:
         out["chunk_size"] = size
     out["guidance"] = _model_value(given.get("guidance"), lambda g: 0 <= g <= 20)  # a number: top level only
-    out["temperature"] = _model_value(given.get("temperature"), lambda t: 0 < t <= 10)
+    out["temperature"] = _model_value(given.get("temperature"), lambda t: t > 0 and temperature_ok(t))
     total = given.get("total_seconds")
     out["total_seconds"] = float(total) if _is_number(total) and 0 < total <= max_seconds else None
     return out
