@@ -1,0 +1,346 @@
+"""Eager against the fast training path (``TrainConfig.compile``), in one run: tokens/s and MFU of priors,
+audio samples/s of the VQ-VAE, and the loss curves of both paths on the same data and seed.
+
+Cases (``--cases``, comma-separated; default all, in this order):
+
+- ``env``: the card, versions, and its dense bf16 matmul rate as measured (8192^3 GEMMs).
+- ``prior100m``: the ~100M-parameter top prior of ``bench_train.py`` (width 1024, depth 32, attn_order 2 =
+  Jukebox's released block / transpose / previous-block patterns, n_ctx 8192), batch ``--batch-100m`` (16) without
+  activation checkpointing, bf16 autocast, fused AdamW: eager, then ``compile=blocks``.
+- ``embedded``: the embedded default model's three priors (their own configs): eager and fast at the batch they
+  were trained with (32) and at ``--big-batch`` (128).
+- ``vqvae``: the embedded VQ-VAE, batch 16 x 65,536 samples, fp32, with and without the adversarial loss (the
+  CLI's default discriminators), eager and fast.
+- ``curve``: ``--curve-steps`` steps of the embedded top prior's shape on a learnable synthetic code stream (a
+  sparse Markov chain), eager and fast from the same weights, data and seed: the loss at a few steps, the largest
+  and mean difference.
+
+Each measurement times ``--steps`` optimiser steps after ``--warmup`` steps; the warm-up's extra time (compiling)
+is reported as ``compile_s``. Results go to ``OUT/bench_train_fast.json`` after every case (``--out``, default
+``$OUT`` or the current folder), and a table is printed at the end. Cases that would start after ``--budget``
+seconds are skipped (listed in the JSON).
+
+FLOPs per token (as ``bench_train.py``): ``6 N`` (N = parameters outside the embeddings) plus attention; the
+output head, tied to the token embedding, is counted in ``mfu_with_head``. MFU is against the datasheet's dense
+bf16 rate (989 TFLOP/s for H100/H200) and against the rate measured by ``env``.
+
+    python benchmarks/bench_train_fast.py --out results/                 # everything (~7 minutes on an H200)
+    python benchmarks/bench_train_fast.py --cases curve --curve-steps 2000
+    python benchmarks/bench_train_fast.py --smoke --device cpu           # tiny shapes, seconds (tests the script)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_train import PEAK_BF16_TFLOPS, attended_keys, prior_config  # noqa: E402
+
+from jukebox.config import VQVAEConfig  # noqa: E402
+from jukebox.prior import Prior  # noqa: E402
+from jukebox.prior.config import PriorConfig  # noqa: E402
+from jukebox.train import TrainConfig, Trainer  # noqa: E402
+from jukebox.train.synthetic import SyntheticAdversarialTask, SyntheticAudioTask, SyntheticPriorTask  # noqa: E402
+
+ASSETS = Path(__file__).resolve().parents[1] / "src" / "jukebox" / "assets" / "default_model"
+CASES = ("env", "prior100m", "embedded", "vqvae", "curve")
+
+
+# ------------------------------------------------------------------------------------------------- measuring
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def flops_per_token(model: Prior, cfg: PriorConfig) -> tuple[float, float]:
+    """(6 N + attention, the same + the output head) per token of a prior's training step."""
+    n_params = sum(p.numel() for p in model.parameters())
+    n_emb = sum(p.numel() for n, p in model.named_parameters() if "emb" in n)
+    t = cfg.transformer
+    n_state = int(t.m_attn * t.width)
+    block_ctx = cfg.n_ctx // (t.blocks or 1)
+    attn = sum(6 * n_state * attended_keys(b.pattern, cfg.n_ctx, block_ctx)
+               for b in model.decoder.transformer.blocks)
+    base = 6 * (n_params - n_emb) + attn
+    return float(base), float(base + 6 * t.width * model.decoder.bins)
+
+
+def run_loop(model: torch.nn.Module, task: Any, device: torch.device, args: argparse.Namespace, compile: str,
+             steps: int, warmup: int, precision: str = "auto", lr: float = 3e-4, warmup_lr: int = 1,
+             ) -> dict[str, Any]:
+    """Train ``warmup + steps`` steps through the real loop; per-step wall times and the losses."""
+    times: list[float] = []
+
+    def on_step(step: int, row: dict[str, float]) -> None:
+        _sync(device)
+        times.append(time.perf_counter())
+
+    config = TrainConfig(steps=warmup + steps, batch_size=task.batch_size, warmup_steps=warmup_lr, lr=lr,
+                         decay="none", log_every=10**9, precision=precision, workers=2, compile=compile)
+    kwargs = {"backend": args.compile_backend} if args.compile_backend else {}
+    if args.inductor_mode:
+        kwargs["mode"] = args.inductor_mode
+    _free(device)
+    from jukebox.train import DistInfo
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(model, task, config, f"{tmp}/ckpt", DistInfo(device=device), progress=False,
+                          on_step=on_step, log=lambda m: None, compile_kwargs=kwargs)
+        trainer._save = lambda *a, **k: None  # type: ignore[method-assign]  # time training, not disk
+        _sync(device)
+        t0 = time.perf_counter()
+        result = trainer.fit()
+    steady = (times[-1] - times[warmup - 1]) / steps if steps else float("nan")
+    first = times[warmup - 1] - t0
+    return {"seconds_per_step": steady, "compile_s": max(0.0, first - warmup * steady),
+            "losses": [r["loss"] for r in result.history],
+            "max_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+            if device.type == "cuda" else None}
+
+
+def _peak(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def prior_case(name: str, cfg: PriorConfig, batch: int, device: torch.device, args: argparse.Namespace,
+               compile: str, state: dict[str, Any], data: str = "random") -> dict[str, Any]:
+    torch.manual_seed(0)
+    model = Prior(cfg)
+    f, f_head = flops_per_token(model, cfg)
+    task = SyntheticPriorTask(cfg, batch, data, stream_tokens=1 << 18)
+    row: dict[str, Any] = {"case": name, "compile": compile, "batch": batch, "n_ctx": cfg.n_ctx,
+                           "params": sum(p.numel() for p in model.parameters()),
+                           "checkpoint_activations": bool(cfg.transformer.checkpoint)}
+    try:
+        r = run_loop(model, task, device, args, compile, args.steps, args.warmup)
+    except torch.OutOfMemoryError:
+        row["error"] = "out of memory"
+        return row
+    tps = batch * cfg.n_ctx / r["seconds_per_step"]
+    row.update(tokens_per_second=round(tps, 1), compile_s=round(r["compile_s"], 1),
+               max_memory_gib=r["max_memory_gib"], flops_per_token=f,
+               model_tflops=round(tps * f / 1e12, 2), loss_last=round(r["losses"][-1], 4))
+    peak, measured = _peak(device), state.get("measured_bf16_tflops")
+    if peak:
+        row["mfu"] = round(tps * f / (peak * 1e12), 4)
+        row["mfu_with_head"] = round(tps * f_head / (peak * 1e12), 4)
+    if measured:
+        row["mfu_vs_measured"] = round(tps * f / (measured * 1e12), 4)
+    return row
+
+
+# ------------------------------------------------------------------------------------------------- cases
+def case_env(device: torch.device, args: argparse.Namespace, state: dict[str, Any]) -> list[dict[str, Any]]:
+    row: dict[str, Any] = {"case": "env", "torch": torch.__version__, "python": sys.version.split()[0],
+                           "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+    try:
+        import triton
+
+        row["triton"] = triton.__version__
+    except ImportError:
+        row["triton"] = None
+    if device.type == "cuda":
+        row["cuda"] = torch.version.cuda
+        row["datasheet_bf16_tflops"] = _peak(device)
+        n = 8192
+        a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+        b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+        for _ in range(10):
+            a @ b
+        _sync(device)
+        reps = 100
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        _sync(device)
+        row["measured_bf16_tflops"] = round(2 * n**3 * reps / (time.perf_counter() - t0) / 1e12, 1)
+        state["measured_bf16_tflops"] = row["measured_bf16_tflops"]
+        del a, b
+    return [row]
+
+
+def case_prior100m(device: torch.device, args: argparse.Namespace, state: dict[str, Any]) -> list[dict[str, Any]]:
+    cfg = prior_config("tiny" if args.smoke else "100m", None, False)
+    batch = 2 if args.smoke else args.batch_100m
+    rows = []
+    for compile in ("none", "blocks"):
+        row = prior_case("prior100m", cfg, batch, device, args, compile, state)
+        if row.get("error") and not args.smoke:  # too big without checkpointing: say so, then try half
+            rows.append(row)
+            row = prior_case("prior100m", cfg, batch // 2, device, args, compile, state)
+        rows.append(row)
+    return rows
+
+
+def _embedded(level: int, smoke: bool) -> PriorConfig:
+    cfg = PriorConfig.load_json(ASSETS / f"prior_level_{level}" / "config.json")
+    return cfg.replace(n_ctx=64) if smoke else cfg
+
+
+def case_embedded(device: torch.device, args: argparse.Namespace, state: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    small, big = (2, 4) if args.smoke else (32, args.big_batch)
+    for level in (2, 1, 0):
+        cfg = _embedded(level, args.smoke)
+        for compile, batch in (("none", small), ("blocks", small), ("none", big), ("blocks", big)):
+            rows.append(prior_case(f"embedded_level_{level}", cfg, batch, device, args, compile, state))
+    return rows
+
+
+def case_vqvae(device: torch.device, args: argparse.Namespace, state: dict[str, Any]) -> list[dict[str, Any]]:
+    from jukebox.train.adversarial import GeneratorVQVAE
+    from jukebox.vqvae import VQVAE
+    from jukebox.vqvae.discriminator import AdversarialConfig, Discriminator
+
+    cfg = VQVAEConfig.load_json(ASSETS / "vqvae" / "config.json")
+    batch, window = (2, 8192) if args.smoke else (16, 65536)
+    audio = SyntheticAudioTask(batch, window, cfg.sample_rate)
+    rows = []
+    for adversarial in (False, True):
+        for compile in ("none", "blocks"):
+            torch.manual_seed(0)
+            model: torch.nn.Module = VQVAE(cfg)
+            task: Any = audio
+            if adversarial:
+                adv = AdversarialConfig()
+                model = GeneratorVQVAE(model, tuple(range(cfg.levels)), decoder_only=False)
+                task = SyntheticAdversarialTask(audio, adv, Discriminator(adv))
+            row: dict[str, Any] = {"case": "vqvae_adversarial" if adversarial else "vqvae", "compile": compile,
+                                   "batch": batch, "window": window}
+            try:
+                r = run_loop(model, task, device, args, compile, args.steps, args.warmup)
+                row.update(samples_per_second=round(batch * window / r["seconds_per_step"], 1),
+                           compile_s=round(r["compile_s"], 1), max_memory_gib=r["max_memory_gib"],
+                           loss_last=round(r["losses"][-1], 4))
+            except torch.OutOfMemoryError:
+                row["error"] = "out of memory"
+            rows.append(row)
+            del model, task
+    return rows
+
+
+def case_curve(device: torch.device, args: argparse.Namespace, state: dict[str, Any]) -> list[dict[str, Any]]:
+    cfg = _embedded(2, args.smoke)
+    batch, steps = (2, min(args.curve_steps, 20)) if args.smoke else (32, args.curve_steps)
+    task = SyntheticPriorTask(cfg, batch, "markov", seed=1, stream_tokens=1 << 18 if args.smoke else 1 << 21)
+    curves = {}
+    for compile in ("none", "blocks"):
+        torch.manual_seed(0)
+        model = Prior(cfg)
+        r = run_loop(model, task, device, args, compile, steps - 1, 1, lr=3e-4, warmup_lr=min(100, steps // 10))
+        curves[compile] = r["losses"]
+    e, f = curves["none"], curves["blocks"]
+    diffs = [abs(a - b) for a, b in zip(e, f)]
+    tail = max(1, len(e) // 10)
+    marks = sorted({s for s in (1, 10, 50, 100, 200, 500, 1000, 1500, 2000, len(e)) if s <= len(e)})
+    return [{"case": "curve", "model": "embedded_level_2 shape", "batch": batch, "steps": len(e),
+             "data": "markov (successors 4: ~1.9 bits/token floor)",
+             "loss_at": {str(s): [round(e[s - 1], 4), round(f[s - 1], 4)] for s in marks},
+             "max_abs_diff": round(max(diffs), 5), "mean_abs_diff": round(sum(diffs) / len(diffs), 5),
+             "tail_mean_eager": round(sum(e[-tail:]) / tail, 4), "tail_mean_fast": round(sum(f[-tail:]) / tail, 4),
+             "eager": [round(x, 5) for x in e], "fast": [round(x, 5) for x in f]}]
+
+
+# ------------------------------------------------------------------------------------------------- report
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'case':<22} {'compile':<7} {'batch':>5} {'rate':>14} {'TFLOP/s':>8} {'MFU':>6} {'MFU*':>6} "
+             f"{'compile_s':>9} {'mem GiB':>7}"]
+    for r in rows:
+        if r["case"] == "env":
+            lines.insert(0, f"# {r['device']}, torch {r['torch']}, triton {r.get('triton')}, measured bf16 "
+                            f"{r.get('measured_bf16_tflops')} TFLOP/s (datasheet {r.get('datasheet_bf16_tflops')})")
+            continue
+        if r["case"] == "curve":
+            lines.append(f"curve: {r['steps']} steps, max |loss diff| {r['max_abs_diff']}, mean {r['mean_abs_diff']}, "
+                         f"last-10% mean eager {r['tail_mean_eager']} fast {r['tail_mean_fast']}; "
+                         + ", ".join(f"@{k}: {v[0]}/{v[1]}" for k, v in r["loss_at"].items()))
+            continue
+        if "error" in r:
+            lines.append(f"{r['case']:<22} {r.get('compile', ''):<7} {r.get('batch', ''):>5} {r['error']}")
+            continue
+        rate = (f"{r['tokens_per_second']:,.0f} tok/s" if "tokens_per_second" in r
+                else f"{r['samples_per_second'] / 1e6:.2f} M smp/s")
+
+        mfu, mfu2 = (f"{100 * r[k]:.1f}%" if r.get(k) is not None else "-" for k in ("mfu", "mfu_vs_measured"))
+        lines.append(f"{r['case']:<22} {r['compile']:<7} {r['batch']:>5} {rate:>14} "
+                     f"{r.get('model_tflops', '-'):>8} {mfu:>6} {mfu2:>6} "
+                     f"{r.get('compile_s', '-'):>9} {r.get('max_memory_gib') or '-':>7}")
+    lines.append("MFU: against the datasheet's dense bf16 rate; MFU*: against the rate measured here")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {', '.join(CASES)}")
+    ap.add_argument("--out", default=os.environ.get("OUT", "."), help="folder of bench_train_fast.json")
+    ap.add_argument("--device", default=None, help="default: cuda when available")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default 8; smoke 2)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (they include compiling)")
+    ap.add_argument("--batch-100m", type=int, default=16)
+    ap.add_argument("--big-batch", type=int, default=128, help="the throughput batch of the embedded priors")
+    ap.add_argument("--curve-steps", type=int, default=300)
+    ap.add_argument("--budget", type=float, default=420.0, help="seconds; later cases are skipped past it")
+    ap.add_argument("--compile-backend", default=None, help="torch.compile backend (default inductor)")
+    ap.add_argument("--inductor-mode", default=None, help="e.g. max-autotune-no-cudagraphs")
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes (checks the script on a CPU)")
+    args = ap.parse_args()
+    if args.steps is None:
+        args.steps = 2 if args.smoke else 8
+    if args.smoke:
+        args.warmup = min(args.warmup, 1)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = set(wanted) - set(CASES)
+    if unknown:
+        ap.error(f"unknown cases {sorted(unknown)}; choose from {', '.join(CASES)}")
+    fns = {"env": case_env, "prior100m": case_prior100m, "embedded": case_embedded, "vqvae": case_vqvae,
+           "curve": case_curve}
+    rows: list[dict[str, Any]] = []
+    report: dict[str, Any] = {"args": vars(args), "rows": rows, "skipped": [], "errors": {}}
+    state: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    for name in wanted:
+        if time.perf_counter() - t0 > args.budget:
+            report["skipped"].append(name)
+            continue
+        start = time.perf_counter()
+        try:
+            rows.extend(fns[name](device, args, state))
+        except Exception:  # one case failing (e.g. a compiler missing) must not lose the others
+            report["errors"][name] = traceback.format_exc()[-4000:]
+            print(f"case {name} failed:\n{report['errors'][name]}", file=sys.stderr)
+        report.setdefault("case_seconds", {})[name] = round(time.perf_counter() - start, 1)
+        (out / "bench_train_fast.json").write_text(json.dumps(report, indent=1) + "\n")
+        (out / "bench_train_fast.txt").write_text(table(rows) + "\n")
+        print(f"[{time.perf_counter() - t0:.0f}s] {name} done", file=sys.stderr, flush=True)
+    text = table(rows)
+    (out / "bench_train_fast.txt").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
