@@ -6,9 +6,10 @@ Cases (``--cases``, comma-separated; default all, in this order):
 - ``env``: the card, versions, and its dense bf16 matmul rate as measured (8192^3 GEMMs).
 - ``prior100m``: the ~100M-parameter top prior of ``bench_train.py`` (width 1024, depth 32, attn_order 2 =
   Jukebox's released block / transpose / previous-block patterns, n_ctx 8192), batch ``--batch-100m`` (16) without
-  activation checkpointing, bf16 autocast, fused AdamW: eager, then ``compile=blocks``.
-- ``embedded``: the embedded default model's three priors (their own configs): eager and fast at the batch they
-  were trained with (32) and at ``--big-batch`` (128).
+  activation checkpointing, bf16 autocast, fused AdamW: ``former`` (eager with the former 5-D attention, the
+  baseline), ``none`` (eager, 4-D attention), then ``blocks`` (compiled).
+- ``embedded``: the embedded default model's three priors (their own configs): former, eager and fast at the
+  batch they were trained with (32), eager and fast at ``--big-batch`` (128).
 - ``vqvae``: the embedded VQ-VAE, batch 16 x 65,536 samples, fp32, with and without the adversarial loss (the
   CLI's default discriminators), eager and fast.
 - ``curve``: ``--curve-steps`` steps of the embedded top prior's shape on a learnable synthetic code stream (a
@@ -124,8 +125,48 @@ def _peak(device: torch.device) -> float | None:
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 
+def former_attention(q, k, v, pattern, block_ctx=1, prime_keys=0, dropout_p=0.0):
+    """The attention of releases before the 4-D path (5-D SDPA for block patterns: the math kernel on CUDA)."""
+    import torch.nn.functional as F
+
+    if pattern == "cross":
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    if pattern == "dense":
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+    if pattern == "prime":
+        n = min(prime_keys, k.shape[2])
+        return F.scaled_dot_product_attention(q, k[:, :, :n], v[:, :, :n], is_causal=True, dropout_p=dropout_p)
+    B, H, T, D = q.shape
+    nb = -(-T // block_ctx)
+    L = nb * block_ctx
+    qg, kg, vg = ((t if t.shape[2] == L else F.pad(t, (0, 0, 0, L - T))).reshape(B, H, nb, block_ctx, D)
+                  for t in (q, k, v))
+    if pattern == "block":
+        out = F.scaled_dot_product_attention(qg, kg, vg, is_causal=True, dropout_p=dropout_p)
+    elif pattern == "transpose":
+        qg, kg, vg = (t.transpose(2, 3) for t in (qg, kg, vg))
+        out = F.scaled_dot_product_attention(qg, kg, vg, is_causal=True, dropout_p=dropout_p).transpose(2, 3)
+    else:
+        kg = F.pad(kg[:, :, :-1], (0, 0, 0, 0, 1, 0))
+        vg = F.pad(vg[:, :, :-1], (0, 0, 0, 0, 1, 0))
+        out = F.scaled_dot_product_attention(qg, kg, vg, dropout_p=dropout_p)
+    return out.reshape(B, H, L, D)[:, :, :T]
+
+
 def prior_case(name: str, cfg: PriorConfig, batch: int, device: torch.device, args: argparse.Namespace,
                compile: str, state: dict[str, Any], data: str = "random") -> dict[str, Any]:
+    """One prior measurement; ``compile="former"``: eager with the former 5-D attention (the baseline)."""
+    if compile == "former":
+        import jukebox.nn.attention as attention
+
+        current = attention.factorized_attention
+        attention.factorized_attention = former_attention
+        try:
+            row = prior_case(name, cfg, batch, device, args, "none", state, data)
+        finally:
+            attention.factorized_attention = current
+        row["compile"] = "former"
+        return row
     torch.manual_seed(0)
     model = Prior(cfg)
     f, f_head = flops_per_token(model, cfg)
@@ -185,7 +226,7 @@ def case_prior100m(device: torch.device, args: argparse.Namespace, state: dict[s
     cfg = prior_config("tiny" if args.smoke else "100m", None, False)
     batch = 2 if args.smoke else args.batch_100m
     rows = []
-    for compile in ("none", "blocks"):
+    for compile in ("former", "none", "blocks"):
         row = prior_case("prior100m", cfg, batch, device, args, compile, state)
         if row.get("error") and not args.smoke:  # too big without checkpointing: say so, then try half
             rows.append(row)
@@ -204,7 +245,7 @@ def case_embedded(device: torch.device, args: argparse.Namespace, state: dict[st
     small, big = (2, 4) if args.smoke else (32, args.big_batch)
     for level in (2, 1, 0):
         cfg = _embedded(level, args.smoke)
-        for compile, batch in (("none", small), ("blocks", small), ("none", big), ("blocks", big)):
+        for compile, batch in (("former", small), ("none", small), ("blocks", small), ("none", big), ("blocks", big)):
             rows.append(prior_case(f"embedded_level_{level}", cfg, batch, device, args, compile, state))
     return rows
 
