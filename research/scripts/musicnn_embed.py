@@ -8,6 +8,8 @@ The project does not depend on TensorFlow; `research/scripts/eval_conditioning.p
     /work/evalenv/bin/pip install tensorflow-cpu tf-keras librosa soundfile
     /work/evalenv/bin/pip install --no-deps musicnn
 
+(works with Python 3.11: tensorflow-cpu 2.21, tf-keras 2.21, librosa 0.11, musicnn 0.1.0.)
+
 Input: an .npz with ``audio`` float16/float32 [N, T] at 16 kHz (musicnn's rate). Output: an .npz with, per model
 (``MSD_musicnn``, ``MTT_musicnn``), ``{model}_penultimate`` [N, 200] and ``{model}_tags`` [N, 50]: the mean over
 3-second patches (hop ``--patch-hop`` seconds) of the penultimate layer and of the tag probabilities.
