@@ -11,6 +11,7 @@ auto-detected for H100/H200/A100).
 
     python benchmarks/bench_train.py --size tiny --steps 5
     python benchmarks/bench_train.py --size 100m --steps 20 --batch-size 8
+    python benchmarks/bench_train.py --size 100m --steps 20 --batch-size 16 --compile blocks --warmup-steps 3
     torchrun --nproc-per-node 2 benchmarks/bench_train.py --size 100m --steps 20 --batch-size 8
 """
 
@@ -96,6 +97,8 @@ def main() -> None:
     ap.add_argument("--n-ctx", type=int, default=None)
     ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     ap.add_argument("--checkpoint-activations", action="store_true")
+    ap.add_argument("--compile", choices=("none", "blocks", "model"), default="none",
+                    help="torch.compile of the training step (TrainConfig.compile); the warm-up steps build it")
     ap.add_argument("--device", default=None)
     ap.add_argument("--peak-tflops", type=float, default=None, help="peak bf16 dense TFLOP/s of one device")
     args = ap.parse_args()
@@ -122,7 +125,7 @@ def main() -> None:
             times[step] = time.perf_counter()
 
         config = TrainConfig(steps=total, batch_size=args.batch_size, warmup_steps=1, log_every=10**9,
-                             precision=args.precision, workers=1)
+                             precision=args.precision, workers=1, compile=args.compile)
         with tempfile.TemporaryDirectory() as tmp:
             trainer = Trainer(model, task, config, f"{tmp}/ckpt", dist, progress=False, on_step=on_step,
                               log=lambda m: None)
@@ -143,6 +146,7 @@ def main() -> None:
                 "size": args.size, "device": name, "processes": dist.world_size, "params": n_params,
                 "params_non_embedding": n_params - n_emb, "n_ctx": cfg.n_ctx, "batch_per_process": args.batch_size,
                 "precision": args.precision, "checkpoint_activations": args.checkpoint_activations,
+                "compile": args.compile,
                 "steps_timed": args.steps, "seconds": round(seconds, 3), "tokens_per_second": round(tps, 1),
                 "flops_per_token": flops_per_token, "model_tflops_per_second": round(tps * flops_per_token / 1e12, 3),
                 "peak_tflops_per_device": peak, "mfu": None if mfu is None else round(mfu, 4),

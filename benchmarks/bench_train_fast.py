@@ -118,6 +118,13 @@ def run_loop(model: torch.nn.Module, task: Any, device: torch.device, args: argp
             if device.type == "cuda" else None}
 
 
+def _error(e: Exception) -> str:
+    print(traceback.format_exc()[-3000:], file=sys.stderr)
+    if isinstance(e, torch.OutOfMemoryError):
+        return "out of memory"
+    return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+
+
 def _peak(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
@@ -176,8 +183,8 @@ def prior_case(name: str, cfg: PriorConfig, batch: int, device: torch.device, ar
                            "checkpoint_activations": bool(cfg.transformer.checkpoint)}
     try:
         r = run_loop(model, task, device, args, compile, args.steps, args.warmup)
-    except torch.OutOfMemoryError:
-        row["error"] = "out of memory"
+    except Exception as e:  # noqa: BLE001  (out of memory, a compiler error: the row says so, the run goes on)
+        row["error"] = _error(e)
         return row
     tps = batch * cfg.n_ctx / r["seconds_per_step"]
     row.update(tokens_per_second=round(tps, 1), compile_s=round(r["compile_s"], 1),
@@ -228,7 +235,7 @@ def case_prior100m(device: torch.device, args: argparse.Namespace, state: dict[s
     rows = []
     for compile in ("former", "none", "blocks"):
         row = prior_case("prior100m", cfg, batch, device, args, compile, state)
-        if row.get("error") and not args.smoke:  # too big without checkpointing: say so, then try half
+        if row.get("error") == "out of memory" and not args.smoke:  # too big without checkpointing: then half
             rows.append(row)
             row = prior_case("prior100m", cfg, batch // 2, device, args, compile, state)
         rows.append(row)
@@ -275,8 +282,8 @@ def case_vqvae(device: torch.device, args: argparse.Namespace, state: dict[str, 
                 row.update(samples_per_second=round(batch * window / r["seconds_per_step"], 1),
                            compile_s=round(r["compile_s"], 1), max_memory_gib=r["max_memory_gib"],
                            loss_last=round(r["losses"][-1], 4))
-            except torch.OutOfMemoryError:
-                row["error"] = "out of memory"
+            except Exception as e:  # noqa: BLE001
+                row["error"] = _error(e)
             rows.append(row)
             del model, task
     return rows
