@@ -12,6 +12,24 @@ import torch
 
 #: Audio per encoder/decoder call, in seconds; long inputs are processed window by window.
 WINDOW_SECONDS = 30.0
+#: Most output samples (items x samples) one decoder call makes: a large batch decodes in shorter windows, so the
+#: decoder's activations stay bounded whatever the batch.
+DECODE_CALL_SAMPLES = 2**22
+
+
+def check_decode_size(n_items: int, n_codes: int, hop: int, sample_rate: int, where: str = "the codes") -> int:
+    """Refuse, before any decoding, codes whose audio would exceed :data:`jukebox.audio.MAX_OUTPUT_SAMPLES` values
+    (1 GiB of float32; 10**7 level-2 codes in a 15 kB file ask for 1.28e9 samples, 8 hours of audio): a one-line
+    :class:`~jukebox.errors.JukeboxError`. Returns the number of samples."""
+    from .audio import MAX_OUTPUT_SAMPLES
+    from .errors import JukeboxError
+
+    total = n_items * n_codes * hop
+    if total > MAX_OUTPUT_SAMPLES:
+        raise JukeboxError(f"{where}: {n_items} item(s) of {n_codes:,} codes decode to {total:,} samples "
+                           f"({total / sample_rate / 3600:.1f} h of audio); at most {MAX_OUTPUT_SAMPLES:,} are decoded "
+                           "at once; cut the codes or decode fewer items")
+    return total
 
 
 @torch.no_grad()
@@ -40,11 +58,15 @@ def encode_audio(vqvae, x: torch.Tensor, end_level: int | None = None) -> list[t
 def decode_codes(vqvae, codes: torch.Tensor, level: int) -> torch.Tensor:
     """Decode one level's codes [B, T_l] into audio [B, 1, T_l * hop_l], window by window.
 
-    Windows overlap by a margin that is then cropped, so window borders do not click.
+    The size is checked first (:func:`check_decode_size`); windows are at most :data:`WINDOW_SECONDS` long and
+    make at most :data:`DECODE_CALL_SAMPLES` samples over the batch, and overlap by a margin that is then
+    cropped, so window borders do not click.
     """
     hop = vqvae.config.hop_lengths[level]
     n = codes.shape[-1]
-    window = max(1, int(WINDOW_SECONDS * vqvae.config.sample_rate) // hop)
+    check_decode_size(codes.shape[0], n, hop, vqvae.config.sample_rate)
+    window = max(1, min(int(WINDOW_SECONDS * vqvae.config.sample_rate), DECODE_CALL_SAMPLES // max(1, codes.shape[0]))
+                 // hop)
     if n <= window:
         return vqvae.decode_level(codes, level)
     margin = max(1, window // 16)

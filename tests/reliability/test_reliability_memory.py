@@ -335,3 +335,66 @@ def test_a_torch_allocation_failure_is_out_of_memory(capsys, models, tmp_path, m
     rc, err = _run(capsys, ["encode", "-m", str(models["tiny"]), str(models["root"] / "ok.wav"), "-o",
                             str(tmp_path / "c.npz")])
     _one_line(err, rc, 1, "out of memory")
+
+
+# ------------------------------------------------------------------------------------------------ decoding at length
+
+def test_codes_that_decode_past_the_limit_are_refused_before_decoding(capsys, models, tmp_path, monkeypatch):
+    """10**7 level-2 codes (a small file) ask for 1.28e9 samples, 8 hours: before, decode ran for ever (2 GB after
+    120 s); now it stops before the decoder runs once."""
+    from jukebox.vqvae import VQVAE
+
+    path = tmp_path / "long.npz"
+    np.savez_compressed(path, level_2=np.zeros(10**7, np.uint8))
+    assert path.stat().st_size < 100_000
+
+    def never(*args, **kwargs):
+        raise AssertionError("the decoder ran")
+
+    monkeypatch.setattr(VQVAE, "decode_level", never)
+    rc, err = _run(capsys, ["decode", "-m", str(models["tiny"]), str(path), "-o", str(tmp_path / "x.wav")])
+    _one_line(err, rc, 1, "long.npz level_2", "10,000,000 codes decode to 1,280,000,000 samples", "at most")
+    assert not (tmp_path / "x.wav").exists()
+    from jukebox.api import load_model
+    from jukebox.codec import decode_codes
+
+    with pytest.raises(JukeboxError, match="decode to"):
+        decode_codes(load_model(models["tiny"], device="cpu").vqvae, torch.zeros(3, 10**6, dtype=torch.long), 2)
+
+
+@pytest.fixture(scope="module")
+def tiny_vqvae(models):
+    from jukebox.checkpoint.model_dir import ModelDir
+
+    return ModelDir(models["tiny"]).load_vqvae("cpu")
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(batch=st.integers(1, 9), n=st.integers(1, 24), budget=st.sampled_from([512, 2048, 2**22]))
+def test_large_batches_decode_in_bounded_windows(tiny_vqvae, monkeypatch, batch, n, budget):
+    """Every decoder call makes at most DECODE_CALL_SAMPLES samples (a larger batch decodes in shorter windows),
+    the result has the full length, and where one window holds everything it is the decoder's own output."""
+    import jukebox.codec as codec
+
+    vqvae = tiny_vqvae
+    calls = []
+    real = type(vqvae).decode_level
+
+    def spy(self, codes, level):
+        out = real(self, codes, level)
+        calls.append(out.shape[0] * out.shape[-1])
+        return out
+
+    with monkeypatch.context() as m:
+        m.setattr(codec, "DECODE_CALL_SAMPLES", budget)
+        m.setattr(type(vqvae), "decode_level", spy)
+        z = torch.as_tensor(np.random.default_rng(n).integers(0, 64, (batch, n)))
+        out = codec.decode_codes(vqvae, z, 1)
+    hop = vqvae.config.hop_lengths[1]
+    assert out.shape == (batch, 1, n * hop)
+    window = max(1, min(budget // batch, 30 * 44100) // hop)
+    margin = max(1, window // 16)
+    assert max(calls) <= batch * (window + 2 * margin) * hop
+    if len(calls) == 1:
+        torch.testing.assert_close(out, real(vqvae, z, 1))

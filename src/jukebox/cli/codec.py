@@ -96,7 +96,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     import torch
 
     from ..audio import save_audio
-    from ..codec import decode_codes
+    from ..codec import check_decode_size, decode_codes
 
     vqvae, device = _load_vqvae(args)
     codes = load_codes_file(args.codes)
@@ -106,6 +106,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.codes} has no level_{level} (levels present: {sorted(codes)})")
     arr = codes[level]
     check_codes_range(arr, vqvae.config.l_bins, f"{args.codes} level_{level}")
+    check_decode_size(arr.shape[0], arr.shape[1], vqvae.config.hop_lengths[level], vqvae.config.sample_rate,
+                      f"{display(args.codes)} level_{level}")  # before any decoding
     out = Path(args.output)
     outs = [out] if arr.shape[0] == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(arr.shape[0])]
     for o in outs:
