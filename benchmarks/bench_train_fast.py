@@ -174,6 +174,8 @@ def prior_case(name: str, cfg: PriorConfig, batch: int, device: torch.device, ar
             attention.factorized_attention = current
         row["compile"] = "former"
         return row
+    if time.perf_counter() > state.get("deadline", float("inf")):
+        return {"case": name, "compile": compile, "batch": batch, "error": "skipped: past --budget"}
     torch.manual_seed(0)
     model = Prior(cfg)
     f, f_head = flops_per_token(model, cfg)
@@ -200,7 +202,7 @@ def prior_case(name: str, cfg: PriorConfig, batch: int, device: torch.device, ar
 
 
 # ------------------------------------------------------------------------------------------------- cases
-def case_env(device: torch.device, args: argparse.Namespace, state: dict[str, Any]) -> list[dict[str, Any]]:
+def case_env(device: torch.device, args: argparse.Namespace, state: dict[str, Any]) -> None:
     row: dict[str, Any] = {"case": "env", "torch": torch.__version__, "python": sys.version.split()[0],
                            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     try:
@@ -226,20 +228,17 @@ def case_env(device: torch.device, args: argparse.Namespace, state: dict[str, An
         row["measured_bf16_tflops"] = round(2 * n**3 * reps / (time.perf_counter() - t0) / 1e12, 1)
         state["measured_bf16_tflops"] = row["measured_bf16_tflops"]
         del a, b
-    return [row]
+    state["emit"](row)
 
 
-def case_prior100m(device: torch.device, args: argparse.Namespace, state: dict[str, Any]) -> list[dict[str, Any]]:
+def case_prior100m(device: torch.device, args: argparse.Namespace, state: dict[str, Any]) -> None:
     cfg = prior_config("tiny" if args.smoke else "100m", None, False)
     batch = 2 if args.smoke else args.batch_100m
-    rows = []
     for compile in ("former", "none", "blocks"):
         row = prior_case("prior100m", cfg, batch, device, args, compile, state)
+        state["emit"](row)
         if row.get("error") == "out of memory" and not args.smoke:  # too big without checkpointing: then half
-            rows.append(row)
-            row = prior_case("prior100m", cfg, batch // 2, device, args, compile, state)
-        rows.append(row)
-    return rows
+            state["emit"](prior_case("prior100m", cfg, batch // 2, device, args, compile, state))
 
 
 def _embedded(level: int, smoke: bool) -> PriorConfig:
@@ -247,17 +246,15 @@ def _embedded(level: int, smoke: bool) -> PriorConfig:
     return cfg.replace(n_ctx=64) if smoke else cfg
 
 
-def case_embedded(device: torch.device, args: argparse.Namespace, state: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
+def case_embedded(device: torch.device, args: argparse.Namespace, state: dict[str, Any]) -> None:
     small, big = (2, 4) if args.smoke else (32, args.big_batch)
     for level in (2, 1, 0):
         cfg = _embedded(level, args.smoke)
         for compile, batch in (("former", small), ("none", small), ("blocks", small), ("none", big), ("blocks", big)):
-            rows.append(prior_case(f"embedded_level_{level}", cfg, batch, device, args, compile, state))
-    return rows
+            state["emit"](prior_case(f"embedded_level_{level}", cfg, batch, device, args, compile, state))
 
 
-def case_vqvae(device: torch.device, args: argparse.Namespace, state: dict[str, Any]) -> list[dict[str, Any]]:
+def case_vqvae(device: torch.device, args: argparse.Namespace, state: dict[str, Any]) -> None:
     from jukebox.train.adversarial import GeneratorVQVAE
     from jukebox.vqvae import VQVAE
     from jukebox.vqvae.discriminator import AdversarialConfig, Discriminator
@@ -265,18 +262,22 @@ def case_vqvae(device: torch.device, args: argparse.Namespace, state: dict[str, 
     cfg = VQVAEConfig.load_json(ASSETS / "vqvae" / "config.json")
     batch, window = (2, 8192) if args.smoke else (16, 65536)
     audio = SyntheticAudioTask(batch, window, cfg.sample_rate)
-    rows = []
     for adversarial in (False, True):
         for compile in ("none", "blocks"):
             torch.manual_seed(0)
             model: torch.nn.Module = VQVAE(cfg)
             task: Any = audio
             if adversarial:
-                adv = AdversarialConfig()
+                adv = AdversarialConfig(stft_n_ffts=(512, 256), periods=(2, 3), stft_channels=4, mpd_channels=4,
+                                        mpd_max_channels=8) if args.smoke else AdversarialConfig()
                 model = GeneratorVQVAE(model, tuple(range(cfg.levels)), decoder_only=False)
                 task = SyntheticAdversarialTask(audio, adv, Discriminator(adv))
             row: dict[str, Any] = {"case": "vqvae_adversarial" if adversarial else "vqvae", "compile": compile,
                                    "batch": batch, "window": window}
+            if time.perf_counter() > state.get("deadline", float("inf")):
+                row["error"] = "skipped: past --budget"
+                state["emit"](row)
+                continue
             try:
                 r = run_loop(model, task, device, args, compile, args.steps, args.warmup)
                 row.update(samples_per_second=round(batch * window / r["seconds_per_step"], 1),
@@ -284,12 +285,11 @@ def case_vqvae(device: torch.device, args: argparse.Namespace, state: dict[str, 
                            loss_last=round(r["losses"][-1], 4))
             except Exception as e:  # noqa: BLE001
                 row["error"] = _error(e)
-            rows.append(row)
+            state["emit"](row)
             del model, task
-    return rows
 
 
-def case_curve(device: torch.device, args: argparse.Namespace, state: dict[str, Any]) -> list[dict[str, Any]]:
+def case_curve(device: torch.device, args: argparse.Namespace, state: dict[str, Any]) -> None:
     cfg = _embedded(2, args.smoke)
     batch, steps = (2, min(args.curve_steps, 20)) if args.smoke else (32, args.curve_steps)
     task = SyntheticPriorTask(cfg, batch, "markov", seed=1, stream_tokens=1 << 18 if args.smoke else 1 << 21)
@@ -303,12 +303,12 @@ def case_curve(device: torch.device, args: argparse.Namespace, state: dict[str, 
     diffs = [abs(a - b) for a, b in zip(e, f)]
     tail = max(1, len(e) // 10)
     marks = sorted({s for s in (1, 10, 50, 100, 200, 500, 1000, 1500, 2000, len(e)) if s <= len(e)})
-    return [{"case": "curve", "model": "embedded_level_2 shape", "batch": batch, "steps": len(e),
+    state["emit"]({"case": "curve", "model": "embedded_level_2 shape", "batch": batch, "steps": len(e),
              "data": "markov (successors 4: ~1.9 bits/token floor)",
              "loss_at": {str(s): [round(e[s - 1], 4), round(f[s - 1], 4)] for s in marks},
              "max_abs_diff": round(max(diffs), 5), "mean_abs_diff": round(sum(diffs) / len(diffs), 5),
              "tail_mean_eager": round(sum(e[-tail:]) / tail, 4), "tail_mean_fast": round(sum(f[-tail:]) / tail, 4),
-             "eager": [round(x, 5) for x in e], "fast": [round(x, 5) for x in f]}]
+             "eager": [round(x, 5) for x in e], "fast": [round(x, 5) for x in f]})
 
 
 # ------------------------------------------------------------------------------------------------- report
@@ -369,15 +369,21 @@ def main() -> None:
            "curve": case_curve}
     rows: list[dict[str, Any]] = []
     report: dict[str, Any] = {"args": vars(args), "rows": rows, "skipped": [], "errors": {}}
-    state: dict[str, Any] = {}
+    def emit(row: dict[str, Any]) -> None:
+        rows.append(row)
+        (out / "bench_train_fast.json").write_text(json.dumps(report, indent=1) + "\n")
+        (out / "bench_train_fast.txt").write_text(table(rows) + "\n")
+        print(json.dumps({k: v for k, v in row.items() if k not in ("eager", "fast")}), file=sys.stderr, flush=True)
+
     t0 = time.perf_counter()
+    state: dict[str, Any] = {"emit": emit, "deadline": t0 + args.budget}
     for name in wanted:
         if time.perf_counter() - t0 > args.budget:
             report["skipped"].append(name)
             continue
         start = time.perf_counter()
         try:
-            rows.extend(fns[name](device, args, state))
+            fns[name](device, args, state)
         except Exception:  # one case failing (e.g. a compiler missing) must not lose the others
             report["errors"][name] = traceback.format_exc()[-4000:]
             print(f"case {name} failed:\n{report['errors'][name]}", file=sys.stderr)
