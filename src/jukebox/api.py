@@ -379,16 +379,25 @@ class Jukebox:
             raise UsageError(f"the model has no prior for level(s) {missing} (it has {self.prior_levels})")
         n = len(items)
         self._check_codes(codes, n, sample_length)
+        asked = sample_length  # a piece shorter than an upsampler's window is sampled one window long, then cut
         for lvl in levels:
             cfg = self.model_dir.prior_config(lvl)
             upper = lvl + 1
             if cfg.is_upsampler and upper not in levels and (
                     upper not in codes or codes[upper].shape[1] * self.hop_lengths[upper] < sample_length):
+                if upper in self.prior_levels:
+                    raise UsageError(f"levels {sorted(levels, reverse=True)} leave out level {upper}, whose codes "
+                                     f"the level-{lvl} upsampler needs; sample level {upper} too (e.g. levels "
+                                     f"{upper},{lvl}) or upsample saved codes (--mode upsample --codes)")
                 raise JukeboxError(f"{self.model_dir.path}: the level-{lvl} upsampler needs level-{upper} codes, "
                                    f"but the model has no level-{upper} prior (levels present: {self.prior_levels}); "
                                    f"is prior_level_{upper}/ missing or incomplete?")
             need = cfg.n_ctx * self.hop_lengths[lvl]
-            if cfg.is_upsampler and sample_length < need:
+            if cfg.is_upsampler and sample_length < need and all(u in levels for u in range(upper, self.top_level + 1)):
+                top_hop = self.hop_lengths[self.top_level]
+                sample_length = -(-need // top_hop) * top_hop
+                total_length = max(total_length, sample_length)
+            elif cfg.is_upsampler and sample_length < need:
                 raise UsageError(f"upsampling level {lvl} needs at least {need / self.sample_rate:.2f} s of audio "
                                  f"(one context of {cfg.n_ctx} tokens); ask for more seconds or stop at a higher "
                                  "level with levels=...")
@@ -422,7 +431,7 @@ class Jukebox:
 
         def level_done(level: int, cs: dict[int, torch.Tensor]) -> None:
             if on_level_done is not None:
-                on_level_done(level, {k: v.cpu() for k, v in cs.items()})
+                on_level_done(level, {k: v[:, :asked // self.hop_lengths[k]].cpu() for k, v in cs.items()})
 
         t0 = time.perf_counter()
         codes, reports = sample_levels(self.prior, codes, levels, sample_length, label_fn, settings,
@@ -430,7 +439,11 @@ class Jukebox:
         lowest = min(levels)
         codes_cpu = {lvl: c.cpu() for lvl, c in codes.items() if c.shape[1] > 0}
         t1 = time.perf_counter()
-        audio, loud = self.normalize(self.decode(codes_cpu, lowest), loudness)
+        audio = self.decode(codes_cpu, lowest)[..., :asked]  # the whole window decoded: no edge at the cut
+        codes_cpu = {lvl: c[:, :asked // self.hop_lengths[lvl]] for lvl, c in codes_cpu.items()}
+        codes = {lvl: c[:, :asked // self.hop_lengths[lvl]] for lvl, c in codes.items()}
+        sample_length = asked
+        audio, loud = self.normalize(audio, loudness)
         decode_s = time.perf_counter() - t1
         aligns = None
         top = self.top_level

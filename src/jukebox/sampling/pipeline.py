@@ -13,12 +13,14 @@ weights need to be in memory at a time.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from ..prior.sampler import CPU_DECODE_THREADS
 from ..prior.settings import LevelSettings
 from .parallel import sample_level_parallel
 from .schedule import plan_level
@@ -133,28 +135,45 @@ def sample_levels(
         settings = settings.replace(upsample_mode=upsample_mode)
     upsample_mode = settings.upsample_mode
     codes = dict(codes)
-    reports = []
-    for level in sorted(levels, reverse=True):
-        total = level_tokens(sample_length, hop_lengths[level])
-        if codes[level].shape[1] >= total:
-            codes[level] = codes[level][:, :total]
-            continue
-        prior = load(level)
-        t0, c0 = time.perf_counter(), time.process_time()
-        before = codes[level].shape[1]
-        gen = generator(level) if callable(generator) else generator
-        if upsample_mode == "parallel" and prior.cond_downsample is not None:
-            codes[level] = sample_level_parallel(prior, codes, level, total, labels, settings[level], gen, progress,
-                                                 max_batch_size=settings[level].max_windows)
-        else:
-            codes[level] = sample_level(prior, codes, level, total, labels, settings[level], gen, progress)
-        if codes[level].is_cuda:
-            torch.cuda.synchronize(codes[level].device)
-        reports.append(LevelReport(level, (total - before) * codes[level].shape[0], time.perf_counter() - t0,
-                                   time.process_time() - c0))
-        if release is not None:
-            release(level, prior)
-        del prior
-        if on_level_done is not None:
-            on_level_done(level, codes)
+    reports: list[LevelReport] = []
+    cpu = all(c.device.type == "cpu" for c in codes.values())
+    with _intra_op_threads(CPU_DECODE_THREADS if cpu else 0):
+        for level in sorted(levels, reverse=True):
+            total = level_tokens(sample_length, hop_lengths[level])
+            if codes[level].shape[1] >= total:
+                codes[level] = codes[level][:, :total]
+                continue
+            prior = load(level)
+            t0, c0 = time.perf_counter(), time.process_time()
+            before = codes[level].shape[1]
+            gen = generator(level) if callable(generator) else generator
+            if upsample_mode == "parallel" and prior.cond_downsample is not None:
+                codes[level] = sample_level_parallel(prior, codes, level, total, labels, settings[level], gen, progress,
+                                                     max_batch_size=settings[level].max_windows)
+            else:
+                codes[level] = sample_level(prior, codes, level, total, labels, settings[level], gen, progress)
+            if codes[level].is_cuda:
+                torch.cuda.synchronize(codes[level].device)
+            reports.append(LevelReport(level, (total - before) * codes[level].shape[0], time.perf_counter() - t0,
+                                       time.process_time() - c0))
+            if release is not None:
+                release(level, prior)
+            del prior
+            if on_level_done is not None:
+                on_level_done(level, codes)
     return codes, reports
+
+
+@contextmanager
+def _intra_op_threads(n: int) -> Iterator[None]:
+    """At most ``n`` intra-op threads inside (0: unchanged). On a CPU the whole pipeline (conditioners, prefills,
+    token steps) runs on one: its operations are small, and an operation split over cores waits for the slowest,
+    which stalls for milliseconds whenever another process holds a core."""
+    threads = torch.get_num_threads()
+    if n and threads > n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
