@@ -12,9 +12,9 @@ Cases (``--cases``, comma-separated; default all, in this order):
   batch they were trained with (32), eager and fast at ``--big-batch`` (128).
 - ``vqvae``: the embedded VQ-VAE, batch 16 x 65,536 samples, fp32, with and without the adversarial loss (the
   CLI's default discriminators), eager and fast.
-- ``curve``: ``--curve-steps`` steps of the embedded top prior's shape on a learnable synthetic code stream (a
-  sparse Markov chain), eager and fast from the same weights, data and seed: the loss at a few steps, the largest
-  and mean difference.
+- ``curve``: ``--curve-steps`` steps (batch ``--curve-batch``) of the embedded top prior's shape on a learnable
+  synthetic code stream (a sparse Markov chain), eager and fast from the same weights, data and seed: the loss
+  at a few steps, the largest and mean difference.
 
 Each measurement times ``--steps`` optimiser steps after ``--warmup`` steps; the warm-up's extra time (compiling)
 is reported as ``compile_s``. Results go to ``OUT/bench_train_fast.json`` after every case (``--out``, default
@@ -291,7 +291,7 @@ def case_vqvae(device: torch.device, args: argparse.Namespace, state: dict[str, 
 
 def case_curve(device: torch.device, args: argparse.Namespace, state: dict[str, Any]) -> None:
     cfg = _embedded(2, args.smoke)
-    batch, steps = (2, min(args.curve_steps, 20)) if args.smoke else (32, args.curve_steps)
+    batch, steps = (2, min(args.curve_steps, 20)) if args.smoke else (args.curve_batch, args.curve_steps)
     task = SyntheticPriorTask(cfg, batch, "markov", seed=1, stream_tokens=1 << 18 if args.smoke else 1 << 21)
     curves = {}
     for compile in ("none", "blocks"):
@@ -349,6 +349,7 @@ def main() -> None:
     ap.add_argument("--batch-100m", type=int, default=16)
     ap.add_argument("--big-batch", type=int, default=128, help="the throughput batch of the embedded priors")
     ap.add_argument("--curve-steps", type=int, default=300)
+    ap.add_argument("--curve-batch", type=int, default=16)
     ap.add_argument("--budget", type=float, default=420.0, help="seconds; later cases are skipped past it")
     ap.add_argument("--compile-backend", default=None, help="torch.compile backend (default inductor)")
     ap.add_argument("--inductor-mode", default=None, help="e.g. max-autotune-no-cudagraphs")

@@ -215,3 +215,24 @@ def test_inductor_blocks_on_cpu_equal_eager(tmp_path: Path) -> None:
     _, eager = _fit(_prior(), task, tmp_path / "e")
     _, fast = _fit(_prior(), task, tmp_path / "c", compile="blocks", kwargs=None)
     np.testing.assert_allclose(_losses(fast), _losses(eager), rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_benchmark_script_smoke(tmp_path: Path) -> None:
+    """bench_train_fast.py end to end on tiny shapes: its rows, table and the eager/compiled curves."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, str(root / "benchmarks" / "bench_train_fast.py"), "--smoke", "--device", "cpu",
+                    "--compile-backend", "aot_eager", "--cases", "env,prior100m,curve", "--curve-steps", "4",
+                    "--out", str(tmp_path)], check=True, cwd=root, capture_output=True)
+    report = json.loads((tmp_path / "bench_train_fast.json").read_text())
+    assert not report["errors"]
+    rows = {(r["case"], r.get("compile")): r for r in report["rows"]}
+    for mode in ("former", "none", "blocks"):
+        assert rows[("prior100m", mode)]["tokens_per_second"] > 0
+    curve = rows[("curve", None)]
+    assert curve["steps"] == 4 and curve["max_abs_diff"] < 1e-4
+    assert "curve: 4 steps" in (tmp_path / "bench_train_fast.txt").read_text()
