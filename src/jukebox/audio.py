@@ -20,6 +20,8 @@ from .fileio import check_regular, display
 
 #: Longest input we decode in one go (hours); longer files are almost certainly a mistake.
 MAX_SECONDS = 4 * 3600
+#: A frame count at or above this is libsndfile's "length unknown" (SF_COUNT_MAX), not a length.
+UNKNOWN_FRAMES = 2**62
 #: Most samples (frames x channels, at the file's own rate) one file may decode to: 3.1 h of 96 kHz stereo.
 MAX_DECODE_SAMPLES = 2**31
 #: Most values one decode may return (1 GiB of float32): 101 min of mono at 44.1 kHz, 3.4 h at 22.05 kHz.
@@ -82,7 +84,9 @@ def _decode(f: sf.SoundFile, path: Path, sample_rate: int | None, offset_seconds
     if sr_out <= 0:
         raise JukeboxError(f"invalid sample rate {sr_out} to decode {name} at")
     start = max(0, int(round(offset_seconds * sr_in)))
-    total = int(f.frames) if f.frames > 0 else None
+    # libsndfile says SF_COUNT_MAX frames where the length is unknown (a streamed FLAC): decode what is there, the
+    # limits checked as the blocks arrive
+    total = int(f.frames) if 0 < f.frames < UNKNOWN_FRAMES else None
     if total is not None and total / sr_in > MAX_SECONDS and duration_seconds is None:
         raise JukeboxError(f"{name}: {total / sr_in / 3600:.1f} hours of audio is longer than the "
                            f"{MAX_SECONDS // 3600} h limit; cut it or pass a duration")
@@ -96,7 +100,9 @@ def _decode(f: sf.SoundFile, path: Path, sample_rate: int | None, offset_seconds
                            f"{total / sr_in:.2f} s)")
     if start:
         f.seek(start)
-    block = max(256, BLOCK_SAMPLES // channels)
+    unknown = f.frames >= UNKNOWN_FRAMES
+    # of unknown length, libsndfile fails the read that would cross the end: small blocks lose at most 1024 frames
+    block = 1024 if unknown else max(256, BLOCK_SAMPLES // channels)
     buf = np.empty((block, channels), np.float32)
     capacity = _out_length(frames if frames is not None else block, sr_in, sr_out) + 1
     out = np.empty((out_channels, capacity), np.float32)
@@ -109,7 +115,12 @@ def _decode(f: sf.SoundFile, path: Path, sample_rate: int | None, offset_seconds
     remaining = -1 if want is None else want
     while remaining != 0:
         k = block if remaining < 0 else min(block, remaining)
-        got = f.read(frames=k, dtype="float32", always_2d=True, out=buf[:k])
+        try:
+            got = f.read(frames=k, dtype="float32", always_2d=True, out=buf[:k])
+        except (sf.LibsndfileError, RuntimeError):
+            if unknown and n_in > 0:
+                break  # the end of a stream whose length the header did not give
+            raise
         n = got.shape[0]
         if n == 0:
             break

@@ -49,6 +49,16 @@ def _one_line_warning_once() -> Callable[..., None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``jukebox ARGV``; the exit code (module docstring). Ctrl+C at any moment, during the first second's
+    imports too, is one line (``interrupted``) and exit code 130."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from .common import use_tolerant_output
 
     use_tolerant_output()  # a file name that is not UTF-8 prints as \xNN instead of failing after the work is done

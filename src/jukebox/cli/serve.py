@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shutil
 import signal
 import sys
 
@@ -53,8 +54,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("--max-upload-mb must be positive and --max-samples at least 1")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local page phones nobody
     from ..api import load_model
-    from ..ui.app import Server, build_app
+    from ..ui.app import Server, build_app, private_temp_dir
     from ..ui.jobs import JobQueue, default_results_dir
+
+    temp_dir = private_temp_dir()  # before Gradio is imported: it reads GRADIO_TEMP_DIR once
 
     model = load_model(args.model, device=resolve_device(args.device), low_memory=args.low_memory)
     if not model.prior_levels:
@@ -88,6 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         server.stop()
         jobs.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
     # Both are stopped (each with a bounded wait); don't let a library's leftover non-daemon thread keep the
     # process alive after Ctrl+C.
     sys.stdout.flush()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -143,9 +144,27 @@ def _seed(value: Any) -> int | None:
     if not text:
         return None
     try:
-        return int(text)
+        seed = int(text)
     except ValueError:
         raise JukeboxError(f"the seed must be a whole number, got {text[:40]!r}") from None
+    from ..sampling.settings import SamplingSettings
+
+    return SamplingSettings(seed=seed).seed  # the API's own check (|seed| < 2**53): the page takes what it takes
+
+
+def private_temp_dir() -> str:
+    """A new folder only this user may read (0700) for Gradio's uploads and cached files, set as
+    ``GRADIO_TEMP_DIR`` before Gradio is imported (inside the user's own ``GRADIO_TEMP_DIR`` where one is set):
+    the machine-wide ``/tmp/gradio`` would let the page serve files other programs and users put there, and
+    theirs ours. The caller removes it when the page stops."""
+    import tempfile
+
+    parent = os.environ.get("GRADIO_TEMP_DIR") or None
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    path = tempfile.mkdtemp(prefix="jukebox-page-", dir=parent)  # mode 0700
+    os.environ["GRADIO_TEMP_DIR"] = path
+    return path
 
 
 def build_blocks(jobs: JobQueue, default_seconds: float = 10.0):
@@ -240,7 +259,7 @@ def build_blocks(jobs: JobQueue, default_seconds: float = 10.0):
                 job = jobs.submit(request_from(action, *values, src=src), prompt_file=upload)
             except JukeboxError as e:
                 return f"**Error:** {_esc(e)}"
-            except (TypeError, ValueError) as e:
+            except (TypeError, ValueError, OverflowError) as e:  # e.g. int(inf) from a client's request
                 return f"**Error:** bad value ({_esc(e)})"
             pos = jobs.queue_position(job.id)
             where = "starting" if not pos else f"#{pos} in the queue"
