@@ -6,6 +6,7 @@ import pytest
 import torch
 from test_fast_sampling import TINY, _inputs, _model
 
+from jukebox.nn.transformer import int8_linear, int8_linear_supported
 from jukebox.prior.sampler import draw_tokens, sample_autoregressive
 from jukebox.sampling.filters import categorical_cdf, filter_logits
 from jukebox.sampling.pipeline import LevelSettings
@@ -193,3 +194,53 @@ def test_channels_last_decode_in_pieces_equals_one_piece():
                 torch.testing.assert_close(decode_channels_last(dec, z, workers=workers), one, rtol=1e-5, atol=1e-6)
             assert torch.get_num_threads() == threads
             torch.testing.assert_close(one, dec(z), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not int8_linear_supported(), reason="no quantized CPU engine in this PyTorch")
+@pytest.mark.parametrize("name", TINY)
+def test_int8_step_is_close_to_the_float_path(name, sampler_mode):
+    """``decode="int8"`` (int8 linears, quick-GELU as one silu with its slope folded into the MLP's weights) gives
+    logits within a small KL of the modules' float path at every position up to where greedy samples part."""
+    model = _model(name)
+    z, z_cond, y = _inputs(model)
+    with torch.no_grad():
+        sampler_mode.update(decode="module")
+        ref, ref_logits = model.sample_sequence(2, z_cond, y, top_k=1, return_logits=True)
+        sampler_mode.update(decode="int8")
+        seq, logits = model.sample_sequence(2, z_cond, y, top_k=1, return_logits=True)
+        sampler_mode.clear()
+    differ = (seq != ref).any(0).nonzero()
+    same = int(differ[0]) if len(differ) else seq.shape[1]
+    upto = logits.shape[1] - seq.shape[1] + same + 1  # logits before any prefix, through the first difference
+    p, q = ref_logits[:, :upto].log_softmax(-1), logits[:, :upto].log_softmax(-1)
+    kl = (p.exp() * (p - q)).sum(-1)
+    assert same >= 3
+    assert kl.mean() < 2e-3 and kl.max() < 2e-2, (kl.mean(), kl.max())
+    assert not torch.equal(logits[:, :upto], ref_logits[:, :upto])  # the int8 step did run
+    # a known prefix is prefilled through the same int8 linears (the modules' forward, restored afterwards)
+    with torch.no_grad():
+        sampler_mode.update(decode="module")
+        _, ref_primed = model.sample_sequence(2, z_cond, y, top_k=1, prime=z[:, :9], chunk_size=4,
+                                              return_logits=True)
+        sampler_mode.update(decode="int8")
+        _, primed = model.sample_sequence(2, z_cond, y, top_k=1, prime=z[:, :9], chunk_size=4, return_logits=True)
+        sampler_mode.clear()
+    head = ref_primed.shape[1] - (seq.shape[1] - 9)  # the prefilled positions (lyrics included)
+    p, q = ref_primed[:, :head].log_softmax(-1), primed[:, :head].log_softmax(-1)
+    kl = (p.exp() * (p - q)).sum(-1)
+    assert kl.mean() < 2e-3 and kl.max() < 2e-2, (kl.mean(), kl.max())
+    assert not torch.equal(primed[:, :head], ref_primed[:, :head])
+    assert all("forward" not in vars(m) for m in model.modules())
+
+
+def test_int8_linear_scales_fold_into_the_packed_weights():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(16, 8)
+    x = torch.randn(3, 16)
+    if not int8_linear_supported():
+        pytest.skip("no quantized CPU engine in this PyTorch")
+    plain = torch.ops.quantized.linear_dynamic(x, int8_linear(lin.weight, lin.bias), True)
+    folded = torch.ops.quantized.linear_dynamic(x, int8_linear(lin.weight, lin.bias, lin, 1.702, 1.702), True)
+    torch.testing.assert_close(folded, 1.702 * plain, rtol=2e-2, atol=2e-2)
+    assert int8_linear(lin.weight, lin.bias, lin, 1.702, 1.702) is int8_linear(lin.weight, lin.bias, lin, 1.702,
+                                                                                1.702)  # cached

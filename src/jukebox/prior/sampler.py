@@ -8,8 +8,10 @@ Decoding modes (``decode=``), all equal in exact arithmetic and all free of per-
 ``module``   the same through the modules' ``forward`` (:meth:`AutoregressiveTransformer.step`), as a reference.
 ``int8``     ``eager`` with every linear layer of the step (and the head) as a dynamic int8 linear (CPU only;
              weights quantised per output channel once, activations per call): 2-3x faster linears where a step is
-             bound by reading the weights, for a small change of the logits; the prefill stays in float. Falls back
-             to ``eager`` where this PyTorch has no quantized CPU engine, and for models not in float32.
+             bound by reading the weights, for a small change of the logits; the prefill of known tokens runs the
+             transformer's linears as the same int8 linears (about 3x faster GEMMs; its head and lyric encoder stay
+             in float). Falls back to ``eager`` where this PyTorch has no quantized CPU engine, and for models not in
+             float32.
 ``static``   the fixed-shape step (:meth:`AutoregressiveTransformer.step_static`), run eagerly.
 ``graph``    the static step captured once in a CUDA graph and replayed for every token (CUDA only).
 ``compile``  the static step compiled by ``torch.compile`` (fused kernels), then captured in a CUDA graph.
@@ -22,14 +24,16 @@ preallocated output tensor.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..nn.kv_cache import KVCache
-from ..nn.transformer import LeanDecoder, int8_linear, int8_linear_supported
+from ..nn.transformer import LeanDecoder, Transformer, int8_block_linears, int8_linear, int8_linear_supported
 from .autoregressive import AutoregressiveTransformer
 from .logits import draw_tokens, token_sampler
 from .settings import DECODE_MODES, LevelSettings, SettingsError
@@ -256,12 +260,19 @@ class _Decoding:
         known = self.out[:, :n]
         prev = torch.cat([known[:, :1], known[:, :n - 1]], dim=1)
         begin = 0
-        for size in split_chunks(n, self.settings.chunk_size):
-            logits = self.model.step(prev[:, begin:begin + size], self.cache, *self.inputs)
-            begin += size
-            if self.logits is not None:
-                self.logits.append(_guide(logits.float(), self.settings.guidance))
+        with _int8_linears(self.model.transformer) if self._int8() else nullcontext():
+            for size in split_chunks(n, self.settings.chunk_size):
+                logits = self.model.step(prev[:, begin:begin + size], self.cache, *self.inputs)
+                begin += size
+                if self.logits is not None:
+                    self.logits.append(_guide(logits.float(), self.settings.guidance))
         self.done = n
+
+    def _int8(self) -> bool:
+        """Whether the settings ask for int8 linears and this model and PyTorch can run them."""
+        model = self.model
+        return (self.settings.decode == "int8" and self.compact and not model.training
+                and model.pos_emb.dtype == torch.float32 and int8_linear_supported())
 
     def _step(self) -> Callable[[Tensor, int], Tensor] | None:
         """The decode step of the settings' ``decode`` mode (None: the modules' ``step``)."""
@@ -272,8 +283,7 @@ class _Decoding:
         if decode == "triton":
             return triton_static_decoder(model, cache, cond, n)
         if decode in ("eager", "int8") and self.compact and not model.training:
-            int8 = decode == "int8" and int8_linear_supported() and model.pos_emb.dtype == torch.float32
-            return LeanStep(model, cache, cond, self.attention, int8)
+            return LeanStep(model, cache, cond, self.attention, self._int8())
         return None
 
     def tokens(self, P: int, pick: Callable[[Tensor], Tensor], logits_mask: Tensor | None,
@@ -306,6 +316,28 @@ class _Decoding:
             prev_tok = out[:, t:t + 1]
             if progress is not None:
                 progress(t + 1 - first, total - first)
+
+
+@contextmanager
+def _int8_linears(transformer: Transformer) -> Iterator[None]:
+    """Inside: every block's linear layers run as the int8 step's prepacked int8 linears
+    (:func:`~jukebox.nn.transformer.int8_block_linears`; the MLP as ``out(silu(in(x)))``), through the modules'
+    own ``forward`` (a prefill of many tokens). Restored on exit."""
+    dyn = torch.ops.quantized.linear_dynamic
+    patched = []
+    try:
+        for block in transformer.blocks:
+            attn, mlp = block.attn, block.mlp
+            q, proj, fc, out = int8_block_linears(block)
+            q_lin = attn.q if attn.pattern == "cross" else attn.qkv
+            for module, fn in ((q_lin, lambda x, w=q: dyn(x, w, True)), (attn.proj, lambda x, w=proj: dyn(x, w, True)),
+                               (mlp, lambda x, a=fc, b=out: dyn(F.silu(dyn(x, a, True), inplace=True), b, True))):
+                module.forward = fn
+                patched.append(module)
+        yield
+    finally:
+        for module in patched:
+            del module.forward  # the class's forward again
 
 
 def _guide(logits: Tensor, guidance: float) -> Tensor:
