@@ -91,9 +91,11 @@ class Jukebox:
         ``model.json`` gives one number (the top level's) or a list indexed by level; returned as a number (top
         level only) or a {level: w} dict. ``temperature``: 1.0, or the model's measured best per level
         (``model.json`` gives one number or a list indexed by level, e.g. ``[0.8, 0.8, 0.98]``); returned as a
-        number or a {level: T} dict. ``total_seconds``: the song length the timing labels describe when a call
-        gives none (at least the piece's own length), e.g. the median length of the model's training songs; None
-        where ``model.json`` gives no positive number (then the piece's own length)."""
+        number or a {level: T} dict. ``hop_fraction``: the window hop per level where ``model.json`` gives one (a
+        number or a list indexed by level), else None (the original's). ``total_seconds``: the song length the
+        timing labels describe when a call gives none (at least the piece's own length), e.g. the median length of
+        the model's training songs; None where ``model.json`` gives no positive number (then the piece's own
+        length)."""
         return model_defaults(self.model_dir.info.get("sampling"), MAX_SECONDS)
 
     def sampling_settings(self, settings: SamplingSettings | None = None, **overrides: Any) -> SamplingSettings:
@@ -109,7 +111,8 @@ class Jukebox:
             decode = "eager" if d["decode"] == "int8" and self.device.type != "cpu" else d["decode"]
             settings = SamplingSettings.for_levels(
                 self.prior_levels, upsample_mode=d["upsample_mode"], decode=decode, draw=d["draw"],
-                chunk_size=d["chunk_size"], temperature=d["temperature"], guidance=d["guidance"])
+                chunk_size=d["chunk_size"], temperature=d["temperature"], guidance=d["guidance"],
+                hop_fraction=d["hop_fraction"])
         elif not isinstance(settings, SamplingSettings):
             raise UsageError(f"settings must be a SamplingSettings (from model.sampling_settings()), got "
                              f"{type(settings).__name__}")

@@ -65,12 +65,16 @@ def test_json_round_trip():
 def test_model_defaults_fall_back_to_the_originals():
     assert model_defaults(None, 100.0) == {"upsample_mode": "sequential", "decode": "eager", "draw": "multinomial",
                                            "chunk_size": 32, "guidance": 1.0, "temperature": 1.0,
-                                           "total_seconds": None}
+                                           "hop_fraction": None, "total_seconds": None}
     d = model_defaults({"draw": "cdf", "decode": "fast", "temperature": [0.8, 0.9, 0.98], "guidance": 30,
                         "chunk_size": 0, "total_seconds": 500}, 100.0)
     assert (d["draw"], d["decode"], d["chunk_size"], d["guidance"], d["total_seconds"]) == (
         "cdf", "eager", 32, 1.0, None)
     assert d["temperature"] == {0: 0.8, 1: 0.9, 2: 0.98}
+    assert model_defaults({"hop_fraction": [0.5, 0.5, 0.25]}, 100.0)["hop_fraction"] == {0: 0.5, 1: 0.5, 2: 0.25}
+    assert model_defaults({"hop_fraction": 0.5}, 100.0)["hop_fraction"] == 0.5
+    for bad in (0, 1.5, [0.5, 0], "half", [], True):
+        assert model_defaults({"hop_fraction": bad}, 100.0)["hop_fraction"] is None
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +84,7 @@ def tiny(tmp_path_factory):
 
     md = make_tiny_model_dir(tmp_path_factory.mktemp("settings") / "m")
     info = json.loads((md.path / "model.json").read_text())
-    info["sampling"] = {"temperature": [0.7, 0.8, 0.9], "draw": "cdf"}
+    info["sampling"] = {"temperature": [0.7, 0.8, 0.9], "draw": "cdf", "hop_fraction": [0.5, 0.5, 0.25]}
     (md.path / "model.json").write_text(json.dumps(info))
     return load_model(md.path, device="cpu")
 
@@ -89,6 +93,8 @@ def test_api_resolves_once_and_settings_reproduce_a_call(tiny, monkeypatch):
     jb = tiny
     s = jb.sampling_settings(top_k=4, seed=3)
     assert [s[lvl].temperature for lvl in (0, 1, 2)] == [0.7, 0.8, 0.9] and s[0].draw == "cdf"
+    assert [s[lvl].hop_fraction for lvl in (0, 1, 2)] == [0.5, 0.5, 0.25]
+    assert jb.sampling_settings(hop_fraction=0.125)[2].hop_fraction == 0.125  # a call's own wins
     assert s[2].top_k == 4 and s.seed == 3
     seconds = 0.05
     a = jb.generate(seconds=seconds, levels=[2], top_k=4, seed=3, alignment=False)

@@ -180,7 +180,8 @@ def _model_value(value: Any, ok: Any) -> float | dict[int, float]:
 def model_defaults(given: Any, max_seconds: float) -> dict[str, Any]:
     """A model's own sampling defaults from the ``sampling`` entry of its ``model.json`` (values it lacks or gets
     wrong fall back to the original's): ``upsample_mode``, ``decode``, ``draw``, ``chunk_size``, ``guidance`` (a
-    number: the top level's; or a {level: w} dict), ``temperature`` (a number or a {level: T} dict) and
+    number: the top level's; or a {level: w} dict), ``temperature`` (a number or a {level: T} dict),
+    ``hop_fraction`` (a number or a {level: fraction} dict, each in (0, 1]; None: the original's per level) and
     ``total_seconds`` (the song length the timing labels describe by default; None without a positive number up
     to ``max_seconds``)."""
     given = given if isinstance(given, dict) else {}
@@ -194,6 +195,11 @@ def model_defaults(given: Any, max_seconds: float) -> dict[str, Any]:
         out["chunk_size"] = size
     out["guidance"] = _model_value(given.get("guidance"), lambda g: 0 <= g <= 20)  # a number: top level only
     out["temperature"] = _model_value(given.get("temperature"), lambda t: t > 0 and temperature_ok(t))
+    hops = given.get("hop_fraction")
+    hop_ok = lambda h: 0 < h <= 1  # noqa: E731
+    valid = (_is_number(hops) and hop_ok(hops)) or (isinstance(hops, list) and hops and all(
+        _is_number(h) and hop_ok(h) for h in hops))
+    out["hop_fraction"] = _model_value(hops, hop_ok) if valid else None
     total = given.get("total_seconds")
     out["total_seconds"] = float(total) if _is_number(total) and 0 < total <= max_seconds else None
     return out
