@@ -16,7 +16,7 @@
 #   measure  reconstruction and bits per token on the corpus's validation split -> $WORK/measure.json
 # Settings (environment): CORPUS (required: python3 recipes/build_debian_corpus.py --out CORPUS), WORK (working
 # folder, default runs/default_model), OUT (the exported model, default $WORK/export), DEVICE (cuda; cpu works, slowly),
-# PYTHON (python3), PROFILE (full: the shipped model's settings; tiny: tiny presets and a few steps, the check that
+# COMPILE (blocks on a GPU, none on a CPU: --compile of the training commands), PYTHON (python3), PROFILE (full: the shipped model's settings; tiny: tiny presets and a few steps, the check that
 # tests/test_recipes.py runs on synthetic data), STAGES, DRY_RUN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +25,8 @@ PY=${PYTHON:-python3}
 WORK=${WORK:-runs/default_model}
 OUT=${OUT:-$WORK/export}
 DEVICE=${DEVICE:-cuda}
+# compiled transformer blocks and VQ-VAE levels on a GPU (docs/training.md, "The fast path"); eager on a CPU
+if [ "${DEVICE#cuda}" != "$DEVICE" ]; then COMPILE=${COMPILE:-blocks}; else COMPILE=${COMPILE:-none}; fi
 STAGES=${STAGES:-data v0 v1 v2 v3 v5 export measure}
 MODEL=$WORK/model
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -54,7 +56,7 @@ jukebox() { run "$PY" -m jukebox "$@"; }
 train_prior() {  # train_prior LEVEL DATA ARGS...: one prior of $MODEL
   local level=$1 data=$2; shift 2
   jukebox train prior --model "$MODEL" --data "$data" --level "$level" --device "$DEVICE" --workers "$WORKERS" \
-    --save-every "$EVERY" "${EXTRA[@]}" "$@"
+    --save-every "$EVERY" --compile "$COMPILE" "${EXTRA[@]}" "$@"
 }
 
 for stage in $STAGES; do
@@ -69,6 +71,7 @@ for stage in $STAGES; do
     v0)
       jukebox train vqvae --data "$WORK/pack" --preset "$VQ_PRESET" --out "$MODEL" --window "$WINDOW" \
         --batch-size "$VQ_BATCH" --steps "$VQ_STEPS" --lr 3e-4 --decay none --device "$DEVICE" --workers "$WORKERS" \
+        --compile "$COMPILE" \
         --save-every "$EVERY" "${EXTRA[@]}"
       train_prior 2 "$WORK/pack" --preset "$TOP_PRESET" --batch-size "$BATCH" --steps "$V0_TOP_STEPS" --lr 3e-4 --decay none
       train_prior 1 "$WORK/pack" --preset "$UP1_PRESET" --batch-size "$BATCH" --steps "$V0_UP_STEPS" --lr 3e-4 --decay none
