@@ -114,7 +114,8 @@ def test_model_sampling_defaults(tmp_path):
     make_tiny_model_dir(tmp_path / "m")
     jb = Jukebox(ModelDir(tmp_path / "m"), device="cpu")
     assert jb.sampling_defaults == {"upsample_mode": "sequential", "decode": "eager", "draw": "multinomial",
-                                    "chunk_size": 32, "guidance": 1.0, "temperature": 1.0, "total_seconds": None}
+                                    "chunk_size": 32, "guidance": 1.0, "temperature": 1.0, "hop_fraction": None,
+                                    "total_seconds": None}
     meta = tmp_path / "m" / "model.json"
     info = json.loads(meta.read_text())
     info["sampling"] = {"upsample_mode": "parallel", "draw": "cdf", "chunk_size": 64, "decode": "int8", "other": 1}
@@ -131,6 +132,7 @@ def test_model_sampling_defaults(tmp_path):
     if default_model_path() is not None:
         defaults = Jukebox(ModelDir(default_model_path()), device="cpu").sampling_defaults
         assert defaults["draw"] == "cdf" and defaults["upsample_mode"] == "parallel"
+        assert defaults["decode"] == "int8" and defaults["hop_fraction"] == {0: 0.5, 1: 0.5, 2: 0.25}
 
 
 def test_model_temperature_defaults(tmp_path):
