@@ -65,18 +65,18 @@ def test_eval_prior_on_codes_and_audio_matches_score(tmp_path, tiny, music, caps
     capsys.readouterr()
     for level in (2, 1):
         assert main(["eval", "prior", str(codes), "-m", str(tiny), "--level", str(level), "--artist",
-                     "Bob Demo", "--genre", "rock", "--total-seconds", "30", "--json"]) == 0
+                     "Bob Demo", "--genre", "rock", "--total-seconds", "20", "--json"]) == 0
         report = _json(capsys)
         assert main(["score", "-m", str(tiny), str(codes / "a.npz"), "--level", str(level), "--artist", "Bob Demo",
-                     "--genre", "rock", "--total-seconds", "30", "--json"]) == 0
+                     "--genre", "rock", "--total-seconds", "20", "--json"]) == 0
         want = _json(capsys)["items"][0]
         assert report["level"] == level and len(report["items"]) == 1
         assert report["items"][0]["tokens"] == want["tokens"]
         assert report["items"][0]["bits_per_token"] == pytest.approx(want["bits_per_token"], rel=1e-6)
     # Audio is encoded first: the same numbers as its codes file; the mean weighs items by their tokens.
-    assert main(["eval", "prior", str(music), "-m", str(tiny), "--total-seconds", "30", "--json"]) == 0
+    assert main(["eval", "prior", str(music), "-m", str(tiny), "--total-seconds", "20", "--json"]) == 0
     report = _json(capsys)
-    assert main(["eval", "prior", str(codes), "-m", str(tiny), "--total-seconds", "30", "--json"]) == 0
+    assert main(["eval", "prior", str(codes), "-m", str(tiny), "--total-seconds", "20", "--json"]) == 0
     from_codes = _json(capsys)["items"][0]
     first, second = report["items"]
     assert first["file"] == "a.wav" and first["bits_per_token"] == pytest.approx(from_codes["bits_per_token"])

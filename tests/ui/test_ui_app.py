@@ -121,3 +121,18 @@ def test_jukebox_serve_starts_and_stops(tmp_path, tiny):
             proc.wait()
     assert proc.returncode in (0, 130)
     assert "Traceback" not in proc.stderr.read()
+
+
+def test_page_temperature_starts_at_the_models_own_top_level_temperature():
+    """The page's temperature slider starts where the model's model.json puts the top level (the embedded model's
+    measured best), and at 0.98 for a model without its own."""
+    from types import SimpleNamespace
+
+    from jukebox.ui.app import _top_temperature
+
+    assert _top_temperature(SimpleNamespace(sampling_defaults={"temperature": {0: 0.7, 1: 0.7, 2: 0.9}},
+                                            top_level=2)) == 0.9
+    assert _top_temperature(SimpleNamespace(sampling_defaults={"temperature": 0.85}, top_level=2)) == 0.85
+    assert _top_temperature(SimpleNamespace(sampling_defaults={}, top_level=2)) == 0.98
+    assert _top_temperature(SimpleNamespace(top_level=2)) == 0.98
+    assert _top_temperature(SimpleNamespace(sampling_defaults={"temperature": {2: "hot"}}, top_level=2)) == 0.98

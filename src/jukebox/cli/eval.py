@@ -190,10 +190,10 @@ def cmd_prior(args: argparse.Namespace) -> int:
     from .score import score_codes
 
     seconds = _seconds(args)
-    if args.total_seconds is not None and not args.total_seconds > 0:
-        raise UsageError("--total-seconds must be positive")
     root, files = _files(args.folder, (".npz", *AUDIO_SUFFIXES))
     model = load_model(_model_dir(args.model), device=resolve_device(args.device))
+    if args.total_seconds is not None:
+        model._check_seconds(args.total_seconds, "--total-seconds")  # the same range as `jukebox score`'s
     level = max(model.prior_levels) if args.level is None and model.prior_levels else args.level
     if level not in model.prior_levels:
         raise UsageError(f"the model has no prior for level {level} (it has {model.prior_levels})")

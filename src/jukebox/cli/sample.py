@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-samples", type=int, default=1, help="number of songs")
     p.add_argument("--temperature", type=_floats, default=None,
                    help="sampling temperature: one value, or per level as T0,T1,T2 (default: the model's own from "
-                        "its model.json, e.g. 0.8,0.8,0.98 for the embedded model; 1.0 where it gives none)")
+                        "its model.json, e.g. 0.7,0.7,0.9 for the embedded model; 1.0 where it gives none)")
     p.add_argument("--top-k", type=_ints, default=None, help="top-k filtering (0: off), one value or per level")
     p.add_argument("--top-p", type=_floats, default=None, help="nucleus filtering (0: off), one value or per level")
     p.add_argument("--hop-fraction", type=_floats, default=None,

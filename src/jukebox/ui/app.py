@@ -200,7 +200,8 @@ def build_blocks(jobs: JobQueue, default_seconds: float = 10.0):
                     n_samples = gr.Slider(1, jobs.max_samples, value=1, step=1, label="Samples",
                                           elem_id="n-samples")
                 with gr.Row():
-                    temperature = gr.Slider(0.0, 1.5, value=0.98, step=0.01, label="Temperature (0: greedy)",
+                    temperature = gr.Slider(0.0, 1.5, value=_top_temperature(model), step=0.01,
+                                            label="Temperature of the top level (0: greedy)",
                                             elem_id="temperature")
                     top_k = gr.Number(0, label="Top-k (0: off)", precision=0, minimum=0, elem_id="top-k")
                     top_p = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Top-p (0: off)", elem_id="top-p")
@@ -297,6 +298,14 @@ def build_blocks(jobs: JobQueue, default_seconds: float = 10.0):
         cancel_btn.click(on_cancel, outputs=message)
         timer.tick(refresh, inputs=[seen, source], outputs=[status, results, source, seen], show_progress="hidden")
     return blocks
+
+
+def _top_temperature(model: Any, fallback: float = 0.98) -> float:
+    """The top level's temperature from the model's own sampling defaults (model.json), else ``fallback``."""
+    own = (getattr(model, "sampling_defaults", None) or {}).get("temperature")
+    if isinstance(own, dict):
+        own = own.get(getattr(model, "top_level", None))
+    return float(own) if isinstance(own, (int, float)) and 0 <= own <= 1.5 else fallback
 
 
 def _has_lyrics(model: Any) -> bool:
