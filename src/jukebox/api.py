@@ -102,8 +102,8 @@ class Jukebox:
         """The settings a sampling call uses, resolved and checked once: ``settings`` (default: the model's own,
         :attr:`sampling_defaults`; an int8 CPU decode becomes ``eager`` on other devices) with ``overrides`` on top
         (``temperature``, ``top_k``, ``top_p``, ``hop_fraction``, ``chunk_size``, ``max_batch_size``, ``decode``,
-        ``draw``, ``max_windows``, ``guidance``, ``upsample_mode``, ``seed``; per-level values as a number, a list
-        by level or a {level: value} mapping, see :mod:`jukebox.sampling.settings`). Bad values raise one
+        ``draw``, ``max_windows``, ``guidance``, ``weights``, ``upsample_mode``, ``seed``; per-level values as a
+        number, a list by level or a {level: value} mapping, see :mod:`jukebox.sampling.settings`). Bad values raise one
         :class:`~jukebox.errors.UsageError`; so do guidance for a prior without labels, ``decode="int8"`` off a
         CPU and settings that lack one of the model's levels."""
         if settings is None:
@@ -491,7 +491,10 @@ class Jukebox:
         original's: seeded samples of imported OpenAI models equal the original's) or ``"cdf"`` (one uniform per
         token, much cheaper on a CPU); ``guidance``: classifier-free guidance scale of the top level (1: off;
         larger follows artist and genre more closely; needs a prior trained with label dropout), or a {level: w}
-        mapping that guides upsamplers too. ``upsample_mode``, ``decode``, ``draw``, ``chunk_size``,
+        mapping that guides upsamplers too; ``weights``: the priors' block linears as the model's own
+        (``"native"``) or weight-only 8-bit ``"int8"`` / ``"fp8"`` weights (:mod:`jukebox.nn.quant`: half the bytes
+        per decode step of bf16, for a KL to the native next-token distributions of at most 1e-2 nats per token).
+        ``upsample_mode``, ``decode``, ``draw``, ``chunk_size``,
         ``guidance`` and ``temperature`` default to the model's :attr:`sampling_defaults`.
 
         ``bpm``: the tempo of a model whose top prior takes one (:attr:`has_tempo`; per item with ``items``;

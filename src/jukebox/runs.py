@@ -48,7 +48,7 @@ ALIGNMENT_FILE = "alignment.json"
 MODES = ("ancestral", "primed", "continue", "upsample")
 #: Sampling settings a request may override (the names :meth:`jukebox.api.Jukebox.sampling_settings` takes).
 SETTING_FIELDS = ("temperature", "top_k", "top_p", "hop_fraction", "seed", "chunk_size", "max_batch_size",
-                  "guidance", "decode", "draw", "upsample_mode", "max_windows")
+                  "guidance", "decode", "draw", "upsample_mode", "max_windows", "weights")
 
 
 @dataclass
@@ -89,6 +89,7 @@ class SamplingRequest:
     draw: Any = None
     upsample_mode: str | None = None
     max_windows: Any = None
+    weights: Any = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -20,6 +20,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .attention import DecodePlan, FactorizedAttention
 from .kv_cache import KVCache, LayerKVCache
+from .quant import quantized_linear
 
 __all__ = ["quick_gelu", "MLP", "TransformerBlock", "Transformer", "LeanDecoder", "int8_linear",
            "int8_linear_supported", "int8_block_linears", "GELU_SCALE"]
@@ -230,10 +231,13 @@ class LeanDecoder:
     The MLP's quick-GELU ``m * sigmoid(1.702 m)`` then runs as one ``silu``, its 1.702 folded into the first
     linear's weight and bias and 1 / 1.702 into the second's weight (the same function, two operations fewer per
     layer; the float path keeps the modules' exact arithmetic).
+
+    ``weights``: ``int8`` or ``fp8`` runs the linears with weight-only 8-bit weights (:mod:`jukebox.nn.quant`):
+    on a CPU their dequantised copy in the float step, elsewhere the dequantising GEMV. Ignored with ``int8``.
     """
 
     def __init__(self, transformer: Transformer, cache: KVCache, attention: str = "sdpa", int8: bool = False,
-                 ) -> None:
+                 weights: str = "native") -> None:
         if attention not in ("sdpa", "matmul"):
             raise ValueError(f"attention must be 'sdpa' or 'matmul', got {attention!r}")
         if transformer.training:
@@ -243,6 +247,9 @@ class LeanDecoder:
         self.cache = cache
         self.matmul = attention == "matmul"
         self.int8 = int8
+        quant = None if int8 or weights == "native" else weights
+        # weight-only 8-bit off a CPU: each linear is a callable (the dequantising Triton GEMV), not (weight, bias)
+        self.calls = quant is not None and next(transformer.parameters()).device.type != "cpu"
         self.layers = []
         for block, layer_cache in zip(transformer.blocks, cache.layers):
             if layer_cache.reference:
@@ -254,6 +261,13 @@ class LeanDecoder:
             lins = [q_lin, attn.proj, mlp.fc, mlp.proj]
             if int8:  # (packed weights, None): the bias is inside the packed linear; quick-GELU's 1.702 folded in
                 wb = [(packed, None) for packed in int8_block_linears(block)]
+            elif quant is not None:  # weight-only 8-bit (jukebox.nn.quant): dequantised once on a CPU
+                qls = [quantized_linear(lin, quant) for lin in lins]
+                if self.calls:
+                    wb = [(ql, None) for ql in qls]
+                else:
+                    dtype = lins[0].weight.dtype
+                    wb = [(ql.dense(dtype).t(), lin.bias) for ql, lin in zip(qls, lins)]
             else:
                 wb = [(lin.weight.t(), lin.bias) for lin in lins]
             (qw, qb), (pw, pb), (fw, fb), (mw, mb) = wb
@@ -262,7 +276,7 @@ class LeanDecoder:
                 block.norm_attn.normalized_shape, block.norm_attn.weight, block.norm_attn.bias, block.norm_attn.eps,
                 qw, qb, pw, pb, block.norm_mlp.weight, block.norm_mlp.bias, block.norm_mlp.eps,
                 fw, fb, mw, mb, block.res_scale, 1.0 / math.sqrt(attn.head_dim),
-                attn.proj.bias if int8 else pb))
+                attn.proj.bias if int8 or self.calls else pb))
 
     def _keys(self, pattern: str, cache: LayerKVCache, k: Tensor, v: Tensor, t: int, bc: int,
               ) -> tuple[Tensor | None, Tensor | None]:
@@ -303,6 +317,9 @@ class LeanDecoder:
 
             def addmm(_bias: None, inp: Tensor, packed) -> Tensor:  # bias packed with the weight
                 return dyn(inp, packed, True)
+        elif self.calls:
+            def addmm(_bias: None, inp: Tensor, linear) -> Tensor:  # a QuantizedLinear, bias inside
+                return linear(inp)
         else:
             addmm = torch.addmm
         cudnn = torch.backends.cudnn.enabled

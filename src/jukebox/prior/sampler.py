@@ -18,6 +18,12 @@ Decoding modes (``decode=``), all equal in exact arithmetic and all free of per-
 ``triton``   the transformer stack in fused Triton kernels (~5 per layer, :mod:`jukebox.nn.triton_decode`), captured
              in a CUDA graph; needs ``triton`` (on CPU it runs in Triton's interpreter: tests only).
 
+Weights (``weights=``): ``native`` (the model's dtype), or ``int8`` / ``fp8`` weight-only 8-bit linears in the
+transformer blocks (one scale per output channel, :mod:`jukebox.nn.quant`), for the prefill and every step: on CUDA
+a Triton GEMV widens the 8-bit weights in registers (half the bytes per step of bf16; with ``graph``, ``compile``,
+``static``, ``eager`` or ``module``, not ``triton``); on a CPU the weights are dequantised once (the quality of
+8-bit weights at the float step's speed; ``int8`` decode is the CPU's fast 8-bit path, with the same int8 weights).
+
 Token draws (temperature, top-k/top-p, categorical) stay on the device; the sequence is written into a
 preallocated output tensor.
 """
@@ -25,7 +31,7 @@ preallocated output tensor.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -33,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..nn.kv_cache import KVCache
+from ..nn.quant import weight_only_linears
 from ..nn.transformer import LeanDecoder, Transformer, int8_block_linears, int8_linear, int8_linear_supported
 from .autoregressive import AutoregressiveTransformer
 from .logits import draw_tokens, token_sampler
@@ -65,8 +72,8 @@ class LeanStep:
     kernel with ``attention="matmul"``). ``cond``: [B or 1, T or 1, W] or None."""
 
     def __init__(self, model: AutoregressiveTransformer, cache: KVCache, cond: Tensor | None,
-                 attention: str = "sdpa", int8: bool = False) -> None:
-        self.stack = LeanDecoder(model.transformer, cache, attention, int8)
+                 attention: str = "sdpa", int8: bool = False, weights: str = "native") -> None:
+        self.stack = LeanDecoder(model.transformer, cache, attention, int8, weights)
         self.cache = cache
         self.emb = model.token_emb.weight
         self.pos = model.pos_emb
@@ -231,8 +238,9 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
     try:
         run = _Decoding(model, s, (start, cond, encoder_states), out, lengths, compact_cache, attention,
                         return_logits)
-        run.prefill(min(known_lengths) if known_lengths is not None else P)
-        run.tokens(P, token_sampler(s, generator), logits_mask, progress)
+        with run.weights():
+            run.prefill(min(known_lengths) if known_lengths is not None else P)
+            run.tokens(P, token_sampler(s, generator), logits_mask, progress)
         logits = torch.cat(run.logits, dim=1) if return_logits else None
         return (out[:n_samples // 2] if guided else out), logits  # guided logits are [B, ...] already
     finally:
@@ -268,10 +276,19 @@ class _Decoding:
                     self.logits.append(_guide(logits.float(), self.settings.guidance))
         self.done = n
 
+    def weights(self) -> AbstractContextManager:
+        """Inside: the modules' block linears run with the settings' weight-only 8-bit weights
+        (:func:`~jukebox.nn.quant.weight_only_linears`), unless ``native`` or the int8 CPU path (whose own int8
+        weights are the same)."""
+        if self.settings.weights == "native" or self._int8():
+            return nullcontext()
+        return weight_only_linears(self.model.transformer, self.settings.weights)
+
     def _int8(self) -> bool:
         """Whether the settings ask for int8 linears and this model and PyTorch can run them."""
         model = self.model
-        return (self.settings.decode == "int8" and self.compact and not model.training
+        return (self.settings.decode == "int8" and self.settings.weights != "fp8" and self.compact
+                and not model.training
                 and model.pos_emb.dtype == torch.float32 and int8_linear_supported())
 
     def _step(self) -> Callable[[Tensor, int], Tensor] | None:
@@ -283,7 +300,7 @@ class _Decoding:
         if decode == "triton":
             return triton_static_decoder(model, cache, cond, n)
         if decode in ("eager", "int8") and self.compact and not model.training:
-            return LeanStep(model, cache, cond, self.attention, self._int8())
+            return LeanStep(model, cache, cond, self.attention, self._int8(), self.settings.weights)
         return None
 
     def tokens(self, P: int, pick: Callable[[Tensor], Tensor], logits_mask: Tensor | None,

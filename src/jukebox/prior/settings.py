@@ -16,14 +16,17 @@ from typing import Any
 
 from ..errors import UsageError
 
-__all__ = ["DECODE_MODES", "DRAWS", "LevelSettings", "SettingsError", "LEVEL_FIELDS", "TEMPERATURE_RANGE",
-           "temperature_ok"]
+__all__ = ["DECODE_MODES", "DRAWS", "WEIGHT_FORMATS", "LevelSettings", "SettingsError", "LEVEL_FIELDS",
+           "TEMPERATURE_RANGE", "temperature_ok"]
 
 #: Categorical draws: ``multinomial`` (``torch.multinomial``, one exponential per vocabulary entry; reproduces the
 #: original Jukebox's seeded samples) or ``cdf`` (inverse CDF, one uniform per row; much cheaper in large batches).
 DRAWS = ("multinomial", "cdf")
 #: Decode steps of :func:`jukebox.prior.sampler.sample_autoregressive` (see its module docstring).
 DECODE_MODES = ("eager", "module", "int8", "static", "graph", "compile", "triton")
+#: Weights of the decode (:mod:`jukebox.nn.quant`): ``native`` (the model's dtype), ``int8`` or ``fp8`` (e4m3),
+#: both weight-only with one scale per output channel.
+WEIGHT_FORMATS = ("native", "int8", "fp8")
 
 
 #: Temperatures a draw takes besides 0 (greedy): below the low end ``logits / temperature`` overflows float32 to inf
@@ -70,6 +73,11 @@ class LevelSettings:
     #: Classifier-free guidance scale (1: off, 0: unconditional); see :meth:`jukebox.prior.Prior.sample`. Needs a
     #: prior trained with label dropout (``jukebox train prior --label-dropout``).
     guidance: float = 1.0
+    #: Weights of the transformer's block linears while sampling: ``native`` (the model's own dtype), ``int8`` or
+    #: ``fp8`` (weight-only 8-bit, one scale per output channel, dequantised inside the product; half the bytes per
+    #: step of bf16). Not with ``decode="triton"``. ``decode="int8"`` (CPU) has these int8 weights already; with
+    #: ``fp8`` it runs the float step over the dequantised fp8 weights.
+    weights: str = "native"
 
     def __post_init__(self) -> None:
         fix = object.__setattr__
@@ -89,6 +97,11 @@ class LevelSettings:
         fix(self, "guidance", _number("guidance", self.guidance, 0.0, 20.0))
         if self.decode not in DECODE_MODES:
             raise SettingsError(f"decode must be one of {', '.join(DECODE_MODES)}, got {self.decode!r}")
+        if self.weights not in WEIGHT_FORMATS:
+            raise SettingsError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got {self.weights!r}")
+        if self.weights != "native" and self.decode == "triton":
+            raise SettingsError(f"weights={self.weights!r} runs with decode 'graph', 'compile', 'static', 'eager' or "
+                                "'module'; the fused triton step reads the model's own weights")
         if self.draw not in DRAWS:
             raise SettingsError(f"draw must be one of {', '.join(DRAWS)}, got {self.draw!r}")
 

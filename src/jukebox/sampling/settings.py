@@ -9,8 +9,8 @@ they accept and refuse exactly what the Python API does.
 Overrides by name (any may be None: keep the value):
 
 - per level (:data:`LEVEL_FIELDS`): ``temperature``, ``top_k``, ``top_p``, ``hop_fraction``, ``chunk_size``,
-  ``max_batch_size``, ``decode``, ``draw``, ``max_windows``, ``guidance``. A number (or a string) sets every
-  level, a list sets them by level index (``[T0, T1, T2]``), a mapping ``{level: value}`` the levels it names
+  ``max_batch_size``, ``decode``, ``draw``, ``max_windows``, ``guidance``, ``weights``. A number (or a string) sets
+  every level, a list sets them by level index (``[T0, T1, T2]``), a mapping ``{level: value}`` the levels it names
   (JSON's string keys too). A number for ``guidance`` sets the top level only (guiding upsamplers is asked for
   by a mapping).
 - for the call: ``upsample_mode`` (``sequential``: the original's window order, or ``parallel``) and ``seed``
