@@ -137,7 +137,7 @@ def _sync(device: str) -> None:
 
 @torch.no_grad()
 def time_decode(model: Prior, batch: int, device: str, position: int, tokens: int, warmup: int, decode: str,
-                reference: bool = False, top_k: int = 0) -> dict:
+                reference: bool = False, top_k: int = 0, weights: str = "native") -> dict:
     """Seconds per decode step after a prefill of ``position`` tokens (the real sampler, via its progress hook)."""
     dec = model.decoder
     known, start, c, states = decoder_inputs(model, batch, device, position)
@@ -156,7 +156,7 @@ def time_decode(model: Prior, batch: int, device: str, position: int, tokens: in
     with ctx:
         sample_autoregressive(dec, batch, total, known, start, c, states, temperature=1.0, top_k=top_k,
                               chunk_size=None if device.startswith("cuda") else 256, progress=progress,
-                              decode=mode, compact_cache=not reference, generator=g)
+                              decode=mode, compact_cache=not reference, generator=g, weights=weights)
     wall = time.perf_counter() - t0
     steps = total - P - warmup
     sec = (marks[total - P] - marks[warmup]) / steps

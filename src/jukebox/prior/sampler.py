@@ -46,7 +46,7 @@ from .logits import draw_tokens, token_sampler
 from .settings import DECODE_MODES, LevelSettings, SettingsError
 
 __all__ = ["DECODE_MODES", "LevelSettings", "draw_tokens", "split_chunks", "sample_autoregressive", "StaticDecoder",
-           "triton_static_decoder"]
+           "triton_static_decoder", "fill_cache"]
 
 ProgressFn = Callable[[int, int], None]
 #: Intra-op threads of :func:`sample_autoregressive` on a CPU (0: leave the process's setting). A decode step is a
@@ -262,7 +262,8 @@ class _Decoding:
         self.done = 0  # positions in the cache
 
     def prefill(self, n: int) -> None:
-        """Run the first ``n`` known tokens through the model in chunks of ``chunk_size``."""
+        """Run the first ``n`` known tokens through the model in chunks of ``chunk_size``. Unless the logits are
+        kept, only what the cache needs runs (:func:`fill_cache`: no head, no last MLP)."""
         if not n:
             return
         known = self.out[:, :n]
@@ -270,10 +271,13 @@ class _Decoding:
         begin = 0
         with _int8_linears(self.model.transformer) if self._int8() else nullcontext():
             for size in split_chunks(n, self.settings.chunk_size):
-                logits = self.model.step(prev[:, begin:begin + size], self.cache, *self.inputs)
+                chunk = prev[:, begin:begin + size]
                 begin += size
-                if self.logits is not None:
-                    self.logits.append(_guide(logits.float(), self.settings.guidance))
+                if self.logits is None:
+                    fill_cache(self.model, chunk, self.cache, *self.inputs)
+                    continue
+                logits = self.model.step(chunk, self.cache, *self.inputs)
+                self.logits.append(_guide(logits.float(), self.settings.guidance))
         self.done = n
 
     def weights(self) -> AbstractContextManager:
@@ -333,6 +337,27 @@ class _Decoding:
             prev_tok = out[:, t:t + 1]
             if progress is not None:
                 progress(t + 1 - first, total - first)
+
+
+def fill_cache(model: AutoregressiveTransformer, prev_tokens: Tensor, cache: KVCache, start: Tensor | None = None,
+               cond: Tensor | None = None, encoder_states: Tensor | None = None) -> None:
+    """:meth:`AutoregressiveTransformer.step` for the cache alone: positions ``cache.length ..`` given the preceding
+    tokens [B, T] write their keys and values (the same values as ``step``'s) and the cache advances by T, without
+    the head (T x vocabulary logits nobody reads) or the last block's MLP and residual (they feed only the head).
+
+    Why a window's prefix is recomputed at all: a prior's input at window position t is ``emb(token) + pos[t] +
+    cond[t]`` with *absolute* learned positions within the window (and labels that follow the window's offset), so
+    after a hop every kept token sits at another position and every key and value of every layer changes; the old
+    cache cannot be shifted into the new one."""
+    begin = cache.length
+    x = model.embed_inputs(prev_tokens, begin, start, cond)
+    blocks = model.transformer.blocks
+    for i, block in enumerate(blocks):
+        if i + 1 < len(blocks):
+            x = block(x, encoder_states, cache[i], begin)
+        else:  # the keys and values are written by the attention; what follows it feeds only the head
+            block.attn(block.norm_attn(x), encoder_states, cache[i], begin)
+    cache.length = begin + prev_tokens.shape[1]
 
 
 @contextmanager
