@@ -39,8 +39,8 @@ from jukebox.prior.model import Prior
 from jukebox.prior.sampler import _int8_linears
 
 FORMATS = ("int8", "fp8", "int8-dyn")
-#: Reduced depths: every pattern of the preset but 5b_lyrics' one cross-attention layer (layer 18; its query linear is
-#: an ordinary block linear) and 1b_lyrics' prime layer (layer 15, included).
+#: Reduced depths with every attention pattern of the preset (1b_lyrics: its prime layer is layer 15), except
+#: 5b_lyrics' cross-attention layer (layer 18: its query linear is an ordinary block linear).
 RELEASED = {"1b_lyrics": 16, "5b_lyrics": 6, "upsampler_level_0": 3}
 
 
