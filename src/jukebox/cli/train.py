@@ -123,8 +123,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--rebuild-cache", action="store_true", help="re-encode the corpus even if the cache is valid")
     q.add_argument("--checkpoint-activations", action=argparse.BooleanOptionalAction, default=None,
                    help="recompute transformer blocks in backward to save memory (default: the preset's choice)")
+    q.add_argument("--fsdp", action="store_true",
+                   help="shard weights, gradients and optimiser state over the torchrun processes (FSDP2, bf16 "
+                   "on GPUs): full fine-tuning of priors too large for one GPU; sharded checkpoints (see "
+                   "`train export-fsdp`)")
     _add_common(q)
     q.set_defaults(func=cmd_train_prior)
+
+    x = tsub.add_parser("export-fsdp", help="write the prior of a sharded --fsdp checkpoint into its model directory",
+                        description="Re-assemble the weights of a sharded training checkpoint (`train prior --fsdp`) "
+                        "in one process on the CPU and write them as MODEL_DIR/prior_level_L (what sampling loads).")
+    x.add_argument("--model", "-m", required=True, metavar="MODEL_DIR", help="model directory of the training")
+    x.add_argument("--level", type=int, required=True, help="level of the trained prior")
+    x.add_argument("--checkpoint", default=None, metavar="DIR",
+                   help="the sharded checkpoint (default MODEL_DIR/prior_level_L/checkpoint)")
+    x.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
+                   help="the EMA weights (default: them when the checkpoint has them)")
+    x.add_argument("--json", action="store_true", help="print the summary as JSON")
+    x.set_defaults(func=cmd_export_fsdp)
 
 
 def _config(args: argparse.Namespace):
@@ -136,7 +152,7 @@ def _config(args: argparse.Namespace):
                        weight_decay=args.weight_decay, grad_clip=args.grad_clip, ema=args.ema,
                        val_every=args.val_every, val_batches=args.val_batches, save_every=args.save_every,
                        log_every=args.log_every, seed=args.seed, precision=args.precision, workers=args.workers,
-                       compile=args.compile)
+                       compile=args.compile, fsdp=bool(getattr(args, "fsdp", False)))
 
 
 def _device(name: str):
@@ -231,6 +247,30 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
                          progress=not args.no_progress and sys.stderr.isatty(), stop_at=args.stop_at,
                          val_fraction=args.val_fraction, **prior_options(args))
     _summary(args, result, f"{args.model}/prior_level_{args.level}")
+    return 0
+
+
+def cmd_export_fsdp(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..checkpoint.model_dir import ModelDir, prior_folder
+    from ..data.labels import LabelVocab
+    from ..train.fsdp import export_sharded_checkpoint
+
+    md = ModelDir(args.model)
+    folder = md.path / prior_folder(args.level)
+    prior, extra = export_sharded_checkpoint(Path(args.checkpoint) if args.checkpoint else folder / "checkpoint",
+                                             args.ema)
+    if prior.config.level != args.level:
+        raise UsageError(f"the checkpoint holds a level-{prior.config.level} prior, not level {args.level}")
+    md.save_prior(prior)
+    if extra.get("labels"):
+        LabelVocab.from_dict(extra["labels"]).save(folder)
+    n = sum(p.numel() for p in prior.parameters())
+    if args.json:
+        print(json.dumps({"model": str(folder), "parameters": n}))
+    else:
+        print(f"wrote the level-{args.level} prior ({n / 1e6:.2f}M parameters) to {folder}")
     return 0
 
 

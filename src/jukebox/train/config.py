@@ -50,6 +50,9 @@ class TrainConfig(ConfigBase):
     #: encoder/decoder and sub-discriminator on its own) or ``model`` (the whole forward); see
     #: :mod:`jukebox.train.fast`.
     compile: str = "none"
+    #: Shard the weights, gradients and optimiser state over the processes (PyTorch FSDP2, priors only; see
+    #: :mod:`jukebox.train.fsdp`); checkpoints are then sharded (``torch.distributed.checkpoint``).
+    fsdp: bool = False
 
     def __post_init__(self) -> None:
         checks = [

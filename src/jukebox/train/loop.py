@@ -202,6 +202,25 @@ class Trainer:
         self.compile_kwargs = dict(compile_kwargs or {})
 
     # ---------------------------------------------------------------------------------------------- helpers
+    def _wrap(self) -> nn.Module:
+        """The module the training forward runs through: DDP over several processes, else the model."""
+        if not self.dist.distributed:
+            return self.model
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        return DDP(self.model, device_ids=[self.device] if self.device.type == "cuda" else None,
+                   broadcast_buffers=False)
+
+    def _no_sync(self, run: _Run, last_micro: bool) -> contextlib.AbstractContextManager:
+        """Inside a micro-step: gradients are averaged over the processes only on the last one."""
+        if last_micro or not self.dist.distributed:
+            return contextlib.nullcontext()
+        return run.ddp_model.no_sync()
+
+    def _validates_here(self) -> bool:
+        """Whether this process runs validation (rank 0 alone: DDP keeps a whole model on every rank)."""
+        return self.dist.is_main
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         c = self.config
         if c.precision == "bf16" and self.device.type == "cpu":
@@ -321,7 +340,7 @@ class Trainer:
                 row = self._step(run, step)
                 done, last = step + 1, step + 1 == end
                 self._log(run, row, last)
-                if self.dist.is_main and ((c.val_every and done % c.val_every == 0) or last):
+                if self._validates_here() and ((c.val_every and done % c.val_every == 0) or last):
                     self._validate(run, done)
                 if (c.save_every and done % c.save_every == 0) or last:
                     self._save(run, done)
@@ -379,12 +398,7 @@ class Trainer:
     def _open(self, run: _Run, end: int) -> None:
         """DDP wrapper, TensorBoard writer, batch prefetcher and progress bar for steps ``run.start .. end``."""
         c, d = self.config, self.dist
-        run.ddp_model = self.model
-        if d.distributed:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            run.ddp_model = DDP(self.model, device_ids=[self.device] if self.device.type == "cuda" else None,
-                                broadcast_buffers=False)
+        run.ddp_model = self._wrap()
         run.params = [p for p in self.model.parameters() if p.requires_grad]
         run.writer = _open_writer(self.log_dir) if d.is_main else None
         order = ((s, m) for s in range(run.start, end) for m in range(c.grad_accum))
@@ -425,8 +439,7 @@ class Trainer:
                 if self.record_batches:
                     seen.extend(self.task.describe(batch))
                 run.tokens += self.task.tokens(batch) * d.world_size
-                sync = micro == c.grad_accum - 1 or not d.distributed
-                with contextlib.nullcontext() if sync else run.ddp_model.no_sync():  # type: ignore[operator]
+                with self._no_sync(run, micro == c.grad_accum - 1):
                     with self._autocast():
                         loss, metrics = self.task.loss(run.ddp_model, batch, self.device)
                     (loss / c.grad_accum).backward()
@@ -434,6 +447,8 @@ class Trainer:
                 for k, v in metrics.items():
                     metric_sums[k] = metric_sums.get(k, 0.0) + v.detach().float() / c.grad_accum
         grad_norm = torch.nn.utils.clip_grad_norm_(run.params, c.grad_clip if c.grad_clip > 0 else math.inf)
+        if hasattr(grad_norm, "full_tensor"):  # sharded parameters (FSDP): the norm over every shard
+            grad_norm = grad_norm.full_tensor()
         loss_v, norm_v, means = self._reduce(loss_sum, grad_norm, metric_sums)
         if not (math.isfinite(loss_v) and math.isfinite(norm_v)):
             where = (f"the last good checkpoint (step {self.last_saved_step}) is kept in {self.checkpoint_dir}"

@@ -130,6 +130,8 @@ def train_vqvae(data: str | Path, out: str | Path, preset: str = "tiny", config:
     (saved in ``out/discriminator/``); with its ``decoder_only`` only the decoders of an existing VQ-VAE train.
     """
     config = config or TrainConfig()
+    if config.fsdp:
+        raise UsageError("--fsdp shards the priors only; train the VQ-VAE without it (DDP under torchrun)")
     dist = setup_distributed(device)
     try:
         def create() -> None:
@@ -337,6 +339,14 @@ def _stored_options(extra: dict[str, Any], where: Path) -> TrainOptions:
                         lora_alpha=float(lora["alpha"]) if lora.get("alpha") is not None else None)
 
 
+def _check_fsdp(config: TrainConfig, o: TrainOptions) -> None:
+    """One-line refusals of what ``--fsdp`` does not combine with."""
+    if o.lora_rank or o.merge_lora:
+        raise UsageError("--fsdp trains the whole prior; LoRA adapters (--lora-rank) train on one GPU: drop one")
+    if config.compile != "none":
+        raise UsageError("--fsdp runs the blocks eagerly; drop --compile (or train without --fsdp)")
+
+
 def _set_activation_checkpointing(model: torch.nn.Module, on: bool) -> None:
     from ..nn.transformer import Transformer
 
@@ -379,8 +389,14 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
     if preset is not None:
         option_overrides["preset"] = preset
     o = TrainOptions.of(options, **option_overrides)  # checked here; a resumed run starts from its own below
+    if config.fsdp:
+        _check_fsdp(config, o)
     dist = setup_distributed(device)
     try:
+        if config.fsdp:
+            from .fsdp import ensure_process_group
+
+            dist = ensure_process_group(dist)
         md = ModelDir(model_dir)
         vq = md.vqvae_config()
         if not 0 <= level < vq.levels:
@@ -392,12 +408,19 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
             run.extra = _on_rank0(dist, lambda: read_checkpoint_extra(run.ckpt))
             run.o = TrainOptions.of(options if options is not None else _stored_options(run.extra, run.ckpt),
                                     **option_overrides)
+            if config.fsdp:
+                _check_fsdp(config, run.o)
         run.load_data(data, cache_dir, rebuild_cache)
         run.build_model(resume, restart)
         task = run.task(data, log_dir)
-        trainer = Trainer(run.model, task, config, run.ckpt, dist, run.writer_dir, progress=progress and dist.is_main,
-                          record_batches=record_batches, log=log, extra_state=run.extra_state(),
-                          data_state=run.o.data_state())
+        trainer_cls = Trainer
+        if config.fsdp:
+            from .fsdp import FSDPTrainer
+
+            trainer_cls = FSDPTrainer
+        trainer = trainer_cls(run.model, task, config, run.ckpt, dist, run.writer_dir,
+                              progress=progress and dist.is_main, record_batches=record_batches, log=log,
+                              extra_state=run.extra_state(), data_state=run.o.data_state())
         result = trainer.fit(resume=resume, stop_at=stop_at)
         if run.o.merge_lora and run.lora_info and dist.is_main and result.step >= config.steps:
             run.merge_lora()

@@ -173,6 +173,9 @@ def load_checkpoint(folder: str | Path) -> CheckpointState:
         raise JukeboxError(f"{folder / STATE_JSON}: corrupt training state ({e})") from None
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise JukeboxError(f"{folder}: not a {FORMAT} v{VERSION} checkpoint")
+    if meta.get("sharded"):
+        raise JukeboxError(f"{folder}: a sharded checkpoint of `jukebox train prior --fsdp`; resume it with --fsdp, or "
+                           "write its weights into the model directory with `jukebox train export-fsdp`")
     try:
         tensors = load_file(str(folder / STATE_TENSORS), device="cpu")
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for damaged files
