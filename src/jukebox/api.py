@@ -25,6 +25,7 @@ import torch
 
 from .audio import MAX_SECONDS
 from .checkpoint.model_dir import ModelDir, prior_folder
+from .distributed import current_ranks
 from .errors import JukeboxError, UsageError
 from .loudness import DEFAULT_LUFS, DEFAULT_PEAK_DB
 from .sampling.pipeline import LevelReport, sample_levels
@@ -417,6 +418,9 @@ class Jukebox:
             return self._labellers[level].window_y(lab, start, self.hop_lengths[level])[0]
 
         seed = settings.seed
+        ranks = current_ranks()  # under torchrun: the processes share every level's rows (jukebox.distributed)
+        if ranks is not None:
+            seed = ranks.broadcast_seed(seed)
 
         def generator(level: int) -> torch.Generator | None:
             if seed is None:
@@ -438,7 +442,7 @@ class Jukebox:
 
         t0 = time.perf_counter()
         codes, reports = sample_levels(self.prior, codes, levels, sample_length, label_fn, settings,
-                                       self.hop_lengths, generator, progress, level_done, release)
+                                       self.hop_lengths, generator, progress, level_done, release, ranks=ranks)
         lowest = min(levels)
         codes_cpu = {lvl: c.cpu() for lvl, c in codes.items() if c.shape[1] > 0}
         t1 = time.perf_counter()
@@ -463,6 +467,8 @@ class Jukebox:
                     upsample_mode=settings.upsample_mode, draw=first.draw, guidance=settings[top].guidance,
                     per_level={lvl: settings[lvl].to_dict() for lvl in levels},
                     sampling=settings.to_dict(), sampling_seconds=t1 - t0, decode_seconds=decode_s)
+        if ranks is not None:
+            info.update(world_size=ranks.world, rows_per_rank=ranks.gather_work())
         return Generation(audio, codes_cpu, lowest, self.sample_rate, reports, info, aligns, settings)
 
     def generate(self, artist: str = "unknown", genre: str = "unknown", lyrics: str = "", seconds: float = 5.0,

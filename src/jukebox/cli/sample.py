@@ -198,6 +198,29 @@ def _request_from_args(args: argparse.Namespace) -> SamplingRequest:
         weights=args.weights)
 
 
+def _sample_helper(args: argparse.Namespace, device: Any, dtype: Any) -> int:
+    """A process of rank > 0 under torchrun: samples its share of every level with rank 0 (which alone reads
+    and writes the run folder's outputs) and prints nothing."""
+    from ..api import load_model
+    from ..runs import api_call
+
+    resume_codes = None
+    if args.resume:
+        folder = RunFolder(args.output)
+        request, resume_codes = folder.resume_state()
+        if folder.done:
+            return 0
+        request.alignment = request.alignment and not args.no_alignment
+        args.model = args.model or folder.metadata.get("model")
+    else:
+        request = _request_from_args(args)
+    model = load_model(args.model, device=device, dtype=dtype, low_memory=args.low_memory)
+    settings = model.sampling_settings(**request.overrides())
+    call, kwargs = api_call(model, request, settings, resume_codes, None, None)
+    call(**kwargs)
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
@@ -207,6 +230,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     if args.list_artists is None and args.list_genres is None and args.output is None:
         raise UsageError("-o OUT_DIR is required")
+    from ..distributed import current_ranks, init_from_env
+
+    device = init_from_env(device)  # under torchrun: one process per GPU, sharing every level's rows
+    ranks = current_ranks()
+    if ranks is not None and ranks.rank > 0:
+        return _sample_helper(args, device, dtype)
     folder = RunFolder(args.output) if args.output else None
     resume_codes = None
     if folder is not None:
@@ -239,8 +268,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
             request = _request_from_args(args)
         settings = model.sampling_settings(**request.overrides())  # bad settings: an error before any output
         assert folder is not None
+        extra = {} if ranks is None else {"world_size": ranks.world}
         gen = run(model, request, folder, settings, resume_codes, progress=bars, device=str(device),
-                  dtype=args.dtype, torch=torch.__version__)
+                  dtype=args.dtype, torch=torch.__version__, **extra)
+        if ranks is not None:  # rows (window x item) each process sampled, per level
+            folder.write(rows_per_rank={str(k): v for k, v in gen.settings["rows_per_rank"].items()})
     except BaseException:
         # Any failure before a level was saved leaves no half-made output folder behind (a saved level is kept
         # for --resume).

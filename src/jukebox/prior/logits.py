@@ -7,6 +7,7 @@ validated once, where sampling starts (:class:`jukebox.sampling.settings.LevelSe
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -57,8 +58,26 @@ def categorical_cdf(logits: torch.Tensor, generator: torch.Generator | None = No
     return torch.searchsorted(cdf, u, right=True).squeeze(-1)
 
 
+@dataclass(frozen=True)
+class RowShare:
+    """A call that samples rows ``lo .. hi - 1`` of a batch of ``total`` rows whose shortest known prefix is
+    ``first`` (the rest of the batch is sampled by other processes): every draw is made for the whole batch from
+    ``generator`` and this call keeps its rows, so each row gets the random numbers of a one-process run.
+    Passed as the ``generator`` of :func:`~jukebox.prior.sampler.sample_autoregressive`."""
+
+    generator: torch.Generator | None
+    lo: int
+    hi: int
+    total: int
+    first: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.lo < self.hi <= self.total or self.first < 0:
+            raise ValueError(f"bad row share {self.lo}..{self.hi} of {self.total} (first {self.first})")
+
+
 def token_sampler(settings: LevelSettings, generator: torch.Generator | None = None,
-                  ) -> Callable[[Tensor], Tensor]:
+                  rows: RowShare | None = None) -> Callable[[Tensor], Tensor]:
     """The draw of one token per row of logits [..., V] -> [...] that ``settings`` asks for, decided once (the
     sampler calls it for every token; nothing is checked there).
 
@@ -66,6 +85,8 @@ def token_sampler(settings: LevelSettings, generator: torch.Generator | None = N
     filtering, then a categorical draw: ``draw="multinomial"`` as the original (normalised log-probabilities,
     ``multinomial`` with replacement, as ``torch.distributions.Categorical``: the same seeded samples), or ``"cdf"``
     (one uniform per row, inverse CDF; :func:`categorical_cdf`). Everything stays on the logits' device.
+    ``rows``: the logits [hi - lo, V] are rows of a larger batch (:class:`RowShare`); the draw is made for the
+    whole batch (other rows uniform) and these rows' tokens returned.
     """
     if settings.greedy:
         return lambda logits: logits.argmax(dim=-1)
@@ -75,6 +96,13 @@ def token_sampler(settings: LevelSettings, generator: torch.Generator | None = N
     cdf = settings.draw == "cdf"
 
     def draw(logits: Tensor) -> Tensor:
+        if rows is not None:
+            whole = logits.new_zeros((rows.total, *logits.shape[1:]), dtype=torch.float32)
+            whole[rows.lo:rows.hi] = logits
+            return pick(whole)[rows.lo:rows.hi]
+        return pick(logits)
+
+    def pick(logits: Tensor) -> Tensor:
         x = logits.float() / temperature if scale else logits.float()
         if filtered:
             x = _filter(x, top_k, top_p)

@@ -42,7 +42,7 @@ from ..nn.kv_cache import KVCache
 from ..nn.quant import weight_only_linears
 from ..nn.transformer import LeanDecoder, Transformer, int8_block_linears, int8_linear, int8_linear_supported
 from .autoregressive import AutoregressiveTransformer
-from .logits import draw_tokens, token_sampler
+from .logits import RowShare, draw_tokens, token_sampler
 from .settings import DECODE_MODES, LevelSettings, SettingsError
 
 __all__ = ["DECODE_MODES", "LevelSettings", "draw_tokens", "split_chunks", "sample_autoregressive", "StaticDecoder",
@@ -207,6 +207,13 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
     """
     s = LevelSettings.of(settings, **overrides)
     device = model.pos_emb.device
+    share = None
+    if isinstance(generator, RowShare):  # rows of a batch shared with other processes (jukebox.distributed)
+        share, generator = generator, generator.generator
+        if share.hi - share.lo != n_samples:
+            raise ValueError(f"row share {share.lo}..{share.hi} for {n_samples} samples")
+        if known_lengths is None and share.first < (0 if known is None else known.shape[1]):
+            known_lengths = [known.shape[1]] * n_samples
     if s.decode == "int8" and device.type != "cpu":
         raise SettingsError("decode='int8' runs on a CPU only (use 'eager', 'graph' or 'triton' on a GPU)")
     guided = s.guidance != 1.0
@@ -229,6 +236,9 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
             raise ValueError(f"known_lengths {list(known_lengths)} must give one length in [0, {P}] per sample")
         if min(known_lengths) < P:
             lengths = torch.as_tensor(list(known_lengths), dtype=torch.long, device=device)
+    first = min(known_lengths) if known_lengths is not None else P
+    if share is not None:  # the whole batch's token loop: it starts at the batch's shortest prefix
+        first = min(first, share.first)
     out = torch.zeros(n_samples, total, dtype=torch.long, device=device)
     if P:
         out[:, :P] = known
@@ -239,8 +249,8 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
         run = _Decoding(model, s, (start, cond, encoder_states), out, lengths, compact_cache, attention,
                         return_logits)
         with run.weights():
-            run.prefill(min(known_lengths) if known_lengths is not None else P)
-            run.tokens(P, token_sampler(s, generator), logits_mask, progress)
+            run.prefill(first)
+            run.tokens(P, token_sampler(s, generator, share), logits_mask, progress)
         logits = torch.cat(run.logits, dim=1) if return_logits else None
         return (out[:n_samples // 2] if guided else out), logits  # guided logits are [B, ...] already
     finally:

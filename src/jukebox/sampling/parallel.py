@@ -23,6 +23,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..distributed import Ranks
+from ..prior.logits import RowShare
 from ..prior.settings import LevelSettings
 from .schedule import WindowStep, plan_level
 
@@ -72,12 +74,13 @@ def sample_level_parallel(prior, codes: dict[int, Tensor], level: int, total_tok
                           labels: Callable[[int, int], Tensor | None], settings: LevelSettings,
                           generator: torch.Generator | None = None,
                           progress: Callable[[int, int, int], None] | None = None, passes: int = 2,
-                          max_batch_size: int | None = None) -> Tensor:
+                          max_batch_size: int | None = None, ranks: Ranks | None = None) -> Tensor:
     """Extend ``codes[level]`` [B, have] to [B, total_tokens] with batched windows (module docstring).
 
     ``settings`` is the level's :class:`~jukebox.prior.settings.LevelSettings` (its ``max_batch_size``
     bounds samples per call in the sequential order; here ``max_batch_size`` bounds windows x samples per call,
-    default: a whole phase in one call). Returns the new codes tensor.
+    default: a whole phase in one call). ``ranks``: several processes share every call's rows and gather them
+    after each phase (:mod:`jukebox.distributed`). Returns the new codes tensor.
     """
     z = codes[level]
     n, have = z.shape
@@ -95,8 +98,18 @@ def sample_level_parallel(prior, codes: dict[int, Tensor], level: int, total_tok
     for phase in phases:
         rows = [(step, b) for step in phase for b in range(n)]  # window-major, samples inside
         limit = max_batch_size or len(rows)
+        if ranks is not None:
+            mine, new = torch.zeros_like(out, dtype=torch.bool), torch.zeros_like(out, dtype=torch.bool)
         for lo in range(0, len(rows), limit):
-            part = rows[lo:lo + limit]
+            part = whole = rows[lo:lo + limit]
+            gen, real = generator, True
+            if ranks is not None:  # this process's rows of the call; the draws stay those of the whole call
+                a, b, real = ranks.share(len(whole))
+                gen = RowShare(generator, a, b, len(whole), min(step.known for step, _ in whole))
+                part = whole[a:b]
+                for step, i in whole:
+                    new[i, step.start + step.known:step.start + n_ctx] = True
+                ranks.count(level, len(part) if real else 0)
             steps = list(dict.fromkeys(step for step, _ in part))
             z_cond = None
             if down is not None:
@@ -120,10 +133,14 @@ def sample_level_parallel(prior, codes: dict[int, Tensor], level: int, total_tok
                     prime[i, :step.known] = out[b, step.start:step.start + step.known]
             window = prior.sample(len(part), z_cond, y, settings, prime=prime,
                                   prime_lengths=[step.known for step, _ in part] if width else None,
-                                  sample_tokens=n_ctx, generator=generator)
-            for i, (step, b) in enumerate(part):
+                                  sample_tokens=n_ctx, generator=gen)
+            for i, (step, b) in enumerate(part if real else []):
                 out[b, step.start + step.known:step.start + n_ctx] = window[i, step.known:]
-            done += sum(step.new_tokens for step, _ in part)
+                if ranks is not None:
+                    mine[b, step.start + step.known:step.start + n_ctx] = True
+            done += sum(step.new_tokens for step, _ in whole)
             if progress is not None:
                 progress(level, min(done // n, todo), todo)
+        if ranks is not None:
+            out = ranks.merge(out, mine, new)
     return out

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..distributed import Ranks
+from ..prior.logits import RowShare
 from ..prior.sampler import CPU_DECODE_THREADS
 from ..prior.settings import LevelSettings
 from .parallel import sample_level_parallel
@@ -65,15 +67,27 @@ def sample_level(
     settings: LevelSettings,
     generator: torch.Generator | None = None,
     progress: ProgressFn | None = None,
+    ranks: Ranks | None = None,
 ) -> Tensor:
-    """Extend ``codes[level]`` [B, have] to [B, total_tokens] with ``prior``; returns the new codes tensor."""
+    """Extend ``codes[level]`` [B, have] to [B, total_tokens] with ``prior``; returns the new codes tensor.
+    ``ranks``: several processes share the items of every call and gather them at the end
+    (:mod:`jukebox.distributed`); a process with no item in any call skips the level's work."""
     z = codes[level]
-    n = z.shape[0]
+    n, have = z.shape
     n_ctx = prior.n_ctx
     hop = max(1, int(settings.hop_fraction * n_ctx))
     steps = plan_level(total_tokens, z.shape[1], n_ctx, hop)
     todo = sum(s.new_tokens for s in steps)
     done = 0
+    mbs = settings.max_batch_size
+    if ranks is not None:
+        shares = [(b, *ranks.share(min(n, b + mbs) - b)) for b in range(0, n, mbs)]
+        mine = torch.zeros(n, total_tokens, dtype=torch.bool, device=z.device)
+        for b, lo, hi, real in shares:
+            mine[b + lo:b + hi, have:] = real
+        if not any(real for *_, real in shares):
+            steps = []
+            z = torch.cat([z, z.new_zeros(n, total_tokens - have)], dim=1)
     for step in steps:
         known = z[:, step.start:step.start + step.known]
         z_cond = None
@@ -91,18 +105,33 @@ def sample_level(
         pieces = []
         for b in range(0, n, settings.max_batch_size):
             sl = slice(b, b + settings.max_batch_size)
+            gen, count = generator, min(n, b + mbs) - b
+            if ranks is not None:  # this process's items of the call; the draws stay those of the whole call
+                _, lo, hi, real = shares[b // mbs]
+                sl, gen = slice(b + lo, b + hi), RowShare(generator, lo, hi, count, step.known)
+                ranks.count(level, hi - lo if real else 0)
             on_token = None
             if progress is not None and b == 0:  # token-level progress from the first sub-batch
                 def on_token(i: int, _todo: int, base: int = done) -> None:
                     progress(level, min(base + i, todo), todo)
-            pieces.append(prior.sample(known[sl].shape[0], None if z_cond is None else z_cond[sl],
-                                       None if y is None else y[sl], settings, prime=known[sl],
-                                       sample_tokens=step.length, generator=generator, progress=on_token))
+            piece = prior.sample(known[sl].shape[0], None if z_cond is None else z_cond[sl],
+                                 None if y is None else y[sl], settings, prime=known[sl],
+                                 sample_tokens=step.length, generator=gen, progress=on_token)
+            if ranks is not None:
+                whole = piece.new_zeros(count, piece.shape[1])
+                if real:
+                    whole[lo:hi] = piece
+                piece = whole
+            pieces.append(piece)
         window = torch.cat(pieces, dim=0)
         z = torch.cat([z[:, :step.start + step.known], window[:, step.known:]], dim=1)
         done += step.new_tokens
         if progress is not None:
             progress(level, done, todo)
+    if ranks is not None:
+        new = torch.zeros_like(mine)
+        new[:, have:] = True
+        z = ranks.merge(z, mine, new)
     return z
 
 
@@ -119,6 +148,7 @@ def sample_levels(
     on_level_done: Callable[[int, dict[int, Tensor]], None] | None = None,
     release: Callable[[int, object], None] | None = None,
     upsample_mode: str | None = None,
+    ranks: Ranks | None = None,
 ) -> tuple[dict[int, Tensor], list[LevelReport]]:
     """Sample ``levels`` from the highest down. ``codes`` maps level -> LongTensor [B, T_l] (T_l may be 0).
 
@@ -128,6 +158,7 @@ def sample_levels(
     saves its work there), ``release`` after a level's prior is no longer needed. ``upsample_mode`` (default: the
     settings', else ``sequential``): ``sequential`` (the original's window order) or ``parallel`` (upsampler
     levels in batched windows, :mod:`jukebox.sampling.parallel`; the top level always keeps the original order).
+    ``ranks``: the processes that share each level's rows (:mod:`jukebox.distributed`; every one gets all codes).
     """
     if not isinstance(settings, SamplingSettings):
         settings = SamplingSettings(dict(settings))
@@ -149,9 +180,10 @@ def sample_levels(
             gen = generator(level) if callable(generator) else generator
             if upsample_mode == "parallel" and prior.cond_downsample is not None:
                 codes[level] = sample_level_parallel(prior, codes, level, total, labels, settings[level], gen, progress,
-                                                     max_batch_size=settings[level].max_windows)
+                                                     max_batch_size=settings[level].max_windows, ranks=ranks)
             else:
-                codes[level] = sample_level(prior, codes, level, total, labels, settings[level], gen, progress)
+                codes[level] = sample_level(prior, codes, level, total, labels, settings[level], gen, progress,
+                                            ranks=ranks)
             if codes[level].is_cuda:
                 torch.cuda.synchronize(codes[level].device)
             reports.append(LevelReport(level, (total - before) * codes[level].shape[0], time.perf_counter() - t0,
