@@ -54,8 +54,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:
+        _ignore_further_interrupts(argv)
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _ignore_further_interrupts(argv: Sequence[str] | None) -> None:
+    """Run as the program (``argv`` from the command line): once an interrupt is being reported, a second Ctrl+C
+    (or one still pending) must not turn the clean exit code 130 into a death by SIGINT at shutdown. Calls from
+    Python with their own ``argv`` keep their handler."""
+    import signal
+    import threading
+
+    if argv is None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -82,6 +94,7 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
+        _ignore_further_interrupts(argv)
         print("interrupted", file=sys.stderr)
         return 130
     except MemoryError:
