@@ -14,7 +14,7 @@ PACKAGE = SRC / "jukebox"
 #: The layers, lowest first. A module may import its own package and anything in a lower layer.
 LAYERS: list[tuple[str, ...]] = [
     ("jukebox._version", "jukebox.errors"),
-    ("jukebox.atomic", "jukebox.fileio"),
+    ("jukebox.atomic", "jukebox.fileio", "jukebox.distributed"),
     ("jukebox.config", "jukebox.audio", "jukebox.loudness"),
     ("jukebox.nn",),
     ("jukebox.vqvae", "jukebox.prior", "jukebox.codec"),
