@@ -54,20 +54,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        _ignore_further_interrupts(argv)
-        print("interrupted", file=sys.stderr)
-        return 130
+        return _exit_interrupted(argv)
 
 
-def _ignore_further_interrupts(argv: Sequence[str] | None) -> None:
-    """Run as the program (``argv`` from the command line): once an interrupt is being reported, a second Ctrl+C
-    (or one still pending) must not turn the clean exit code 130 into a death by SIGINT at shutdown. Calls from
-    Python with their own ``argv`` keep their handler."""
+def _exit_interrupted(argv: Sequence[str] | None) -> int:
+    """Report an interrupt in one line; exit code 130. Run as the program (``argv`` from the command line), exit
+    at once: CPython remembers a KeyboardInterrupt that passed through code a C extension ran (``PyRun_*``) and
+    would otherwise end the process by SIGINT at shutdown, although it was handled here. Calls from Python with
+    their own ``argv`` get 130 back."""
     import signal
     import threading
 
-    if argv is None and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    program = argv is None and threading.current_thread() is threading.main_thread()
+    if program:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl+C while reporting changes nothing
+    print("interrupted", file=sys.stderr)
+    if program:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(130)
+    return 130
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -94,9 +103,7 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        _ignore_further_interrupts(argv)
-        print("interrupted", file=sys.stderr)
-        return 130
+        return _exit_interrupted(argv)
     except MemoryError:
         print("error: out of memory; try a smaller --n-samples, fewer seconds or a smaller model", file=sys.stderr)
         return 1
