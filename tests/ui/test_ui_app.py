@@ -136,3 +136,30 @@ def test_page_temperature_starts_at_the_models_own_top_level_temperature():
     assert _top_temperature(SimpleNamespace(sampling_defaults={}, top_level=2)) == 0.98
     assert _top_temperature(SimpleNamespace(top_level=2)) == 0.98
     assert _top_temperature(SimpleNamespace(sampling_defaults={"temperature": {2: "hot"}}, top_level=2)) == 0.98
+
+
+def test_values_out_of_a_controls_range_are_one_line_in_the_server_terminal(capsys, monkeypatch):
+    """Gradio's own range checks (gradio.Error) print one line in the terminal instead of a whole traceback; other
+    errors keep theirs."""
+    pytest.importorskip("gradio")
+    from gradio import queueing
+    from gradio.exceptions import Error
+
+    from jukebox.ui.app import quiet_refused_requests
+
+    monkeypatch.setattr(queueing, "traceback", queueing.traceback)  # restored after the test
+    monkeypatch.delenv("JUKEBOX_DEBUG", raising=False)
+    quiet_refused_requests()
+    quiet_refused_requests()  # idempotent
+    try:
+        raise Error("Value -5.0 is less than minimum value 0.\x1b[2J")
+    except Error:
+        queueing.traceback.print_exc()
+    err = capsys.readouterr().err
+    assert err == "jukebox serve: refused a request: Value -5.0 is less than minimum value 0.?[2J\n"
+    try:
+        raise ValueError("a real bug")
+    except ValueError:
+        queueing.traceback.print_exc()
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "a real bug" in err

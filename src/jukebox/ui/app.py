@@ -315,9 +315,42 @@ def _has_lyrics(model: Any) -> bool:
         return False
 
 
+def quiet_refused_requests() -> None:
+    """Gradio prints a whole traceback in the server's terminal for every value a client sends outside a control's
+    range (its own checks raise ``gradio.Error``, which the client is shown). Print those as one line instead; any
+    other error keeps its traceback (and ``JUKEBOX_DEBUG=1`` keeps all of them). Idempotent."""
+    import sys
+    import traceback
+    import types
+
+    try:
+        from gradio import queueing
+        from gradio.exceptions import Error
+    except ImportError:
+        return
+    if getattr(queueing.traceback, "_jukebox_quiet", False):
+        return
+
+    def print_exc(*args: Any, **kwargs: Any) -> None:
+        err = sys.exc_info()[1]
+        if isinstance(err, Error) and os.environ.get("JUKEBOX_DEBUG") != "1":
+            text = "".join(c if c.isprintable() else "?" for c in str(getattr(err, "message", err)))[:300]
+            print(f"jukebox serve: refused a request: {text}", file=sys.stderr)
+            return
+        traceback.print_exc(*args, **kwargs)
+
+    shim = types.ModuleType("traceback")
+    shim.__dict__.update({k: v for k, v in vars(traceback).items() if not k.startswith("__")})
+    shim.print_exc = print_exc
+    shim._jukebox_quiet = True
+    queueing.traceback = shim
+
+
 def build_app(jobs: JobQueue, max_upload_bytes: int | None = None, default_seconds: float = 10.0):
     """A FastAPI app: ``/results/{job_id}/{name}`` plus the Gradio page at ``/``."""
     import gradio as gr
+
+    quiet_refused_requests()
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import FileResponse
 
