@@ -233,12 +233,8 @@ class FSDPTrainer(Trainer):
         if run.ema is not None and "ema" not in state:
             run.ema = ModelEMA(self.model, self.config.ema)
         run.start = int(meta["step"])
-        old, now = meta.get("data", {}), self._data_state()
-        changed = [k for k, v in now.items() if k in old and old[k] != v]
-        if changed and self.dist.is_main:
-            self.log(f"note: resuming with a different {', '.join(k.replace('_', ' ') for k in changed)} "
-                     f"({', '.join(f'{k} {old[k]} -> {now[k]}' for k in changed)}); the batches differ from an "
-                     "uninterrupted run")
+        if self.dist.is_main:
+            self._note_data_change(meta.get("data", {}))
         self.last_saved_step = run.start
         if self.dist.is_main:
             self.log(f"resuming from step {run.start} ({folder}, sharded)")
@@ -255,32 +251,16 @@ class FSDPTrainer(Trainer):
                 if name in ema.shadow:
                     saved[name] = p.detach().clone()
                     p.detach().copy_(ema.shadow[name])
-        was_training = self.model.training
-        self.model.eval()
-        sums: dict[str, float] = {}
-        batches = self.task.val_batches()
         try:
-            for batch in batches:
-                with self._autocast():
-                    loss, metrics = self.task.loss(self.model, batch, self.device)
-                for k, v in {"loss": loss, **metrics}.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
+            return self._validation_means(self.model)
         finally:
-            self.model.train(was_training)
             for name, value in saved.items():
                 params[name].detach().copy_(value)
-        return {k: v / max(1, len(batches)) for k, v in sums.items()}
 
     def _validate(self, run: _Run, done: int) -> None:
         val = self.validate(run.ema)
-        if not (val and self.dist.is_main):
-            return
-        run.result.val_history.append({"step": done, **val})
-        if run.writer is not None:
-            for k, v in val.items():
-                run.writer.add_scalar(f"val/{k}", v, done)
-        msg = " ".join(f"{k} {v:.4g}" for k, v in val.items())
-        (run.bar.write if run.bar is not None else self.log)(f"{self.task.name} step {done} validation: {msg}")
+        if val and self.dist.is_main:
+            self._record_validation(run, done, val)
 
 
 def export_sharded_checkpoint(checkpoint: str | Path, ema: bool | None = None) -> tuple[nn.Module, dict[str, Any]]:

@@ -305,7 +305,11 @@ class Trainer:
     @torch.no_grad()
     def validate(self, ema: ModelEMA | None = None) -> dict[str, float]:
         """Mean loss and metrics over the task's validation batches (rank 0; the model is restored to train)."""
-        model = self._inference_model(ema)
+        return self._validation_means(self._inference_model(ema))
+
+    @torch.no_grad()
+    def _validation_means(self, model: nn.Module) -> dict[str, float]:
+        """Mean loss and metrics of ``model`` over the task's validation batches, in eval mode (restored)."""
         was_training = model.training
         model.eval()
         sums: dict[str, float] = {}
@@ -384,16 +388,21 @@ class Trainer:
                 run.ema.load_state_dict(state.ema)
         set_rng_state(state.rng)
         run.start = state.step
-        old, now = state.data, self._data_state()
+        self._note_data_change(state.data)
+        self.last_saved_step = run.start
+        if self.dist.is_main:
+            self.log(f"resuming from step {run.start} ({self.checkpoint_dir})")
+
+    def _note_data_change(self, old: dict[str, Any]) -> None:
+        """A note when the data settings a checkpoint was saved with (``old``, as :meth:`_data_state` gives them)
+        differ from this run's: the batches then differ from an uninterrupted run."""
+        now = self._data_state()
         changed = [k for k, v in now.items() if k in old and old[k] != v]
         if changed:
             names = ", ".join(k.replace("_", " ") for k in changed)
             self.log(f"note: resuming with a different {names} ({', '.join(f'{k} {old[k]}' for k in changed)}; "
                      f"now {', '.join(f'{k} {now[k]}' for k in changed)}); the batches differ from an uninterrupted "
                      "run")
-        self.last_saved_step = run.start
-        if self.dist.is_main:
-            self.log(f"resuming from step {run.start} ({self.checkpoint_dir})")
 
     def _open(self, run: _Run, end: int) -> None:
         """DDP wrapper, TensorBoard writer, batch prefetcher and progress bar for steps ``run.start .. end``."""
@@ -498,16 +507,20 @@ class Trainer:
             self.log(f"{self.task.name} step {done}/{c.steps} loss {means['loss']:.4g} lr {row['lr']:.3g} "
                      f"{run.result.tokens_per_second:.0f} tokens/s")
 
+    def _record_validation(self, run: _Run, done: int, val: dict[str, float]) -> None:
+        """Validation means ``val`` of step ``done`` into the history, TensorBoard and the log."""
+        run.result.val_history.append({"step": done, **val})
+        if run.writer is not None:
+            for k, v in val.items():
+                run.writer.add_scalar(f"val/{k}", v, done)
+        msg = " ".join(f"{k} {v:.4g}" for k, v in val.items())
+        (run.bar.write if run.bar is not None else self.log)(f"{self.task.name} step {done} validation: {msg}")
+
     def _validate(self, run: _Run, done: int) -> None:
         """Stage 4 (rank 0): the validation means into the history and the logs, TensorBoard media."""
         val = self.validate(run.ema)
         if val:
-            run.result.val_history.append({"step": done, **val})
-            if run.writer is not None:
-                for k, v in val.items():
-                    run.writer.add_scalar(f"val/{k}", v, done)
-            msg = " ".join(f"{k} {v:.4g}" for k, v in val.items())
-            (run.bar.write if run.bar is not None else self.log)(f"{self.task.name} step {done} validation: {msg}")
+            self._record_validation(run, done, val)
         if run.writer is not None:
             m = self._inference_model(run.ema)
             m.eval()
