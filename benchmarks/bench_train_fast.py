@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import PEAK_BF16_TFLOPS, attended_keys, prior_config  # noqa: E402
 
 from jukebox.config import VQVAEConfig  # noqa: E402
+from jukebox.nn.attention import factorized_attention  # noqa: E402
 from jukebox.prior import Prior  # noqa: E402
 from jukebox.prior.config import PriorConfig  # noqa: E402
 from jukebox.train import TrainConfig, Trainer  # noqa: E402
@@ -133,16 +134,12 @@ def _peak(device: torch.device) -> float | None:
 
 
 def former_attention(q, k, v, pattern, block_ctx=1, prime_keys=0, dropout_p=0.0):
-    """The attention of releases before the 4-D path (5-D SDPA for block patterns: the math kernel on CUDA)."""
+    """The attention of releases before the 4-D path (5-D SDPA for block patterns: the math kernel on CUDA);
+    cross, dense and prime attention were already 4-D and are today's."""
     import torch.nn.functional as F
 
-    if pattern == "cross":
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-    if pattern == "dense":
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
-    if pattern == "prime":
-        n = min(prime_keys, k.shape[2])
-        return F.scaled_dot_product_attention(q, k[:, :, :n], v[:, :, :n], is_causal=True, dropout_p=dropout_p)
+    if pattern in ("cross", "dense", "prime"):
+        return factorized_attention(q, k, v, pattern, block_ctx, prime_keys, dropout_p)
     B, H, T, D = q.shape
     nb = -(-T // block_ctx)
     L = nb * block_ctx
