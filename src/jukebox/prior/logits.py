@@ -95,13 +95,6 @@ def token_sampler(settings: LevelSettings, generator: torch.Generator | None = N
     filtered = top_k > 0 or 0.0 < top_p < 1.0
     cdf = settings.draw == "cdf"
 
-    def draw(logits: Tensor) -> Tensor:
-        if rows is not None:
-            whole = logits.new_zeros((rows.total, *logits.shape[1:]), dtype=torch.float32)
-            whole[rows.lo:rows.hi] = logits
-            return pick(whole)[rows.lo:rows.hi]
-        return pick(logits)
-
     def pick(logits: Tensor) -> Tensor:
         x = logits.float() / temperature if scale else logits.float()
         if filtered:
@@ -112,7 +105,15 @@ def token_sampler(settings: LevelSettings, generator: torch.Generator | None = N
         flat = probs.reshape(-1, probs.shape[-1])
         return torch.multinomial(flat, 1, replacement=True, generator=generator).reshape(probs.shape[:-1])
 
-    return draw
+    if rows is None:
+        return pick
+
+    def pick_shared_rows(logits: Tensor) -> Tensor:
+        whole = logits.new_zeros((rows.total, *logits.shape[1:]), dtype=torch.float32)
+        whole[rows.lo:rows.hi] = logits
+        return pick(whole)[rows.lo:rows.hi]
+
+    return pick_shared_rows
 
 
 def draw_tokens(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
