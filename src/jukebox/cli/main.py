@@ -102,8 +102,6 @@ def _main(argv: Sequence[str] | None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        return _exit_interrupted(argv)
     except MemoryError:
         print("error: out of memory; try a smaller --n-samples, fewer seconds or a smaller model", file=sys.stderr)
         return 1
