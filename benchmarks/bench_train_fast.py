@@ -259,31 +259,33 @@ def case_vqvae(device: torch.device, args: argparse.Namespace, state: dict[str, 
     cfg = VQVAEConfig.load_json(ASSETS / "vqvae" / "config.json")
     batch, window = (2, 8192) if args.smoke else (16, 65536)
     audio = SyntheticAudioTask(batch, window, cfg.sample_rate)
-    for adversarial in (False, True):
-        for compile in ("none", "blocks"):
-            torch.manual_seed(0)
-            model: torch.nn.Module = VQVAE(cfg)
-            task: Any = audio
-            if adversarial:
-                adv = AdversarialConfig(stft_n_ffts=(512, 256), periods=(2, 3), stft_channels=4, mpd_channels=4,
-                                        mpd_max_channels=8) if args.smoke else AdversarialConfig()
-                model = GeneratorVQVAE(model, tuple(range(cfg.levels)), decoder_only=False)
-                task = SyntheticAdversarialTask(audio, adv, Discriminator(adv))
-            row: dict[str, Any] = {"case": "vqvae_adversarial" if adversarial else "vqvae", "compile": compile,
-                                   "batch": batch, "window": window}
-            if time.perf_counter() > state.get("deadline", float("inf")):
-                row["error"] = "skipped: past --budget"
-                state["emit"](row)
-                continue
-            try:
-                r = run_loop(model, task, device, args, compile, args.steps, args.warmup)
-                row.update(samples_per_second=round(batch * window / r["seconds_per_step"], 1),
-                           compile_s=round(r["compile_s"], 1), max_memory_gib=r["max_memory_gib"],
-                           loss_last=round(r["losses"][-1], 4))
-            except Exception as e:  # noqa: BLE001
-                row["error"] = _error(e)
+    combos = [(adversarial, precision, compile) for adversarial in (False, True)
+              for precision in args.vqvae_precisions.split(",") for compile in ("none", "blocks")]
+    for adversarial, precision, compile in combos:
+        torch.manual_seed(0)
+        model: torch.nn.Module = VQVAE(cfg)
+        task: Any = audio
+        if adversarial:
+            adv = AdversarialConfig(stft_n_ffts=(512, 256), periods=(2, 3), stft_channels=4, mpd_channels=4,
+                                    mpd_max_channels=8) if args.smoke else AdversarialConfig()
+            model = GeneratorVQVAE(model, tuple(range(cfg.levels)), decoder_only=False)
+            task = SyntheticAdversarialTask(audio, adv, Discriminator(adv))
+        name = ("vqvae_adversarial" if adversarial else "vqvae") + ("" if precision == "auto" else f"_{precision}")
+        row: dict[str, Any] = {"case": name, "compile": compile,
+                               "precision": precision, "batch": batch, "window": window}
+        if time.perf_counter() > state.get("deadline", float("inf")):
+            row["error"] = "skipped: past --budget"
             state["emit"](row)
-            del model, task
+            continue
+        try:
+            r = run_loop(model, task, device, args, compile, args.steps, args.warmup, precision=precision)
+            row.update(samples_per_second=round(batch * window / r["seconds_per_step"], 1),
+                       compile_s=round(r["compile_s"], 1), max_memory_gib=r["max_memory_gib"],
+                       loss_last=round(r["losses"][-1], 4))
+        except Exception as e:  # noqa: BLE001
+            row["error"] = _error(e)
+        state["emit"](row)
+        del model, task
 
 
 def case_curve(device: torch.device, args: argparse.Namespace, state: dict[str, Any]) -> None:
@@ -345,6 +347,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (they include compiling)")
     ap.add_argument("--batch-100m", type=int, default=16)
     ap.add_argument("--big-batch", type=int, default=128, help="the throughput batch of the embedded priors")
+    ap.add_argument("--vqvae-precisions", default="auto",
+                    help="comma-separated training precisions of the VQ-VAE cases (auto = fp32 for the VQ-VAE, bf16)")
     ap.add_argument("--curve-steps", type=int, default=300)
     ap.add_argument("--curve-batch", type=int, default=16)
     ap.add_argument("--budget", type=float, default=420.0, help="seconds; later cases are skipped past it")

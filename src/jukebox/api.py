@@ -90,7 +90,9 @@ class Jukebox:
         ``multinomial``, 32), so imported OpenAI models reproduce the original's samples. ``guidance`` (1 = off)
         is the model's measured best classifier-free guidance scale, for priors trained with label dropout:
         ``model.json`` gives one number (the top level's) or a list indexed by level; returned as a number (top
-        level only) or a {level: w} dict. ``temperature``: 1.0, or the model's measured best per level
+        level only) or a {level: w} dict; ``label_guidance`` the top level's scale of the labels alone (a prior
+        with tempo; None: ``guidance`` guides labels and tempo together). ``temperature``: 1.0, or the model's
+        measured best per level
         (``model.json`` gives one number or a list indexed by level, e.g. ``[0.8, 0.8, 0.98]``); returned as a
         number or a {level: T} dict. ``hop_fraction``: the window hop per level where ``model.json`` gives one (a
         number or a list indexed by level), else None (the original's). ``total_seconds``: the song length the
@@ -103,17 +105,19 @@ class Jukebox:
         """The settings a sampling call uses, resolved and checked once: ``settings`` (default: the model's own,
         :attr:`sampling_defaults`; an int8 CPU decode becomes ``eager`` on other devices) with ``overrides`` on top
         (``temperature``, ``top_k``, ``top_p``, ``hop_fraction``, ``chunk_size``, ``max_batch_size``, ``decode``,
-        ``draw``, ``max_windows``, ``guidance``, ``weights``, ``upsample_mode``, ``seed``; per-level values as a
-        number, a list by level or a {level: value} mapping, see :mod:`jukebox.sampling.settings`). Bad values raise one
-        :class:`~jukebox.errors.UsageError`; so do guidance for a prior without labels, ``decode="int8"`` off a
-        CPU and settings that lack one of the model's levels."""
+        ``draw``, ``max_windows``, ``guidance``, ``label_guidance``, ``weights``, ``upsample_mode``, ``seed``;
+        per-level values as a number, a list by level or a {level: value} mapping, see
+        :mod:`jukebox.sampling.settings`). Bad values raise one :class:`~jukebox.errors.UsageError`; so do
+        guidance for a prior without labels, label guidance for one without tempo, ``decode="int8"`` off a CPU
+        and settings that lack one of the model's levels.
+        """
         if settings is None:
             d = self.sampling_defaults
             decode = "eager" if d["decode"] == "int8" and self.device.type != "cpu" else d["decode"]
             settings = SamplingSettings.for_levels(
                 self.prior_levels, upsample_mode=d["upsample_mode"], decode=decode, draw=d["draw"],
                 chunk_size=d["chunk_size"], temperature=d["temperature"], guidance=d["guidance"],
-                hop_fraction=d["hop_fraction"])
+                label_guidance=d["label_guidance"], hop_fraction=d["hop_fraction"])
         elif not isinstance(settings, SamplingSettings):
             raise UsageError(f"settings must be a SamplingSettings (from model.sampling_settings()), got "
                              f"{type(settings).__name__}")
@@ -124,9 +128,12 @@ class Jukebox:
         if self.device.type != "cpu" and any(out[lvl].decode == "int8" for lvl in self.prior_levels):
             raise UsageError("decode='int8' runs on a CPU only")
         for lvl in self.prior_levels:
-            if out[lvl].guidance != 1.0 and self.labeller(lvl) is None:
+            if out[lvl].guided and self.labeller(lvl) is None:
                 which = "top prior" if lvl == self.top_level else f"level-{lvl} prior"
                 raise UsageError(f"guidance needs a {which} with artist/genre labels; this one has none")
+            if out[lvl].split_guidance and not getattr(self.model_dir.prior_config(lvl).labels, "tempo", False):
+                raise UsageError(f"label_guidance needs a level-{lvl} prior with tempo (the embedded model's top "
+                                 "prior has one); use guidance for this one")
         return out
 
     # ------------------------------------------------------------------ components
@@ -465,6 +472,7 @@ class Jukebox:
                     loudness=loud, items=items,
                     seed=seed, chunk_size=first.chunk_size, max_batch_size=first.max_batch_size,
                     upsample_mode=settings.upsample_mode, draw=first.draw, guidance=settings[top].guidance,
+                    label_guidance=settings[top].label_guidance,
                     per_level={lvl: settings[lvl].to_dict() for lvl in levels},
                     sampling=settings.to_dict(), sampling_seconds=t1 - t0, decode_seconds=decode_s)
         if ranks is not None:
@@ -497,11 +505,13 @@ class Jukebox:
         original's: seeded samples of imported OpenAI models equal the original's) or ``"cdf"`` (one uniform per
         token, much cheaper on a CPU); ``guidance``: classifier-free guidance scale of the top level (1: off;
         larger follows artist and genre more closely; needs a prior trained with label dropout), or a {level: w}
-        mapping that guides upsamplers too; ``weights``: the priors' block linears as the model's own
+        mapping that guides upsamplers too; ``label_guidance``: for a top prior with tempo, the scale of artist and
+        genre alone (``guidance`` then scales the tempo; one more row per sample); ``weights``: the priors' block
+        linears as the model's own
         (``"native"``) or weight-only 8-bit ``"int8"`` / ``"fp8"`` weights (:mod:`jukebox.nn.quant`: half the bytes
         per decode step of bf16, for a KL to the native next-token distributions of at most 1e-2 nats per token).
         ``upsample_mode``, ``decode``, ``draw``, ``chunk_size``,
-        ``guidance`` and ``temperature`` default to the model's :attr:`sampling_defaults`.
+        ``guidance``, ``label_guidance`` and ``temperature`` default to the model's :attr:`sampling_defaults`.
 
         ``bpm``: the tempo of a model whose top prior takes one (:attr:`has_tempo`; per item with ``items``;
         default: the genre's typical tempo, :meth:`default_bpm`). ``loudness``: the level in LUFS each item of

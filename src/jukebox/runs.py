@@ -48,7 +48,7 @@ ALIGNMENT_FILE = "alignment.json"
 MODES = ("ancestral", "primed", "continue", "upsample")
 #: Sampling settings a request may override (the names :meth:`jukebox.api.Jukebox.sampling_settings` takes).
 SETTING_FIELDS = ("temperature", "top_k", "top_p", "hop_fraction", "seed", "chunk_size", "max_batch_size",
-                  "guidance", "decode", "draw", "upsample_mode", "max_windows", "weights")
+                  "guidance", "label_guidance", "decode", "draw", "upsample_mode", "max_windows", "weights")
 
 
 @dataclass
@@ -85,6 +85,7 @@ class SamplingRequest:
     chunk_size: int | None = None
     max_batch_size: int | None = None
     guidance: Any = None
+    label_guidance: Any = None
     decode: Any = None
     draw: Any = None
     upsample_mode: str | None = None

@@ -165,3 +165,83 @@ def test_upsampler_guidance_per_level(tiny, tmp_path):
         else:
             info["sampling"] = saved_sampling
         meta.write_text(json.dumps(info))
+
+
+def _tempo_prior(tmp_path):
+    """A tiny model dir whose top prior has tempo conditioning and labels that matter (random embeddings)."""
+    from jukebox.train.runner import with_tempo
+
+    md = make_tiny_model_dir(tmp_path / "m", levels=(2,), n_ctx=32)
+    prior, _ = with_tempo(md.load_prior(2))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for emb in ("tempo_emb", "phase_emb", "artist_emb", "genre_emb"):
+            getattr(prior.label_conditioner, emb).weight.normal_(std=0.7)
+    md.save_prior(prior.eval())
+    c = prior.config
+    genres = [1] + [-1] * (c.labels.max_bow_genre_size - 1)
+    y = torch.tensor([[10 * c.sample_length, 0, c.sample_length, 1, *genres, bpm * 100, 0] + [0] * c.lyrics.n_tokens
+                      for bpm in (90, 140)])
+    return md, md.load_prior(2).eval(), y
+
+
+def test_split_guidance_scales_labels_and_tempo_apart(tmp_path):
+    """label_guidance L beside guidance W: logits u + L (l - u) + W (c - l), with l the labels without the tempo;
+    L == W is plain guidance (same tokens); a prior without tempo refuses L."""
+    from jukebox.prior.settings import SettingsError
+
+    md, prior, y = _tempo_prior(tmp_path)
+    mbgs = prior.config.labels.max_bow_genre_size
+    seq, logits = prior.sample_sequence(2, y=y, guidance=3.0, label_guidance=6.0, return_logits=True,
+                                        generator=torch.Generator().manual_seed(0))
+    assert seq.shape == (2, prior.n_ctx) and logits.shape[:2] == (2, prior.n_ctx)
+    with torch.no_grad():
+        c = prior.logits(seq, None, y).float()
+        label = prior.logits(seq, None, null_labels(y, mbgs, tempo=True, labels=False)).float()
+        u = prior.logits(seq, None, null_labels(y, mbgs, tempo=True)).float()
+    torch.testing.assert_close(logits, u + 6.0 * (label - u) + 3.0 * (c - label), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(c, label, atol=1e-2) and not torch.allclose(label, u, atol=1e-2)  # both matter
+    same = [prior.sample(2, y=y, guidance=3.0, generator=torch.Generator().manual_seed(2), **k)
+            for k in ({}, {"label_guidance": 3.0})]
+    assert torch.equal(*same)
+    apart = prior.sample(2, y=y, guidance=3.0, label_guidance=20.0, generator=torch.Generator().manual_seed(2))
+    assert not torch.equal(same[0], apart)
+    # only the labels guided (W = 1): still three rows; the tempo rides along unscaled
+    _, one = prior.sample_sequence(2, y=y, label_guidance=2.0, return_logits=True, top_k=1)
+    with torch.no_grad():
+        c1 = prior.logits(_, None, y).float()
+        l1 = prior.logits(_, None, null_labels(y, mbgs, tempo=True, labels=False)).float()
+        u1 = prior.logits(_, None, null_labels(y, mbgs, tempo=True)).float()
+    torch.testing.assert_close(one, u1 + 2.0 * (l1 - u1) + (c1 - l1), atol=1e-4, rtol=1e-4)
+    plain = make_tiny_model_dir(tmp_path / "plain", levels=(2,), n_ctx=32).load_prior(2).eval()
+    with pytest.raises(SettingsError, match="label_guidance needs a prior with tempo"):
+        plain.sample(1, y=y[:1, :plain.config.n_labels], guidance=3.0, label_guidance=5.0)
+
+
+def test_label_guidance_through_api_cli_and_model_default(tmp_path):
+    from jukebox.api import load_model
+    from jukebox.errors import UsageError
+
+    md, _, _ = _tempo_prior(tmp_path)
+    jb = load_model(md.path, device="cpu")
+    seconds = 2 * 32 * 8 * 4 / jb.sample_rate
+    out = jb.generate(seconds=seconds, seed=0, guidance=2.0, label_guidance=4.0, bpm=100, alignment=False)
+    assert out.settings["label_guidance"] == 4.0 and out.settings["per_level"][2]["label_guidance"] == 4.0
+    with pytest.raises(UsageError, match="label_guidance"):
+        jb.generate(seconds=seconds, label_guidance=30)
+    meta = md.path / "model.json"
+    info = json.loads(meta.read_text())
+    info["sampling"] = {"guidance": 2.0, "label_guidance": 3.5}
+    meta.write_text(json.dumps(info))
+    jb = load_model(md.path, device="cpu")
+    assert jb.sampling_defaults["label_guidance"] == 3.5
+    assert jb.sampling_settings()[2].label_guidance == 3.5
+    r = subprocess.run([sys.executable, "-m", "jukebox.cli.main", "sample", "-m", str(md.path), "--seconds",
+                        str(seconds), "--label-guidance", "5", "--seed", "0", "-o", str(tmp_path / "o"),
+                        "--quiet", "--device", "cpu"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    saved = json.loads((tmp_path / "o" / "metadata.json").read_text())
+    assert saved["request"]["label_guidance"] == 5.0 and saved["settings"]["per_level"]["2"]["label_guidance"] == 5.0
+    plain = load_model(make_tiny_model_dir(tmp_path / "plain", n_ctx=32).path, device="cpu")
+    with pytest.raises(UsageError, match="label_guidance needs a level-2 prior with tempo"):
+        plain.sampling_settings(guidance=2.0, label_guidance=4.0)

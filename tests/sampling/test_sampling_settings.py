@@ -64,13 +64,16 @@ def test_json_round_trip():
 
 def test_model_defaults_fall_back_to_the_originals():
     assert model_defaults(None, 100.0) == {"upsample_mode": "sequential", "decode": "eager", "draw": "multinomial",
-                                           "chunk_size": 32, "guidance": 1.0, "temperature": 1.0,
-                                           "hop_fraction": None, "total_seconds": None}
+                                           "chunk_size": 32, "guidance": 1.0, "label_guidance": None,
+                                           "temperature": 1.0, "hop_fraction": None, "total_seconds": None}
     d = model_defaults({"draw": "cdf", "decode": "fast", "temperature": [0.8, 0.9, 0.98], "guidance": 30,
                         "chunk_size": 0, "total_seconds": 500}, 100.0)
     assert (d["draw"], d["decode"], d["chunk_size"], d["guidance"], d["total_seconds"]) == (
         "cdf", "eager", 32, 1.0, None)
     assert d["temperature"] == {0: 0.8, 1: 0.9, 2: 0.98}
+    assert model_defaults({"label_guidance": 5}, 100.0)["label_guidance"] == 5.0
+    for bad in (-1, 21, "more", True, [3, 4]):
+        assert model_defaults({"label_guidance": bad}, 100.0)["label_guidance"] is None
     assert model_defaults({"hop_fraction": [0.5, 0.5, 0.25]}, 100.0)["hop_fraction"] == {0: 0.5, 1: 0.5, 2: 0.25}
     assert model_defaults({"hop_fraction": 0.5}, 100.0)["hop_fraction"] == 0.5
     for bad in (0, 1.5, [0.5, 0], "half", [], True):

@@ -50,6 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, default=None, metavar="W",
                    help="classifier-free guidance of the top level: 1 = off, larger follows --artist/--genre more "
                    "closely (for priors trained with --label-dropout; default: the model's own setting)")
+    p.add_argument("--label-guidance", type=float, default=None, metavar="W",
+                   help="guidance of --artist/--genre alone, for a top prior with tempo (the embedded model's): "
+                   "larger follows the genre more while --guidance keeps the pulse (default: the model's own "
+                   "setting, else equal to --guidance)")
     p.add_argument("--loudness", type=loudness_arg, default=DEFAULT_LUFS, metavar="LUFS",
                    help="bring each item to this loudness (ITU-R BS.1770), true peak at most -1 dBTP, with a soft "
                    "limiter (default: %(default)s; 'off' writes the raw decode)")
@@ -195,6 +199,7 @@ def _request_from_args(args: argparse.Namespace) -> SamplingRequest:
         alignment=not args.no_alignment, temperature=_per_level(args.temperature), top_k=_per_level(args.top_k),
         top_p=_per_level(args.top_p), hop_fraction=_per_level(args.hop_fraction), seed=args.seed,
         chunk_size=args.chunk_size, max_batch_size=args.max_batch_size, guidance=args.guidance,
+        label_guidance=args.label_guidance,
         weights=args.weights)
 
 

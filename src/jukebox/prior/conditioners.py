@@ -16,17 +16,19 @@ __all__ = ["RangeEmbedding", "LabelConditioner", "UpsamplerConditioner", "null_l
 UNKNOWN_ID = 0
 
 
-def null_labels(y: Tensor, max_bow_genre_size: int, rows: Tensor | None = None, tempo: bool = False) -> Tensor:
+def null_labels(y: Tensor, max_bow_genre_size: int, rows: Tensor | None = None, tempo: bool = False,
+                labels: bool = True) -> Tensor:
     """``y`` [B, 4 + max_bow_genre_size (+ 2) + n_tokens] (the layout :class:`LabelConditioner` reads, built by
     :class:`jukebox.data.labels.Labeller`) with artist and genre set to ``unknown`` (the null label of label
-    dropout and classifier-free guidance) and, with ``tempo`` (a tempo prior's guidance), the tempo set to "no
-    steady pulse", on ``rows`` (bool [B]; default all); timing and lyrics kept."""
+    dropout and classifier-free guidance; ``labels=False`` keeps them) and, with ``tempo`` (a tempo prior's
+    guidance), the tempo set to "no steady pulse", on ``rows`` (bool [B]; default all); timing and lyrics kept."""
     out = y.clone()
     sel = slice(None) if rows is None else rows.to(y.device)
-    out[sel, 3] = UNKNOWN_ID
-    out[sel, 4] = UNKNOWN_ID
-    if max_bow_genre_size > 1:
-        out[sel, 5:4 + max_bow_genre_size] = -1
+    if labels:
+        out[sel, 3] = UNKNOWN_ID
+        out[sel, 4] = UNKNOWN_ID
+        if max_bow_genre_size > 1:
+            out[sel, 5:4 + max_bow_genre_size] = -1
     if tempo:
         out[sel, 4 + max_bow_genre_size:6 + max_bow_genre_size] = 0
     return out

@@ -194,17 +194,24 @@ class Prior(nn.Module):
             if t is not None and t.shape[0] != n_samples:
                 raise ValueError(f"{name} has batch {t.shape[0]}, expected n_samples={n_samples}")
         cond = self.conditioning(z_cond, y)
-        uncond = None
-        if s.guidance != 1.0:
+        uncond = label_row = None
+        if s.guided:
             if self.label_conditioner is None:
                 raise SettingsError("guidance needs a prior with labels")
+            tempo = self.config.labels.tempo
             if y_uncond is None:
-                y_uncond = null_labels(y, self.config.labels.max_bow_genre_size, tempo=self.config.labels.tempo)
+                y_uncond = null_labels(y, self.config.labels.max_bow_genre_size, tempo=tempo)
             uncond = self.conditioning(z_cond, y_uncond)
+            if s.split_guidance:
+                if not tempo:
+                    raise SettingsError("label_guidance needs a prior with tempo; use guidance")
+                label_row = self.conditioning(z_cond, null_labels(y, self.config.labels.max_bow_genre_size,
+                                                                  tempo=True, labels=False))
         total = self.n_ctx if sample_tokens is None else sample_tokens
         known = None if prime is None or prime.shape[1] == 0 else prime.long()
         states, c, mask = None, cond.cond, None
         c_u = None if uncond is None else uncond.cond
+        c_l = None if label_row is None else label_row.cond
         lengths = None if prime_lengths is None or known is None else list(prime_lengths)
         if self.style == "merged":
             if lengths is not None:
@@ -212,6 +219,8 @@ class Prior(nn.Module):
             empty = torch.zeros(n_samples, 0, dtype=torch.long, device=cond.lyrics.device)
             if uncond is not None:
                 c_u = self.merged_sequence(uncond.lyrics, empty if known is None else known, c_u)[1]
+            if label_row is not None:
+                c_l = self.merged_sequence(label_row.lyrics, empty if known is None else known, c_l)[1]
             known, c = self.merged_sequence(cond.lyrics, empty if known is None else known, c)
             total += self.n_tokens
             if mask_lyric_vocab:
@@ -220,7 +229,8 @@ class Prior(nn.Module):
             states = self.encode_lyrics(cond.lyrics)
         args = (self.decoder, n_samples, total, known, cond.start, c, states, s)
         return args, dict(logits_mask=mask, known_lengths=lengths,
-                          uncond=None if uncond is None else (uncond.start, c_u))
+                          uncond=None if uncond is None else (uncond.start, c_u),
+                          label_uncond=None if label_row is None else (label_row.start, c_l))
 
     @torch.no_grad()
     def sample(self, n_samples: int, z_cond: Tensor | None = None, y: Tensor | None = None,

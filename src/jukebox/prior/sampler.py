@@ -185,6 +185,7 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
                           logits_mask: Tensor | None = None, return_logits: bool = False,
                           known_lengths: Sequence[int] | None = None, compact_cache: bool = True,
                           attention: str = "sdpa", uncond: tuple[Tensor | None, Tensor | None] | None = None,
+                          label_uncond: tuple[Tensor | None, Tensor | None] | None = None,
                           **overrides: Any) -> tuple[Tensor, Tensor | None]:
     """Sample a sequence of ``total`` tokens, continuing ``known`` [B, P] (kept as is), with ``settings``.
 
@@ -202,8 +203,11 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
     ``guidance`` w != 1 (classifier-free guidance): ``uncond`` = (start, cond) of the unconditional input (the
     null label, same shapes as ``start`` and ``cond``); both are run in one batch of 2B rows and tokens are drawn
     from ``uncond_logits + w * (cond_logits - uncond_logits)`` (w = 0: unconditional; w > 1 follows the labels
-    more closely). Returns tokens [B, total] and, if asked, the (guided) logits at every position [B, total, V]
-    (prefix included).
+    more closely). With ``label_guidance`` set apart from ``guidance`` (``settings.split_guidance``),
+    ``label_uncond`` = (start, cond) of the labels-only input (a tempo prior: labels kept, tempo removed) makes a
+    third group of B rows, and tokens are drawn from ``u + label_guidance * (l - u) + guidance * (c - l)``.
+    Returns tokens [B, total] and, if asked, the (guided) logits at every position [B, total, V] (prefix
+    included).
     """
     s = LevelSettings.of(settings, **overrides)
     device = model.pos_emb.device
@@ -216,17 +220,17 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
             known_lengths = [known.shape[1]] * n_samples
     if s.decode == "int8" and device.type != "cpu":
         raise SettingsError("decode='int8' runs on a CPU only (use 'eager', 'graph' or 'triton' on a GPU)")
-    guided = s.guidance != 1.0
-    if guided:
-        if uncond is None or (uncond[0] is None) != (start is None) or (uncond[1] is None) != (cond is None):
-            raise ValueError("guidance != 1 needs uncond = (start, cond) shaped like start and cond")
-        n_samples *= 2
-        start = None if start is None else torch.cat([start, uncond[0]])
-        cond = None if cond is None else torch.cat([cond, uncond[1]])
-        known = None if known is None else torch.cat([known, known])
-        encoder_states = None if encoder_states is None else torch.cat([encoder_states, encoder_states])
+    groups = _guidance_groups(s, start, cond, uncond, label_uncond)
+    if groups:
+        rows = [(start, cond), *groups]
+        g = len(rows)
+        n_samples *= g
+        start = None if start is None else torch.cat([r[0] for r in rows])
+        cond = None if cond is None else torch.cat([r[1] for r in rows])
+        known = None if known is None else known.repeat(g, 1)
+        encoder_states = None if encoder_states is None else torch.cat([encoder_states] * g)
         if known_lengths is not None:
-            known_lengths = [*known_lengths, *known_lengths]
+            known_lengths = list(known_lengths) * g
     P = 0 if known is None else known.shape[1]
     if not P < total <= model.n_ctx:
         raise ValueError(f"need known length {P} < total {total} <= context {model.n_ctx}")
@@ -252,7 +256,7 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
             run.prefill(first)
             run.tokens(P, token_sampler(s, generator, share), logits_mask, progress)
         logits = torch.cat(run.logits, dim=1) if return_logits else None
-        return (out[:n_samples // 2] if guided else out), logits  # guided logits are [B, ...] already
+        return out[:n_samples // (1 + len(groups))], logits  # guided logits are [B, ...] already
     finally:
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
@@ -287,7 +291,7 @@ class _Decoding:
                     fill_cache(self.model, chunk, self.cache, *self.inputs)
                     continue
                 logits = self.model.step(chunk, self.cache, *self.inputs)
-                self.logits.append(_guide(logits.float(), self.settings.guidance))
+                self.logits.append(_guide(logits.float(), self.settings))
         self.done = n
 
     def weights(self) -> AbstractContextManager:
@@ -322,8 +326,9 @@ class _Decoding:
         """Positions ``done .. total - 1``, one token per step, drawn by ``pick`` (rows before their known length
         keep their known token)."""
         model, cache, out, lengths = self.model, self.cache, self.out, self.lengths
-        guidance, first, total = self.settings.guidance, self.done, out.shape[1]
-        guided = guidance != 1.0
+        first, total = self.done, out.shape[1]
+        guided = self.settings.guided
+        groups = 3 if self.settings.split_guidance else 2
         static = self._step()
         prev_tok = out[:, first - 1:first] if first else out[:, :1]
         for t in range(first, total):
@@ -332,7 +337,7 @@ class _Decoding:
             else:
                 logits = static(prev_tok, t)
             if guided:
-                logits = _guide(logits.float(), guidance)
+                logits = _guide(logits.float(), self.settings)
             if self.logits is not None:
                 self.logits.append(logits.float() if static is None else logits.float().clone())
             step_logits = logits[:, 0]
@@ -340,7 +345,7 @@ class _Decoding:
                 step_logits = step_logits.masked_fill(logits_mask, float("-inf"))
             tok = pick(step_logits)
             if guided:
-                tok = torch.cat([tok, tok])
+                tok = tok.repeat(groups)
             if lengths is not None and t < P:
                 tok = torch.where(lengths > t, out[:, t], tok)
             out[:, t] = tok
@@ -392,10 +397,30 @@ def _int8_linears(transformer: Transformer) -> Iterator[None]:
             del module.forward  # the class's forward again
 
 
-def _guide(logits: Tensor, guidance: float) -> Tensor:
-    """Classifier-free guidance of logits [2B, ...] (conditional rows first, then unconditional) -> [B, ...];
-    unchanged when ``guidance`` is 1."""
-    if guidance == 1.0:
+def _guidance_groups(s: LevelSettings, start: Tensor | None, cond: Tensor | None,
+                     uncond: tuple[Tensor | None, Tensor | None] | None,
+                     label_uncond: tuple[Tensor | None, Tensor | None] | None,
+                     ) -> list[tuple[Tensor | None, Tensor | None]]:
+    """The (start, cond) inputs of the rows guidance adds after the conditional ones: none, [uncond] or, with split
+    guidance, [label_uncond, uncond]; each checked against ``start`` and ``cond``."""
+    if not s.guided:
+        return []
+    groups = [("label_uncond", label_uncond)] if s.split_guidance else []
+    groups.append(("uncond", uncond))
+    for name, group in groups:
+        if group is None or (group[0] is None) != (start is None) or (group[1] is None) != (cond is None):
+            raise ValueError(f"this guidance needs {name} = (start, cond) shaped like start and cond")
+    return [group for _, group in groups]
+
+
+def _guide(logits: Tensor, s: LevelSettings) -> Tensor:
+    """Classifier-free guidance of logits [G*B, ...] (conditional rows first; with split guidance the label rows,
+    then the unconditional ones) -> [B, ...]; unchanged when ``s`` is not guided."""
+    if not s.guided:
         return logits
+    if s.split_guidance:
+        cond, label, uncond = logits.chunk(3)
+        return uncond + s.label_guidance * (label - uncond) + s.guidance * (cond - label)
+    guidance = s.guidance
     cond, uncond = logits.chunk(2)
     return uncond + guidance * (cond - uncond)

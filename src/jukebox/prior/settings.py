@@ -73,6 +73,12 @@ class LevelSettings:
     #: Classifier-free guidance scale (1: off, 0: unconditional); see :meth:`jukebox.prior.Prior.sample`. Needs a
     #: prior trained with label dropout (``jukebox train prior --label-dropout``).
     guidance: float = 1.0
+    #: Guidance of the artist and genre alone, for a prior with tempo (None: ``guidance`` guides labels and tempo
+    #: together). Set apart from ``guidance``, the labels and the tempo get their own scales: logits
+    #: ``u + label_guidance * (l - u) + guidance * (c - l)``, where ``u`` has no labels and no tempo, ``l`` the
+    #: labels without the tempo and ``c`` both (one more row per sample). Larger follows the genre more closely;
+    #: ``guidance`` keeps the pulse.
+    label_guidance: float | None = None
     #: Weights of the transformer's block linears while sampling: ``native`` (the model's own dtype), ``int8`` or
     #: ``fp8`` (weight-only 8-bit, one scale per output channel, dequantised inside the product; half the bytes per
     #: step of bf16). Not with ``decode="triton"``. ``decode="int8"`` (CPU) has these int8 weights already; with
@@ -95,6 +101,8 @@ class LevelSettings:
         if self.max_windows is not None:
             fix(self, "max_windows", _integer("max_windows", self.max_windows, 1, "or None"))
         fix(self, "guidance", _number("guidance", self.guidance, 0.0, 20.0))
+        if self.label_guidance is not None:
+            fix(self, "label_guidance", _number("label_guidance", self.label_guidance, 0.0, 20.0))
         if self.decode not in DECODE_MODES:
             raise SettingsError(f"decode must be one of {', '.join(DECODE_MODES)}, got {self.decode!r}")
         if self.weights not in WEIGHT_FORMATS:
@@ -104,6 +112,16 @@ class LevelSettings:
                                 "'module'; the fused triton step reads the model's own weights")
         if self.draw not in DRAWS:
             raise SettingsError(f"draw must be one of {', '.join(DRAWS)}, got {self.draw!r}")
+
+    @property
+    def split_guidance(self) -> bool:
+        """The labels have a guidance scale of their own (``label_guidance`` set and unlike ``guidance``)."""
+        return self.label_guidance is not None and self.label_guidance != self.guidance
+
+    @property
+    def guided(self) -> bool:
+        """Sampling runs classifier-free guidance (an unconditional row, and with split guidance a label row)."""
+        return self.guidance != 1.0 or self.split_guidance
 
     @property
     def greedy(self) -> bool:

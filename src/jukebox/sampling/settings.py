@@ -9,10 +9,10 @@ they accept and refuse exactly what the Python API does.
 Overrides by name (any may be None: keep the value):
 
 - per level (:data:`LEVEL_FIELDS`): ``temperature``, ``top_k``, ``top_p``, ``hop_fraction``, ``chunk_size``,
-  ``max_batch_size``, ``decode``, ``draw``, ``max_windows``, ``guidance``, ``weights``. A number (or a string) sets
-  every level, a list sets them by level index (``[T0, T1, T2]``), a mapping ``{level: value}`` the levels it names
-  (JSON's string keys too). A number for ``guidance`` sets the top level only (guiding upsamplers is asked for
-  by a mapping).
+  ``max_batch_size``, ``decode``, ``draw``, ``max_windows``, ``guidance``, ``label_guidance``, ``weights``. A number
+  (or a string) sets every level, a list sets them by level index (``[T0, T1, T2]``), a mapping ``{level: value}``
+  the levels it names (JSON's string keys too). A number for ``guidance`` or ``label_guidance`` sets the top level
+  only (guiding upsamplers is asked for by a mapping).
 - for the call: ``upsample_mode`` (``sequential``: the original's window order, or ``parallel``) and ``seed``
   (an integer between -2**53 and 2**53, or None: random).
 """
@@ -37,6 +37,8 @@ UPSAMPLE_MODES = ("sequential", "parallel")
 CALL_FIELDS = ("upsample_mode", "seed")
 #: Every name :meth:`SamplingSettings.replace` takes.
 OVERRIDES = (*LEVEL_FIELDS, *CALL_FIELDS)
+#: Per-level settings a single number sets for the top level only.
+TOP_ONLY = ("guidance", "label_guidance")
 #: ``seed`` lies strictly between -SEED_LIMIT and SEED_LIMIT (integers a float holds exactly, as JSON passes them).
 SEED_LIMIT = 2**53
 
@@ -109,7 +111,7 @@ class SamplingSettings(Mapping[int, LevelSettings]):
         for name, value in given.items():
             if name in CALL_FIELDS:
                 continue
-            top_only = name == "guidance" and not isinstance(value, (Mapping, list, tuple))
+            top_only = name in TOP_ONLY and not isinstance(value, (Mapping, list, tuple))
             for lvl, v in _per_level(name, value, levels, self.top_level if top_only else None).items():
                 changes[lvl][name] = v
         per_level = {}
@@ -180,7 +182,8 @@ def _model_value(value: Any, ok: Any) -> float | dict[int, float]:
 def model_defaults(given: Any, max_seconds: float) -> dict[str, Any]:
     """A model's own sampling defaults from the ``sampling`` entry of its ``model.json`` (values it lacks or gets
     wrong fall back to the original's): ``upsample_mode``, ``decode``, ``draw``, ``chunk_size``, ``guidance`` (a
-    number: the top level's; or a {level: w} dict), ``temperature`` (a number or a {level: T} dict),
+    number: the top level's; or a {level: w} dict), ``label_guidance`` (the top level's scale of the labels
+    alone for a prior with tempo; None: ``guidance`` guides them), ``temperature`` (a number or a {level: T} dict),
     ``hop_fraction`` (a number or a {level: fraction} dict, each in (0, 1]; None: the original's per level) and
     ``total_seconds`` (the song length the timing labels describe by default; None without a positive number up
     to ``max_seconds``)."""
@@ -194,6 +197,8 @@ def model_defaults(given: Any, max_seconds: float) -> dict[str, Any]:
     if isinstance(size, int) and not isinstance(size, bool) and size >= 1:
         out["chunk_size"] = size
     out["guidance"] = _model_value(given.get("guidance"), lambda g: 0 <= g <= 20)  # a number: top level only
+    label = given.get("label_guidance")  # a number (top level only) or None: guidance guides the labels too
+    out["label_guidance"] = float(label) if _is_number(label) and 0 <= label <= 20 else None
     out["temperature"] = _model_value(given.get("temperature"), lambda t: t > 0 and temperature_ok(t))
     hops = given.get("hop_fraction")
     hop_ok = lambda h: 0 < h <= 1  # noqa: E731
