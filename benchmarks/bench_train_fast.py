@@ -293,21 +293,26 @@ def case_curve(device: torch.device, args: argparse.Namespace, state: dict[str, 
     batch, steps = (2, min(args.curve_steps, 20)) if args.smoke else (args.curve_batch, args.curve_steps)
     task = SyntheticPriorTask(cfg, batch, "markov", seed=1, stream_tokens=1 << 18 if args.smoke else 1 << 21)
     curves = {}
-    for compile in ("none", "blocks"):
-        torch.manual_seed(0)
+    paths = [tuple(p.split(":")) for p in args.curve_paths.split(",")]
+    for compile, seed in paths:
+        torch.manual_seed(int(seed))
         model = Prior(cfg)
         r = run_loop(model, task, device, args, compile, steps - 1, 1, lr=3e-4, warmup_lr=min(100, steps // 10))
-        curves[compile] = r["losses"]
-    e, f = curves["none"], curves["blocks"]
+        curves[f"{compile}:{seed}"] = r["losses"]
+    names = list(curves)
+    e, f = curves[names[0]], curves[names[-1]]
     diffs = [abs(a - b) for a, b in zip(e, f)]
     tail = max(1, len(e) // 10)
     marks = sorted({s for s in (1, 10, 50, 100, 200, 500, 1000, 1500, 2000, len(e)) if s <= len(e)})
     state["emit"]({"case": "curve", "model": "embedded_level_2 shape", "batch": batch, "steps": len(e),
-             "data": "markov (successors 4: ~1.9 bits/token floor)",
-             "loss_at": {str(s): [round(e[s - 1], 4), round(f[s - 1], 4)] for s in marks},
-             "max_abs_diff": round(max(diffs), 5), "mean_abs_diff": round(sum(diffs) / len(diffs), 5),
-             "tail_mean_eager": round(sum(e[-tail:]) / tail, 4), "tail_mean_fast": round(sum(f[-tail:]) / tail, 4),
-             "eager": [round(x, 5) for x in e], "fast": [round(x, 5) for x in f]})
+                   "data": "markov (successors 4: ~1.9 bits/token floor)", "paths": names,
+                   "loss_at": {str(s): [round(e[s - 1], 4), round(f[s - 1], 4)] for s in marks},
+                   "max_abs_diff": round(max(diffs), 5), "mean_abs_diff": round(sum(diffs) / len(diffs), 5),
+                   "tail_mean_eager": round(sum(e[-tail:]) / tail, 4),
+                   "tail_mean_fast": round(sum(f[-tail:]) / tail, 4),
+                   # the first and the last path under their historical names; every path by name
+                   "eager": [round(x, 5) for x in e], "fast": [round(x, 5) for x in f],
+                   "curves": {k: [round(x, 5) for x in v] for k, v in curves.items()}})
 
 
 # ------------------------------------------------------------------------------------------------- report
@@ -349,6 +354,9 @@ def main() -> None:
     ap.add_argument("--big-batch", type=int, default=128, help="the throughput batch of the embedded priors")
     ap.add_argument("--vqvae-precisions", default="auto",
                     help="comma-separated training precisions of the VQ-VAE cases (auto = fp32 for the VQ-VAE, bf16)")
+    ap.add_argument("--curve-paths", default="none:0,blocks:0",
+                    help="COMPILE:SEED curves of the curve case (the seed initialises the model; same data): the "
+                         "first is compared with the last; e.g. none:0,none:1 for the spread between seeds")
     ap.add_argument("--curve-steps", type=int, default=300)
     ap.add_argument("--curve-batch", type=int, default=16)
     ap.add_argument("--budget", type=float, default=420.0, help="seconds; later cases are skipped past it")
@@ -375,7 +383,8 @@ def main() -> None:
         rows.append(row)
         (out / "bench_train_fast.json").write_text(json.dumps(report, indent=1) + "\n")
         (out / "bench_train_fast.txt").write_text(table(rows) + "\n")
-        print(json.dumps({k: v for k, v in row.items() if k not in ("eager", "fast")}), file=sys.stderr, flush=True)
+        brief = {k: v for k, v in row.items() if k not in ("eager", "fast", "curves")}
+        print(json.dumps(brief), file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
     state: dict[str, Any] = {"emit": emit, "deadline": t0 + args.budget}
