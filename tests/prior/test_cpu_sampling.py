@@ -114,8 +114,8 @@ def test_model_sampling_defaults(tmp_path):
     make_tiny_model_dir(tmp_path / "m")
     jb = Jukebox(ModelDir(tmp_path / "m"), device="cpu")
     assert jb.sampling_defaults == {"upsample_mode": "sequential", "decode": "eager", "draw": "multinomial",
-                                    "chunk_size": 32, "guidance": 1.0, "label_guidance": None, "temperature": 1.0, "hop_fraction": None,
-                                    "total_seconds": None}
+                                    "chunk_size": 32, "guidance": 1.0, "label_guidance": None, "temperature": 1.0,
+                                    "hop_fraction": None, "total_seconds": None}
     meta = tmp_path / "m" / "model.json"
     info = json.loads(meta.read_text())
     info["sampling"] = {"upsample_mode": "parallel", "draw": "cdf", "chunk_size": 64, "decode": "int8", "other": 1}
