@@ -293,12 +293,13 @@ def case_curve(device: torch.device, args: argparse.Namespace, state: dict[str, 
     batch, steps = (2, min(args.curve_steps, 20)) if args.smoke else (args.curve_batch, args.curve_steps)
     task = SyntheticPriorTask(cfg, batch, "markov", seed=1, stream_tokens=1 << 18 if args.smoke else 1 << 21)
     curves = {}
-    paths = [tuple(p.split(":")) for p in args.curve_paths.split(",")]
-    for compile, seed in paths:
+    for path in args.curve_paths.split(","):
+        compile, seed, precision = (path.split(":") + ["auto"])[:3]
         torch.manual_seed(int(seed))
         model = Prior(cfg)
-        r = run_loop(model, task, device, args, compile, steps - 1, 1, lr=3e-4, warmup_lr=min(100, steps // 10))
-        curves[f"{compile}:{seed}"] = r["losses"]
+        r = run_loop(model, task, device, args, compile, steps - 1, 1, precision=precision, lr=3e-4,
+                     warmup_lr=min(100, steps // 10))
+        curves[path] = r["losses"]
     names = list(curves)
     e, f = curves[names[0]], curves[names[-1]]
     diffs = [abs(a - b) for a, b in zip(e, f)]
@@ -355,8 +356,9 @@ def main() -> None:
     ap.add_argument("--vqvae-precisions", default="auto",
                     help="comma-separated training precisions of the VQ-VAE cases (auto = fp32 for the VQ-VAE, bf16)")
     ap.add_argument("--curve-paths", default="none:0,blocks:0",
-                    help="COMPILE:SEED curves of the curve case (the seed initialises the model; same data): the "
-                         "first is compared with the last; e.g. none:0,none:1 for the spread between seeds")
+                    help="COMPILE:SEED[:PRECISION] curves of the curve case (the seed initialises the model; same "
+                         "data): the first is compared with the last; e.g. none:0,none:1 for the spread between "
+                         "seeds, none:0:fp32 for an fp32 eager curve")
     ap.add_argument("--curve-steps", type=int, default=300)
     ap.add_argument("--curve-batch", type=int, default=16)
     ap.add_argument("--budget", type=float, default=420.0, help="seconds; later cases are skipped past it")

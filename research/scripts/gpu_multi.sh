@@ -17,7 +17,7 @@ run() {  # run NAME NPROC ARGS...: torchrun of bench_multi.py, its JSON line int
   grep '^{' "$OUT/multi_$name.log" | tail -n 1 > "$OUT/multi_$name.json"; tail -c 400 "$OUT/multi_$name.json"; echo
 }
 if [ "${CHECK:-0}" = 1 ]; then  # both paths at world size 1, small shapes, then the CLI under torchrun
-  run check_song 1 song $SONG --seconds 4
+  run check_song 1 song $SONG --seconds 8  # a level-1 window of 5b_lyrics is 5.9 s
   run check_fsdp 1 fsdp --preset 5b_lyrics --layers 4 --steps 4
   timeout 300 torchrun --standalone --nproc-per-node 1 -m jukebox sample -o "$OUT/check_run" --seconds 4 --seed 1 \
     --device cuda --quiet > "$OUT/multi_check_cli.log" 2>&1 || echo "check_cli: exit $?" >> "$OUT/errors.txt"
