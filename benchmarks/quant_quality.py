@@ -5,8 +5,10 @@ per token of real codes, on a CPU.
     python benchmarks/quant_quality.py --skip-released --audio a.flac b.flac     # the embedded model only
 
 Weights: ``int8`` and ``fp8`` (weight-only, one scale per output channel, :mod:`jukebox.nn.quant`; the transformer
-blocks' linears, the rest native) and ``int8-dyn`` (the CPU's ``decode="int8"`` path: int8 weights and activations
-quantised per call). Every figure is a teacher-forced pass (the next-token distributions of all positions).
+blocks' linears, the rest native), ``int8-stored`` (the embedded model only: every large matrix, embeddings
+included, as a model directory exported with ``--weights int8`` stores it) and ``int8-dyn`` (the CPU's
+``decode="int8"`` path: int8 weights and activations quantised per call). Every figure is a teacher-forced pass (the
+next-token distributions of all positions).
 
 1. Released prior shapes with random weights (their own init) at reduced depth (released width, heads, context and
    blocks; ``--depth`` layers, enough for every attention pattern of the preset): 1b_lyrics and 5b_lyrics top
@@ -25,12 +27,13 @@ import math
 import platform
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from jukebox.checkpoint.format import QSCALE_SUFFIX, quantize_for_storage
 from jukebox.nn.attention import layer_patterns
 from jukebox.nn.quant import weight_only_linears
 from jukebox.nn.transformer import int8_linear_supported
@@ -44,10 +47,28 @@ FORMATS = ("int8", "fp8", "int8-dyn")
 RELEASED = {"1b_lyrics": 16, "5b_lyrics": 6, "upsampler_level_0": 3}
 
 
-def weights_ctx(transformer, fmt: str):
+def weights_ctx(transformer, fmt: str, prior: Prior | None = None):
     if fmt == "int8-dyn":
         return _int8_linears(transformer)
+    if fmt == "int8-stored":
+        return stored_int8(prior)
     return weight_only_linears(transformer, fmt) if fmt != "native" else nullcontext()
+
+
+@contextmanager
+def stored_int8(prior: Prior):
+    """Inside: ``prior``'s weights as a model directory stored with ``--weights int8`` loads them (every large
+    matrix, embeddings included, through int8 with per-row scales: :func:`quantize_for_storage`)."""
+    original = {k: v.clone() for k, v in prior.state_dict().items()}
+    stored = quantize_for_storage(original)
+    try:
+        with torch.no_grad():
+            for name, t in prior.state_dict().items():
+                scale = stored.get(name + QSCALE_SUFFIX)
+                t.copy_(stored[name].float() * scale[:, None] if scale is not None else stored[name])
+        yield
+    finally:
+        prior.load_state_dict(original)
 
 
 def kl_stats(ref: torch.Tensor, out: torch.Tensor) -> dict:
@@ -143,7 +164,7 @@ def embedded(audio_files: list[str], seconds: float, formats) -> dict:
         for fmt in formats:
             if fmt == "int8-dyn" and not int8_linear_supported():
                 continue
-            with weights_ctx(tr, fmt):
+            with weights_ctx(tr, fmt, prior):
                 q = prior.logits(zw, z_cond, y).float()
                 bits = sum(r["bits_per_token"] for r in score_codes(model, level, codes, metas)) / len(clips)
             res[fmt] = {**kl_stats(ref, q), "bits_per_token": bits,
@@ -161,14 +182,17 @@ def main() -> int:
     ap.add_argument("--audio", nargs="+", default=[])
     ap.add_argument("--seconds", type=float, default=12.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--formats", default=None,
+                    help=f"comma-separated, from {', '.join(FORMATS)} and (embedded model) int8-stored; default all")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     result = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
               "threads": args.threads, "released": [], "embedded": None}
-    formats = [f for f in FORMATS if f != "int8-dyn" or int8_linear_supported()]
+    wanted = args.formats.split(",") if args.formats else [*FORMATS, "int8-stored"]
+    formats = [f for f in wanted if f != "int8-dyn" or int8_linear_supported()]
     if not args.skip_released:
         for name, depth in RELEASED.items():
-            row = released(name, depth, args.tokens, formats)
+            row = released(name, depth, args.tokens, [f for f in formats if f != "int8-stored"])
             print(json.dumps(row), file=sys.stderr)
             result["released"].append(row)
     if not args.skip_embedded and args.audio:

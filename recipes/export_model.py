@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Export a trained model directory for shipping: weights in fp16, no training state, optionally as a tar split
-into parts (for copies that limit the size of a file).
+"""Export a trained model directory for shipping: weights in fp16 (or, with ``--weights int8``, every large matrix in
+int8 with per-row scales: about half the bytes), no training state, optionally as a tar split into parts (for
+copies that limit the size of a file).
 
-    python recipes/export_model.py runs/default OUT_DIR [--tar-parts-mb 15]
+    python recipes/export_model.py runs/default OUT_DIR [--weights int8] [--tar-parts-mb 15]
     python recipes/export_model.py --join OUT_DIR/default_model.tar.part* DEST_DIR   # unpack parts here
 """
 
@@ -20,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from jukebox.checkpoint.format import load_weights, save_weights  # noqa: E402
+from jukebox.checkpoint.format import load_weights, quantize_for_storage, save_weights  # noqa: E402
 
 KEEP = ("model.json", "config.json", "labels.json", "tempi.json")
 
@@ -28,8 +29,9 @@ KEEP = ("model.json", "config.json", "labels.json", "tempi.json")
 EMBEDDED = Path(__file__).resolve().parents[1] / "src" / "jukebox" / "assets" / "default_model"
 
 
-def export(src: Path, dst: Path) -> None:
-    """Copy ``src``'s model directory to ``dst`` with fp16 weights. model.json keeps its ``sampling`` defaults;
+def export(src: Path, dst: Path, weights: str = "fp16") -> None:
+    """Copy ``src``'s model directory to ``dst`` with fp16 weights (``weights="int8"``: the priors' matrices in int8,
+    the rest fp16; the VQ-VAE, whose weights are convolutions, stays fp16). model.json keeps its ``sampling`` defaults;
     a model trained from scratch has none, and gets the embedded model's (the settings measured on the CPU in
     docs/performance.md), so a re-exported default model samples as fast as the one it replaces."""
     dst.mkdir(parents=True, exist_ok=True)
@@ -46,14 +48,18 @@ def export(src: Path, dst: Path) -> None:
         for name in KEEP:
             if (comp / name).exists():
                 shutil.copy2(comp / name, out / name)
-        sd = load_weights(comp)
-        save_weights(out, {k: v.half() if v.is_floating_point() else v for k, v in sd.items()})
+        sd = {k: v.half() if v.is_floating_point() else v for k, v in load_weights(comp).items()}
+        if weights == "int8" and comp.name.startswith("prior_level_"):
+            sd = quantize_for_storage(sd)
+        save_weights(out, sd)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="+")
     ap.add_argument("--tar-parts-mb", type=float, default=0, help="write OUT/default_model.tar.partNN instead")
+    ap.add_argument("--weights", choices=("fp16", "int8"), default="fp16",
+                    help="int8: the priors' matrices in int8 with per-row scales (about half the bytes)")
     ap.add_argument("--join", action="store_true", help="join tar parts (all but the last path) into DEST")
     args = ap.parse_args()
     if args.join:
@@ -65,11 +71,11 @@ def main() -> None:
         return
     src, dst = Path(args.paths[0]), Path(args.paths[1])
     if not args.tar_parts_mb:
-        export(src, dst)
+        export(src, dst, args.weights)
         print(f"exported {src} -> {dst}")
         return
     tmp = dst / "_export"
-    export(src, tmp)
+    export(src, tmp, args.weights)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         tar.add(tmp, arcname="default_model")

@@ -117,7 +117,8 @@ class Jukebox:
             settings = SamplingSettings.for_levels(
                 self.prior_levels, upsample_mode=d["upsample_mode"], decode=decode, draw=d["draw"],
                 chunk_size=d["chunk_size"], temperature=d["temperature"], guidance=d["guidance"],
-                label_guidance=d["label_guidance"], hop_fraction=d["hop_fraction"])
+                label_guidance=d["label_guidance"] if self.has_tempo else None,  # a tempo prior's setting
+                hop_fraction=d["hop_fraction"])
         elif not isinstance(settings, SamplingSettings):
             raise UsageError(f"settings must be a SamplingSettings (from model.sampling_settings()), got "
                              f"{type(settings).__name__}")

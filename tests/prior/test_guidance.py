@@ -242,6 +242,12 @@ def test_label_guidance_through_api_cli_and_model_default(tmp_path):
     assert r.returncode == 0, r.stderr
     saved = json.loads((tmp_path / "o" / "metadata.json").read_text())
     assert saved["request"]["label_guidance"] == 5.0 and saved["settings"]["per_level"]["2"]["label_guidance"] == 5.0
-    plain = load_model(make_tiny_model_dir(tmp_path / "plain", n_ctx=32).path, device="cpu")
+    plain_dir = make_tiny_model_dir(tmp_path / "plain", n_ctx=32).path
+    plain = load_model(plain_dir, device="cpu")
     with pytest.raises(UsageError, match="label_guidance needs a level-2 prior with tempo"):
         plain.sampling_settings(guidance=2.0, label_guidance=4.0)
+    # a model.json default (e.g. copied by an export) is a tempo prior's setting: ignored without tempo
+    info = json.loads((plain_dir / "model.json").read_text())
+    info["sampling"] = {"guidance": 2.0, "label_guidance": 4.0}
+    (plain_dir / "model.json").write_text(json.dumps(info))
+    assert load_model(plain_dir, device="cpu").sampling_settings()[2].label_guidance is None

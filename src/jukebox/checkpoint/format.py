@@ -9,6 +9,11 @@ Layout of one component folder::
 
 Every file is written to a temporary name and renamed. Loading is strict: a missing, unexpected or mis-shaped
 tensor is an error naming the tensor.
+
+Weights may be stored in int8 (:func:`quantize_for_storage`, ``recipes/export_model.py --weights int8``): a matrix
+``NAME`` [N, K] is then the int8 tensor ``NAME`` plus its row scales ``NAME.qscale`` [N] (float32, symmetric, one
+per row: ``w[n] = q[n] * scale[n]``), and every loader returns the dequantised float32 matrix under ``NAME``, so
+models, shapes and names are those of the float weights. Half the bytes of fp16 on disk.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from ..fileio import check_regular, read_json
 from .atomic import atomic_path, atomic_write_text
 
 WEIGHTS_NAME = "model.safetensors"
+#: Suffix of the row scales of a matrix stored in int8 (``NAME`` int8 [N, K] + ``NAME.qscale`` float32 [N]).
+QSCALE_SUFFIX = ".qscale"
 INDEX_NAME = "model.safetensors.index.json"
 DEFAULT_SHARD_BYTES = 2 * 1024**3
 
@@ -127,20 +134,56 @@ def weight_files(folder: str | Path) -> dict[str, Path]:
 
 def iter_weights(folder: str | Path, device: str | torch.device = "cpu",
                  dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (name, tensor) one at a time, memory-mapped from disk; floats cast to ``dtype`` when given."""
+    """Yield (name, tensor) one at a time, memory-mapped from disk; floats cast to ``dtype`` when given. Matrices
+    stored in int8 come dequantised (float32, or ``dtype``); their ``.qscale`` tensors are not yielded."""
+    files = weight_files(folder)
     by_file: dict[Path, list[str]] = {}
-    for name, path in weight_files(folder).items():
-        by_file.setdefault(path, []).append(name)
+    for name, path in files.items():
+        if not name.endswith(QSCALE_SUFFIX):
+            by_file.setdefault(path, []).append(name)
     for path, names in by_file.items():
         try:
             with safe_open(str(path), framework="pt", device=str(device)) as f:
                 for name in names:
                     t = f.get_tensor(name)
+                    scale_file = files.get(name + QSCALE_SUFFIX)
+                    if scale_file is not None:
+                        t = _dequantize(name, t, _read_tensor(scale_file, name + QSCALE_SUFFIX, device))
                     if dtype is not None and t.is_floating_point():
                         t = t.to(dtype)
                     yield name, t
         except (SafetensorError, OSError) as e:
             raise JukeboxError(f"{path}: corrupt or truncated weights file ({e})") from None
+
+
+def _read_tensor(path: Path, name: str, device: str | torch.device) -> torch.Tensor:
+    with safe_open(str(path), framework="pt", device=str(device)) as f:
+        return f.get_tensor(name)
+
+
+def _dequantize(name: str, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """An int8 matrix [N, K] and its row scales [N] -> float32 [N, K]."""
+    if q.dtype != torch.int8 or q.dim() != 2 or scale.shape != (q.shape[0],) or not scale.is_floating_point():
+        raise JukeboxError(f"{name}: an int8 weight must be an int8 matrix [N, K] with float row scales [N] in "
+                           f"{name + QSCALE_SUFFIX}; got {q.dtype} {tuple(q.shape)} and {tuple(scale.shape)}")
+    return q.float() * scale.float()[:, None]
+
+
+def quantize_for_storage(state_dict: Mapping[str, torch.Tensor], min_elements: int = 16384,
+                         ) -> dict[str, torch.Tensor]:
+    """``state_dict`` with every floating-point matrix (2-D, at least ``min_elements`` entries: linear weights,
+    embeddings, position tables) as int8 plus ``NAME.qscale`` row scales (symmetric, per row, round half to even:
+    the same integers as the int8 CPU decode's); other tensors as they are. :func:`iter_weights` reads it back."""
+    out: dict[str, torch.Tensor] = {}
+    for name, t in state_dict.items():
+        if t.is_floating_point() and t.dim() == 2 and t.numel() >= min_elements:
+            w = t.detach().float()
+            scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
+            out[name] = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+            out[name + QSCALE_SUFFIX] = scale
+        else:
+            out[name] = t
+    return out
 
 
 def load_weights(folder: str | Path, device: str | torch.device = "cpu",
@@ -154,7 +197,8 @@ def weight_shapes(folder: str | Path) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
     by_file: dict[Path, list[str]] = {}
     for name, path in weight_files(folder).items():
-        by_file.setdefault(path, []).append(name)
+        if not name.endswith(QSCALE_SUFFIX):  # an int8 matrix's scales travel with it
+            by_file.setdefault(path, []).append(name)
     for path, names in by_file.items():
         try:
             with safe_open(str(path), framework="pt") as f:
