@@ -12,7 +12,7 @@
 #   v2       the top prior with labels at every position and label dropout (what guidance needs)
 #   v3       the top prior further on the subset; both upsamplers fine-tuned on the pack's first half
 #   v5       the top prior with tempo and beat phase (--tempo) on a 13.5-h subset's codes and beats (tempo.json)
-#   export   fp16 weights without training state, with the embedded model's sampling defaults -> $OUT
+#   export   weights without training state (the priors' matrices in int8, the rest fp16), with the embedded model's sampling defaults -> $OUT
 #   measure  reconstruction and bits per token on the corpus's validation split -> $WORK/measure.json
 # Settings (environment): CORPUS (required: python3 recipes/build_debian_corpus.py --out CORPUS), WORK (working
 # folder, default runs/default_model), OUT (the exported model, default $WORK/export), DEVICE (cuda; cpu works, slowly),
@@ -104,7 +104,7 @@ for stage in $STAGES; do
         --decay cosine --label-dropout 0.15 --tempo
       ;;
     export)
-      run "$PY" recipes/export_model.py "$MODEL" "$OUT"
+      run "$PY" recipes/export_model.py "$MODEL" "$OUT" --weights int8
       ;;
     measure)
       run "$PY" recipes/eval_default_model.py -m "$OUT" --corpus "$CORPUS" --tracks "$EVAL_TRACKS" \
