@@ -7,12 +7,13 @@
 # Carry .whl (soundfile, soxr, unidecode, cffi) and .gpu/codes_full.tar.xz: the code folder of
 # research/scripts/encode_corpus_resumable.py (top-level codes of every track with the embedded VQ-VAE, beats,
 # manifest), packed with `tar -C /work/data -cJf .gpu/codes_full.tar.xz codes_full`.
-#   STEPS=4000 BATCH=128 LR=2e-4 bash research/scripts/gpu_v6_top.sh
+#   STEPS=4000 BATCH=128 LR=2e-4 BALANCE=0.5 bash research/scripts/gpu_v6_top.sh
 # -> $OUT/train.log, $OUT/v6_top.tar (prior_level_2 exported with int8 matrices, ~8 MB: untar into a copy of the
 #    embedded model to sample it), $OUT/v6.json (eval_tempo rows and summary), $OUT/v6_{0,1}.tar (the clips)
 set -euo pipefail
 OUT=${OUT:-out}; mkdir -p "$OUT"
 STEPS=${STEPS:-4000}; BATCH=${BATCH:-128}; LR=${LR:-2e-4}; TRAIN_S=${TRAIN_S:-300}; CLIPS=${CLIPS:-240}
+BALANCE=${BALANCE:-0.5}  # --balance-power by genre (the whole corpus is 43% electronic by tracks); "off": none
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH="$PWD/src:/tmp/site" PYTHONUNBUFFERED=1
 J="python3 -m jukebox.cli.main"
@@ -22,7 +23,8 @@ cp -r src/jukebox/assets/default_model /tmp/m6
 T0=$SECONDS
 timeout "$TRAIN_S" $J train prior --model /tmp/m6 --data /tmp/d/codes_full --level 2 --tempo --label-dropout 0.15 \
   --batch-size "$BATCH" --steps "$STEPS" --lr "$LR" --warmup 100 --decay cosine --compile blocks --device cuda \
-  --workers 8 --save-every 1000 --val-every 500 --no-progress --log-dir none > "$OUT/train.log" 2>&1 \
+  --workers 8 --save-every 1000 --val-every 500 --no-progress --log-dir none \
+  $([ "$BALANCE" = off ] || echo "--balance genre --balance-power $BALANCE") > "$OUT/train.log" 2>&1 \
   || echo "training stopped early (exit $?); the last saved step is used"
 echo "training: $((SECONDS - T0)) s"; grep -iE "val|step $STEPS|done|error" "$OUT/train.log" | tail -n 8
 python3 recipes/export_model.py /tmp/m6 /tmp/m6x --weights int8 > /dev/null

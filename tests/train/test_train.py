@@ -518,12 +518,21 @@ def test_options_are_stored_and_a_resume_keeps_them(tmp_path: Path, corpus: Path
     with pytest.raises(TypeError, match="unexpected training options"):
         train_prior(b, corpus, config=cfg, label_dropuot=0.1, **kw)
     for flags, want in ((["--label-dropout", "1.5"], "--label-dropout must be in [0, 1)"),
-                        (["--merge-lora"], "--merge-lora needs --lora-rank")):
+                        (["--merge-lora"], "--merge-lora needs --lora-rank"),
+                        (["--balance", "genre", "--balance-power", "2"], "--balance-power must be in [0, 1]")):
         assert main(["train", "prior", "-m", str(b), "--data", str(corpus), "--level", "2", "--steps", "1",
                      *flags]) == 2
         assert want in capsys.readouterr().err
     with pytest.raises(ValueError, match="input_noise"):
         TrainOptions(input_noise=-0.1)
+    # balanced windows: the option is stored, logged, and draws other batches than the uniform run
+    c = _copy(tiny_dir, tmp_path / "c")
+    assert main(["train", "prior", "-m", str(c), "--data", str(corpus), "--level", "2", "--steps", "2",
+                 "--restart", "--device", "cpu", "--log-dir", "none", "--no-progress", "--balance", "genre",
+                 "--balance-power", "0.5", "--save-every", "2"]) == 0
+    assert "windows balanced by genre (power 0.5)" in capsys.readouterr().err
+    stored = read_checkpoint_extra(c / "prior_level_2" / "checkpoint")["options"]
+    assert TrainOptions.from_dict(stored) == TrainOptions(balance="genre", balance_power=0.5)
 
 
 class _Fives:
@@ -531,6 +540,9 @@ class _Fives:
 
     def __len__(self) -> int:
         return 3
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.integers(len(self), size=n)
 
     def window(self, i: int):
         from jukebox.data.code_cache import CodeWindow

@@ -119,6 +119,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="condition the top-level prior on tempo and beat phase (beats from the code folder's "
                    "tempo.json written by `jukebox prepare`, or tracked from the audio); an existing prior is "
                    "upgraded with zero-initialised embeddings; sampling then takes --bpm")
+    q.add_argument("--balance", choices=("none", "genre", "artist"), default=None,
+                   help="draw training windows so that each genre (or artist) gets a share of the batches that goes "
+                   "as its amount of music to the power --balance-power (default none: uniform over all windows)")
+    q.add_argument("--balance-power", type=float, default=None, metavar="A",
+                   help="with --balance: 0 gives every group the same share, 1 the share of its music, 0.5 between "
+                   "(default 0)")
     q.add_argument("--cache", default=None, metavar="DIR", help="code cache folder (default MODEL_DIR/code_cache/..)")
     q.add_argument("--rebuild-cache", action="store_true", help="re-encode the corpus even if the cache is valid")
     q.add_argument("--checkpoint-activations", action=argparse.BooleanOptionalAction, default=None,

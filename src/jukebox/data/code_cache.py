@@ -379,12 +379,15 @@ class CodeWindow:
 
 class CodeWindowSampler:
     """Windows of ``n_ctx`` codes at ``level`` from the tracks of one split, at offsets that are whole top-level
-    codes (so the upper level's codes line up). Windows are chosen by index, uniformly over all valid starts.
+    codes (so the upper level's codes line up). Windows are chosen by index, uniformly over all valid starts, or
+    with ``balance`` (``genre`` or ``artist``) so that each group's share of the draws goes as its number of
+    window starts to the power ``balance_power`` (0: equal shares), uniformly within a group (:meth:`draw`).
     ``beats``: each track's beat times (``jukebox.data.tempo.load_beats``), for tempo labels; a track without an
     entry has no steady pulse."""
 
     def __init__(self, cache: CodeCache, manifest: Manifest, level: int, n_ctx: int, split: str | None = "train",
-                 cond_downsample: int | None = None, beats: Mapping[str, Any] | None = None) -> None:
+                 cond_downsample: int | None = None, beats: Mapping[str, Any] | None = None,
+                 balance: str = "none", balance_power: float = 0.0) -> None:
         self.beats = beats
         if not 0 <= level < cache.levels:
             raise JukeboxError(f"level {level} outside the cache's levels 0..{cache.levels - 1}")
@@ -405,8 +408,32 @@ class CodeWindowSampler:
             seconds = self.n_ctx * self.hop / cache.sample_rate
             raise JukeboxError(f"{what} has no track of at least {seconds:.2f} s (one level-{level} window of "
                                f"{self.n_ctx} codes; {len(tracks)} tracks)")
-        counts = [(cache.tracks[t.path].length[level] - self.n_ctx) // self.align + 1 for t in self.tracks]
-        self._cum = np.cumsum(np.array(counts, np.int64))
+        counts = np.array([(cache.tracks[t.path].length[level] - self.n_ctx) // self.align + 1
+                           for t in self.tracks], np.int64)
+        self._cum = np.cumsum(counts)
+        self._p: np.ndarray | None = None  # per-window-start weights of a balanced draw, by track
+        if balance != "none":
+            if balance not in ("genre", "artist"):
+                raise JukeboxError(f"balance must be none, genre or artist, got {balance!r}")
+            keys = [t.genre if balance == "genre" else t.artist for t in self.tracks]
+            group: dict[str, int] = {}
+            for k, n in zip(keys, counts):
+                group[k] = group.get(k, 0) + int(n)
+            share = {k: float(n) ** balance_power for k, n in group.items()}
+            total = sum(share.values())
+            self._p = np.array([share[k] / total * n / group[k] for k, n in zip(keys, counts)], np.float64)
+            self._p /= self._p.sum()
+            self.shares = {k: share[k] / total for k in sorted(share)}
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` window indices (int64 [n]) for a batch: uniform over all starts, or balanced (a track with the
+        balanced weights, then a start within it)."""
+        if self._p is None:
+            return rng.integers(len(self), size=n)
+        tracks = rng.choice(len(self.tracks), size=n, p=self._p)
+        before = np.concatenate([[0], self._cum[:-1]])
+        sizes = self._cum - before
+        return before[tracks] + rng.integers(0, sizes[tracks])
 
     def __len__(self) -> int:
         return int(self._cum[-1])

@@ -13,7 +13,10 @@ from typing import Any
 from ..config import ConfigBase
 from ..errors import UsageError
 
-__all__ = ["TrainOptions", "OptionError", "OPTION_NAMES"]
+__all__ = ["TrainOptions", "OptionError", "OPTION_NAMES", "BALANCE_KEYS"]
+
+#: What ``balance`` can even out across the training windows.
+BALANCE_KEYS = ("none", "genre", "artist")
 
 
 class OptionError(UsageError, ValueError):
@@ -48,6 +51,12 @@ class TrainOptions(ConfigBase):
     tempo: bool = False
     #: Share of tracks held out for validation when the data has no split yet.
     val_fraction: float = 0.1
+    #: Draw training windows so that each ``genre`` (or ``artist``) gets a share of the batches in proportion to
+    #: its amount of music to the power ``balance_power`` (0: equal shares; 1: as ``none``, in proportion to its
+    #: music); ``none``: uniform over all windows of the corpus (Jukebox's).
+    balance: str = "none"
+    #: See ``balance``.
+    balance_power: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("label_dropout", "input_noise", "scheduled_sampling"):
@@ -62,11 +71,19 @@ class TrainOptions(ConfigBase):
             raise OptionError("merge_lora needs lora_rank (adapters to merge)")
         if self.n_ctx is not None and self.n_ctx < 1:
             raise OptionError(f"n_ctx must be >= 1, got {self.n_ctx}")
+        if self.balance not in BALANCE_KEYS:
+            raise OptionError(f"balance must be one of {', '.join(BALANCE_KEYS)}, got {self.balance!r}")
+        power = self.balance_power
+        if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0.0 <= power <= 1.0:
+            raise OptionError(f"balance_power must be in [0, 1], got {power!r}")
 
     def data_state(self) -> dict[str, float]:
         """The options that decide which batches are drawn (part of a checkpoint's data state)."""
-        return {"label_dropout": float(self.label_dropout), "input_noise": float(self.input_noise),
-                "scheduled_sampling": float(self.scheduled_sampling)}
+        state = {"label_dropout": float(self.label_dropout), "input_noise": float(self.input_noise),
+                 "scheduled_sampling": float(self.scheduled_sampling)}
+        if self.balance != "none":  # checkpoints of unbalanced runs keep their former data state
+            state.update(balance=self.balance, balance_power=float(self.balance_power))
+        return state
 
     @classmethod
     def of(cls, options: TrainOptions | None = None, **overrides: Any) -> TrainOptions:

@@ -575,7 +575,11 @@ class _PriorRun:
         if cfg.labels is not None and labeller is None:
             raise JukeboxError(f"{self.folder}: the prior needs labels but no vocabulary was found")
         down = cfg.cond_downsample
-        train = CodeWindowSampler(self.cache, manifest, level, cfg.n_ctx, "train", down, beats=self.beats)
+        train = CodeWindowSampler(self.cache, manifest, level, cfg.n_ctx, "train", down, beats=self.beats,
+                                  balance=o.balance, balance_power=o.balance_power)
+        if o.balance != "none" and dist.is_main:
+            shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in train.shares.items())
+            self.log(f"windows balanced by {o.balance} (power {o.balance_power:g}): {shares}")
         try:
             val = CodeWindowSampler(self.cache, manifest, level, cfg.n_ctx, "validation", down, beats=self.beats)
         except JukeboxError:

@@ -199,8 +199,7 @@ class PriorTask(_WindowBatches):
         return batch
 
     def _draw(self, sampler: CodeWindowSampler, rng: np.random.Generator) -> dict[str, Any]:
-        idx = rng.integers(len(sampler), size=self.batch_size)
-        return self._collate([sampler.window(int(i)) for i in idx])
+        return self._collate([sampler.window(int(i)) for i in sampler.draw(rng, self.batch_size)])
 
     def loss(self, model: nn.Module, batch: dict[str, Any], device: torch.device) -> tuple[Tensor, dict[str, Tensor]]:
         z = batch["z"].to(device, non_blocking=True)
