@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -181,6 +181,15 @@ def int8_linear_supported() -> bool:
         return False
 
 
+def linear_dynamic() -> Callable[..., Tensor]:
+    """``torch.ops.quantized.linear_dynamic(x, packed, reduce_range)`` as its C++ function: the operator packet's
+    own call first checks every argument for fake script objects in Python (its packed weights are a TorchBind
+    class), about 3-5 us of the ~30 us of a small int8 linear, and the int8 decode step makes one such call per
+    linear layer and token."""
+    packet = torch.ops.quantized.linear_dynamic
+    return getattr(packet, "_op", packet)
+
+
 def int8_linear(weight: Tensor, bias: Tensor | None, owner: object | None = None, weight_scale: float = 1.0,
                 bias_scale: float = 1.0):
     """``weight`` [out, in] (times ``weight_scale``) quantised to int8 per output channel (symmetric) and prepacked
@@ -314,7 +323,7 @@ class LeanDecoder:
         layer_norm, sdpa, sigmoid, silu = torch.layer_norm, F.scaled_dot_product_attention, torch.sigmoid, F.silu
         int8 = self.int8
         if self.int8:
-            dyn = torch.ops.quantized.linear_dynamic
+            dyn = linear_dynamic()
 
             def addmm(_bias: None, inp: Tensor, packed) -> Tensor:  # bias packed with the weight
                 return dyn(inp, packed, True)

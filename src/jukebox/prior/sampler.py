@@ -40,7 +40,14 @@ from torch import Tensor
 
 from ..nn.kv_cache import KVCache
 from ..nn.quant import weight_only_linears
-from ..nn.transformer import LeanDecoder, Transformer, int8_block_linears, int8_linear, int8_linear_supported
+from ..nn.transformer import (
+    LeanDecoder,
+    Transformer,
+    int8_block_linears,
+    int8_linear,
+    int8_linear_supported,
+    linear_dynamic,
+)
 from .autoregressive import AutoregressiveTransformer
 from .logits import RowShare, draw_tokens, token_sampler
 from .settings import DECODE_MODES, LevelSettings, SettingsError
@@ -83,6 +90,7 @@ class LeanStep:
         self.int8_head = None
         if int8 and model.head is not None:
             self.int8_head = int8_linear(model.head.weight, None, model.head)
+            self.dyn = linear_dynamic()
 
     def __call__(self, prev_tokens: Tensor, t: int) -> Tensor:
         """Logits [B, 1, V] (hidden states for a model without head) at position ``t`` > 0 given the token
@@ -97,7 +105,7 @@ class LeanStep:
             x = x + c
         self.cache.length = t + 1
         if self.int8_head is not None:
-            return torch.ops.quantized.linear_dynamic(x, self.int8_head, True).unsqueeze(1)
+            return self.dyn(x, self.int8_head, True).unsqueeze(1)
         return (x if self.head is None else torch.mm(x, self.head)).unsqueeze(1)
 
 
@@ -380,7 +388,7 @@ def _int8_linears(transformer: Transformer) -> Iterator[None]:
     """Inside: every block's linear layers run as the int8 step's prepacked int8 linears
     (:func:`~jukebox.nn.transformer.int8_block_linears`; the MLP as ``out(silu(in(x)))``), through the modules'
     own ``forward`` (a prefill of many tokens). Restored on exit."""
-    dyn = torch.ops.quantized.linear_dynamic
+    dyn = linear_dynamic()
     patched = []
     try:
         for block in transformer.blocks:
