@@ -273,7 +273,8 @@ def sample_autoregressive(model: AutoregressiveTransformer, n_samples: int, tota
 class _Decoding:
     """One call of :func:`sample_autoregressive` after its checks: the cache, the prefill and the token loop that
     writes into ``out`` [N, total] (known positions already filled). With guidance the rows are [conditional;
-    unconditional] and both halves get the same tokens."""
+    unconditional] (split guidance: [conditional; labels only; unconditional]) and every group gets the same
+    tokens."""
 
     def __init__(self, model: AutoregressiveTransformer, settings: LevelSettings, inputs: Inputs, out: Tensor,
                  lengths: Tensor | None, compact_cache: bool, attention: str, keep_logits: bool) -> None:
