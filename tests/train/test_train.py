@@ -519,7 +519,8 @@ def test_options_are_stored_and_a_resume_keeps_them(tmp_path: Path, corpus: Path
         train_prior(b, corpus, config=cfg, label_dropuot=0.1, **kw)
     for flags, want in ((["--label-dropout", "1.5"], "--label-dropout must be in [0, 1)"),
                         (["--merge-lora"], "--merge-lora needs --lora-rank"),
-                        (["--balance", "genre", "--balance-power", "2"], "--balance-power must be in [0, 1]")):
+                        (["--balance", "genre", "--balance-power", "2"], "--balance-power must be in [0, 1]"),
+                        (["--balance", "mood"], "--balance must be one of none, genre, artist")):
         assert main(["train", "prior", "-m", str(b), "--data", str(corpus), "--level", "2", "--steps", "1",
                      *flags]) == 2
         assert want in capsys.readouterr().err

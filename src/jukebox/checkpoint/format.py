@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 
 from ..errors import JukeboxError
 from ..fileio import check_regular, read_json
+from ..nn.quant import quantize_weight
 from .atomic import atomic_path, atomic_write_text
 
 WEIGHTS_NAME = "model.safetensors"
@@ -146,9 +147,12 @@ def iter_weights(folder: str | Path, device: str | torch.device = "cpu",
             with safe_open(str(path), framework="pt", device=str(device)) as f:
                 for name in names:
                     t = f.get_tensor(name)
-                    scale_file = files.get(name + QSCALE_SUFFIX)
-                    if scale_file is not None:
-                        t = _dequantize(name, t, _read_tensor(scale_file, name + QSCALE_SUFFIX, device))
+                    scale_name = name + QSCALE_SUFFIX
+                    scale_file = files.get(scale_name)
+                    if scale_file is not None:  # mostly in the same file (a shard may split the pair)
+                        scale = f.get_tensor(scale_name) if scale_file == path else _read_tensor(scale_file,
+                                                                                                 scale_name, device)
+                        t = _dequantize(name, t, scale)
                     if dtype is not None and t.is_floating_point():
                         t = t.to(dtype)
                     yield name, t
@@ -177,10 +181,7 @@ def quantize_for_storage(state_dict: Mapping[str, torch.Tensor], min_elements: i
     out: dict[str, torch.Tensor] = {}
     for name, t in state_dict.items():
         if t.is_floating_point() and t.dim() == 2 and t.numel() >= min_elements:
-            w = t.detach().float()
-            scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
-            out[name] = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
-            out[name + QSCALE_SUFFIX] = scale
+            out[name], out[name + QSCALE_SUFFIX] = quantize_weight(t, "int8")
         else:
             out[name] = t
     return out

@@ -119,7 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="condition the top-level prior on tempo and beat phase (beats from the code folder's "
                    "tempo.json written by `jukebox prepare`, or tracked from the audio); an existing prior is "
                    "upgraded with zero-initialised embeddings; sampling then takes --bpm")
-    q.add_argument("--balance", choices=("none", "genre", "artist"), default=None,
+    q.add_argument("--balance", default=None, metavar="{none,genre,artist}",  # checked by TrainOptions
                    help="draw training windows so that each genre (or artist) gets a share of the batches that goes "
                    "as its amount of music to the power --balance-power (default none: uniform over all windows)")
     q.add_argument("--balance-power", type=float, default=None, metavar="A",

@@ -51,6 +51,8 @@ VERSION = 2
 READABLE_VERSIONS = (1, 2)
 INDEX = "index.json"
 MANIFEST = "manifest.json"
+#: What a window sampler's ``balance`` can even out across the training windows (``none``: uniform over starts).
+BALANCE_KEYS = ("none", "genre", "artist")
 
 
 def is_code_folder(path: str | Path) -> bool:
@@ -411,10 +413,11 @@ class CodeWindowSampler:
         counts = np.array([(cache.tracks[t.path].length[level] - self.n_ctx) // self.align + 1
                            for t in self.tracks], np.int64)
         self._cum = np.cumsum(counts)
+        self._starts = counts  # window starts per track
         self._p: np.ndarray | None = None  # per-window-start weights of a balanced draw, by track
         if balance != "none":
-            if balance not in ("genre", "artist"):
-                raise JukeboxError(f"balance must be none, genre or artist, got {balance!r}")
+            if balance not in BALANCE_KEYS:
+                raise JukeboxError(f"balance must be one of {', '.join(BALANCE_KEYS)}, got {balance!r}")
             keys = [t.genre if balance == "genre" else t.artist for t in self.tracks]
             group: dict[str, int] = {}
             for k, n in zip(keys, counts):
@@ -431,9 +434,8 @@ class CodeWindowSampler:
         if self._p is None:
             return rng.integers(len(self), size=n)
         tracks = rng.choice(len(self.tracks), size=n, p=self._p)
-        before = np.concatenate([[0], self._cum[:-1]])
-        sizes = self._cum - before
-        return before[tracks] + rng.integers(0, sizes[tracks])
+        first = self._cum[tracks] - self._starts[tracks]  # each chosen track's first global start index
+        return first + rng.integers(0, self._starts[tracks])
 
     def __len__(self) -> int:
         return int(self._cum[-1])

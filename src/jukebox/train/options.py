@@ -11,12 +11,10 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ..config import ConfigBase
+from ..data.code_cache import BALANCE_KEYS
 from ..errors import UsageError
 
 __all__ = ["TrainOptions", "OptionError", "OPTION_NAMES", "BALANCE_KEYS"]
-
-#: What ``balance`` can even out across the training windows.
-BALANCE_KEYS = ("none", "genre", "artist")
 
 
 class OptionError(UsageError, ValueError):
