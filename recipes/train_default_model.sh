@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the embedded default model (v5, MODEL_CARD.md) from the Debian soundtrack corpus, stage by stage.
+# Rebuild the embedded default model (v6, MODEL_CARD.md) from the Debian soundtrack corpus, stage by stage.
 #
 #   CORPUS=~/corpus bash recipes/train_default_model.sh                 # every stage, in order (one GPU)
 #   CORPUS=~/corpus STAGES="v3 export" bash recipes/train_default_model.sh   # some stages (each needs the earlier)
@@ -12,6 +12,7 @@
 #   v2       the top prior with labels at every position and label dropout (what guidance needs)
 #   v3       the top prior further on the subset; both upsamplers fine-tuned on the pack's first half
 #   v5       the top prior with tempo and beat phase (--tempo) on a 13.5-h subset's codes and beats (tempo.json)
+#   v6       the top prior on the whole corpus's codes and beats (28.4 h), windows balanced by genre
 #   export   weights without training state (the priors' matrices in int8, the rest fp16), with the embedded model's sampling defaults -> $OUT
 #   measure  reconstruction and bits per token on the corpus's validation split -> $WORK/measure.json
 # Settings (environment): CORPUS (required: python3 recipes/build_debian_corpus.py --out CORPUS), WORK (working
@@ -27,7 +28,7 @@ OUT=${OUT:-$WORK/export}
 DEVICE=${DEVICE:-cuda}
 # compiled transformer blocks and VQ-VAE levels on a GPU (docs/training.md, "The fast path"); eager on a CPU
 if [ "${DEVICE#cuda}" != "$DEVICE" ]; then COMPILE=${COMPILE:-blocks}; else COMPILE=${COMPILE:-none}; fi
-STAGES=${STAGES:-data v0 v1 v2 v3 v5 export measure}
+STAGES=${STAGES:-data v0 v1 v2 v3 v5 v6 export measure}
 MODEL=$WORK/model
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
@@ -35,7 +36,8 @@ if [ "${PROFILE:-full}" = tiny ]; then
   VQ_PRESET=tiny; TOP_PRESET=tiny_top; UP1_PRESET=tiny_upsampler; UP0_PRESET=tiny_upsampler
   PACK_MINUTES=0.5; HOURS_PER_GENRE=0.002; WINDOW=2048; VQ_BATCH=1; BATCH=2; V2_BATCH=2; WORKERS=1
   VQ_STEPS=2; V0_TOP_STEPS=2; V0_UP_STEPS=2; V1_STEPS=2; V2_STEPS_A=2; V2_STEPS_B=1; V3_TOP_STEPS=2
-  V3_UP1_STEPS=2; V3_UP0_STEPS=2; V5_BATCH=2; V5_STEPS=2; EVERY=1; EVAL_TRACKS=1; EVAL_SECONDS=0.5
+  V3_UP1_STEPS=2; V3_UP0_STEPS=2; V5_BATCH=2; V5_STEPS=2
+  V6_BATCH=2; V6_STEPS=3; V6_STOP=2; EVERY=1; EVAL_TRACKS=1; EVAL_SECONDS=0.5
   EXTRA=(--val-batches 1 --log-dir none --no-progress)
 else
   VQ_PRESET=default22k; TOP_PRESET=default_top; UP1_PRESET=default_upsampler_level_1; UP0_PRESET=default_upsampler_level_0
@@ -43,8 +45,9 @@ else
   # v0 was time-boxed (the VQ-VAE 430 s = 2,100 steps; the top prior 200 s, each upsampler 130 s on an H100, whose
   # step counts were not recorded): the prior step counts here are estimates of what those boxes held.
   VQ_STEPS=2100; V0_TOP_STEPS=1200; V0_UP_STEPS=2000; V1_STEPS=1600; V2_STEPS_A=600; V2_STEPS_B=400
-  V3_TOP_STEPS=4000; V3_UP1_STEPS=4000; V3_UP0_STEPS=4500; V5_BATCH=64; V5_STEPS=2400; EVERY=250; EVAL_TRACKS=12
-  EVAL_SECONDS=15
+  V3_TOP_STEPS=4000; V3_UP1_STEPS=4000; V3_UP0_STEPS=4500; V5_BATCH=64; V5_STEPS=2400; EVERY=250
+  V6_BATCH=128; V6_STEPS=4000; V6_STOP=3000  # v6: the first 3,000 steps of a 4,000-step cosine schedule
+  EVAL_TRACKS=12; EVAL_SECONDS=15
   EXTRA=(--no-progress)
 fi
 
@@ -103,6 +106,13 @@ for stage in $STAGES; do
       train_prior 2 "$WORK/codes_v5" --batch-size "$V5_BATCH" --steps "$V5_STEPS" --lr 2e-4 --warmup 100 \
         --decay cosine --label-dropout 0.15 --tempo
       ;;
+    v6)
+      run "$PY" recipes/select_training_subset.py --corpus "$CORPUS" --pack none --with-validation \
+        --out "$WORK/full" --hours-per-genre 1000
+      jukebox prepare --data "$WORK/full" --model "$MODEL" --codes "$WORK/codes_full" --levels 2 --device "$DEVICE"
+      train_prior 2 "$WORK/codes_full" --batch-size "$V6_BATCH" --steps "$V6_STEPS" --stop-at "$V6_STOP" --lr 2e-4 \
+        --warmup 100 --decay cosine --label-dropout 0.15 --tempo --balance genre --balance-power 0.5
+      ;;
     export)
       run "$PY" recipes/export_model.py "$MODEL" "$OUT" --weights int8
       ;;
@@ -111,7 +121,7 @@ for stage in $STAGES; do
         --seconds "$EVAL_SECONDS" --out "$WORK/measure.json"
       ;;
     *)
-      echo "unknown stage '$stage' (stages: data v0 v1 v2 v3 v5 export measure)" >&2
+      echo "unknown stage '$stage' (stages: data v0 v1 v2 v3 v5 v6 export measure)" >&2
       exit 2
       ;;
   esac
