@@ -156,3 +156,42 @@ def test_codes_from_npy_script_matches_prepare(tmp_path: Path, monkeypatch: pyte
                                                                         for t in ref.manifest().tracks]
     assert out.tracks["s0.wav"].total_length == ref.tracks["s0.wav"].total_length
     assert script.main(base) == 1  # exists, no --force
+
+
+def test_fingerprint_follows_the_codes_not_the_decoders(tmp_path: Path) -> None:
+    """A decoder-only change keeps code folders valid (same fingerprint, the folder trains); an encoder or codebook
+    change does not; a folder stored with the former whole-file fingerprint of this VQ-VAE still loads, and the
+    training cache built with it is reused."""
+    from safetensors.torch import load_file, save_file
+
+    from jukebox.data.code_cache import legacy_vqvae_fingerprint, made_by
+    from jukebox.train import load_corpus
+    from jukebox.train.runner import load_code_folder
+
+    corpus = _corpus(tmp_path / "music", n=2)
+    md = make_tiny_model_dir(tmp_path / "model", levels=(2,))
+    folder = md.path / "vqvae"
+    weights = load_file(folder / "model.safetensors")
+    fp, legacy = vqvae_fingerprint(folder), legacy_vqvae_fingerprint(folder)
+    manifest = load_corpus(corpus, SR)
+    build_code_cache(manifest, md.load_vqvae(), tmp_path / "codes", legacy, levels=[2], portable=True)
+    logs: list[str] = []
+    build_code_cache(manifest, md.load_vqvae(), tmp_path / "cache", legacy)
+    reused = ensure_code_cache(manifest, md.load_vqvae(), folder, tmp_path / "cache", log=logs.append)
+    assert reused.fingerprint == legacy
+    assert logs == []  # the older cache of this VQ-VAE is reused
+    assert load_code_folder(tmp_path / "codes", folder, 2, 2)[1].fingerprint == legacy
+
+    def changed(prefix: str) -> dict:
+        name = next(k for k in sorted(weights) if k.startswith(prefix) and weights[k].is_floating_point())
+        return {**weights, name: weights[name] + 0.01}
+
+    save_file(changed("decoders."), folder / "model.safetensors")
+    assert vqvae_fingerprint(folder) == fp and legacy_vqvae_fingerprint(folder) != legacy
+    build_code_cache(manifest, md.load_vqvae(), tmp_path / "codes2", fp, levels=[2], portable=True)
+    assert made_by(fp, folder) and load_code_folder(tmp_path / "codes2", folder, 2, 2)[1].fingerprint == fp
+    for prefix in ("encoders.", "codebooks."):
+        save_file(changed(prefix), folder / "model.safetensors")
+        assert vqvae_fingerprint(folder) != fp and not made_by(fp, folder), prefix
+        with pytest.raises(JukeboxError, match="another VQ-VAE"):
+            load_code_folder(tmp_path / "codes2", folder, 2, 2)

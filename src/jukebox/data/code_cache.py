@@ -66,20 +66,62 @@ def is_code_folder(path: str | Path) -> bool:
         return False
 
 
-def vqvae_fingerprint(vqvae_folder: str | Path) -> str:
-    """sha256 of a VQ-VAE component folder's config and weight files (what the codes depend on)."""
-    folder = Path(vqvae_folder)
+def _weight_files(folder: Path) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix == ".safetensors" or p.name in (
         "config.json", "model.safetensors.index.json")))
     if not files:
         raise JukeboxError(f"{folder}: no VQ-VAE weights to fingerprint")
-    h = hashlib.sha256()
+    return files
+
+
+def _codes_tensor(name: str) -> bool:
+    """Whether a VQ-VAE tensor decides codes: the encoders' and the codebooks' vectors (not the decoders, nor the
+    codebooks' running EMA statistics, which only move the vectors while the codebooks train)."""
+    return name.startswith("encoders.") or (name.startswith("codebooks.") and name.endswith(".codebook"))
+
+
+def vqvae_fingerprint(vqvae_folder: str | Path) -> str:
+    """sha256 of what a VQ-VAE's codes depend on: its ``config.json`` and its encoders' and codebooks' tensors
+    (names, dtypes, shapes, values). Decoders are left out: a decoder-only fine-tune (``jukebox train vqvae
+    --decoder-only``) gives the same codes, so code folders and caches stay valid."""
+    from safetensors import safe_open
+
+    folder = Path(vqvae_folder)
+    files = _weight_files(folder)
+    h = hashlib.sha256(b"jukebox-codes-fingerprint-2")
+    config = folder / "config.json"
+    if config.is_file():
+        h.update(config.read_bytes())
+    tensors: dict[str, torch.Tensor] = {}
     for p in files:
+        if p.suffix == ".safetensors":
+            with safe_open(p, framework="pt") as f:
+                tensors.update({name: f.get_tensor(name) for name in f.keys() if _codes_tensor(name)})
+    if not tensors:
+        raise JukeboxError(f"{folder}: no encoder or codebook tensors to fingerprint")
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def legacy_vqvae_fingerprint(vqvae_folder: str | Path) -> str:
+    """The fingerprint caches written before content fingerprints carry: sha256 of the VQ-VAE folder's config and
+    weight files as they lie on disk (decoders included)."""
+    h = hashlib.sha256()
+    for p in _weight_files(Path(vqvae_folder)):
         h.update(p.name.encode())
         with open(p, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
+
+
+def made_by(fingerprint: str, vqvae_folder: str | Path) -> bool:
+    """Whether codes stored with ``fingerprint`` come from the VQ-VAE in ``vqvae_folder`` (the content
+    fingerprint, or the whole-file one of older caches)."""
+    return fingerprint in (vqvae_fingerprint(vqvae_folder), legacy_vqvae_fingerprint(vqvae_folder))
 
 
 @dataclass(frozen=True)
@@ -348,6 +390,8 @@ def ensure_code_cache(manifest: Manifest, vqvae: Any, vqvae_folder: str | Path, 
     if not rebuild and (root / INDEX).is_file():
         try:
             cache = CodeCache(root)
+            if cache.fingerprint != fingerprint and cache.fingerprint == legacy_vqvae_fingerprint(vqvae_folder):
+                fingerprint = cache.fingerprint  # an older cache of this very VQ-VAE
             if cache.covers(manifest, fingerprint):
                 return cache
             why = ("the VQ-VAE changed" if cache.fingerprint != fingerprint else

@@ -89,10 +89,10 @@ def load_code_folder(data: str | Path, vqvae_folder: str | Path, level: int, top
     One-line errors when the codes were made by another VQ-VAE than ``vqvae_folder``'s or lack the level(s)
     the prior needs (level ``level``; upsamplers also ``level + 1``). Tracks without a split get one.
     """
-    from ..data.code_cache import CodeCache, vqvae_fingerprint
+    from ..data.code_cache import CodeCache, made_by
 
     cache = CodeCache(data)
-    if cache.fingerprint != vqvae_fingerprint(vqvae_folder):
+    if not made_by(cache.fingerprint, vqvae_folder):
         raise JukeboxError(f"{data}: codes were made by another VQ-VAE; re-encode with jukebox prepare --codes")
     cache.require_levels(level, *((level + 1,) if level < top_level else ()))
     manifest = cache.manifest()
