@@ -66,6 +66,14 @@ def is_code_folder(path: str | Path) -> bool:
         return False
 
 
+def _weight_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix == ".safetensors" or p.name in (
+        "config.json", "model.safetensors.index.json")))
+    if not files:
+        raise JukeboxError(f"{folder}: no VQ-VAE weights to fingerprint")
+    return files
+
+
 def _codes_tensor(name: str) -> bool:
     """Whether a VQ-VAE tensor decides codes: the encoders' and the codebooks' vectors (not the decoders, nor the
     codebooks' running EMA statistics, which only move the vectors while the codebooks train)."""
@@ -76,14 +84,19 @@ def vqvae_fingerprint(vqvae_folder: str | Path) -> str:
     """sha256 of what a VQ-VAE's codes depend on: its ``config.json`` and its encoders' and codebooks' tensors
     (names, dtypes, shapes, values). Decoders are left out: a decoder-only fine-tune (``jukebox train vqvae
     --decoder-only``) gives the same codes, so code folders and caches stay valid."""
-    from ..checkpoint.format import iter_weights
+    from safetensors import safe_open
 
     folder = Path(vqvae_folder)
+    files = _weight_files(folder)
     h = hashlib.sha256(b"jukebox-codes-fingerprint-2")
     config = folder / "config.json"
     if config.is_file():
         h.update(config.read_bytes())
-    tensors = {name: t for name, t in iter_weights(folder) if _codes_tensor(name)}
+    tensors: dict[str, torch.Tensor] = {}
+    for p in files:
+        if p.suffix == ".safetensors":
+            with safe_open(p, framework="pt") as f:
+                tensors.update({name: f.get_tensor(name) for name in f.keys() if _codes_tensor(name)})
     if not tensors:
         raise JukeboxError(f"{folder}: no encoder or codebook tensors to fingerprint")
     for name in sorted(tensors):
@@ -96,13 +109,8 @@ def vqvae_fingerprint(vqvae_folder: str | Path) -> str:
 def legacy_vqvae_fingerprint(vqvae_folder: str | Path) -> str:
     """The fingerprint caches written before content fingerprints carry: sha256 of the VQ-VAE folder's config and
     weight files as they lie on disk (decoders included)."""
-    folder = Path(vqvae_folder)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix == ".safetensors" or p.name in (
-        "config.json", "model.safetensors.index.json")))
-    if not files:
-        raise JukeboxError(f"{folder}: no VQ-VAE weights to fingerprint")
     h = hashlib.sha256()
-    for p in files:
+    for p in _weight_files(Path(vqvae_folder)):
         h.update(p.name.encode())
         with open(p, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
@@ -113,7 +121,7 @@ def legacy_vqvae_fingerprint(vqvae_folder: str | Path) -> str:
 def made_by(fingerprint: str, vqvae_folder: str | Path) -> bool:
     """Whether codes stored with ``fingerprint`` come from the VQ-VAE in ``vqvae_folder`` (the content
     fingerprint, or the whole-file one of older caches)."""
-    return fingerprint == vqvae_fingerprint(vqvae_folder) or fingerprint == legacy_vqvae_fingerprint(vqvae_folder)
+    return fingerprint in (vqvae_fingerprint(vqvae_folder), legacy_vqvae_fingerprint(vqvae_folder))
 
 
 @dataclass(frozen=True)
