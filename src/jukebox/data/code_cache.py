@@ -121,7 +121,7 @@ def legacy_vqvae_fingerprint(vqvae_folder: str | Path) -> str:
 def made_by(fingerprint: str, vqvae_folder: str | Path) -> bool:
     """Whether codes stored with ``fingerprint`` come from the VQ-VAE in ``vqvae_folder`` (the content
     fingerprint, or the whole-file one of older caches)."""
-    return fingerprint in (vqvae_fingerprint(vqvae_folder), legacy_vqvae_fingerprint(vqvae_folder))
+    return fingerprint == vqvae_fingerprint(vqvae_folder) or fingerprint == legacy_vqvae_fingerprint(vqvae_folder)
 
 
 @dataclass(frozen=True)
