@@ -4,7 +4,9 @@
 Generates ``--clips`` clips of ``--seconds`` s (all levels, or ``--levels``), cycling over ``--genres`` and, for
 tempo models, over ``--bpms``; measures each clip with :func:`jukebox.eval.rhythm.audio_measures` (pulse clarity,
 tempo, harmonic frames, chroma peak ratio, level, clipping) and prints/writes a JSON summary with per-clip rows.
-Optionally keeps the first ``--keep`` clips as WAV files.
+Optionally keeps the first ``--keep`` clips as WAV files. ``--codes-out`` saves the sampled codes (and each clip's
+genre and tempo) as an .npz; ``--from-codes`` measures those codes decoded by ``-m``'s VQ-VAE instead of sampling
+(the same music through another decoder: a paired comparison of decoders at the cost of the decode alone).
 
     python research/scripts/eval_tempo.py -m MODEL_DIR --clips 240 --seconds 10 --out out/tempo.json
 """
@@ -21,6 +23,7 @@ import numpy as np
 
 import jukebox
 from jukebox.eval.rhythm import audio_measures, tempo_matches
+from jukebox.loudness import DEFAULT_LUFS
 
 GENRES = ("electronic", "orchestral", "ambient", "folk", "classical")
 BPMS = (70, 80, 90, 100, 110, 120, 130, 140, 150, 160)
@@ -57,6 +60,8 @@ def main() -> None:
                     help="a sampling override, e.g. guidance=4 or temperature=[0.7,0.7,0.98] (repeatable)")
     ap.add_argument("--keep-dir", default=None,
                     help="write every clip as {index}_{genre}_{bpm}.ogg (mono, model rate) into this folder")
+    ap.add_argument("--codes-out", default=None, help="save every clip's codes and labels to this .npz")
+    ap.add_argument("--from-codes", default=None, help="decode the codes of a --codes-out .npz instead of sampling")
     args = ap.parse_args()
     overrides = {}
     for item in args.set:
@@ -75,10 +80,25 @@ def main() -> None:
         items.append(item)
     levels = None if args.levels is None else [int(v) for v in args.levels.split(",")]
     rows, t0 = [], time.time()
+    saved: dict[str, list] = {}
+    if args.from_codes:
+        with np.load(args.from_codes) as z:
+            level = int(z["level"])
+            codes_in = z["codes"]
+            items = [{"genre": str(g), **({"bpm": float(b)} if b > 0 else {})} for g, b in zip(z["genres"], z["bpms"])]
+        items = items[:args.clips]
     for start in range(0, len(items), args.batch):
         chunk = items[start:start + args.batch]
-        gen = model.generate(items=chunk, n_samples=len(chunk), seconds=args.seconds, seed=args.seed + start,
-                             levels=levels, **overrides)
+        if args.from_codes:
+            import torch
+
+            gen = argparse.Namespace(settings={"items": chunk}, audio=model.decode(
+                {level: torch.as_tensor(codes_in[start:start + len(chunk)]).long()}, level, loudness=DEFAULT_LUFS))
+        else:
+            gen = model.generate(items=chunk, n_samples=len(chunk), seconds=args.seconds, seed=args.seed + start,
+                                 levels=levels, **overrides)
+            saved.setdefault("codes", []).append(gen.codes[gen.level].numpy())
+            saved.setdefault("level", [gen.level])
         audio = gen.audio.numpy()
         for j, item in enumerate(chunk):
             x = audio[j, 0]
@@ -98,6 +118,12 @@ def main() -> None:
                 soundfile.write(Path(args.keep_dir) / name, np.clip(x, -1, 1), model.sample_rate, format="OGG",
                                 subtype="VORBIS")
         print(f"{len(rows)}/{len(items)} clips, {time.time() - t0:.0f} s", file=sys.stderr)
+    if args.codes_out and saved:
+        genres_all = [r["genre"] for r in rows]
+        bpms_all = [float(r["asked_bpm"] or 0) for r in rows]
+        codes = np.concatenate(saved["codes"]).astype(np.int16)
+        np.savez_compressed(args.codes_out, codes=codes, level=saved["level"][0],
+                            genres=np.array(genres_all), bpms=np.array(bpms_all))
     result = {"name": args.name or Path(args.model).name, "seconds": args.seconds, "levels": levels,
               "overrides": overrides, "seed": args.seed,
               "summary": summarise(rows), "rows": rows, "wall_seconds": time.time() - t0}

@@ -11,6 +11,9 @@
 #       runs/decoders/<arm> when the machine is still warm from the previous call (the trainer state, 185 MB with the
 #       discriminators, cannot travel back); otherwise from weights carried in .gpu/dec_<arm>.tar (the last call's
 #       $OUT/dec_<arm>.tar: decoder weights only, discriminators start over; said in the log) or the shipped VQ-VAE
+#   CODES=N (with STAGE=train): also sample N clips of 10 s with the shipped model (seed 1000, v6's 240-clip row)
+#       while the arms train, their codes -> $OUT/codes.npz; `eval_tempo.py --from-codes` then decodes the same codes
+#       with each decoder on any machine (the paired comparison at the cost of the decode alone)
 #   STAGE=eval bash research/scripts/gpu_decoders.sh   # reconstruction on the validation clips for original /
 #       finetune / adversarial (eval_default_model.py), then CLIPS generated clips per decoder from the same codes
 #       (eval_tempo.py, same seeds: only the decoder differs) -> $OUT/dec_results.tar (eval_<arm>.json,
@@ -49,6 +52,12 @@ if [ "$STAGE" = train ]; then
         --no-progress --log-dir none >> "$RUN/$arm.log" 2>&1 || true ) &
     pids+=($!)
   done
+  if [ -n "${CODES:-}" ]; then
+    ( python3 research/scripts/eval_tempo.py -m "$BASE" --clips "$CODES" --seconds 10 --batch 120 --seed 1000 \
+        --device "$DEVICE" --codes-out "$OUT/codes.npz" --out "$OUT/codes_run.json" --name v6_codes > "$RUN/codes.log" 2>&1 \
+        || true; tail -n 16 "$RUN/codes.log" ) &
+    pids+=($!)
+  fi
   wait "${pids[@]}"
   for arm in $ARMS; do
     dir=$RUN/model_$arm
