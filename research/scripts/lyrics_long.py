@@ -3,9 +3,11 @@
 that survive a cold machine, the training summary and the evaluation of the goals.
 
     python research/scripts/lyrics_long.py prepare --style lyrics --run RUN --state STATE --base BASE \\
-        --steps S --lr L --warmup W --min-lr-ratio M          # -> RUN/lyrics/train_args.txt, one arg a line
+        --lr L --warmup W --min-lr-ratio M --planned-s P --step-rate R --call-s C  # -> RUN/lyrics/train_args.txt
+    python research/scripts/lyrics_long.py account --run RUN --style lyrics --seconds C   # after the call's training
     python research/scripts/lyrics_long.py pack-state --run RUN --style lyrics --out OUT/lyrics.q8.tar.xz
-    python research/scripts/lyrics_long.py summary --run RUN --out RUN/logs/train_summary.json
+    python research/scripts/lyrics_long.py restore --pack STATE/lyrics.q8.tar.xz --base BASE --out RUN/lyrics
+    python research/scripts/lyrics_long.py summary --run RUN --out RUN/logs/train_history.json
     python research/scripts/lyrics_long.py evaluate --model lyrics=RUN/lyrics --model merged=RUN/merged \\
         --base BASE --data RUN/data/lyricpack --out OUT/eval_results.json [--alignment-npz F]
 
@@ -13,8 +15,10 @@ that survive a cold machine, the training summary and the evaluation of the goal
 checkpoint in ``RUN/<style>`` continues exactly), ``restored`` (a cold machine: the int8 weights an earlier call
 returned, ``STATE/<style>.q8.tar.xz``, start a new run whose optimiser state starts over; the learning-rate schedule
 continues where the packed step left it) or ``fresh`` (``lyrics_init.py``: the lyric prior grown from the base
-model's top prior). The schedule is linear decay after a warm-up, so a continuation from step ``d`` is again a
-linear decay (from lr(d) to the same floor at the same final step) after a short warm-up of the fresh moments.
+model's top prior). The schedule is linear decay after a warm-up, ending when ``--planned-s`` seconds of training
+(all calls) are spent; its total step count is re-planned every call from the rate ``account`` measured. A
+continuation from step ``d`` is again a linear decay (from lr(d) to the same floor at the same final step) after a
+short warm-up of the fresh moments.
 
 Styles: ``lyrics`` = the encoder-decoder (5b_lyrics) style, ``merged`` = the merged-sequence (1b_lyrics) style.
 The fallback packs use ``lyrics_models.py``'s format (int8 matrices with per-row scales, fp16 vectors, xz), so
