@@ -70,12 +70,13 @@ RESTART_WARMUP = 50
 # which the current trainer run began (0, or the step of the weights a cold machine restarted from) and ``run``: that
 # run's own arguments (its steps are local: global step = offset + local step).
 def lr_at(step: int, lr: float, steps: int, warmup: int, min_ratio: float) -> float:
-    """The linear schedule of ``jukebox train --decay linear`` at optimiser step ``step`` (0-based)."""
-    if warmup and step < warmup:
-        return lr * (step + 1) / warmup
-    floor = lr * min_ratio
-    progress = min(1.0, max(0.0, (step - warmup) / max(1, steps - warmup)))
-    return floor + (lr - floor) * (1.0 - progress)
+    """The linear schedule of ``jukebox train --decay linear`` at optimiser step ``step`` (0-based): the trainer's
+    own :func:`jukebox.train.optim.lr_at`."""
+    from jukebox.train import TrainConfig
+    from jukebox.train.optim import lr_at as trainer_lr_at
+
+    config = TrainConfig(steps=steps, lr=lr, warmup_steps=warmup, decay="linear", min_lr_ratio=min_ratio)
+    return trainer_lr_at(step, config)
 
 
 def plan_total(sched: dict[str, Any], done: int, call_s: float) -> int:
