@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import jukebox
 from jukebox.eval.rhythm import audio_measures, tempo_matches
@@ -80,35 +81,35 @@ def main() -> None:
         items.append(item)
     levels = None if args.levels is None else [int(v) for v in args.levels.split(",")]
     rows, t0 = [], time.time()
-    saved: dict[str, list] = {}
+    saved_codes: list[np.ndarray] = []
+    code_level = 0
     if args.from_codes:
         with np.load(args.from_codes) as z:
-            level = int(z["level"])
+            code_level = int(z["level"])
             codes_in = z["codes"]
             items = [{"genre": str(g), **({"bpm": float(b)} if b > 0 else {})} for g, b in zip(z["genres"], z["bpms"])]
         items = items[:args.clips]
     for start in range(0, len(items), args.batch):
         chunk = items[start:start + args.batch]
         if args.from_codes:
-            import torch
-
-            gen = argparse.Namespace(settings={"items": chunk}, audio=model.decode(
-                {level: torch.as_tensor(codes_in[start:start + len(chunk)]).long()}, level, loudness=DEFAULT_LUFS))
+            batch_codes = torch.as_tensor(codes_in[start:start + len(chunk)]).long()
+            audio_t = model.decode({code_level: batch_codes}, code_level, loudness=DEFAULT_LUFS)
+            labels = chunk
         else:
             gen = model.generate(items=chunk, n_samples=len(chunk), seconds=args.seconds, seed=args.seed + start,
                                  levels=levels, **overrides)
-            saved.setdefault("codes", []).append(gen.codes[gen.level].numpy())
-            saved.setdefault("level", [gen.level])
-        audio = gen.audio.numpy()
+            audio_t, labels, code_level = gen.audio, gen.settings["items"], gen.level
+            saved_codes.append(gen.codes[gen.level].numpy())
+        audio = audio_t.numpy()
         for j, item in enumerate(chunk):
             x = audio[j, 0]
             m = audio_measures(x, model.sample_rate)
-            row = {"genre": item["genre"], "asked_bpm": item.get("bpm") or gen.settings["items"][j].get("bpm"), **m}
+            row = {"genre": item["genre"], "asked_bpm": item.get("bpm") or labels[j].get("bpm"), **m}
             if row["asked_bpm"]:
                 row["tempo_match"] = bool(tempo_matches(m["tempo_bpm"], row["asked_bpm"]))
             rows.append(row)
             if start + j < args.keep and args.out:
-                jukebox.save_audio(gen.audio[j], Path(args.out).with_suffix("").as_posix() + f"_{start + j}.wav",
+                jukebox.save_audio(audio_t[j], Path(args.out).with_suffix("").as_posix() + f"_{start + j}.wav",
                                    model.sample_rate)
             if args.keep_dir:
                 import soundfile
@@ -118,11 +119,11 @@ def main() -> None:
                 soundfile.write(Path(args.keep_dir) / name, np.clip(x, -1, 1), model.sample_rate, format="OGG",
                                 subtype="VORBIS")
         print(f"{len(rows)}/{len(items)} clips, {time.time() - t0:.0f} s", file=sys.stderr)
-    if args.codes_out and saved:
+    if args.codes_out and saved_codes:
         genres_all = [r["genre"] for r in rows]
         bpms_all = [float(r["asked_bpm"] or 0) for r in rows]
-        codes = np.concatenate(saved["codes"]).astype(np.int16)
-        np.savez_compressed(args.codes_out, codes=codes, level=saved["level"][0],
+        codes = np.concatenate(saved_codes).astype(np.int16)
+        np.savez_compressed(args.codes_out, codes=codes, level=code_level,
                             genres=np.array(genres_all), bpms=np.array(bpms_all))
     result = {"name": args.name or Path(args.model).name, "seconds": args.seconds, "levels": levels,
               "overrides": overrides, "seed": args.seed,
