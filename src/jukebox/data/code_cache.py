@@ -45,6 +45,7 @@ from ..audio import load_audio
 from ..errors import JukeboxError
 from .dataset import Manifest, Track
 from .tempo import fit_grid
+from .word_timing import Words
 
 FORMAT = "jukebox-code-cache"
 VERSION = 2
@@ -409,7 +410,8 @@ def ensure_code_cache(manifest: Manifest, vqvae: Any, vqvae_folder: str | Path, 
 class CodeWindow:
     """One prior training example: codes ``z`` [n_ctx], upper codes ``z_cond`` [n_ctx // down] (upsamplers) and
     what the labels need (the window's offset and the song's total length in samples; with beats, the constant
-    beat grid fitted to the window's beats: ``bpm`` (0: no steady pulse) and ``beat0``, a beat's time in samples)."""
+    beat grid fitted to the window's beats: ``bpm`` (0: no steady pulse) and ``beat0``, a beat's time in samples;
+    ``words``: the whole track's word timings, when it has them (:mod:`jukebox.data.word_timing`))."""
 
     z: np.ndarray
     z_cond: np.ndarray | None
@@ -421,6 +423,7 @@ class CodeWindow:
     path: str
     bpm: float = 0.0
     beat0: int = 0
+    words: Words = ()
 
 
 class CodeWindowSampler:
@@ -507,4 +510,4 @@ class CodeWindowSampler:
             beat0 = int(round(first * sr)) if bpm else 0
         return CodeWindow(z=z, z_cond=z_cond, artist=track.artist, genre=track.genre, lyrics=track.lyrics,
                           offset=offset, total_length=self.cache.tracks[track.path].total_length,
-                          path=track.path, bpm=float(bpm), beat0=beat0)
+                          path=track.path, bpm=float(bpm), beat0=beat0, words=track.words)

@@ -2,7 +2,8 @@
 
 A corpus is a folder of audio files (wav/flac/ogg/opus/mp3, nested folders allowed) with an optional
 ``metadata.csv`` or ``metadata.jsonl`` at its root. Metadata columns/keys: ``file`` (path relative to the folder,
-required), ``artist``, ``genre``, ``lyrics`` and ``split`` (``train``/``validation``), all optional.
+required), ``artist``, ``genre``, ``lyrics``, ``split`` (``train``/``validation``) and ``words`` (the sung words'
+timings, a list of ``[word, start_seconds, end_seconds]``; a JSON string in a CSV), all optional.
 
 Labels of a file come from, in order: its metadata row; its tags (``artist``, else ``composer``/``albumartist``;
 ``genre``), read with ``mutagen`` when installed and through libsndfile otherwise; the name of its top-level
@@ -37,6 +38,7 @@ import soundfile as sf
 from ..atomic import atomic_write_text
 from ..audio import load_audio
 from ..errors import JukeboxError
+from .word_timing import Words, parse_words
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")
@@ -60,6 +62,7 @@ class Track:
     lyrics: str = ""
     split: str | None = None  # "train", "validation" or None (not assigned yet)
     label_source: str = "default"  # where artist/genre came from: metadata, tags, folder, default or a mix
+    words: Words = ()  # the sung words' timings ((word, start_seconds, end_seconds), ...), when known
 
     def length(self, sample_rate: int) -> int:
         """Length of the track in samples at ``sample_rate``."""
@@ -99,7 +102,7 @@ class Manifest:
             "version": MANIFEST_VERSION,
             "root": self.root,
             "sample_rate": self.sample_rate,
-            "tracks": [dataclasses.asdict(t) for t in self.tracks],
+            "tracks": [_track_dict(t) for t in self.tracks],
             "skipped": [dataclasses.asdict(s) for s in self.skipped],
         }
 
@@ -111,7 +114,7 @@ class Manifest:
             raise JukeboxError(f"{where}: manifest version {d.get('version')} is not supported "
                                f"(expected {MANIFEST_VERSION})")
         try:
-            tracks = [Track(**t) for t in d["tracks"]]
+            tracks = [_track_from_dict(t, where) for t in d["tracks"]]
             skipped = [SkippedFile(**s) for s in d.get("skipped", [])]
             return cls(root=str(d["root"]), tracks=tracks, skipped=skipped, sample_rate=d.get("sample_rate"))
         except (KeyError, TypeError) as e:
@@ -135,14 +138,31 @@ class Manifest:
         return cls.from_dict(d, str(path))
 
 
+def _track_dict(t: Track) -> dict[str, Any]:
+    """A track as manifest JSON; ``words`` only when it has some (manifests without timings stay as they were)."""
+    d = dataclasses.asdict(t)
+    if t.words:
+        d["words"] = [list(w) for w in t.words]
+    else:
+        del d["words"]
+    return d
+
+
+def _track_from_dict(t: Any, where: str) -> Track:
+    if isinstance(t, dict) and "words" in t:
+        t = {**t, "words": parse_words(t["words"], f"{where}: track {t.get('path')!r}")}
+    return Track(**t)
+
+
 # ---------------------------------------------------------------------------------------------------- metadata
 
 
-def read_metadata(root: str | Path) -> tuple[dict[str, dict[str, str]], str | None]:
+def read_metadata(root: str | Path) -> tuple[dict[str, dict[str, Any]], str | None]:
     """Read ``metadata.csv`` or ``metadata.jsonl`` at ``root``.
 
-    Returns ``({relative posix path: {artist, genre, lyrics, split}}, file name or None)``. Raises
-    :class:`JukeboxError` on a malformed file (bad JSON line, missing ``file`` column, unknown split).
+    Returns ``({relative posix path: {artist, genre, lyrics, split, words}}, file name or None)`` (``words`` as
+    :data:`~jukebox.data.word_timing.Words`). Raises :class:`JukeboxError` on a malformed file (bad JSON line,
+    missing ``file`` column, unknown split, malformed ``words``).
     """
     root = Path(root)
     found = [root / n for n in METADATA_FILES if (root / n).is_file()]
@@ -173,7 +193,7 @@ def read_metadata(root: str | Path) -> tuple[dict[str, dict[str, str]], str | No
             if not isinstance(obj, dict):
                 raise JukeboxError(f"{path}:{i}: each line must be a JSON object")
             rows.append((i, obj))
-    out: dict[str, dict[str, str]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for line, row in rows:
         file = str(row.get("file") or "").strip()
         if not file:
@@ -181,8 +201,16 @@ def read_metadata(root: str | Path) -> tuple[dict[str, dict[str, str]], str | No
         rel = Path(file).as_posix()
         if Path(file).is_absolute() or ".." in Path(file).parts:
             raise JukeboxError(f"{path}:{line}: 'file' must be a path inside {root}, got {file!r}")
-        entry = {k: str(row[k]).strip() if k != "lyrics" else str(row[k])
-                 for k in _META_KEYS[1:] if row.get(k) not in (None, "")}
+        entry: dict[str, Any] = {k: str(row[k]).strip() if k != "lyrics" else str(row[k])
+                                 for k in _META_KEYS[1:] if row.get(k) not in (None, "")}
+        if row.get("words") not in (None, ""):
+            words = row["words"]
+            if isinstance(words, str):  # a CSV cell holds the list as JSON
+                try:
+                    words = json.loads(words)
+                except ValueError:
+                    raise JukeboxError(f"{path}:{line}: track {rel!r}: 'words' is not a JSON list") from None
+            entry["words"] = parse_words(words, f"{path}:{line}: track {rel!r}")
         split = entry.get("split")
         if split is not None and split not in SPLITS:
             raise JukeboxError(f"{path}:{line}: split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -321,7 +349,7 @@ def scan_corpus(
 
 
 def _label(root: Path, path: Path, rel: str, sr: int, ch: int, seconds: float,
-           row: dict[str, str] | None, folder_as: str | None) -> Track:
+           row: dict[str, Any] | None, folder_as: str | None) -> Track:
     row = row or {}
     found: dict[str, tuple[str, str]] = {k: (row[k], "metadata") for k in ("artist", "genre") if row.get(k)}
     if len(found) < 2:
@@ -346,7 +374,7 @@ def _label(root: Path, path: Path, rel: str, sr: int, ch: int, seconds: float,
                 lyrics = ""
     source = a_src if a_src == g_src else f"artist {a_src}, genre {g_src}"
     return Track(path=rel, duration=seconds, sample_rate=sr, channels=ch, artist=artist, genre=genre,
-                 lyrics=lyrics, split=row.get("split"), label_source=source)
+                 lyrics=lyrics, split=row.get("split"), label_source=source, words=row.get("words", ()))
 
 
 # ---------------------------------------------------------------------------------------------------- split
