@@ -125,6 +125,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--balance-power", type=float, default=None, metavar="A",
                    help="with --balance: 0 gives every group the same share, 1 the share of its music, 0.5 between "
                    "(default 0)")
+    q.add_argument("--align-loss", type=float, default=None, metavar="W",
+                   help="encoder-decoder lyric priors: pull one lyric cross-attention head onto the characters of "
+                   "the word being sung, on tracks whose metadata has word timings ('words': [[word, start_s, "
+                   "end_s], ...]); W weighs the term added to the loss (e.g. 1; default 0: off)")
+    q.add_argument("--align-layer", type=int, default=None, metavar="L",
+                   help="with --align-loss: the cross-attention layer (default: the prior's alignment layer, else "
+                   "its last cross-attention layer)")
+    q.add_argument("--align-head", type=int, default=None, metavar="H",
+                   help="with --align-loss: the head (default: the prior's alignment head, else 0)")
     q.add_argument("--cache", default=None, metavar="DIR", help="code cache folder (default MODEL_DIR/code_cache/..)")
     q.add_argument("--rebuild-cache", action="store_true", help="re-encode the corpus even if the cache is valid")
     q.add_argument("--checkpoint-activations", action=argparse.BooleanOptionalAction, default=None,

@@ -504,8 +504,9 @@ class Trainer:
                     run.writer.add_scalar(f"train/{k}", v, done)
             run.writer.add_scalar("perf/tokens_per_second", run.result.tokens_per_second, done)
         if run.bar is None:
+            extra = "".join(f" {k} {means[k]:.4g}" for k in getattr(self.task, "log_metrics", ()) if k in means)
             self.log(f"{self.task.name} step {done}/{c.steps} loss {means['loss']:.4g} lr {row['lr']:.3g} "
-                     f"{run.result.tokens_per_second:.0f} tokens/s")
+                     f"{run.result.tokens_per_second:.0f} tokens/s{extra}")
 
     def _record_validation(self, run: _Run, done: int, val: dict[str, float]) -> None:
         """Validation means ``val`` of step ``done`` into the history, TensorBoard and the log."""

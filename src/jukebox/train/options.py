@@ -55,6 +55,15 @@ class TrainOptions(ConfigBase):
     balance: str = "none"
     #: See ``balance``.
     balance_power: float = 0.0
+    #: Weight W of the supervised lyric-alignment loss (encoder-decoder lyric priors; 0: off): where a track has word
+    #: timings, one cross-attention head is pulled onto the characters of the word being sung, adding
+    #: ``W * mean(-log(head's weight on the word's characters + 1e-6))`` over the positions with a sung word.
+    align_loss: float = 0.0
+    #: The cross-attention layer the alignment loss supervises (None: the prior's ``alignment_layer``, else its
+    #: last cross-attention layer).
+    align_layer: int | None = None
+    #: Its head (None: the prior's ``alignment_head``, else 0).
+    align_head: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("label_dropout", "input_noise", "scheduled_sampling"):
@@ -71,6 +80,17 @@ class TrainOptions(ConfigBase):
             raise OptionError(f"n_ctx must be >= 1, got {self.n_ctx}")
         if self.balance not in BALANCE_KEYS:
             raise OptionError(f"balance must be one of {', '.join(BALANCE_KEYS)}, got {self.balance!r}")
+        w = self.align_loss
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w < float("inf"):
+            raise OptionError(f"align_loss must be a number >= 0, got {w!r}")
+        for name in ("align_layer", "align_head"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise OptionError(f"{name} must be an integer >= 0, got {value!r}")
+            if not w:
+                raise OptionError(f"{name} chooses the head of the alignment loss; give align_loss > 0 too")
         power = self.balance_power
         if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0.0 <= power <= 1.0:
             raise OptionError(f"balance_power must be in [0, 1], got {power!r}")

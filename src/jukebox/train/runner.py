@@ -27,7 +27,7 @@ from .config import TrainConfig
 from .distributed import DistInfo, broadcast_object, cleanup_distributed, setup_distributed
 from .loop import Trainer, TrainResult
 from .options import TrainOptions
-from .tasks import PriorTask, VQVAETask, estimate_bandwidth
+from .tasks import PriorTask, VQVAETask, alignment_site, estimate_bandwidth
 
 LogFn = Callable[[str], None]
 
@@ -345,6 +345,9 @@ def _check_fsdp(config: TrainConfig, o: TrainOptions) -> None:
         raise UsageError("--fsdp trains the whole prior; LoRA adapters (--lora-rank) train on one GPU: drop one")
     if config.compile != "none":
         raise UsageError("--fsdp runs the blocks eagerly; drop --compile (or train without --fsdp)")
+    if o.align_loss:
+        raise UsageError("--align-loss reads a cross-attention layer outside its sharded block: train it without "
+                         "--fsdp")
 
 
 def _set_activation_checkpointing(model: torch.nn.Module, on: bool) -> None:
@@ -591,6 +594,13 @@ class _PriorRun:
         if (o.input_noise or o.scheduled_sampling) and cfg.lyrics.style == "merged":
             raise UsageError("--input-noise / --scheduled-sampling: a lyric-merged (1b-style) prior reads lyrics and "
                              "codes as one sequence; train it without them")
+        if o.align_loss:
+            if cfg.lyrics.style != "encoder_decoder" or labeller is None:
+                alignment_site(self.model)  # the one-line refusal naming the prior's kind
+            layer, head = alignment_site(self.model, o.align_layer, o.align_head)
+            timed = sum(1 for t in train.tracks if t.words)
+            self._note(f"alignment loss x {o.align_loss:g} on cross-attention layer {layer}, head {head}: {timed} of "
+                       f"{len(train.tracks)} training tracks have word timings")
         config = self.config
         task = PriorTask(level, train, val, labeller, config.batch_size, config.seed, config.val_batches,
                          export=self.export, vqvae=media_vqvae, l_bins=cfg.l_bins, options=o)

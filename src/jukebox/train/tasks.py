@@ -7,6 +7,7 @@ the uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,9 @@ from torch import Tensor, nn
 
 from ..data.code_cache import CodeWindow, CodeWindowSampler
 from ..data.dataset import Window, WindowSampler
-from ..data.labels import Labeller, null_labels
+from ..data.labels import Labeller, lyric_window, null_labels
+from ..data.word_timing import alignment_targets, word_char_spans
+from ..errors import UsageError
 from .options import TrainOptions
 
 VAL_STREAM = 0x5EED_0FF5  # keeps validation draws apart from training draws
@@ -131,13 +134,50 @@ def estimate_bandwidth(sampler: WindowSampler, config: Any, n_windows: int = 16,
 # ---------------------------------------------------------------------------------------------------- priors
 
 
+def alignment_site(prior: nn.Module, layer: int | None = None, head: int | None = None) -> tuple[int, int]:
+    """(layer, head) of ``prior``'s decoder whose lyric cross-attention the alignment loss supervises: ``layer`` /
+    ``head`` when given, else the config's ``alignment_layer`` / ``alignment_head``, else the last
+    cross-attention layer and head 0. A one-line :class:`UsageError` for a prior without an encoder-decoder
+    lyric path (1b-style merged priors, priors without lyrics) or a layer that is not cross-attention."""
+    style = getattr(prior, "style", "none")
+    if style != "encoder_decoder":
+        what = "a merged-sequence (1b-style) lyric prior" if style == "merged" else "a prior without lyrics"
+        raise UsageError(f"--align-loss supervises a lyric cross-attention head of an encoder-decoder (5b_lyrics-"
+                         f"style) prior; this is {what}: train it without --align-loss")
+    cfg = prior.config
+    blocks = prior.decoder.transformer.blocks
+    cross = [i for i, b in enumerate(blocks) if b.attn.pattern == "cross"]
+    layer = layer if layer is not None else cfg.alignment_layer if cfg.alignment_layer is not None else cross[-1]
+    head = head if head is not None else cfg.alignment_head if cfg.alignment_head is not None else 0
+    if layer not in cross:
+        raise UsageError(f"--align-layer {layer} is not a cross-attention layer of this prior (those are "
+                         f"{', '.join(map(str, cross))})")
+    if not 0 <= head < blocks[layer].attn.heads:
+        raise UsageError(f"--align-head {head} is outside the layer's {blocks[layer].attn.heads} heads")
+    return layer, head
+
+
+def head_weights(block: nn.Module, x: Tensor, states: Tensor, head: int) -> Tensor:
+    """Softmax weights [B, T, S] (float32) of cross-attention ``head`` of transformer ``block`` for the block's
+    input ``x`` [B, T, width] over the encoder states [B, S, width], as the block's attention computes them
+    (with gradient)."""
+    attn = block.attn
+    d = attn.head_dim
+    q = attn.q(block.norm_attn(x))[..., head * d:(head + 1) * d]
+    k = attn.kv(states.to(attn.kv.weight.dtype))[..., head * d:(head + 1) * d]  # keys are the first half
+    return torch.softmax(q.float() @ k.float().transpose(1, 2) / math.sqrt(d), dim=-1)
+
+
 class PriorTask(_WindowBatches):
     """Train one prior on windows of cached codes with their labels.
 
     ``labeller`` builds y [B, 4 + max_bow_genre_size + n_tokens] (None for a prior without labels). The batch
-    rates (``label_dropout``, ``input_noise``, ``scheduled_sampling``) come from ``options`` (a
-    :class:`~jukebox.train.options.TrainOptions`) or by name.
-    Batches: ``z`` [B, n_ctx] int64, ``z_cond`` [B, n_ctx // down] (upsamplers) and ``y``.
+    rates (``label_dropout``, ``input_noise``, ``scheduled_sampling``) and the alignment loss (``align_loss``,
+    ``align_layer``, ``align_head``) come from ``options`` (a :class:`~jukebox.train.options.TrainOptions`) or
+    by name.
+    Batches: ``z`` [B, n_ctx] int64, ``z_cond`` [B, n_ctx // down] (upsamplers) and ``y``; with the alignment
+    loss also ``align`` [B, n_ctx, 2] int64: per position the lyric-window columns ``[c0, c1)`` of the word sung
+    then, ``(-1, -1)`` where none (see :func:`~jukebox.data.word_timing.alignment_targets`).
     """
 
     prefers_bf16 = True
@@ -160,6 +200,13 @@ class PriorTask(_WindowBatches):
         self.label_dropout = options.label_dropout
         self.input_noise, self.l_bins = options.input_noise, l_bins
         self.scheduled_sampling = options.scheduled_sampling
+        self.align_loss, self.align_layer, self.align_head = options.align_loss, options.align_layer, options.align_head
+        #: Metrics the training log line shows besides the loss.
+        self.log_metrics: tuple[str, ...] = ("align_loss", "align_share") if self.align_loss else ()
+        self._spans: dict[str, list[tuple[int, int] | None]] = {}  # each track's word spans in its lyrics
+        self._site: tuple[int, int] | None = None
+        if self.align_loss and (labeller is None or labeller.n_tokens == 0):
+            raise UsageError("--align-loss needs a prior with lyrics (an encoder-decoder lyric prior)")
         if self.label_dropout and labeller is None:
             raise ValueError("label dropout needs a prior with labels")
         if self.input_noise and l_bins < 1:
@@ -185,7 +232,7 @@ class PriorTask(_WindowBatches):
             batch["ss_u"] = torch.from_numpy(rng.random(shape, dtype=np.float32))
         return batch
 
-    def _collate(self, windows: list[CodeWindow]) -> dict[str, Any]:
+    def _collate(self, windows: list[CodeWindow], raw_to_tokens: int = 0, sample_rate: int = 0) -> dict[str, Any]:
         batch: dict[str, Any] = {
             "z": torch.from_numpy(np.stack([w.z for w in windows])),
             "z_cond": None if windows[0].z_cond is None else torch.from_numpy(np.stack([w.z_cond for w in windows])),
@@ -195,11 +242,32 @@ class PriorTask(_WindowBatches):
         if self.labeller is not None:
             metas = [{"artist": w.artist, "genre": w.genre, "lyrics": w.lyrics, "total_length": w.total_length,
                       "offset": w.offset, "bpm": w.bpm, "beat0": w.beat0} for w in windows]
-            batch["y"] = self.labeller.batch_labels(metas).y
+            labels = self.labeller.batch_labels(metas)
+            batch["y"] = labels.y
+            if self.align_loss:
+                batch["align"] = torch.from_numpy(np.stack([
+                    self._targets(w, info.lyrics, info.full_tokens, raw_to_tokens, sample_rate)
+                    for w, info in zip(windows, labels.infos)]))
         return batch
 
+    def _targets(self, w: CodeWindow, text: str, full_tokens: tuple[int, ...], raw_to_tokens: int,
+                 sample_rate: int) -> np.ndarray:
+        """The alignment targets [n_ctx, 2] of window ``w`` (its lyric window chosen as the labeller chooses it)."""
+        lab = self.labeller
+        n_ctx = len(w.z)
+        if not w.words:
+            return np.full((n_ctx, 2), -1, np.int64)
+        if w.path not in self._spans:
+            self._spans[w.path] = word_char_spans(w.words, text, lab.vocab.lyric_vocab.clean)
+        _, indices = lyric_window(full_tokens, lab.n_tokens, int(w.total_length), int(w.offset), lab.sample_length)
+        return alignment_targets(w.words, self._spans[w.path], indices, int(w.offset), n_ctx, raw_to_tokens,
+                                 sample_rate)
+
     def _draw(self, sampler: CodeWindowSampler, rng: np.random.Generator) -> dict[str, Any]:
-        return self._collate([sampler.window(int(i)) for i in sampler.draw(rng, self.batch_size)])
+        windows = [sampler.window(int(i)) for i in sampler.draw(rng, self.batch_size)]
+        if not self.align_loss:
+            return self._collate(windows)
+        return self._collate(windows, sampler.hop, sampler.cache.sample_rate)
 
     def loss(self, model: nn.Module, batch: dict[str, Any], device: torch.device) -> tuple[Tensor, dict[str, Tensor]]:
         z = batch["z"].to(device, non_blocking=True)
@@ -209,7 +277,48 @@ class PriorTask(_WindowBatches):
         z_in = None if z_in is None else z_in.to(device, non_blocking=True)
         if "ss_hit" in batch:  # training batches only: validation reads clean codes
             z_in = self._self_fed(model, z, z_cond, y, z_in, batch["ss_hit"].to(device), batch["ss_u"].to(device))
-        return model(z, z_cond, y, z_input=z_in)
+        if not self.align_loss or "align" not in batch:
+            return model(z, z_cond, y, z_input=z_in)
+        return self._aligned_loss(model, z, z_cond, y, z_in, batch["align"].to(device))
+
+    def alignment_site(self, prior: nn.Module) -> tuple[int, int]:
+        """(layer, head) the alignment loss supervises in ``prior`` (see :func:`alignment_site`), checked once."""
+        if self._site is None:
+            self._site = alignment_site(prior, self.align_layer, self.align_head)
+        return self._site
+
+    def _aligned_loss(self, model: nn.Module, z: Tensor, z_cond: Tensor | None, y: Tensor | None,
+                      z_in: Tensor | None, align: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The prior's loss plus ``align_loss`` x the alignment term; metrics ``align_loss`` (the term: mean over the
+        positions with a target of -log(the head's weight on the target columns + 1e-6)) and ``align_share`` (the
+        share of positions with a target). The head's weights are computed here from the alignment layer's input,
+        seen by a pre-hook on its block, so compiled or checkpointed blocks need not record anything."""
+        prior = _unwrap(model)
+        layer, head = self.alignment_site(prior)
+        block = prior.decoder.transformer.blocks[layer]
+        seen: list[tuple[Tensor, Tensor]] = []
+
+        def grab(_module: nn.Module, args: tuple[Any, ...]) -> None:
+            if not seen:
+                seen.append((args[0], args[1]))
+
+        handle = block.register_forward_pre_hook(grab)
+        try:
+            loss, metrics = model(z, z_cond, y, z_input=z_in)
+        finally:
+            handle.remove()
+        if not seen or seen[0][1] is None:
+            raise UsageError("--align-loss: the alignment layer's input was not seen (a whole-model compile hides "
+                             "it); use --compile blocks or none")
+        w = head_weights(block, seen[0][0], seen[0][1], head)  # [B, T, S]
+        cols = torch.arange(w.shape[-1], device=w.device)
+        target = (cols >= align[..., :1]) & (cols < align[..., 1:])  # [B, T, S]
+        has = align[..., 0] >= 0  # [B, T]
+        mass = (w * target).sum(-1)
+        n = has.sum()
+        term = torch.where(has, -torch.log(mass + 1e-6), torch.zeros_like(mass)).sum() / n.clamp(min=1)
+        metrics = {**metrics, "align_loss": term.detach(), "align_share": has.float().mean()}
+        return loss + self.align_loss * term, metrics
 
     @staticmethod
     def _self_fed(model: nn.Module, z: Tensor, z_cond: Tensor | None, y: Tensor | None, z_in: Tensor | None,
