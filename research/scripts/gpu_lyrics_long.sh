@@ -29,13 +29,17 @@
 # (all calls together) are spent; the total step count is re-planned every call from the measured steps/s
 # (lyrics_long.py prepare / account). Batch BATCH x 1,024 codes per style, label dropout 0.15 (as the shipped prior,
 # so guidance keeps working), compiled blocks, checkpoints every SAVE_EVERY steps (a time box loses at most that many).
+# ALIGN_LOSS=W (default 0: off): the encoder-decoder style (`lyrics`) trains with `--align-loss W`, one lyric
+# cross-attention head pulled onto the word being sung where the pack's manifest has word timings; PACK then
+# defaults to .gpu/lyricpack_words.tar.xz (lyrics_codepack.py build --with-words). The merged style cannot use it.
 set -euo pipefail
 T0=$(date +%s)
 cd "$(dirname "$0")/../.."
 source research/scripts/device_env.sh  # $OUT, the carried wheels, PYTHONPATH, $J
 STAGE=${STAGE:-train}
 RUN=${RUN:-runs/lyrics_long}
-PACK=${PACK:-.gpu/lyricpack.tar.xz}
+ALIGN_LOSS=${ALIGN_LOSS:-0}
+if [ "$ALIGN_LOSS" = 0 ]; then PACK=${PACK:-.gpu/lyricpack.tar.xz}; else PACK=${PACK:-.gpu/lyricpack_words.tar.xz}; fi
 STATE=${STATE:-.gpu/lyricstate}
 BASE=${BASE:-src/jukebox/assets/default_model}
 DEVICE=${DEVICE:-cuda}
@@ -51,6 +55,7 @@ STEP_RATE=${STEP_RATE:-10}          # guessed steps/s of each style until the fi
 SAVE_EVERY=${SAVE_EVERY:-300}
 VAL_EVERY=${VAL_EVERY:-1500}
 VAL_BATCHES=${VAL_BATCHES:-8}
+LOG_EVERY=${LOG_EVERY:-50}
 LABEL_DROPOUT=${LABEL_DROPOUT:-0.15}
 WORKERS=${WORKERS:-4}
 COMPILE=${COMPILE:-blocks}
@@ -83,14 +88,15 @@ case "$STAGE" in
     echo "training $STYLES for $BOX s each from $(elapsed) s" | tee -a "$RUN/logs/calls.log"
     END=$(( T0 + CALL_S - PACK_MARGIN_S ))
     train_style() {  # style compile: train until END; a failure with compiled blocks is retried once eagerly
-      local s=$1 compile=$2 rc=0 left ARGS
+      local s=$1 compile=$2 rc=0 left ARGS ALIGN=()
       mapfile -t ARGS < "$RUN/$s/train_args.txt"
+      if [ "$s" = lyrics ]; then ALIGN=(--align-loss "$ALIGN_LOSS"); fi  # encoder-decoder only
       if [ "${#ARGS[@]}" -eq 0 ]; then echo "$s: nothing to train" >> "$RUN/logs/train_$s.log"; return 0; fi
       left=$(( END - $(date +%s) ))
       timeout "$left" $J train prior --model "$RUN/$s" --data "$DATA/mix" --level 2 "${ARGS[@]}" \
         --batch-size "$BATCH" --label-dropout "$LABEL_DROPOUT" --save-every "$SAVE_EVERY" --val-every "$VAL_EVERY" \
-        --val-batches "$VAL_BATCHES" --log-every 50 --workers "$WORKERS" --compile "$compile" --device "$DEVICE" \
-        --no-progress --log-dir none >> "$RUN/logs/train_$s.log" 2>&1 || rc=$?
+        --val-batches "$VAL_BATCHES" --log-every "$LOG_EVERY" --workers "$WORKERS" --compile "$compile" --device "$DEVICE" \
+        "${ALIGN[@]}" --no-progress --log-dir none >> "$RUN/logs/train_$s.log" 2>&1 || rc=$?
       left=$(( END - $(date +%s) ))
       if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$compile" != none ] && [ "$left" -ge 40 ]; then
         echo "$s: training stopped with rc $rc under --compile $compile; the rest of the box ($left s) eagerly" \
@@ -106,7 +112,8 @@ case "$STAGE" in
     echo "training done at $(elapsed) s"
     for s in $STYLES; do
       python3 "$PY" account --run "$RUN" --style "$s" --seconds "$BOX" | tee -a "$RUN/logs/calls.log"
-      grep -E "resuming|fine-tuning|extended|validation|Error|error|NaN" "$RUN/logs/train_$s.log" | tail -4 || true
+      grep -E "resuming|fine-tuning|extended|alignment loss|validation|Error|error|NaN" "$RUN/logs/train_$s.log" \
+        | tail -4 || true
       python3 "$PY" pack-state --run "$RUN" --style "$s" --out "$OUT/$s.q8.tar.xz"
     done
     python3 "$PY" summary --run "$RUN" --out "$RUN/logs/train_history.json"

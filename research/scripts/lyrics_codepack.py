@@ -8,7 +8,9 @@ joins them with a genre-balanced share of an instrumental code folder (same VQ-V
     lyricpack/mix/     a portable code folder (index.json, manifest.json, tempo.json, level_2.bin):
                        ``jukebox train prior --data lyricpack/mix --level 2`` reads it as it is. Tracks
                        ``sung/<song>.flac`` (train and validation songs, their lyrics, artist = the festival voice,
-                       genre = the accompaniment style) and ``inst/<path>`` (instrumental training tracks, lyrics "").
+                       genre = the accompaniment style; with ``--with-words``, the default, also the sung word
+                       timings ``words`` [[word, start, end], ...] for ``jukebox train prior --align-loss``) and
+                       ``inst/<path>`` (instrumental training tracks, lyrics "").
                        Validation = the sung validation songs only (so the training curve speaks of singing).
     lyricpack/eval/    a code folder of what training never sees: the held-out (``test``) songs and some
                        instrumental validation tracks; ``songs.json`` lists every evaluation song (held-out and
@@ -137,12 +139,15 @@ def _write_folder(root: Path, entries: Sequence[dict[str, Any]], fingerprint: st
             "tokens": int(sum(len(e["codes"]) for e in entries))}
 
 
-def _sung_entry(track: Any, npz: Path, split: str | None = None) -> dict[str, Any]:
+def _sung_entry(track: Any, npz: Path, split: str | None = None, words: list[list[Any]] | None = None
+                ) -> dict[str, Any]:
     from jukebox.data.tempo import BeatTrack
+    from jukebox.data.word_timing import parse_words
 
     z = np.load(npz)
     beats = BeatTrack(float(z["bpm"]), z["beats"], float(z["pulse"])) if bool(z["beats_ok"]) else None
-    t = dataclasses.replace(track, path=f"sung/{track.path}", split=split or track.split)
+    t = dataclasses.replace(track, path=f"sung/{track.path}", split=split or track.split,
+                            words=parse_words(words, f"{npz}: words") if words else ())
     return {"track": t, "codes": z["codes"].astype(np.int64), "total_length": int(z["total_length"]), "beats": beats}
 
 
@@ -180,7 +185,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         rec = timing.get(sid(t.path))
         if rec is None or rec["split"] not in ("train", "validation"):
             raise SystemExit(f"error: {t.path} has no train/validation timing record in {args.corpus}/timing")
-        sung.append(_sung_entry(t, sung_files[t.path], rec["split"]))
+        sung.append(_sung_entry(t, sung_files[t.path], rec["split"], _words(rec) if args.with_words else None))
     picked, cap = pick_instrumental(inst_m.split("train"), args.inst_hours, args.seed)
     inst_entries = []
     for t in picked:
@@ -192,7 +197,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         rec = timing.get(sid(t.path))
         if rec is None or rec["split"] != "test":
             raise SystemExit(f"error: {t.path} is not a held-out (test) song of {args.corpus}")
-        held.append(_sung_entry(t, held_files[t.path], "validation"))
+        held.append(_sung_entry(t, held_files[t.path], "validation", _words(rec) if args.with_words else None))
     held.sort(key=lambda e: e["track"].path)
     inst_val = sorted(inst_m.split("validation"), key=lambda t: t.path)
     rng = random.Random(args.seed)
@@ -239,6 +244,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
                     "sung_validation_songs": sum(e["track"].split == "validation" for e in sung),
                     "sung_train_hours": round(sum(e["track"].duration for e in sung_train) / 3600, 3),
                     "sung_train_tokens": n_tok(sung_train),
+                    "sung_tracks_with_words": sum(bool(e["track"].words) for e in sung),
                     "instrumental_tracks": len(inst_entries), "instrumental_tokens": n_tok(inst_entries),
                     "instrumental_hours_by_genre": {g: round(h, 3) for g, h in sorted(g_hours.items())},
                     "instrumental_genre_cap_hours": round(cap, 3),
@@ -295,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-songs", type=int, default=0, help="only songs with index < N (0: all)")
     p.add_argument("--model", default="default", help="model directory whose VQ-VAE made the codes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--with-words", action=argparse.BooleanOptionalAction, default=True,
+                   help="store the sung songs' word timings in the manifests (for --align-loss; default on)")
     p.add_argument("--out", type=Path, required=True)
     p = sub.add_parser("unpack", help="extract an archive (DEST/lyricpack)")
     p.add_argument("archive", type=Path)
