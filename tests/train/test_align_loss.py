@@ -140,6 +140,14 @@ def test_bf16_autocast_trains_with_it() -> None:
         loss, metrics = task.loss(prior, task.train_batch(0, 0, 0), torch.device("cpu"))
     loss.backward()
     assert torch.isfinite(loss) and prior.decoder.transformer.blocks[9].attn.q.weight.grad.abs().sum() > 0
+    grads = {n: p.grad.clone() for n, p in prior.named_parameters() if p.grad is not None}
+    prior.zero_grad()
+    prior.decoder.transformer.checkpoint = True  # recomputed blocks: the same loss and gradients
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        again, _ = task.loss(prior, task.train_batch(0, 0, 0), torch.device("cpu"))
+    again.backward()
+    assert torch.equal(again, loss)
+    assert all(torch.allclose(p.grad, grads[n], atol=1e-6) for n, p in prior.named_parameters() if n in grads)
 
 
 @pytest.mark.slow
