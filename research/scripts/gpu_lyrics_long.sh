@@ -140,6 +140,10 @@ case "$STAGE" in
       --deadline "$EV_DEADLINE" 2>&1 | tee "$RUN/logs/evaluate.log"
     BEST=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1])).get('chosen_on_validation', ''))" "$OUT/eval_results.json")
     echo "evaluation done at $(elapsed) s; chosen on validation: $BEST"
+    if [ "${SAMPLES:-1}" = 0 ]; then  # SAMPLES=0: the goals on real codes only (no samples, no product run)
+      tar cf "$OUT/eval_extra.tar" -C "$RUN" logs
+      echo "stage $STAGE finished in $(elapsed) s (SAMPLES=0)"; ls -la "$OUT"; exit 0
+    fi
     # samples of the goal songs (right / wrong lyrics per style, the base model as the no-lyrics control)
     rm -rf "$RUN/models" && mkdir -p "$RUN/models"
     for s in $STYLES; do
