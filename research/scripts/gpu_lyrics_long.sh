@@ -51,6 +51,7 @@ LR=${LR:-3e-4}
 WARMUP=${WARMUP:-200}
 MIN_LR_RATIO=${MIN_LR_RATIO:-0.1}
 PLANNED_S=${PLANNED_S:-1920}        # training seconds per style over all calls (32 minutes)
+PLANNED_STEPS=${PLANNED_STEPS:-0}   # new runs: end the decay at this step instead (equal-step comparisons)
 STEP_RATE=${STEP_RATE:-10}          # guessed steps/s of each style until the first call measures it
 SAVE_EVERY=${SAVE_EVERY:-300}
 VAL_EVERY=${VAL_EVERY:-1500}
@@ -81,7 +82,7 @@ case "$STAGE" in
     for s in $STYLES; do
       python3 "$PY" prepare --style "$s" --run "$RUN" --state "$STATE" --base "$BASE" --lr "$LR" --warmup "$WARMUP" \
         --min-lr-ratio "$MIN_LR_RATIO" --planned-s "$PLANNED_S" --step-rate "$STEP_RATE" --call-s "$BOX" \
-        --n-tokens "$N_TOKENS" | tee -a "$RUN/logs/calls.log"
+        --planned-steps "$PLANNED_STEPS" --n-tokens "$N_TOKENS" | tee -a "$RUN/logs/calls.log"
     done
     BOX=$(( CALL_S - PACK_MARGIN_S - $(elapsed) ))
     [ "$BOX" -ge 10 ] || BOX=10
@@ -103,7 +104,7 @@ case "$STAGE" in
           | tee -a "$RUN/logs/train_$s.log" "$RUN/logs/calls.log"
         python3 "$PY" prepare --style "$s" --run "$RUN" --state "$STATE" --base "$BASE" --lr "$LR" \
           --warmup "$WARMUP" --min-lr-ratio "$MIN_LR_RATIO" --planned-s "$PLANNED_S" --step-rate "$STEP_RATE" \
-          --call-s "$left" --n-tokens "$N_TOKENS" | tee -a "$RUN/logs/calls.log"
+          --call-s "$left" --planned-steps "$PLANNED_STEPS" --n-tokens "$N_TOKENS" | tee -a "$RUN/logs/calls.log"
         train_style "$s" none
       fi
     }

@@ -81,7 +81,10 @@ def lr_at(step: int, lr: float, steps: int, warmup: int, min_ratio: float) -> fl
 
 def plan_total(sched: dict[str, Any], done: int, call_s: float) -> int:
     """Total optimiser steps so that the decay ends when ``planned_s`` of training is spent; at least this call's
-    worth of steps beyond ``done`` (training past the plan continues at the floor)."""
+    worth of steps beyond ``done`` (training past the plan continues at the floor). A schedule with
+    ``planned_steps`` (> 0) ends there instead, whatever the rate: runs compared at equal steps."""
+    if int(sched.get("planned_steps") or 0) > 0:
+        return max(int(sched["planned_steps"]), done)
     rate = float(sched["rate"])
     left = max(0.0, float(sched["planned_s"]) - float(sched["trained_s"]))
     return int(done + rate * max(left, call_s)) + 1
@@ -151,16 +154,22 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             shutil.rmtree(model)
         rep = lyrics_init.make(Path(args.base), model, STYLES[style], args.n_tokens, args.seed)
         sched = {"lr": args.lr, "warmup": args.warmup, "min_lr_ratio": args.min_lr_ratio,
-                 "planned_s": args.planned_s, "trained_s": 0.0, "rate": args.step_rate, "offset": 0}
-        total = plan_total(sched, 0, args.call_s)
-        sched["run"] = restart_run(sched, 0, total)
+                 "planned_s": args.planned_s, "trained_s": 0.0, "rate": args.step_rate, "offset": 0,
+                 "planned_steps": args.planned_steps}
+        done = 0
+        total = plan_total(sched, done, args.call_s)
+        sched["run"] = restart_run(sched, done, total)
         mode, extra = "fresh", []
         note = (f"{style}: new lyric prior grown from {args.base}'s top prior ({rep['parameters']} parameters, "
                 f"layers {rep['new_layers']} added); {total} steps planned at a guessed {args.step_rate} steps/s")
     sched["mode"], sched["call_start_step"] = mode, done if mode != "fresh" else 0
     sched["total_steps"] = total
     sched_f.write_text(json.dumps(sched, indent=1) + "\n")
-    args_f.write_text("\n".join(run_args(sched) + extra) + "\n")
+    if total <= done:  # a fixed plan already trained: nothing to do this call (the shell skips an empty file)
+        args_f.write_text("")
+        note += f"; the planned {total} steps are done"
+    else:
+        args_f.write_text("\n".join(run_args(sched) + extra) + "\n")
     print(note, flush=True)
     return 0
 
@@ -522,6 +531,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--step-rate", type=float, required=True, help="guessed optimiser steps per second until a call "
                    "has measured it (new runs)")
     p.add_argument("--call-s", type=float, required=True, help="this call's training time box (seconds)")
+    p.add_argument("--planned-steps", type=int, default=0, help="new runs: end the decay at this many steps "
+                   "instead of after --planned-s (0: by time)")
     p.add_argument("--n-tokens", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=cmd_prepare)

@@ -136,3 +136,25 @@ def test_instrumental_share_is_genre_balanced() -> None:
     assert by["rock"] == pytest.approx(1 / 3) and 1.1 <= by["ambient"] <= 1.34
     assert sum(by.values()) >= 1.5 and cap == pytest.approx(1.5 - 1 / 3, abs=0.2)
     assert [t.path for t in picked] == [t.path for t in tracks if t in picked]  # corpus order kept
+
+
+def test_a_fixed_step_plan_ignores_the_rate_and_stops_when_done(tmp_path: Path) -> None:
+    from jukebox.testing import make_tiny_model_dir
+
+    sched = {"lr": 3e-4, "warmup": 100, "min_lr_ratio": 0.1, "planned_s": 1000.0, "trained_s": 900.0, "rate": 10.0,
+             "planned_steps": 7634}
+    assert ll.plan_total(sched, 0, 500.0) == 7634
+    assert ll.plan_total(dict(sched, rate=50.0), 4000, 500.0) == 7634
+    make_tiny_model_dir(tmp_path / "base")
+    run = tmp_path / "run"
+    common = ["--run", str(run), "--base", str(tmp_path / "base"), "--lr", "3e-4", "--warmup", "10",
+              "--min-lr-ratio", "0.1", "--planned-s", "100", "--step-rate", "2", "--call-s", "50", "--n-tokens", "8",
+              "--planned-steps", "60", "--state", ""]
+    assert ll.main(["prepare", "--style", "lyrics"] + common) == 0
+    assert (run / "lyrics" / "train_args.txt").read_text().split()[:2] == ["--steps", "60"]
+    ck = run / "lyrics" / "prior_level_2" / "checkpoint"
+    ck.mkdir()
+    (ck / "trainer.json").write_text(json.dumps({"step": 60}))
+    assert ll.main(["account", "--run", str(run), "--style", "lyrics", "--seconds", "20"]) == 0
+    assert ll.main(["prepare", "--style", "lyrics"] + common) == 0  # warm, all 60 steps trained: nothing to do
+    assert (run / "lyrics" / "train_args.txt").read_text() == ""
