@@ -99,6 +99,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--preset", default=None,
                    help="prior preset for a new prior (tiny VQ-VAE default: tiny_top / tiny_upsampler)")
     q.add_argument("--n-ctx", type=int, default=None, help="context length of a new prior (default: the preset's)")
+    q.add_argument("--init-from", default=None, metavar="BASE_MODEL_DIR",
+                   help="grow the new top-level lyric prior (--preset default_lyrics: encoder-decoder, or "
+                   "default_merged) from BASE_MODEL_DIR's lyric-free prior of --level, keeping its music: the config "
+                   "is the base's (width, heads, context, labels) with the preset's lyric settings, deepened as the "
+                   "style needs (new layers start as the identity); the base's labels.json and tempi come with it. "
+                   "MODEL_DIR must be another folder (made as a copy of the base's when it does not exist)")
     q.add_argument("--lora-rank", type=int, default=None, help="train LoRA adapters of this rank only (default off)")
     q.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
     q.add_argument("--merge-lora", action="store_true", default=None,
@@ -260,7 +266,7 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
                          resume=args.resume, restart=args.restart, cache_dir=args.cache,
                          rebuild_cache=args.rebuild_cache, device=_device(args.device), log_dir=args.log_dir,
                          progress=not args.no_progress and sys.stderr.isatty(), stop_at=args.stop_at,
-                         val_fraction=args.val_fraction, **prior_options(args))
+                         val_fraction=args.val_fraction, init_from=args.init_from, **prior_options(args))
     _summary(args, result, f"{args.model}/prior_level_{args.level}")
     return 0
 

@@ -363,7 +363,7 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
                 options: TrainOptions | None = None, cache_dir: str | Path | None = None, rebuild_cache: bool = False,
                 device: str | torch.device | None = None, log_dir: str | Path | None = None, progress: bool = True,
                 record_batches: bool = False, stop_at: int | None = None, log: LogFn = _stderr,
-                **option_overrides: Any) -> TrainResult:
+                init_from: str | Path | None = None, **option_overrides: Any) -> TrainResult:
     """Add or continue the level-``level`` prior of ``model_dir``, trained on ``data`` through the code cache.
 
     What the training does beyond ``config`` is one :class:`~jukebox.train.options.TrainOptions`: ``options``
@@ -387,6 +387,10 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
     embeddings at zero): every window is labelled with the beat grid fitted to its beats, read from the code
     folder's ``tempo.json`` (``jukebox prepare``) or tracked once into the code cache for an audio folder; the
     genres' typical tempi are saved beside the prior for sampling without an asked tempo.
+    ``init_from``: another model directory whose lyric-free top prior of this level the new lyric prior (``preset``
+    a lyric preset) is grown from (:mod:`jukebox.train.grow`): its config is the base's with the preset's lyric
+    settings, its weights start as the base's, and the base's labels.json and tempi come with it; ``model_dir`` is
+    created as a copy of the base's (VQ-VAE and other priors) when it does not exist yet.
     """
     config = config or TrainConfig()
     if preset is not None:
@@ -400,6 +404,9 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
             from .fsdp import ensure_process_group
 
             dist = ensure_process_group(dist)
+        if init_from is not None:
+            _check_init_from(model_dir, init_from, resume, o.preset)
+            _on_rank0(dist, lambda: _model_dir_like(init_from, model_dir, level))
         md = ModelDir(model_dir)
         vq = md.vqvae_config()
         if not 0 <= level < vq.levels:
@@ -414,6 +421,8 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
             if config.fsdp:
                 _check_fsdp(config, run.o)
         run.load_data(data, cache_dir, rebuild_cache)
+        if init_from is not None:
+            run.grow_from(ModelDir(init_from), restart)
         run.build_model(resume, restart)
         task = run.task(data, log_dir)
         trainer_cls = Trainer
@@ -430,6 +439,39 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
         return result
     finally:
         cleanup_distributed(dist)
+
+
+def _check_init_from(model_dir: str | Path, init_from: str | Path, resume: bool, preset: str | None) -> None:
+    from ..prior.config import prior_preset
+
+    if preset is None or prior_preset(preset).lyrics.style == "none":
+        raise UsageError("--init-from grows a lyric prior: give --preset a lyric preset such as default_lyrics "
+                         "(encoder-decoder) or default_merged (lyrics and codes in one sequence)")
+    if resume:
+        raise UsageError("--init-from starts a new prior; --resume continues its training checkpoint: drop one")
+    if Path(model_dir).resolve() == Path(init_from).resolve():
+        raise UsageError("--init-from must name another model directory than --model: the grown prior goes into a "
+                         "new --model folder (made as a copy of the base's)")
+    if not Path(init_from).is_dir():
+        raise UsageError(f"--init-from {init_from}: model directory not found")
+
+
+def _model_dir_like(base_dir: str | Path, out: str | Path, level: int) -> None:
+    """Make ``out`` (when it is not a model directory yet) a model directory with ``base_dir``'s VQ-VAE, root
+    labels.json and priors other than level ``level``, without their training checkpoints, logs or adapters."""
+    import shutil
+
+    out, base = Path(out), ModelDir(base_dir)
+    if (out / "model.json").exists():
+        return
+    if not base.has_vqvae():
+        raise UsageError(f"--init-from {base_dir}: the model directory has no VQ-VAE")
+    md = ModelDir(out, create=True)
+    skip = shutil.ignore_patterns("checkpoint", "checkpoint.old", "lora", "logs", "code_cache")
+    for name in ["vqvae", *(prior_folder(lvl) for lvl in base.prior_levels() if lvl != level)]:
+        shutil.copytree(base.path / name, md.path / name, ignore=skip, dirs_exist_ok=True)
+    if (base.path / LABELS_FILE).is_file():
+        shutil.copy2(base.path / LABELS_FILE, md.path / LABELS_FILE)
 
 
 class _PriorRun:
@@ -449,6 +491,7 @@ class _PriorRun:
         self.vocab: LabelVocab | None = None
         self.beats: dict[str, Any] | None = None
         self.writer_dir: Path | None = None
+        self.grown = False  # the prior was grown from another model's (grow_from): fine-tune it
 
     def _note(self, msg: str) -> None:
         if self.dist.is_main:
@@ -490,7 +533,7 @@ class _PriorRun:
         o, level = self.o, self.level
         if resume:
             self._resume_model()
-        elif level in self.md.prior_levels() and not restart:
+        elif level in self.md.prior_levels() and (not restart or self.grown):
             self._existing_model()
         else:
             self.cfg, self.vocab = new_prior_config(o.preset or _default_prior_preset(self.vq, level), self.vq, level,
@@ -517,6 +560,51 @@ class _PriorRun:
             self._note(f"LoRA rank {o.lora_rank} on {len(modules)} linears: {n} trainable parameters")
         if o.checkpoint_activations is not None:
             _set_activation_checkpointing(self.model, o.checkpoint_activations)
+
+    def grow_from(self, base_md: ModelDir, restart: bool) -> None:
+        """Grow the new level-L lyric prior from ``base_md``'s lyric-free prior of the level (the preset gives the
+        lyric settings) and save it with the base's labels.json and tempi as this model directory's prior, which
+        :meth:`build_model` then fine-tunes like any existing prior (its vocabulary extended by the corpus)."""
+        from ..data.code_cache import vqvae_fingerprint
+        from ..prior.config import prior_preset
+        from .grow import base_layer_positions, grow_prior, lyric_growth_config
+
+        md, level, o = self.md, self.level, self.o
+        if level in md.prior_levels() and not restart:
+            raise UsageError(f"{md.path} already has a level-{level} prior; grow into a new --model folder or pass "
+                             "--restart to replace it")
+        if level != self.vq.levels - 1:
+            raise UsageError(f"--init-from grows a top-level lyric prior: use --level {self.vq.levels - 1}")
+        if level not in base_md.prior_levels():
+            raise UsageError(f"--init-from {base_md.path}: no level-{level} prior to grow from")
+        if vqvae_fingerprint(base_md.path / "vqvae") != vqvae_fingerprint(md.path / "vqvae"):
+            raise UsageError(f"--init-from {base_md.path}: its prior was made for another VQ-VAE than {md.path}'s")
+        base_cfg = base_md.prior_config(level)
+        if o.n_ctx is not None and o.n_ctx != base_cfg.n_ctx:
+            raise UsageError(f"--n-ctx: a grown prior keeps the base's context ({base_cfg.n_ctx}); drop --n-ctx")
+        cfg = lyric_growth_config(base_cfg, prior_preset(o.preset).lyrics)
+        base_folder = base_md.path / prior_folder(level)
+        vocab_dir = base_folder if (base_folder / LABELS_FILE).exists() else base_md.path
+        if not (vocab_dir / LABELS_FILE).exists():
+            raise JukeboxError(f"{base_folder}: the prior has labels but no {LABELS_FILE}")
+
+        def grow() -> None:
+            base = base_md.load_prior(level, "cpu")
+            torch.manual_seed(self.config.seed)
+            model = grow_prior(base, cfg)
+            md.save_prior(model)
+            LabelVocab.load(vocab_dir).save(self.folder)
+            tempi = base_md.tempi(level)
+            if tempi is not None:
+                md.save_tempi(level, tempi)
+            new = sorted(set(range(cfg.transformer.depth)) - set(base_layer_positions(base_cfg, cfg)))
+            self.log(f"grew a {cfg.lyrics.style} lyric prior from the level-{level} prior of {base_md.path}: its "
+                     f"{base_cfg.transformer.depth} layers kept, layers {new} and the lyric "
+                     f"{'encoder' if cfg.lyrics.style == 'encoder_decoder' else 'embeddings'} new "
+                     f"({cfg.lyrics.n_tokens} lyric characters per window)")
+
+        _on_rank0(self.dist, grow)
+        self.grown = True
 
     def _resume_model(self) -> None:
         from ..prior.config import PriorConfig
