@@ -58,6 +58,9 @@ def lyric_growth_config(base: PriorConfig, lyrics: LyricsConfig) -> PriorConfig:
     _check_base(base)
     t = base.transformer
     n_vocab = lyric_vocab(_lyric_version(base)).n_vocab
+    if lyrics.style not in ("encoder_decoder", "merged"):
+        raise UsageError(f"growing a prior needs a lyric preset (encoder_decoder or merged), not lyric style "
+                         f"{lyrics.style!r}")
     if lyrics.n_tokens < 1:
         raise UsageError(f"the lyric window must have at least one character, got n_tokens {lyrics.n_tokens}")
     if lyrics.style == "encoder_decoder":
@@ -66,7 +69,7 @@ def lyric_growth_config(base: PriorConfig, lyrics: LyricsConfig) -> PriorConfig:
         depth = t.depth + t.depth // 3
         new_t = t.replace(depth=depth, attn_order=6)
         align = depth - 1
-    elif lyrics.style == "merged":
+    else:
         if t.depth > 15:
             raise UsageError(f"the merged style's prime layer is layer 15; the base prior has {t.depth} layers: use "
                              "an encoder_decoder preset (e.g. default_lyrics)")
@@ -76,9 +79,6 @@ def lyric_growth_config(base: PriorConfig, lyrics: LyricsConfig) -> PriorConfig:
                              f"block length {block_ctx} so the music keeps its block structure")
         new_t = t.replace(depth=16, attn_order=12, blocks=(base.n_ctx + lyrics.n_tokens) // block_ctx)
         align = 15
-    else:
-        raise UsageError(f"growing a prior needs a lyric preset (encoder_decoder or merged), not lyric style "
-                         f"{lyrics.style!r}")
     new_lyrics = LyricsConfig(style=lyrics.style, n_tokens=lyrics.n_tokens, n_vocab=n_vocab,
                               prime_loss_fraction=lyrics.prime_loss_fraction,
                               encoder=lyrics.encoder if lyrics.style == "encoder_decoder" else None)
