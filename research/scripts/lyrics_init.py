@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Lyric top priors that start from an existing (lyric-free) top prior's weights: the model plays music from step 0.
 
-``jukebox train prior`` fine-tunes an existing prior in its own architecture or starts a preset from scratch; it
-cannot grow a lyric-free prior into a lyric one. This script does that growth once, outside the training loop, and
-writes an ordinary model directory whose level-2 prior is the lyric prior, so that ``jukebox train prior --model
-OUT --level 2`` (without ``--restart``) then fine-tunes it like any existing prior (new artists and genres of the
-corpus extend its vocabulary there).
+``jukebox train prior --preset default_lyrics --init-from BASE`` does this growth inside the product
+(jukebox.train.grow, which this script calls); this script does it once, outside the training loop, with its own
+lyric encoder and n_tokens, reports the mapping and checks the logits, and writes an ordinary model directory
+whose level-2 prior is the lyric prior, so that ``jukebox train prior --model OUT --level 2`` (without
+``--restart``) then fine-tunes it like any existing prior (new artists and genres of the corpus extend its
+vocabulary there).
 
 Both styles keep every weight of the base prior in a layer of the same attention pattern and add layers whose
 output projections (attention and MLP) start at zero, so an added layer is the identity until it trains:
@@ -49,9 +50,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from jukebox.checkpoint.model_dir import ModelDir  # noqa: E402
 from jukebox.data.labels import LabelVocab  # noqa: E402
+from jukebox.errors import UsageError  # noqa: E402
 from jukebox.nn.attention import layer_patterns  # noqa: E402
 from jukebox.prior import Prior  # noqa: E402
 from jukebox.prior.config import LyricsConfig, PriorConfig, TransformerConfig  # noqa: E402
+from jukebox.train.grow import base_layer_positions, grow_prior, lyric_growth_config  # noqa: E402
 
 STYLES = ("encoder_decoder", "merged")
 #: The lyric encoder of the ``encoder_decoder`` style (default_lyrics's: 0.31 M parameters at n_tokens 128).
@@ -65,75 +68,37 @@ def _base_path(base: str) -> Path:
 
 
 def lyric_config(base: PriorConfig, style: str, n_tokens: int, n_vocab: int) -> tuple[PriorConfig, list[int]]:
-    """The lyric prior's config grown from the lyric-free top prior ``base`` and, for each base layer, its index in
-    the new stack. The base must use ``attn_order`` 2 (block, transpose, prev-block) with a depth divisible by 3."""
-    t = base.transformer
-    if base.lyrics.style != "none" or base.is_upsampler:
-        raise SystemExit("error: the base must be a lyric-free top-level prior")
-    if t.attn_order != 2 or t.depth % 3:
-        raise SystemExit(f"error: the base prior has attn_order {t.attn_order}, depth {t.depth}; this growth needs "
-                         "attn_order 2 and a depth divisible by 3")
-    if style == "encoder_decoder":
-        depth = t.depth + t.depth // 3
-        new_t = t.replace(depth=depth, attn_order=6)
-        lyrics = LyricsConfig(style="encoder_decoder", n_tokens=n_tokens, n_vocab=n_vocab, prime_loss_fraction=0.4,
-                              encoder=ENCODER)
-        mapping = [i + i // 3 for i in range(t.depth)]  # base layer i -> after i // 3 inserted cross layers
-        align = depth - 1
-    elif style == "merged":
-        if t.depth > 15:
-            raise SystemExit("error: the merged style's prime layer is layer 15; the base is deeper than that")
-        block_ctx = base.n_ctx // (t.blocks or 1)
-        if n_tokens % block_ctx:
-            raise SystemExit(f"error: --n-tokens must be a multiple of the base's block length {block_ctx} so the "
-                             "music keeps its block structure")
-        new_t = t.replace(depth=16, attn_order=12, blocks=(base.n_ctx + n_tokens) // block_ctx)
-        lyrics = LyricsConfig(style="merged", n_tokens=n_tokens, n_vocab=n_vocab, prime_loss_fraction=0.4)
-        mapping = list(range(t.depth))
-        align = 15
-    else:
+    """The lyric prior's config grown from the lyric-free top prior ``base`` (jukebox.train.grow.lyric_growth_config
+    with the ``ENCODER`` lyric encoder and ``n_vocab`` lyric characters) and, for each base layer, its index in the
+    new stack. The base must use ``attn_order`` 2 (block, transpose, prev-block) with a depth divisible by 3."""
+    if style not in STYLES:
         raise SystemExit(f"error: --style must be one of {STYLES}, got {style!r}")
-    cfg = base.replace(transformer=new_t, lyrics=lyrics, alignment_layer=align, alignment_head=0)
-    old_p, new_p = layer_patterns(t.attn_order, t.depth), layer_patterns(new_t.attn_order, new_t.depth)
-    for i, j in enumerate(mapping):
-        if old_p[i] != new_p[j]:
-            raise AssertionError(f"base layer {i} ({old_p[i]}) would land on layer {j} ({new_p[j]})")
-    return cfg, mapping
+    try:
+        cfg = lyric_growth_config(base, LyricsConfig(style=style, n_tokens=n_tokens, n_vocab=n_vocab,
+                                                     prime_loss_fraction=0.4, encoder=ENCODER))
+        cfg = cfg.replace(lyrics=cfg.lyrics.replace(n_vocab=n_vocab))
+        return cfg, base_layer_positions(base, cfg)
+    except UsageError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def grow(base: Prior, style: str, n_tokens: int, n_vocab: int, seed: int = 0) -> tuple[Prior, dict[str, Any]]:
-    """The lyric prior (see the module docstring) with the base prior's weights; returns (prior, report)."""
+    """The lyric prior (see the module docstring; jukebox.train.grow.grow_prior) with the base prior's weights;
+    returns (prior, report)."""
     cfg, mapping = lyric_config(base.config, style, n_tokens, n_vocab)
     torch.manual_seed(seed)
-    new = Prior(cfg)
-    src = {k: v.detach().float() for k, v in base.state_dict().items()}
-    state = new.state_dict()
-    copied, fresh = set(), set(state)
-    for k, v in src.items():
-        target = k
+    try:
+        new = grow_prior(base, cfg)
+    except UsageError as e:
+        raise SystemExit(f"error: {e}") from None
+    kept = set()
+    for k in base.state_dict():
         if k.startswith("decoder.transformer.blocks."):
             i, rest = k[len("decoder.transformer.blocks."):].split(".", 1)
-            target = f"decoder.transformer.blocks.{mapping[int(i)]}.{rest}"
-        if target not in state:
-            raise SystemExit(f"error: the lyric prior has no weight {target} (from the base's {k})")
-        dst = state[target]
-        if style == "merged" and target in ("decoder.token_emb.weight", "decoder.head.weight"):
-            dst[n_vocab:] = v  # codes come after the lyric characters
-        elif style == "merged" and target == "decoder.pos_emb":
-            dst[n_tokens:] = v  # music positions come after the lyric window
-        elif dst.shape != v.shape:
-            raise SystemExit(f"error: {target}: shape {tuple(dst.shape)} in the lyric prior, {tuple(v.shape)} in "
-                             "the base")
-        else:
-            dst.copy_(v)
-        copied.add(target)
-        fresh.discard(target)
+            k = f"decoder.transformer.blocks.{mapping[int(i)]}.{rest}"
+        kept.add(k)
+    fresh = set(new.state_dict()) - kept
     new_layers = sorted(set(range(cfg.transformer.depth)) - set(mapping))
-    for j in new_layers:  # added layers start as the identity
-        for part in ("attn.proj", "mlp.proj"):
-            state[f"decoder.transformer.blocks.{j}.{part}.weight"].zero_()
-            state[f"decoder.transformer.blocks.{j}.{part}.bias"].zero_()
-    new.load_state_dict(state, strict=True)
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     report = {"style": style, "n_tokens": n_tokens, "n_vocab": n_vocab, "depth": cfg.transformer.depth,
               "attn_order": cfg.transformer.attn_order, "blocks": cfg.transformer.blocks,
@@ -141,7 +106,7 @@ def grow(base: Prior, style: str, n_tokens: int, n_vocab: int, seed: int = 0) ->
               "patterns": list(layer_patterns(cfg.transformer.attn_order, cfg.transformer.depth)),
               "alignment_layer": cfg.alignment_layer, "parameters": n(new), "base_parameters": n(base),
               "new_weights": sorted({k.rsplit(".", 1)[0] for k in fresh})[:12] + (["..."] if len(fresh) > 12 else [])}
-    return new.train(), report
+    return new, report
 
 
 def make(base_dir: Path, out: Path, style: str, n_tokens: int, seed: int = 0) -> dict[str, Any]:
