@@ -645,7 +645,9 @@ class _PriorRun:
                     self.vocab.save(folder)
                 if self.o.lora_rank:
                     self.trainable_extra = ("label_conditioner.artist_emb", "label_conditioner.genre_emb")
-        self._note(f"fine-tuning the level-{self.level} prior of {md.path} (pass --restart to start from the preset)")
+        if not self.grown:
+            self._note(f"fine-tuning the level-{self.level} prior of {md.path} (pass --restart to start from the "
+                       "preset)")
 
     def task(self, data: str | Path, log_dir: str | Path | None) -> PriorTask:
         """The prior's task: beats (tempo priors), labeller, train/validation windows, export and options."""
