@@ -598,7 +598,7 @@ class _PriorRun:
             if tempi is not None:
                 md.save_tempi(level, tempi)
             new = sorted(set(range(cfg.transformer.depth)) - set(base_layer_positions(base_cfg, cfg)))
-            self.log(f"grew a {cfg.lyrics.style} lyric prior from the level-{level} prior of {base_md.path}: its "
+            self.log(f"grew a lyric prior ({cfg.lyrics.style}) from the level-{level} prior of {base_md.path}: its "
                      f"{base_cfg.transformer.depth} layers kept, layers {new} and the lyric "
                      f"{'encoder' if cfg.lyrics.style == 'encoder_decoder' else 'embeddings'} new "
                      f"({cfg.lyrics.n_tokens} lyric characters per window)")
