@@ -388,12 +388,15 @@ def lyric_window(
 # ---------------------------------------------------------------------- y construction
 @dataclass(frozen=True)
 class LabelInfo:
-    """What ``y`` was built from, per item: the names as given, the cleaned lyrics and all their tokens."""
+    """What ``y`` was built from, per item: the names as given, the cleaned lyrics and all their tokens; ``window``:
+    the position in ``full_tokens`` of each lyric token of ``y``'s window (-1: padding), as :func:`lyric_window`
+    returns them."""
 
     artist: str
     genre: str
     lyrics: str
     full_tokens: tuple[int, ...]
+    window: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -461,10 +464,10 @@ class Labeller:
         genre_ids = self._pad_genres(self.vocab.genre_ids(genre, warn=warn), genre)
         text = self.vocab.lyric_vocab.clean(lyrics or "")
         full_tokens = self.vocab.lyric_vocab.tokenise(text)
-        tokens, _ = lyric_window(full_tokens, self.n_tokens, int(total_length), int(offset), self.sample_length)
+        tokens, window = lyric_window(full_tokens, self.n_tokens, int(total_length), int(offset), self.sample_length)
         y = [int(total_length), int(offset), self.sample_length, artist_id, *genre_ids,
              *self._tempo_entries(bpm, beat0), *tokens]
-        info = LabelInfo(artist or UNKNOWN, genre or UNKNOWN, text, tuple(full_tokens))
+        info = LabelInfo(artist or UNKNOWN, genre or UNKNOWN, text, tuple(full_tokens), tuple(window))
         return y, info
 
     def y_from_ids(

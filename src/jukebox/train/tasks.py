@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..data.code_cache import CodeWindow, CodeWindowSampler
 from ..data.dataset import Window, WindowSampler
-from ..data.labels import Labeller, lyric_window, null_labels
+from ..data.labels import LabelInfo, Labeller, null_labels
 from ..data.word_timing import alignment_targets, word_char_spans
 from ..errors import UsageError
 from .options import TrainOptions
@@ -246,21 +246,17 @@ class PriorTask(_WindowBatches):
             batch["y"] = labels.y
             if self.align_loss:
                 batch["align"] = torch.from_numpy(np.stack([
-                    self._targets(w, info.lyrics, info.full_tokens, raw_to_tokens, sample_rate)
-                    for w, info in zip(windows, labels.infos)]))
+                    self._targets(w, info, raw_to_tokens, sample_rate) for w, info in zip(windows, labels.infos)]))
         return batch
 
-    def _targets(self, w: CodeWindow, text: str, full_tokens: tuple[int, ...], raw_to_tokens: int,
-                 sample_rate: int) -> np.ndarray:
-        """The alignment targets [n_ctx, 2] of window ``w`` (its lyric window chosen as the labeller chooses it)."""
-        lab = self.labeller
+    def _targets(self, w: CodeWindow, info: LabelInfo, raw_to_tokens: int, sample_rate: int) -> np.ndarray:
+        """The alignment targets [n_ctx, 2] of window ``w`` over the lyric window its labels were built with."""
         n_ctx = len(w.z)
         if not w.words:
             return np.full((n_ctx, 2), -1, np.int64)
         if w.path not in self._spans:
-            self._spans[w.path] = word_char_spans(w.words, text, lab.vocab.lyric_vocab.clean)
-        _, indices = lyric_window(full_tokens, lab.n_tokens, int(w.total_length), int(w.offset), lab.sample_length)
-        return alignment_targets(w.words, self._spans[w.path], indices, int(w.offset), n_ctx, raw_to_tokens,
+            self._spans[w.path] = word_char_spans(w.words, info.lyrics, self.labeller.vocab.lyric_vocab.clean)
+        return alignment_targets(w.words, self._spans[w.path], info.window, int(w.offset), n_ctx, raw_to_tokens,
                                  sample_rate)
 
     def _draw(self, sampler: CodeWindowSampler, rng: np.random.Generator) -> dict[str, Any]:
