@@ -685,9 +685,7 @@ class _PriorRun:
             raise UsageError("--input-noise / --scheduled-sampling: a lyric-merged (1b-style) prior reads lyrics and "
                              "codes as one sequence; train it without them")
         if o.align_loss:
-            if cfg.lyrics.style != "encoder_decoder" or labeller is None:
-                alignment_site(self.model)  # the one-line refusal naming the prior's kind
-            layer, head = alignment_site(self.model, o.align_layer, o.align_head)
+            layer, head = alignment_site(self.model, o.align_layer, o.align_head)  # refuses other kinds of prior
             timed = sum(1 for t in train.tracks if t.words)
             self._note(f"alignment loss x {o.align_loss:g} on cross-attention layer {layer}, head {head}: {timed} of "
                        f"{len(train.tracks)} training tracks have word timings")
