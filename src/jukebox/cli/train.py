@@ -125,6 +125,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="condition the top-level prior on tempo and beat phase (beats from the code folder's "
                    "tempo.json written by `jukebox prepare`, or tracked from the audio); an existing prior is "
                    "upgraded with zero-initialised embeddings; sampling then takes --bpm")
+    q.add_argument("--min-pulse", type=float, default=None, metavar="X",
+                   help="with --tempo: tracks whose pulse clarity (tempo.json) is below X train with the 'no steady "
+                   "pulse' label, so that a tempo label means a clear pulse (e.g. 0.3; default 0: every track with "
+                   "beats)")
     q.add_argument("--balance", default=None, metavar="{none,genre,artist}",  # checked by TrainOptions
                    help="draw training windows so that each genre (or artist) gets a share of the batches that goes "
                    "as its amount of music to the power --balance-power (default none: uniform over all windows)")

@@ -47,6 +47,9 @@ class TrainOptions(ConfigBase):
     scheduled_sampling: float = 0.0
     #: Condition the top-level prior on tempo and beat phase.
     tempo: bool = False
+    #: With tempo labels: tracks whose stored pulse clarity (``tempo.json``) is below this train with the "no
+    #: steady pulse" label (no beats, bpm 0), so that a tempo label means a clear pulse (0: every track with beats).
+    min_pulse: float = 0.0
     #: Share of tracks held out for validation when the data has no split yet.
     val_fraction: float = 0.1
     #: Draw training windows so that each ``genre`` (or ``artist``) gets a share of the batches in proportion to
@@ -91,6 +94,9 @@ class TrainOptions(ConfigBase):
                 raise OptionError(f"{name} must be an integer >= 0, got {value!r}")
             if not w:
                 raise OptionError(f"{name} chooses the head of the alignment loss; give align_loss > 0 too")
+        p = self.min_pulse
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+            raise OptionError(f"min_pulse must be a pulse clarity in [0, 1), got {p!r}")
         power = self.balance_power
         if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0.0 <= power <= 1.0:
             raise OptionError(f"balance_power must be in [0, 1], got {power!r}")
@@ -101,6 +107,8 @@ class TrainOptions(ConfigBase):
                  "scheduled_sampling": float(self.scheduled_sampling)}
         if self.balance != "none":  # checkpoints of unbalanced runs keep their former data state
             state.update(balance=self.balance, balance_power=float(self.balance_power))
+        if self.min_pulse:  # so are those of runs that label every track with beats
+            state["min_pulse"] = float(self.min_pulse)
         return state
 
     @classmethod

@@ -306,6 +306,19 @@ def genre_tempi(manifest: Manifest, beats: Mapping[str, Any]) -> dict[str, Any]:
             "genres": {g: round(float(np.median(vs)), 1) for g, vs in sorted(by_genre.items())}}
 
 
+def without_weak_pulse(beats: Mapping[str, Any], min_pulse: float) -> dict[str, Any]:
+    """``beats`` ({track path: BeatTrack}) with each track whose pulse clarity is below ``min_pulse`` replaced by
+    a track without a steady pulse (no beats, bpm 0, its pulse clarity kept): the label such tracks train with."""
+    from ..data.tempo import BeatTrack
+
+    return {path: b if float(b.pulse) >= min_pulse else BeatTrack(0.0, np.zeros(0), float(b.pulse))
+            for path, b in beats.items()}
+
+
+def _refuse_min_pulse(level: int) -> None:
+    raise UsageError(f"--min-pulse filters tempo labels, but the level-{level} prior has none: add --tempo")
+
+
 def _corpus_beats(data: str | Path, cache: Any, manifest: Manifest, log: LogFn) -> dict[str, Any]:
     """Each track's beats for tempo labels: the code folder's ``tempo.json``, or (audio folders) tracked once and
     stored in the code cache."""
@@ -386,7 +399,10 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
     ``tempo``: give the top-level prior :attr:`LabelConfig.tempo` (an existing prior is upgraded in place, its new
     embeddings at zero): every window is labelled with the beat grid fitted to its beats, read from the code
     folder's ``tempo.json`` (``jukebox prepare``) or tracked once into the code cache for an audio folder; the
-    genres' typical tempi are saved beside the prior for sampling without an asked tempo.
+    genres' typical tempi are saved beside the prior for sampling without an asked tempo. ``min_pulse`` X (with
+    tempo labels): tracks whose pulse clarity is below X train with the "no steady pulse" label (their codes and
+    other labels as before), so that a tempo label means a clear pulse; the typical tempi then come from the
+    clearly pulsed tracks.
     ``init_from``: another model directory whose lyric-free top prior of this level the new lyric prior (``preset``
     a lyric preset) is grown from (:mod:`jukebox.train.grow`): its config is the base's with the preset's lyric
     settings, its weights start as the base's, and the base's labels.json and tempi come with it; ``model_dir`` is
@@ -411,6 +427,9 @@ def train_prior(model_dir: str | Path, data: str | Path, level: int, preset: str
         vq = md.vqvae_config()
         if not 0 <= level < vq.levels:
             raise UsageError(f"--level must be in 0..{vq.levels - 1} for this VQ-VAE, got {level}")
+        if o.min_pulse and not (o.tempo or resume or init_from is not None) and (
+                restart or level not in md.prior_levels()):
+            _refuse_min_pulse(level)  # a new prior without tempo labels: refused before any encoding
         run = _PriorRun(md, level, vq, dist, config, o, log)
         if resume:
             from .state import read_checkpoint_extra
@@ -654,8 +673,17 @@ class _PriorRun:
         from ..data.code_cache import CodeWindowSampler
 
         cfg, o, level, dist, manifest = self.cfg, self.o, self.level, self.dist, self.manifest
-        if cfg.labels is not None and cfg.labels.tempo:
+        tempo = cfg.labels is not None and cfg.labels.tempo
+        if o.min_pulse and not tempo:
+            _refuse_min_pulse(level)
+        if tempo:
             self.beats = _on_rank0(dist, lambda: _corpus_beats(data, self.cache, manifest, self.log))
+            if o.min_pulse:  # the stored tempo.json stays as it is
+                weak = [t for t in manifest.tracks if t.path in self.beats and self.beats[t.path].pulse < o.min_pulse]
+                had = sum(1 for t in weak if self.beats[t.path].bpm > 0)
+                self.beats = without_weak_pulse(self.beats, o.min_pulse)
+                self._note(f"--min-pulse {o.min_pulse:g}: {len(weak)} of {len(manifest.tracks)} tracks train without "
+                           f"a tempo label (pulse clarity below {o.min_pulse:g}; {had} of them had beats)")
         labeller = None
         if cfg.labels is not None and self.vocab is not None:
             version = _label_version(cfg)
