@@ -14,6 +14,7 @@
 #    embedded model to sample it), $OUT/v6.json (eval_tempo rows and summary), $OUT/v6_{0,1}.tar (the clips)
 set -euo pipefail
 STEPS=${STEPS:-4000}; BATCH=${BATCH:-128}; LR=${LR:-2e-4}; TRAIN_S=${TRAIN_S:-300}; CLIPS=${CLIPS:-240}
+MIN_PULSE=${MIN_PULSE:-0}; SAVE_EVERY=${SAVE_EVERY:-1000}; NAME=${NAME:-v6}
 BALANCE=${BALANCE:-0.5}  # --balance-power by genre (the whole corpus is 43% electronic by tracks); "off": none
 DEVICE=${DEVICE:-cuda}; COMPILE=${COMPILE:-blocks}; PY=${PY:-python3}  # DEVICE=cpu COMPILE=none: a smoke test
 source research/scripts/device_env.sh  # $OUT, the carried wheels, PYTHONPATH
@@ -24,7 +25,7 @@ cp -r src/jukebox/assets/default_model /tmp/m6
 T0=$SECONDS
 timeout "$TRAIN_S" $J train prior --model /tmp/m6 --data /tmp/d/codes_full --level 2 --tempo --label-dropout 0.15 \
   --batch-size "$BATCH" --steps "$STEPS" --lr "$LR" --warmup 100 --decay cosine --compile "$COMPILE" --device "$DEVICE" \
-  --workers 8 --save-every 1000 --val-every 500 --no-progress --log-dir none \
+  --workers 8 --save-every "$SAVE_EVERY" --min-pulse "$MIN_PULSE" --val-every 500 --no-progress --log-dir none \
   $([ "$BALANCE" = off ] || echo "--balance genre --balance-power $BALANCE") > "$OUT/train.log" 2>&1 \
   || echo "training stopped early (exit $?); the last saved step is used"
 echo "training: $((SECONDS - T0)) s"; grep -iE "val|step $STEPS|done|error" "$OUT/train.log" | tail -n 8
