@@ -228,3 +228,18 @@ def test_released_parameter_counts(name):
     state = model.state_dict(keep_vars=True)
     assert sum(v.numel() for v in state.values()) == RELEASED[name]
     assert set(state) == set(openai_key_table(model.config))
+
+
+@pytest.mark.parametrize("level", [1, 0])
+def test_fast_default_upsamplers(level):
+    """The faster upsampler shapes of the embedded hierarchy: half the context, fewer layers, same conditioning."""
+    fast = prior_preset(f"default_fast_upsampler_level_{level}")
+    shipped = prior_preset(f"default_upsampler_level_{level}")
+    assert fast.n_ctx * 2 == shipped.n_ctx and fast.transformer.depth < shipped.transformer.depth
+    assert (fast.level, fast.cond_downsample, fast.l_bins) == (shipped.level, shipped.cond_downsample, shipped.l_bins)
+    model = Prior(fast).train()
+    z, z_cond, y = _inputs(model)
+    loss, _ = model(z, z_cond, y)
+    assert torch.isfinite(loss)
+    n = sum(p.numel() for p in model.parameters())
+    assert n < sum(p.numel() for p in Prior(shipped).parameters())
