@@ -8,6 +8,12 @@ through the same VQ-VAE: each clip is encoded and decoded from level 2, 1 and 0,
 beside the original audio. Clips: 10 s at 25, 50 and 75% of every validation track of the five judged genres (the
 real reference of `research/tempo.md`; silent clips skipped).
 
+``--upsample``: also render each clip's real level-2 codes through the model's upsamplers (its sampling settings,
+the clip's genre, seed ``--seed``) and measure the audio from the sampled level-1 and level-0 codes: what the
+upsamplers keep of a pulse that is really in the top-level codes, to set beside generated drafts.
+``--save-codes F.npz`` keeps the clips' level-2 codes (and genres, files); ``--from-codes F.npz`` then upsamples
+those codes with another model (e.g. on a GPU without the corpus) and measures only the upsampled audio.
+
     python research/scripts/pulse_through_levels.py -m src/jukebox/assets/default_model \
         --corpus /work/data/corpus --out research/results/v6/pulse_through_levels.json
 """
@@ -34,20 +40,36 @@ KEYS = ("pulse_clarity", "harmonic_fraction", "chroma_peak_ratio")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-m", "--model", required=True)
-    ap.add_argument("--corpus", required=True, help="folder with metadata.csv")
+    ap.add_argument("--corpus", default=None, help="folder with metadata.csv")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--save-codes", default=None, help="write the clips' level-2 codes to this .npz")
+    ap.add_argument("--from-codes", default=None, help="upsample the level-2 codes of this .npz (no corpus)")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--upsample", action="store_true", help="also upsample the real level-2 codes (see above)")
+    ap.add_argument("--batch", type=int, default=20, help="clips upsampled together")
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
-    model = jukebox.load_model(args.model, device="cpu")
+    model = jukebox.load_model(args.model, device=args.device)
     sr = model.sample_rate
-    corpus = Path(args.corpus)
-    with open(corpus / "metadata.csv", newline="", encoding="utf-8") as fh:
-        tracks = [r for r in csv.DictReader(fh) if r["split"] == "validation" and r["genre"].lower() in GENRES]
     n = int(args.seconds * sr) // model.hop_lengths[-1] * model.hop_lengths[-1]
-    rows = []
+    rows, tops = [], []
+    tracks = []
+    if args.from_codes:
+        saved = np.load(args.from_codes)
+        rows = [{"file": str(f), "genre": str(g), "at": float(a)} for f, g, a in
+                zip(saved["files"], saved["genres"], saved["at"])]
+        tops = list(torch.as_tensor(saved["codes"]).long())
+        args.upsample = True
+    elif args.corpus is None:
+        raise SystemExit("error: give --corpus (real clips) or --from-codes")
+    else:
+        corpus = Path(args.corpus)
+        with open(corpus / "metadata.csv", newline="", encoding="utf-8") as fh:
+            tracks = [r for r in csv.DictReader(fh) if r["split"] == "validation" and r["genre"].lower() in GENRES]
     for t in tracks:
         audio, _ = load_audio(corpus / t["file"], sample_rate=sr)
         for f in POSITIONS:
@@ -61,10 +83,28 @@ def main() -> None:
                 y = model.decode({level: codes[level]}, level)[0, 0, :n].float().numpy()
                 row[f"level_{level}"] = audio_measures(y, sr)
             rows.append(row)
+            tops.append(codes[2][0].cpu())
             print(t["file"], f, {k: round(row[k]["pulse_clarity"], 3) for k in ("real", "level_2", "level_1",
                                                                                  "level_0")}, flush=True)
-    summary = {k: {m: round(float(np.mean([r[k][m] for r in rows])), 4) for m in KEYS}
-               for k in ("real", "level_2", "level_1", "level_0")}
+    kinds = [] if args.from_codes else ["real", "level_2", "level_1", "level_0"]
+    if args.save_codes:
+        np.savez(args.save_codes, codes=torch.stack(tops).numpy().astype(np.int16), genres=[r["genre"] for r in rows],
+                 files=[r["file"] for r in rows], at=[r["at"] for r in rows])
+    if args.upsample:
+        kinds += ["upsampled_1", "upsampled_0"]
+        for b in range(0, len(rows), args.batch):
+            part = rows[b:b + args.batch]
+            z = torch.stack(tops[b:b + args.batch])
+            gen = model.upsample({2: z}, items=[{"genre": r["genre"]} for r in part], levels=[1, 0], seed=args.seed + b,
+                                 alignment=False)
+            y1 = model.decode({1: gen.codes[1].to(args.device)}, 1)[:, 0, :n].float().cpu().numpy()
+            y0 = gen.audio[:, 0, :n].float().cpu().numpy()
+            for r, a1, a0 in zip(part, y1, y0):
+                r["upsampled_1"], r["upsampled_0"] = audio_measures(a1, sr), audio_measures(a0, sr)
+            print(f"upsampled {b + len(part)}/{len(rows)}: pulse level 1 "
+                  f"{np.mean([r['upsampled_1']['pulse_clarity'] for r in part]):.3f}, level 0 "
+                  f"{np.mean([r['upsampled_0']['pulse_clarity'] for r in part]):.3f}", flush=True)
+    summary = {k: {m: round(float(np.mean([r[k][m] for r in rows])), 4) for m in KEYS} for k in kinds}
     summary["clips"] = len(rows)
     print(json.dumps(summary, indent=1))
     if args.out:
