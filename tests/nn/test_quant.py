@@ -105,3 +105,85 @@ def test_gemv_equals_dequantised_matmul(fmt, rows, interpreted_triton):
     torch.testing.assert_close(quant.gemv(x, q, s), ref, rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="gemv takes"):
         quant.gemv(torch.randn(quant.GEMV_MAX_ROWS + 1, 300), q, s)
+
+
+@pytest.mark.parametrize("fmt", ["int8", "fp8"])
+@pytest.mark.parametrize(("rows", "tiles"), [(1, (16, 64, 1)), (1, (16, 64, 3)), (2, (8, 32, 4)), (5, (32, 16, 5)),
+                                             (8, (4, 128, 2)), (8, (8, 64, 16))])
+def test_gemv_split_k_equals_dequantised_matmul(fmt, rows, tiles, interpreted_triton):
+    """Split-K (K = 300 not a multiple of block_k x split_k, N = 37 not one of block_n) equals the matmul, with and
+    without bias, deterministically; split 1 is the single-pass kernel."""
+    g = torch.Generator().manual_seed(10 + rows)
+    w, b, x = torch.randn(37, 300, generator=g), torch.randn(37, generator=g), torch.randn(rows, 300, generator=g)
+    q, s = quant.quantize_weight(w, fmt)
+    ref = x @ quant.dequantize(q, s).t()
+    got = quant.gemv(x, q, s, b, tiles=tiles)
+    torch.testing.assert_close(got, ref + b, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(quant.gemv(x, q, s, tiles=tiles), ref, rtol=1e-5, atol=1e-4)
+    assert torch.equal(quant.gemv(x, q, s, b, tiles=tiles), got)  # slices summed in a fixed order
+
+
+def test_gemv_split_k_in_half_precision(interpreted_triton):
+    """bf16 activations: the fp32 partials are summed before the one rounding to bf16 (as the single pass)."""
+    g = torch.Generator().manual_seed(3)
+    w, b, x = torch.randn(24, 200, generator=g), torch.randn(24, generator=g), torch.randn(2, 200, generator=g)
+    q, s = quant.quantize_weight(w, "int8")
+    xb, bb = x.bfloat16(), b.bfloat16()
+    ref = (xb.float() @ quant.dequantize(q, s).t() + bb.float()).bfloat16()
+    for tiles in [(16, 64, 1), (8, 32, 3)]:
+        got = quant.gemv(xb, q, s, bb, tiles=tiles)
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got, ref, rtol=1.6e-2, atol=1e-2)
+
+
+def test_gemv_split_that_whole_chunks_cannot_make_is_the_single_pass(interpreted_triton, monkeypatch):
+    g = torch.Generator().manual_seed(4)
+    w, b, x = torch.randn(20, 200, generator=g), torch.randn(20, generator=g), torch.randn(1, 200, generator=g)
+    q, s = quant.quantize_weight(w, "fp8")
+    single = quant.gemv(x, q, s, b, tiles=(16, 256, 1))
+    assert torch.equal(quant.gemv(x, q, s, b, tiles=(16, 256, 4)), single)  # K <= block_k: one slice
+    monkeypatch.setitem(quant.GEMV_CONFIG, (1, 20, 200), (16, 256, 1))  # the override reaches the default call
+    assert torch.equal(quant.gemv(x, q, s, b), single)
+
+
+def test_split_slices():
+    assert quant.split_slices(1920, 256, 8) == (256, 8)
+    assert quant.split_slices(1920, 256, 1) == (2048, 1)
+    assert quant.split_slices(300, 64, 3) == (128, 3)  # 128 + 128 + 44
+    assert quant.split_slices(300, 64, 16) == (64, 5)  # no slice below one block_k chunk
+    assert quant.split_slices(4800, 256, 4) == (1280, 4)
+    assert quant.split_slices(200, 256, 4) == (256, 1)
+
+
+def test_gemv_tiles_rule_and_override(monkeypatch):
+    # 1,920 channels at batch 1: 120 programs of 16 channels; split to 8 slices of one 256-chunk (960 programs)
+    assert quant.gemv_tiles(1, 1920, 1920, sms=132) == (16, 256, 8)
+    assert quant.gemv_tiles(1, 4800, 4800, sms=132) == (16, 256, 4)  # 300 programs x 4 slices
+    assert quant.gemv_tiles(8, 1920, 1920, sms=132) == (8, 64, 5)
+    assert quant.gemv_tiles(1, 1920, 200, sms=132) == (16, 256, 1)  # K within one chunk: the single pass
+    wide = 16 * quant.GEMV_PROGRAMS_PER_SM * 132  # enough programs already: the single pass
+    assert quant.gemv_tiles(1, wide, 4096, sms=132) == (16, 256, 1)
+    monkeypatch.setitem(quant.GEMV_CONFIG, (1, 1920, 1920), (32, 128, 4))
+    assert quant.gemv_tiles(1, 1920, 1920) == (32, 128, 4)
+    assert quant.gemv_tiles(2, 1920, 1920)[:2] == quant.GEMV_TILES[2]  # another row bucket: the rule
+
+
+@pytest.mark.parametrize(("rows", "n", "k"), [(1, 1920, 1920), (1, 2048, 512), (2, 4800, 1200), (8, 3600, 4800)])
+def test_gemv_candidates(rows, n, k):
+    cands = quant.gemv_candidates(rows, n, k)
+    block_n, block_k = quant.GEMV_TILES[1 << (rows - 1).bit_length()]
+    assert cands[0] == (block_n, block_k, 1)  # today's single pass first
+    assert quant.gemv_tiles(rows, n, k) in cands and len(set(cands)) == len(cands)
+    assert all(quant.split_slices(k, bk, sk)[1] == sk for _, bk, sk in cands)  # each split is the slices it makes
+    assert any(sk > 1 for *_, sk in cands)
+    assert len(cands) <= 16
+
+
+def test_gemv_bad_tiles_are_refused(monkeypatch):
+    x, q, s = torch.randn(1, 64), torch.zeros(8, 64, dtype=torch.int8), torch.ones(8)
+    for tiles in [(16, 100, 1), (16, 64, 0), (16, 64)]:
+        with pytest.raises(ValueError, match="block_n and block_k powers of two"):
+            quant.gemv(x, q, s, tiles=tiles)
+    monkeypatch.setitem(quant.GEMV_CONFIG, (1, 8, 64), (12, 64, 2))
+    with pytest.raises(ValueError, match="got \\(12, 64, 2\\)"):
+        quant.gemv(x, q, s)

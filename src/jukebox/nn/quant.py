@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["WEIGHT_FORMATS", "QMAX", "GEMV_MAX_ROWS", "quantize_weight", "dequantize", "QuantizedLinear",
-           "quantized_linear", "weight_only_linears", "block_linears", "triton_available", "gemv"]
+           "quantized_linear", "weight_only_linears", "block_linears", "triton_available", "gemv",
+           "gemv_tiles", "gemv_candidates", "split_slices", "GEMV_TILES", "GEMV_CONFIG"]
 
 #: ``weights=`` of the sampler: ``native`` (the model's own dtype, unchanged), ``int8`` or ``fp8`` (e4m3).
 WEIGHT_FORMATS = ("native", "int8", "fp8")
@@ -156,13 +157,12 @@ def triton_available() -> bool:
     return True
 
 
-_KERNEL = None
+_KERNELS: dict[str, object] = {}
 
 
-def _kernel():
-    global _KERNEL
-    if _KERNEL is not None:
-        return _KERNEL
+def _kernels() -> dict[str, object]:
+    if _KERNELS:
+        return _KERNELS
     import triton
     import triton.language as tl
 
@@ -190,27 +190,161 @@ def _kernel():
         tl.store(y_ptr + rm[:, None] * stride_y + rn[None, :], acc.to(y_ptr.dtype.element_ty),
                  mask=(rm[:, None] < M) & (rn[None, :] < N))
 
-    _KERNEL = gemv_dequant
-    return _KERNEL
+    @triton.jit
+    def gemv_dequant_split(x_ptr, q_ptr, s_ptr, p_ptr, M, N, stride_x, stride_q, K: tl.constexpr,
+                           K_SLICE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                           BLOCK_K: tl.constexpr):
+        # Program (n, k): BLOCK_N output channels over inputs [k * K_SLICE, (k + 1) * K_SLICE) (the last slice
+        # may end past K: masked), its sum times the row scales stored as fp32 partial [k, rows, channels] of
+        # p [SPLIT_K, M, N]. The loop bound is a compile-time constant, as in gemv_dequant.
+        pid_n = tl.program_id(0)
+        pid_k = tl.program_id(1)
+        rm = tl.arange(0, BLOCK_M)
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, K_SLICE, BLOCK_K):
+            rk = pid_k * K_SLICE + k0 + tl.arange(0, BLOCK_K)
+            x = tl.load(x_ptr + rm[:, None] * stride_x + rk[None, :], mask=(rm[:, None] < M) & (rk[None, :] < K),
+                        other=0.0).to(tl.float32)
+            w = tl.load(q_ptr + rn[:, None] * stride_q + rk[None, :], mask=(rn[:, None] < N) & (rk[None, :] < K),
+                        other=0.0).to(tl.float32)
+            acc += tl.sum(x[:, None, :] * w[None, :, :], axis=2)
+        s = tl.load(s_ptr + rn, mask=rn < N, other=0.0)
+        acc = acc * s[None, :]
+        tl.store(p_ptr + (pid_k * M + rm[:, None]) * N + rn[None, :], acc,
+                 mask=(rm[:, None] < M) & (rn[None, :] < N))
+
+    @triton.jit
+    def gemv_split_sum(p_ptr, b_ptr, y_ptr, MN, N, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
+                       BLOCK: tl.constexpr):
+        # y [M, N] (contiguous, x's dtype) = the SPLIT_K partials of p [SPLIT_K, M, N] summed in slice order
+        # (deterministic, unlike atomics) + bias [N].
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < MN
+        acc = tl.zeros((BLOCK,), dtype=tl.float32)
+        for k in range(0, SPLIT_K):
+            acc += tl.load(p_ptr + k * MN + offs, mask=mask, other=0.0)
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + offs % N, mask=mask, other=0.0).to(tl.float32)
+        tl.store(y_ptr + offs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+    _KERNELS.update(single=gemv_dequant, split=gemv_dequant_split, sum=gemv_split_sum)
+    return _KERNELS
 
 
 #: (BLOCK_N, BLOCK_K) of :func:`gemv` by rows (BLOCK_M); BLOCK_M x BLOCK_N x BLOCK_K stays at 4096 products.
 GEMV_TILES = {1: (16, 256), 2: (16, 128), 4: (16, 64), 8: (8, 64)}
+#: Tiles ``(block_n, block_k, split_k)`` of :func:`gemv` by ``(block_m, N, K)`` (``block_m``: the rows rounded up
+#: to a power of two: 1, 2, 4 or 8), consulted before the rule of :func:`gemv_tiles`: fill it with the tiles a
+#: device timing found fastest (``benchmarks/bench_weights.py`` sweeps candidates and applies its best here).
+GEMV_CONFIG: dict[tuple[int, int, int], tuple[int, int, int]] = {}
+#: The rule of :func:`gemv_tiles` splits the input dimension until the grid has about this many programs per SM.
+GEMV_PROGRAMS_PER_SM = 8
+#: Elements per program of the kernel that sums split-K partials.
+_SUM_BLOCK = 1024
+
+_SM_COUNT: dict[int, int] = {}
 
 
-def gemv(x: Tensor, q: Tensor, scale: Tensor, bias: Tensor | None = None) -> Tensor:
+def _sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (cached); 1 elsewhere (Triton's interpreter)."""
+    if device.type != "cuda":
+        return 1
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SM_COUNT:
+        _SM_COUNT[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _SM_COUNT[index]
+
+
+def _block_m(rows: int) -> int:
+    return 1 << (rows - 1).bit_length()
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def split_slices(K: int, block_k: int, split_k: int) -> tuple[int, int]:
+    """The inputs per slice (a multiple of ``block_k``) and the number of slices when ``split_k`` slices of K are
+    asked for: ``split_k`` rounded down to what whole ``block_k`` chunks allow (1: the single-pass kernel)."""
+    k_slice = _cdiv(_cdiv(K, max(split_k, 1)), block_k) * block_k
+    return k_slice, _cdiv(K, k_slice)
+
+
+def _rule_tiles(M: int, N: int, K: int, sms: int) -> tuple[int, int, int]:
+    block_n, block_k = GEMV_TILES[_block_m(M)]
+    split = min(_cdiv(GEMV_PROGRAMS_PER_SM * sms, _cdiv(N, block_n)), _cdiv(K, block_k))
+    return block_n, block_k, split_slices(K, block_k, split)[1]
+
+
+def gemv_tiles(M: int, N: int, K: int, sms: int = 132) -> tuple[int, int, int]:
+    """Tiles ``(block_n, block_k, split_k)`` of :func:`gemv` for x [M, K] and q [N, K] on a device of ``sms``
+    SMs: :data:`GEMV_CONFIG` ``[(block_m, N, K)]`` where set; otherwise :data:`GEMV_TILES` of the row bucket with
+    the input dimension split until the grid has about :data:`GEMV_PROGRAMS_PER_SM` programs per SM (each slice
+    at least one ``block_k`` chunk; ``split_k`` 1 is the single-pass kernel, each program walking all of K)."""
+    hit = GEMV_CONFIG.get((_block_m(M), N, K))
+    return hit if hit is not None else _rule_tiles(M, N, K, sms)
+
+
+def gemv_candidates(M: int, N: int, K: int, splits: tuple[int, ...] = (2, 4, 8, 16),
+                    sms: int = 132) -> list[tuple[int, int, int]]:
+    """Tiles worth timing for x [M, K] and q [N, K]: today's single-pass tile (:data:`GEMV_TILES`, split 1)
+    first, then that tile, one twice as wide in N (half in K) and one half as wide (twice in K), each at the
+    ``splits`` that whole ``block_k`` chunks allow, and the rule of :func:`gemv_tiles`; duplicates (the same
+    slices) once, split_k given as the number of slices it makes."""
+    block_n, block_k = GEMV_TILES[_block_m(M)]
+    out = [(block_n, block_k, 1)]
+    shapes = [(block_n, block_k), (2 * block_n, block_k // 2), (block_n // 2, 2 * block_k)]
+    for bn, bk in shapes:
+        if bn < 1 or bk < 16:
+            continue
+        for split in splits:
+            out.append((bn, bk, split_slices(K, bk, split)[1]))
+    out.append(_rule_tiles(M, N, K, sms))
+    return list(dict.fromkeys(out))
+
+
+def _check_tiles(tiles: tuple[int, int, int]) -> tuple[int, int, int]:
+    ok = (isinstance(tiles, (tuple, list)) and len(tiles) == 3 and all(isinstance(t, int) and t >= 1 for t in tiles)
+          and all(t & (t - 1) == 0 for t in tiles[:2]))
+    if not ok:
+        raise ValueError(f"gemv tiles are (block_n, block_k, split_k): block_n and block_k powers of two, "
+                         f"split_k >= 1, got {tiles!r}")
+    return tuple(tiles)
+
+
+def gemv(x: Tensor, q: Tensor, scale: Tensor, bias: Tensor | None = None,
+         tiles: tuple[int, int, int] | None = None) -> Tensor:
     """x [M, K] (M <= :data:`GEMV_MAX_ROWS`) times dequantised q [N, K] (int8 or float8_e4m3fn) with row scales
-    [N], plus bias [N] -> [M, N] in x's dtype, in one Triton kernel (weights widened in registers)."""
+    [N], plus bias [N] -> [M, N] in x's dtype, weights widened in registers.
+
+    ``tiles``: ``(block_n, block_k, split_k)``, default :func:`gemv_tiles` (:data:`GEMV_CONFIG`, then a rule).
+    ``split_k`` 1 (or one that whole ``block_k`` chunks reduce to 1): one kernel, each program BLOCK_N output
+    channels over all of K. Above: the inputs split into that many slices, a grid of (N / BLOCK_N, slices)
+    programs storing fp32 partials (times the row scales) and a second kernel summing them in slice order, plus
+    the bias, into x's dtype (deterministic). Both are CUDA-graph safe (fixed shapes, no host syncs)."""
     M, K = x.shape
     N = q.shape[0]
     if not 0 < M <= GEMV_MAX_ROWS or q.shape[1] != K:
         raise ValueError(f"gemv takes x [M <= {GEMV_MAX_ROWS}, K] and q [N, K], got {tuple(x.shape)} and "
                          f"{tuple(q.shape)}")
     x = x.contiguous()
-    block_m = 1 << (M - 1).bit_length()
-    block_n, block_k = GEMV_TILES[block_m]
+    block_m = _block_m(M)
+    if tiles is None:
+        tiles = gemv_tiles(M, N, K, _sm_count(x.device))
+    block_n, block_k, split_k = _check_tiles(tiles)
+    k_slice, split_k = split_slices(K, block_k, split_k)
+    kernels = _kernels()
     y = torch.empty(M, N, dtype=x.dtype, device=x.device)
-    grid = ((N + block_n - 1) // block_n,)
-    _kernel()[grid](x, q, scale, scale if bias is None else bias, y, M, N, x.stride(0), q.stride(0), y.stride(0), K=K,
-                    HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+    n_blocks = (N + block_n - 1) // block_n
+    if split_k == 1:
+        kernels["single"][(n_blocks,)](x, q, scale, scale if bias is None else bias, y, M, N, x.stride(0),
+                                       q.stride(0), y.stride(0), K=K, HAS_BIAS=bias is not None, BLOCK_M=block_m,
+                                       BLOCK_N=block_n, BLOCK_K=block_k)
+        return y
+    part = torch.empty(split_k, M, N, dtype=torch.float32, device=x.device)
+    kernels["split"][(n_blocks, split_k)](x, q, scale, part, M, N, x.stride(0), q.stride(0), K=K, K_SLICE=k_slice,
+                                          BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+    kernels["sum"][(_cdiv(M * N, _SUM_BLOCK),)](part, scale if bias is None else bias, y, M * N, N,
+                                                HAS_BIAS=bias is not None, SPLIT_K=split_k, BLOCK=_SUM_BLOCK)
     return y
