@@ -9,6 +9,9 @@ Where the product runs:
 
 - CUDA, up to :data:`GEMV_MAX_ROWS` rows (the decode step): a Triton kernel that loads the 8-bit weights and
   dequantises them in registers (:func:`gemv`), so only the 8-bit bytes cross the memory bus; CUDA-graph safe.
+  Where a single pass would leave the SMs short of programs, the input dimension is split over programs
+  (split-K: fp32 partials summed in a fixed order by a second kernel); the tiles come from :data:`GEMV_CONFIG`
+  (device timings), a rule (:func:`gemv_tiles`) or the call's ``tiles=``.
 - anything else (a CPU, a long prefill, no Triton): the weights dequantised to the activations' dtype and a plain
   matmul. On a CPU the dequantised copy is made once and cached (the arithmetic of weight-only quantisation, at
   the speed of the float step; the CPU's fast path stays ``decode="int8"``, whose int8 weights are the same).
