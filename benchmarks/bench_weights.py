@@ -9,18 +9,34 @@ weight bytes one step reads and the bandwidth limit they imply; the KL divergenc
 distributions (``--kl-tokens`` positions) against the native weights; with ``--check``, the GEMV against the
 dequantised matmul on the device for each linear shape (max relative error) and the 8-bit decode's greedy logits
 against the module path with the same 8-bit weights. Prints one JSON object (``--json`` also writes it).
+
+GEMV tiles (CUDA with Triton; ``--no-gemv-sweep`` skips them): for each distinct block linear shape of the model
+(``qkv``/``q``, ``proj``, ``fc``, ``out``) and rows = ``--batch``, the 8-bit GEMV is timed for each candidate
+``(block_n, block_k, split_k)`` of :func:`jukebox.nn.quant.gemv_candidates` (today's single pass first, the split-K
+variants at ``--gemv-splits``, the default rule's pick; fp8 times today's, the default and int8's three fastest):
+``--gemv-calls`` calls back to back in one captured CUDA graph, cycling over enough copies of the weights to
+exceed twice the L2 cache (so they come from memory, as in a decode step), replayed ``--gemv-reps`` times between
+CUDA events; reported per candidate as microseconds per call and GB/s of 8-bit weights and scales, with its
+relative error against the dequantised matmul and PyTorch's bf16 ``F.linear`` of the same shape for reference
+(``gemv_tiles``). The 8-bit decode is then timed three ways: the default tiles (``int8/graph``), the sweep's
+fastest through :data:`jukebox.nn.quant.GEMV_CONFIG` (``int8/graph/best_tiles``, the config in
+``gemv_best_config``) and today's single pass everywhere (``int8/graph/single_pass``); the same for fp8.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import platform
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sampling import BANDWIDTH, build, decoder_inputs, make_inputs, time_decode  # noqa: E402
@@ -41,6 +57,152 @@ def step_bytes(model, fmt: str) -> int:
         for lin in quant.block_linears(block):
             total += lin.weight.numel() * (1 - lin.weight.element_size()) + lin.weight.shape[0] * 4
     return total
+
+
+def linear_shapes(model) -> list[tuple[str, torch.nn.Linear]]:
+    """(name, first linear) for each distinct weight shape [N, K] of the decoder's block linears: ``qkv`` (``q`` for
+    cross-attention), ``proj`` (attention out), ``fc`` (MLP in), ``out`` (MLP out)."""
+    seen: dict[tuple[int, int], tuple[str, torch.nn.Linear]] = {}
+    for block in model.decoder.transformer.blocks:
+        names = ("q" if block.attn.pattern == "cross" else "qkv", "proj", "fc", "out")
+        for name, lin in zip(names, quant.block_linears(block)):
+            seen.setdefault(tuple(lin.weight.shape), (name, lin))
+    return list(seen.values())
+
+
+def tile_key(tiles: tuple[int, int, int]) -> str:
+    """``block_n x block_k x split_k``."""
+    return "x".join(str(t) for t in tiles)
+
+
+def graph_us(call: Callable[[int], object], calls: int, reps: int) -> float:
+    """Microseconds per ``call(i)`` (i = 0 .. calls - 1), the calls captured back to back in one CUDA graph and
+    replayed ``reps`` times between CUDA events (no Python launch overhead in the time)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # compile and warm up outside the capture
+        for i in range(calls):
+            call(i)
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for i in range(calls):
+            call(i)
+    graph.replay()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    us = start.elapsed_time(end) * 1e3 / (reps * calls)
+    del graph
+    return us
+
+
+def _linear_call(x: torch.Tensor, ws: list[torch.Tensor], bias: torch.Tensor | None) -> Callable[[int], object]:
+    return lambda i: F.linear(x, ws[i % len(ws)], bias)
+
+
+def _gemv_call(x: torch.Tensor, qs: list[torch.Tensor], scale: torch.Tensor, bias: torch.Tensor | None,
+               tiles: tuple[int, int, int]) -> Callable[[int], object]:
+    return lambda i: quant.gemv(x, qs[i % len(qs)], scale, bias, tiles=tiles)
+
+
+@torch.no_grad()
+def sweep_gemv(model, device: str, rows: int, splits: tuple[int, ...], calls: int, reps: int,
+               fmts: tuple[str, ...] = ("int8", "fp8"), top: int = 3) -> dict:
+    """Device time of the 8-bit GEMV per candidate tile for each distinct block linear shape (see the module
+    docstring): {"setup": ..., fmt: [one entry per shape]}."""
+    props = torch.cuda.get_device_properties(device)
+    sms, l2 = props.multi_processor_count, getattr(props, "L2_cache_size", 64 << 20)
+    out: dict = {"setup": {"rows": rows, "sms": sms, "l2_bytes": l2, "calls_per_graph": calls, "reps": reps}}
+    fastest: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+    for fmt in fmts:
+        out[fmt] = []
+        for name, lin in linear_shapes(model):
+            N, K = lin.weight.shape
+            x = torch.randn(rows, K, device=device, dtype=lin.weight.dtype)
+            bias = lin.bias
+            entry: dict = {"linear": name, "N": N, "K": K, "rows": rows}
+            if fmt == fmts[0]:  # PyTorch's F.linear in the model's dtype, the same rotation over copies
+                wbytes = lin.weight.numel() * lin.weight.element_size()
+                ws = [lin.weight.detach()] + [lin.weight.detach().clone()
+                                              for _ in range(min(calls, math.ceil(2 * l2 / wbytes)) - 1)]
+                t = graph_us(_linear_call(x, ws, bias), calls, reps)
+                entry.update(native_us=round(t, 2), native_GBps=round(wbytes / t / 1e3))
+                del ws
+            ql = quant.QuantizedLinear(lin, fmt)
+            qs = [ql.q] + [ql.q.clone() for _ in range(min(calls, math.ceil(2 * l2 / ql.nbytes)) - 1)]
+            entry["copies"] = len(qs)
+            ref = x.float() @ quant.dequantize(ql.q, ql.scale).t()
+            if bias is not None:
+                ref = ref + bias.float()
+            today = (*quant.GEMV_TILES[1 << (rows - 1).bit_length()], 1)
+            default = quant.gemv_tiles(rows, N, K, sms)
+            if fmt == fmts[0]:
+                cands = quant.gemv_candidates(rows, N, K, splits, sms)
+            else:
+                cands = [today, default] + fastest.get((N, K), [])
+            cands = list(dict.fromkeys([today, default] + cands))
+            us, gbps, err, failed = {}, {}, {}, {}
+            for tiles in cands:
+                key = tile_key(tiles)
+                try:
+                    got = quant.gemv(x, ql.q, ql.scale, bias, tiles=tiles).float()
+                    err[key] = float((got - ref).norm() / ref.norm())
+                    t = graph_us(_gemv_call(x, qs, ql.scale, bias, tiles), calls, reps)
+                    us[key], gbps[key] = round(t, 2), round(ql.nbytes / t / 1e3)
+                except Exception as e:  # keep the other candidates
+                    failed[key] = f"{type(e).__name__}: {e}"[:200]
+            good = {k: t for k, t in us.items() if err[k] < 1e-2}
+            entry.update(us=us, GBps=gbps, rel_err={k: float(f"{v:.3g}") for k, v in err.items()},
+                         today=tile_key(today), today_us=us.get(tile_key(today)),
+                         default=tile_key(default), default_us=us.get(tile_key(default)))
+            if failed:
+                entry["failed"] = failed
+            if good:
+                best = min(good, key=good.get)
+                entry.update(best=best, best_tiles=[int(v) for v in best.split("x")], best_us=good[best],
+                             best_GBps=gbps[best])
+                if fmt == fmts[0]:
+                    order = sorted(good, key=good.get)[:top]
+                    fastest[(N, K)] = [tuple(int(v) for v in k.split("x")) for k in order]
+            out[fmt].append(entry)
+            print(f"gemv {fmt} {name} {N}x{K} rows {rows}: best {entry.get('best')} {entry.get('best_us')} us "
+                  f"({entry.get('best_GBps')} GB/s), today {entry['today']} {entry['today_us']} us, default "
+                  f"{entry['default']} {entry['default_us']} us, native {entry.get('native_us')} us",
+                  file=sys.stderr, flush=True)
+            del qs, ql
+    return out
+
+
+def best_config(sweep: dict, fmt: str) -> dict[tuple[int, int, int], tuple[int, int, int]]:
+    """:data:`jukebox.nn.quant.GEMV_CONFIG` entries of a sweep's fastest tiles for ``fmt``."""
+    rows = sweep["setup"]["rows"]
+    block_m = 1 << (rows - 1).bit_length()
+    return {(block_m, e["N"], e["K"]): tuple(e["best_tiles"]) for e in sweep.get(fmt, []) if "best_tiles" in e}
+
+
+def single_pass_config(model, rows: int) -> dict[tuple[int, int, int], tuple[int, int, int]]:
+    """:data:`jukebox.nn.quant.GEMV_CONFIG` entries giving every block linear today's single-pass tiles."""
+    block_m = 1 << (rows - 1).bit_length()
+    tiles = (*quant.GEMV_TILES[block_m], 1)
+    return {(block_m, *lin.weight.shape): tiles for _, lin in linear_shapes(model)}
+
+
+@contextlib.contextmanager
+def gemv_config(entries: dict) -> Iterator[None]:
+    """:data:`jukebox.nn.quant.GEMV_CONFIG` with ``entries`` added, restored on exit."""
+    saved = dict(quant.GEMV_CONFIG)
+    quant.GEMV_CONFIG.update(entries)
+    try:
+        yield
+    finally:
+        quant.GEMV_CONFIG.clear()
+        quant.GEMV_CONFIG.update(saved)
 
 
 @torch.no_grad()
@@ -100,6 +262,11 @@ def main() -> int:
     ap.add_argument("--position", type=int, default=1024)
     ap.add_argument("--kl-tokens", type=int, default=1024)
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--no-gemv-sweep", action="store_true", help="skip the 8-bit GEMV tile sweep (CUDA only)")
+    ap.add_argument("--gemv-splits", type=int, nargs="+", default=[2, 4, 8, 16],
+                    help="split_k values of the sweep's candidates (besides today's single pass)")
+    ap.add_argument("--gemv-calls", type=int, default=50, help="GEMV calls captured in one CUDA graph")
+    ap.add_argument("--gemv-reps", type=int, default=10, help="replays of that graph timed")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -117,14 +284,29 @@ def main() -> int:
         t0 = time.perf_counter()
         model = build(mname, dtype, device)
         row = {"model": mname, "runs": {}}
-        cases = [("native", args.decode)] + ([("native", "triton")] if not args.no_triton and device == "cuda"
-                                              and result["triton"] else []) + [("int8", args.decode),
-                                                                               ("fp8", args.decode)]
-        for fmt, decode in cases:
-            key = f"{fmt}/{decode}"
+        cases = [("native", args.decode, "", {})] + ([("native", "triton", "", {})] if not args.no_triton
+                                                     and device == "cuda" and result["triton"] else [])
+        cases += [(fmt, args.decode, "", {}) for fmt in ("int8", "fp8")]
+        if args.batch > quant.GEMV_MAX_ROWS:
+            row["gemv_tiles"] = {"skipped": f"batch above {quant.GEMV_MAX_ROWS}: the 8-bit weights dequantise"}
+        elif device == "cuda" and result["triton"] and not args.no_gemv_sweep:
             try:
-                r = time_decode(model, args.batch, device, args.position, args.tokens, args.warmup, decode,
-                                weights=fmt)
+                row["gemv_tiles"] = sweep_gemv(model, device, args.batch, tuple(args.gemv_splits), args.gemv_calls,
+                                               args.gemv_reps)
+                row["gemv_best_config"] = {}
+                for fmt in ("int8", "fp8"):
+                    best = best_config(row["gemv_tiles"], fmt)
+                    row["gemv_best_config"][fmt] = {",".join(map(str, k)): list(v) for k, v in best.items()}
+                    cases.append((fmt, args.decode, "/best_tiles", best))
+                    cases.append((fmt, args.decode, "/single_pass", single_pass_config(model, args.batch)))
+            except Exception as e:
+                row["gemv_tiles"] = {"error": f"{type(e).__name__}: {e}"[:400]}
+        for fmt, decode, suffix, tiles in cases:
+            key = f"{fmt}/{decode}{suffix}"
+            try:
+                with gemv_config(tiles):
+                    r = time_decode(model, args.batch, device, args.position, args.tokens, args.warmup, decode,
+                                    weights=fmt)
                 r["tokens_per_s"] = 1.0 / r["seconds_per_step"]
                 r["weight_bytes_per_step"] = step_bytes(model, fmt)
                 if bw:

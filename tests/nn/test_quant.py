@@ -187,3 +187,73 @@ def test_gemv_bad_tiles_are_refused(monkeypatch):
     monkeypatch.setitem(quant.GEMV_CONFIG, (1, 8, 64), (12, 64, 2))
     with pytest.raises(ValueError, match="got \\(12, 64, 2\\)"):
         quant.gemv(x, q, s)
+
+
+def _bench_weights():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "benchmarks"
+    sys.path.insert(0, str(root))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_weights", root / "bench_weights.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(root))
+    return mod
+
+
+def test_bench_weights_gemv_sweep_helpers():
+    """The CPU-side helpers of ``benchmarks/bench_weights.py``'s GEMV tile sweep (the timing itself needs CUDA)."""
+    from types import SimpleNamespace
+
+    bench = _bench_weights()
+    tr = _tiny_transformer()
+    model = SimpleNamespace(decoder=SimpleNamespace(transformer=tr))
+    shapes = [(name, tuple(lin.weight.shape)) for name, lin in bench.linear_shapes(model)]
+    assert shapes == [("qkv", (24, 32)), ("proj", (32, 8)), ("fc", (32, 32))]  # MLP out is [32, 32] too: once
+    assert bench.tile_key((16, 256, 4)) == "16x256x4"
+    sweep = {"setup": {"rows": 3}, "int8": [{"N": 24, "K": 32, "best_tiles": [32, 128, 2]}, {"N": 32, "K": 32}]}
+    assert bench.best_config(sweep, "int8") == {(4, 24, 32): (32, 128, 2)}
+    assert bench.best_config(sweep, "fp8") == {}
+    single = bench.single_pass_config(model, 1)
+    assert single == {(1, n, k): (16, 256, 1) for n, k in [(24, 32), (32, 8), (32, 32)]}
+    quant.GEMV_CONFIG[(8, 1, 1)] = (8, 64, 1)
+    try:
+        with bench.gemv_config(single):
+            assert quant.GEMV_CONFIG[(1, 24, 32)] == (16, 256, 1) and quant.GEMV_CONFIG[(8, 1, 1)] == (8, 64, 1)
+        assert quant.GEMV_CONFIG == {(8, 1, 1): (8, 64, 1)}  # restored
+    finally:
+        quant.GEMV_CONFIG.pop((8, 1, 1), None)
+
+
+def test_bench_weights_gemv_sweep_logic(interpreted_triton, monkeypatch):
+    """The sweep's bookkeeping on a tiny model, the GEMVs in Triton's interpreter and the device timing replaced by
+    a fake clock (each timing faster than the last)."""
+    from itertools import count
+    from types import SimpleNamespace
+
+    bench = _bench_weights()
+    torch.manual_seed(0)
+    tr = Transformer(128, 1, 16, ["dense"], blocks=4).eval()  # K = 128: split-K candidates at 4 rows
+    model = SimpleNamespace(decoder=SimpleNamespace(transformer=tr))
+    clock = count(100.0, -1.0)
+    monkeypatch.setattr(bench, "graph_us", lambda call, calls, reps: (call(0), next(clock))[1])
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda device: SimpleNamespace(multi_processor_count=4, L2_cache_size=32768))
+    with torch.no_grad():
+        for lin in bench.quant.block_linears(model.decoder.transformer.blocks[0]):
+            lin.bias.normal_()
+    sweep = bench.sweep_gemv(model, "cpu", 4, (2, 4), calls=3, reps=1)
+    assert sweep["setup"] == {"rows": 4, "sms": 4, "l2_bytes": 32768, "calls_per_graph": 3, "reps": 1}
+    fc8 = next(e for e in sweep["int8"] if e["linear"] == "fc")
+    assert fc8["today"] == "16x64x1" and list(fc8["us"])[0] == "16x64x1" and "failed" not in fc8
+    cands = quant.gemv_candidates(4, 128, 128, (2, 4), 4)
+    assert set(fc8["us"]) == {bench.tile_key(t) for t in cands} and any(t[2] > 1 for t in cands)
+    assert fc8["best"] == list(fc8["us"])[-1] and fc8["best_us"] == min(fc8["us"].values())  # the fake clock
+    assert max(fc8["rel_err"].values()) < 1e-5 and fc8["copies"] == 3 and fc8["native_us"] > 0  # 2 L2 / 16.9 kB, capped
+    fc_fp8 = next(e for e in sweep["fp8"] if e["linear"] == "fc")
+    assert fc8["best"] in fc_fp8["us"] and "native_us" not in fc_fp8
+    assert bench.best_config(sweep, "int8")[(4, 128, 128)] == tuple(fc8["best_tiles"])
