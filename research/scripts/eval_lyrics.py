@@ -3,7 +3,8 @@
 
 Subcommands:
 
-* ``roundtrip``: held-out mixes through a model's VQ-VAE (encode, decode from each level) and the sung-word check
+* ``roundtrip``: held-out mixes through a model's VQ-VAE (encode, decode from each level; ``--upsample``: also the
+  real top-level codes through its upsamplers) and the sung-word check
   (``research/scripts/sung_wer.py``) on the original and on each reconstruction: do words survive the codec?
 * ``samples``: the codes returned by ``STAGE=sample bash research/scripts/gpu_lyrics.sh`` decoded with the VQ-VAE; the
   sung-word check per arm (right lyrics / wrong lyrics / no-lyrics model) against the lyrics each sample was
@@ -142,6 +143,12 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
             codes = model.encode(torch.from_numpy(x)[None, None])
             for lvl in args.levels:
                 versions[f"level_{lvl}"] = model.decode(codes, lvl)[0, 0].numpy()[: len(x)]
+            if args.upsample:  # the real top-level codes through the model's upsamplers (seeded), audio of levels 1, 0
+                top = model.top_level
+                gen = model.upsample({top: codes[top]}, genre=rec.get("genre", "unknown"), levels=[1, 0],
+                                     seed=args.seed, alignment=False)
+                versions["upsampled_1"] = model.decode({1: gen.codes[1]}, 1)[0, 0].numpy()[: len(x)]
+                versions["upsampled_0"] = gen.audio[0, 0].numpy()[: len(x)]
             for name, audio in versions.items():
                 r = scorer.score(audio, sr, ref)
                 r.update(song=rec["id"], stem=stem, version=name)
@@ -150,7 +157,8 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
                       flush=True)
     summary = {}
     for stem in sorted({r["stem"] for r in rows}):
-        for name in ["original"] + [f"level_{lvl}" for lvl in args.levels]:
+        for name in ["original"] + [f"level_{lvl}" for lvl in args.levels] + (
+                ["upsampled_1", "upsampled_0"] if args.upsample else []):
             summary[f"{stem}/{name}"] = pool([r for r in rows if r["stem"] == stem and r["version"] == name])
     _emit({"lm": args.lm, "seconds": args.seconds, "model": str(args.model), "summary": summary, "results": rows},
           args.out)
@@ -532,6 +540,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="first S seconds of each song")
     p.add_argument("--levels", type=int, nargs="+", default=[0, 1])
     p.add_argument("--vocals", action="store_true", help="also the clean vocal stems")
+    p.add_argument("--upsample", action="store_true",
+                   help="also the real top-level codes through the model's upsamplers (audio from levels 1 and 0)")
+    p.add_argument("--seed", type=int, default=1, help="with --upsample")
     p.add_argument("--lm", choices=("vocab", "default"), default="vocab")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None)
