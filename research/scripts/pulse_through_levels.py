@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--upsample", action="store_true", help="also upsample the real level-2 codes (see above)")
     ap.add_argument("--batch", type=int, default=20, help="clips upsampled together")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                    help="a sampling override for the upsampling, e.g. temperature=[0.5,0.5,0.9] (repeatable)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -86,6 +88,7 @@ def main() -> None:
             tops.append(codes[2][0].cpu())
             print(t["file"], f, {k: round(row[k]["pulse_clarity"], 3) for k in ("real", "level_2", "level_1",
                                                                                  "level_0")}, flush=True)
+    overrides = {k: json.loads(v) for k, v in (x.split("=", 1) for x in args.set)}
     kinds = [] if args.from_codes else ["real", "level_2", "level_1", "level_0"]
     if args.save_codes:
         np.savez(args.save_codes, codes=torch.stack(tops).numpy().astype(np.int16), genres=[r["genre"] for r in rows],
@@ -96,7 +99,7 @@ def main() -> None:
             part = rows[b:b + args.batch]
             z = torch.stack(tops[b:b + args.batch])
             gen = model.upsample({2: z}, items=[{"genre": r["genre"]} for r in part], levels=[1, 0], seed=args.seed + b,
-                                 alignment=False)
+                                 alignment=False, **overrides)
             y1 = model.decode({1: gen.codes[1].to(args.device)}, 1)[:, 0, :n].float().cpu().numpy()
             y0 = gen.audio[:, 0, :n].float().cpu().numpy()
             for r, a1, a0 in zip(part, y1, y0):
