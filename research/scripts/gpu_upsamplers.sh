@@ -5,7 +5,8 @@
 # level-2 codes make audio of pulse 0.24. They were trained on 1.6-3.6 h for a few GPU minutes.
 #   finetune: the shipped upsamplers (256 x 8, n_ctx 1,024) fine-tuned;
 #   fast:     default_fast_upsampler_level_{1,0} (256 x 6, n_ctx 512: half the sequential steps on a CPU), from scratch.
-# Four trainings at once (two arms x levels 1 and 0), the same code folder, batch BATCH x n_ctx, linear decay from LR
+# Four trainings at once (two arms x levels 1 and 0), the same code folder, batch BATCH x 1,024 (fast: BATCH_FAST x 512,
+# the same tokens per step), linear decay from LR
 # to LR/10 at PLANNED_STEPS, compiled blocks, checkpoints every SAVE steps, resumed across calls on a warm machine.
 #
 # Data: a genre-balanced Vorbis pack of the training split (recipes/pack_training_audio.py --minutes 420: ~7 h),
@@ -21,12 +22,15 @@
 #       up_<arm>.tar (the arm's prior_level_{1,0}, int8), $OUT/up_results.tar (JSONs), $OUT/clips_<arm>.tar (judge);
 #       first the shipped upsamplers' pulse on the same codes (EVAL_SHIPPED=0 skips it). The generated clips pair with
 #       the first CLIPS rows of v6's 240-clip set (results/v6/v6_240.json: same seeds, same top prior).
+# Then on a CPU: the arms' upsamplers (up_<arm>.tar untarred into a copy of the embedded model) through
+# `eval_lyrics.py roundtrip --upsample` (words kept from real sung top-level codes; shipped: recall 0.018, the codec
+# 0.125), judge_clips.py on clips_<arm>.tar, and `jukebox sample --seconds 10` timed (farm-bench).
 # CPU smoke test: DEVICE=cpu COMPILE=none BATCH=2 SAVE=2 VAL_EVERY=4 CLIPS=2 PLANNED_STEPS=6 CALL_S=120 OUT=/tmp/up ...
 set -euo pipefail
 source research/scripts/device_env.sh  # $OUT, the carried wheels, PYTHONPATH, $J
 T0=$(date +%s); elapsed() { echo $(( $(date +%s) - T0 )); }
 STAGE=${STAGE:-train}; SHARD=${SHARD:-}; CALL_S=${CALL_S:-540}; DEVICE=${DEVICE:-cuda}; COMPILE=${COMPILE:-blocks}
-BATCH=${BATCH:-64}; PLANNED_STEPS=${PLANNED_STEPS:-12000}; SAVE=${SAVE:-500}; VAL_EVERY=${VAL_EVERY:-1000}
+BATCH=${BATCH:-64}; BATCH_FAST=${BATCH_FAST:-$((2 * BATCH))}; PLANNED_STEPS=${PLANNED_STEPS:-12000}; SAVE=${SAVE:-500}; VAL_EVERY=${VAL_EVERY:-1000}
 LR_FINETUNE=${LR_FINETUNE:-2e-4}; LR_FAST=${LR_FAST:-3e-4}; CLIPS=${CLIPS:-120}; ARMS=${ARMS:-finetune fast}
 LEVELS=${LEVELS:-1 0}; WORKERS=${WORKERS:-3}; RUN=${RUN:-runs/upsamplers}; BASE=src/jukebox/assets/default_model
 VAL=${VAL:-.gpu/upval.npz}
@@ -79,9 +83,9 @@ case "$STAGE" in
         if [ -f "$dir/prior_level_$level/checkpoint/trainer.json" ]; then how=(--resume)
         elif [ "$arm" = fast ]; then how=(--preset "default_fast_upsampler_level_$level" --restart)
         else how=(); fi
-        lr=$LR_FINETUNE; [ "$arm" = fast ] && lr=$LR_FAST
+        lr=$LR_FINETUNE; batch=$BATCH; [ "$arm" = fast ] && lr=$LR_FAST && batch=$BATCH_FAST
         ( timeout "$BOX" $J train prior --model "$dir" --data "$RUN/codes" --level "$level" "${how[@]}" \
-            --batch-size "$BATCH" --steps "$PLANNED_STEPS" --lr "$lr" --warmup 200 --decay linear --min-lr-ratio 0.1 \
+            --batch-size "$batch" --steps "$PLANNED_STEPS" --lr "$lr" --warmup 200 --decay linear --min-lr-ratio 0.1 \
             --compile "$COMPILE" --device "$DEVICE" --workers "$WORKERS" --save-every "$SAVE" --val-every "$VAL_EVERY" \
             --no-progress --log-dir none >> "$log" 2>&1 || echo "$arm level $level: stopped (exit $?)" >> "$log" ) &
         pids+=($!)
