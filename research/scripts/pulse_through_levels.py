@@ -37,6 +37,14 @@ POSITIONS = (0.25, 0.5, 0.75)
 KEYS = ("pulse_clarity", "harmonic_fraction", "chroma_peak_ratio")
 
 
+def keep(folder: Path, index: int, genre: str, audio: np.ndarray, sr: int) -> None:
+    """One clip as ``folder/{index}_{genre}_0.ogg`` (Vorbis, as eval_tempo.py --keep-dir writes them)."""
+    import soundfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    soundfile.write(folder / f"{index}_{genre}_0.ogg", np.clip(audio, -1, 1), sr, format="OGG", subtype="VORBIS")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-m", "--model", required=True)
@@ -51,6 +59,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                     help="a sampling override for the upsampling, e.g. temperature=[0.5,0.5,0.9] (repeatable)")
+    ap.add_argument("--keep-dir", default=None, help="write each clip's level-0 audio (codec: KEEP_DIR/codec/, "
+                    "upsampled: KEEP_DIR/upsampled/) as {index}_{genre}_0.ogg, for judge_clips.py")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -84,6 +94,8 @@ def main() -> None:
             for level in (2, 1, 0):
                 y = model.decode({level: codes[level]}, level)[0, 0, :n].float().numpy()
                 row[f"level_{level}"] = audio_measures(y, sr)
+            if args.keep_dir:
+                keep(Path(args.keep_dir) / "codec", len(rows), row["genre"], y, sr)
             rows.append(row)
             tops.append(codes[2][0].cpu())
             print(t["file"], f, {k: round(row[k]["pulse_clarity"], 3) for k in ("real", "level_2", "level_1",
@@ -102,8 +114,10 @@ def main() -> None:
                                  alignment=False, **overrides)
             y1 = model.decode({1: gen.codes[1].to(args.device)}, 1)[:, 0, :n].float().cpu().numpy()
             y0 = gen.audio[:, 0, :n].float().cpu().numpy()
-            for r, a1, a0 in zip(part, y1, y0):
+            for i, (r, a1, a0) in enumerate(zip(part, y1, y0)):
                 r["upsampled_1"], r["upsampled_0"] = audio_measures(a1, sr), audio_measures(a0, sr)
+                if args.keep_dir:
+                    keep(Path(args.keep_dir) / "upsampled", b + i, r["genre"], a0, sr)
             print(f"upsampled {b + len(part)}/{len(rows)}: pulse level 1 "
                   f"{np.mean([r['upsampled_1']['pulse_clarity'] for r in part]):.3f}, level 0 "
                   f"{np.mean([r['upsampled_0']['pulse_clarity'] for r in part]):.3f}", flush=True)
