@@ -28,7 +28,7 @@ import csv
 import json
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -36,30 +36,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[2] / "recipes"))
 
-from gen_conditioning_clips import MAIN_GENRES  # noqa: E402
+from gen_conditioning_clips import MAIN_GENRES, pick_tracks  # noqa: E402
 from select_training_subset import track_key  # noqa: E402  (one definition, shared with the recipe)
-
-
-def pick_tracks(rows: list[dict], excluded: set[str], genres: list[str], per_genre: int, min_seconds: float,
-                seed: int) -> list[dict]:
-    """Up to ``per_genre`` unseen tracks per genre, spread over packages (round robin over packages)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for g in genres:
-        by_pkg: dict[str, list[dict]] = defaultdict(list)
-        for r in rows:
-            if r["genre"].lower() == g and track_key(r["file"]) not in excluded and float(r["seconds"]) >= min_seconds:
-                by_pkg[r["package"]].append(r)
-        for lst in by_pkg.values():
-            rng.shuffle(lst)
-        chosen: list[dict] = []
-        pkgs = sorted(by_pkg)
-        while len(chosen) < per_genre and any(by_pkg[p] for p in pkgs):
-            for p in pkgs:
-                if by_pkg[p] and len(chosen) < per_genre:
-                    chosen.append(by_pkg[p].pop())
-        out += chosen
-    return out
 
 
 def main(argv: list[str] | None = None) -> None:

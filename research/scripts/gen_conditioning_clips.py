@@ -48,6 +48,31 @@ PLAN_FILE = Path(__file__).with_name("conditioning_plan.json")
 MAIN_GENRES = ("ambient", "classical", "electronic", "folk", "orchestral")
 
 
+def pick_tracks(rows: list[dict], excluded: set[str], genres: list[str], per_genre: int, min_seconds: float,
+                seed: int) -> list[dict]:
+    """Up to ``per_genre`` unseen tracks per genre, spread over packages (round robin over packages)."""
+    sys.path.insert(1, str(Path(__file__).resolve().parents[2] / "recipes"))
+    from select_training_subset import track_key  # one definition, shared with the recipe
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for g in genres:
+        by_pkg: dict[str, list[dict]] = defaultdict(list)
+        for r in rows:
+            if r["genre"].lower() == g and track_key(r["file"]) not in excluded and float(r["seconds"]) >= min_seconds:
+                by_pkg[r["package"]].append(r)
+        for lst in by_pkg.values():
+            rng.shuffle(lst)
+        chosen: list[dict] = []
+        pkgs = sorted(by_pkg)
+        while len(chosen) < per_genre and any(by_pkg[p] for p in pkgs):
+            for p in pkgs:
+                if by_pkg[p] and len(chosen) < per_genre:
+                    chosen.append(by_pkg[p].pop())
+        out += chosen
+    return out
+
+
 def plan_from_metadata(metadata: Path) -> dict:
     """Per genre, the training-split artists ordered by track count: {"genres": {genre: [[artist, n], ...]}}."""
     counts: dict[str, Counter] = defaultdict(Counter)
@@ -102,7 +127,8 @@ def real_top_codes(model, corpus: Path, exclude: list[str], genres: list[str], p
     """Items (genre, artist, file, offset) and top-level codes {top: [N, T]} of one window of ``seconds`` from
     each of ``per_genre`` unseen tracks per genre (tracks of the ``exclude`` metadata files are skipped)."""
     import torch
-    from eval_label_likelihood import pick_tracks, track_key
+    sys.path.insert(1, str(Path(__file__).resolve().parents[2] / "recipes"))
+    from select_training_subset import track_key
 
     from jukebox.audio import load_audio
 
