@@ -1,6 +1,7 @@
 """8-bit weights on the device: decode tokens/s of ``weights=int8|fp8`` against the native weights, and their KL.
 
-    PYTHONPATH=src python benchmarks/bench_weights.py --json weights.json          # one H200: ~5 minutes
+    PYTHONPATH=src python benchmarks/bench_weights.py --json weights.json   # one H200: 23-31 s a model without the
+        # GEMV tile sweep (--no-gemv-sweep); the sweep adds an untimed amount (one model per call keeps it bounded)
 
 For each released prior (random weights, full size, ``--dtype``, batch ``--batch``): tokens/s per sequence of
 ``--decode`` steps with native weights (and of the fused ``triton`` step, today's fastest, for reference) and with
