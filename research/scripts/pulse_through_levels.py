@@ -59,6 +59,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                     help="a sampling override for the upsampling, e.g. temperature=[0.5,0.5,0.9] (repeatable)")
+    ap.add_argument("--real-level-1", action="store_true",
+                    help="with --upsample (corpus clips): give the level-0 upsampler the clips' real level-1 codes too "
+                    "(only level 0 sampled: the level-0 upsampler's own loss)")
     ap.add_argument("--keep-dir", default=None, help="write each clip's level-0 audio (codec: KEEP_DIR/codec/, "
                     "upsampled: KEEP_DIR/upsampled/) as {index}_{genre}_0.ogg, for judge_clips.py")
     ap.add_argument("--out", default=None)
@@ -68,7 +71,7 @@ def main() -> None:
     model = jukebox.load_model(args.model, device=args.device)
     sr = model.sample_rate
     n = int(args.seconds * sr) // model.hop_lengths[-1] * model.hop_lengths[-1]
-    rows, tops = [], []
+    rows, tops, mids = [], [], []
     tracks = []
     if args.from_codes:
         saved = np.load(args.from_codes)
@@ -98,6 +101,7 @@ def main() -> None:
                 keep(Path(args.keep_dir) / "codec", len(rows), row["genre"], y, sr)
             rows.append(row)
             tops.append(codes[2][0].cpu())
+            mids.append(codes[1][0].cpu())
             print(t["file"], f, {k: round(row[k]["pulse_clarity"], 3) for k in ("real", "level_2", "level_1",
                                                                                  "level_0")}, flush=True)
     overrides = {k: json.loads(v) for k, v in (x.split("=", 1) for x in args.set)}
@@ -110,8 +114,11 @@ def main() -> None:
         for b in range(0, len(rows), args.batch):
             part = rows[b:b + args.batch]
             z = torch.stack(tops[b:b + args.batch])
-            gen = model.upsample({2: z}, items=[{"genre": r["genre"]} for r in part], levels=[1, 0], seed=args.seed + b,
-                                 alignment=False, **overrides)
+            given = {2: z}
+            if args.real_level_1:
+                given[1] = torch.stack(mids[b:b + args.batch])
+            gen = model.upsample(given, items=[{"genre": r["genre"]} for r in part], levels=[1, 0] if 1 not in given
+                                 else [0], seed=args.seed + b, alignment=False, **overrides)
             y1 = model.decode({1: gen.codes[1].to(args.device)}, 1)[:, 0, :n].float().cpu().numpy()
             y0 = gen.audio[:, 0, :n].float().cpu().numpy()
             for i, (r, a1, a0) in enumerate(zip(part, y1, y0)):
