@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
+from test_train import make_corpus
 
 from jukebox.checkpoint.model_dir import ModelDir
 from jukebox.data.labels import LabelVocab
@@ -108,26 +108,14 @@ def test_growth_refuses_what_it_cannot_keep(base: Prior) -> None:
 # ---------------------------------------------------------------------------------------------------- CLI
 
 
-def _corpus(root: Path) -> Path:
-    root.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    rows = ["file,artist,genre,lyrics"]
-    t = np.arange(SR) / SR
-    for i in range(4):
-        x = 0.3 * np.sin(2 * np.pi * 110 * (i + 1) * t) + 0.05 * rng.standard_normal(len(t))
-        sf.write(root / f"song{i}.wav", x.astype(np.float32), SR)
-        rows.append(f"song{i}.wav,{'New Singer' if i == 0 else 'Alice Example'},folk,la la la song {i}")
-    (root / "metadata.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return root
-
-
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("grow")
     base = root / "base"
     md = make_tiny_model_dir(base, levels=(1, 2))
     md.save_tempi(2, {"default": 120.0, "genres": {"folk": 100.0}})
-    return base, _corpus(root / "music")
+    return base, make_corpus(root / "music", n=4, artists=("New Singer", "Alice Example", "Alice Example",
+                                                               "Alice Example"), genres=("folk",))
 
 
 def _cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:

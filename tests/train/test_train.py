@@ -25,8 +25,9 @@ ARTISTS = ("Alice Example", "Bob Demo", "Carol Test")
 GENRES = ("folk", "rock")
 
 
-def make_corpus(root: Path, n: int = 6, seconds: float = 1.0, artists=ARTISTS, seed: int = 0) -> Path:
-    """A folder of generated tones with noise and a metadata.csv (artist, genre, lyrics)."""
+def make_corpus(root: Path, n: int = 6, seconds: float = 1.0, artists=ARTISTS, seed: int = 0, genres=GENRES) -> Path:
+    """A folder of generated tones with noise and a metadata.csv (artist, genre, lyrics): song i by
+    ``artists[i % len(artists)]`` in ``genres[i % len(genres)]``."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     rows = ["file,artist,genre,lyrics"]
@@ -34,7 +35,7 @@ def make_corpus(root: Path, n: int = 6, seconds: float = 1.0, artists=ARTISTS, s
     for i in range(n):
         x = 0.3 * np.sin(2 * np.pi * 110 * (i + 1) * t) + 0.05 * rng.standard_normal(len(t))
         sf.write(root / f"song{i}.wav", x.astype(np.float32), SR)
-        rows.append(f"song{i}.wav,{artists[i % len(artists)]},{GENRES[i % 2]},la la la song number {i}")
+        rows.append(f"song{i}.wav,{artists[i % len(artists)]},{genres[i % len(genres)]},la la la song number {i}")
     (root / "metadata.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return root
 
