@@ -339,7 +339,7 @@ def gemv(x: Tensor, q: Tensor, scale: Tensor, bias: Tensor | None = None,
     k_slice, split_k = split_slices(K, block_k, split_k)
     kernels = _kernels()
     y = torch.empty(M, N, dtype=x.dtype, device=x.device)
-    n_blocks = (N + block_n - 1) // block_n
+    n_blocks = _cdiv(N, block_n)
     if split_k == 1:
         kernels["single"][(n_blocks,)](x, q, scale, scale if bias is None else bias, y, M, N, x.stride(0),
                                        q.stride(0), y.stride(0), K=K, HAS_BIAS=bias is not None, BLOCK_M=block_m,
