@@ -15,7 +15,8 @@
 #   STAGE=ingest SHARD=.gpu/upshard_1.tar   ... one call per shard, back to back (a cold machine loses them)
 #   STAGE=train SHARD=.gpu/upshard_2.tar    the last shard, then (once) `jukebox prepare --codes` of all shards on
 #       the GPU (levels 0-2, no beats), then the four trainings for the rest of CALL_S; again STAGE=train (no shard)
-#       on the warm machine to continue. Returns $OUT/train_logs.tar.gz (logs, validation curves).
+#       on the warm machine to continue. Returns $OUT/train_logs.tar.gz (logs, validation curves) and each arm's last
+#       saved upsamplers, int8, $OUT/up_<arm>.tar (evaluate them on a CPU if the machine is lost before STAGE=eval).
 #   STAGE=eval   each arm: int8 export (recipes/export_model.py), the upsampled pulse of real validation top-level
 #       codes (pulse_through_levels.py --from-codes .gpu/upval.npz: carry it), CLIPS generated 10-s clips with the
 #       shipped top prior and the arm's upsamplers (eval_tempo.py, seed 1000, v6's seeds and tempos) -> $OUT/
@@ -95,6 +96,11 @@ case "$STAGE" in
     for f in "$RUN"/logs/train_*.log; do echo "== $f"; grep -E "validation|stopped|error|Error" "$f" | tail -n 4; \
       grep -E "^prior_level_[0-9] step" "$f" | tail -n 1; done
     tar -C "$RUN" -czf "$OUT/train_logs.tar.gz" logs
+    for arm in $ARMS; do  # every train call returns each arm's last saved upsamplers (int8): a lost machine loses no weights
+      x="$RUN/export_$arm"; rm -rf "$x"
+      python3 recipes/export_model.py "$(model_of "$arm")" "$x" --weights int8 > /dev/null
+      tar -C "$x" -cf "$OUT/up_$arm.tar" $(for l in $LEVELS; do echo "prior_level_$l"; done)
+    done
     echo "stage train finished in $(elapsed) s";;
   eval)
     mkdir -p "$RUN/results"

@@ -155,7 +155,18 @@ def test_split_slices():
     assert quant.split_slices(200, 256, 4) == (256, 1)
 
 
+def test_gemv_config_holds_valid_tiles():
+    """The tiles timed on a device for the released shapes are ones :func:`gemv` accepts."""
+    assert quant.GEMV_CONFIG
+    for (block_m, n, k), (block_n, block_k, split_k) in quant.GEMV_CONFIG.items():
+        assert block_m in quant.GEMV_TILES and n > 0 and k > 0
+        assert block_n & (block_n - 1) == 0 and block_k & (block_k - 1) == 0 and split_k >= 1
+        assert quant.split_slices(k, block_k, split_k)[1] == split_k  # the split is the slices it makes
+        assert quant.gemv_tiles(block_m, n, k) == (block_n, block_k, split_k)
+
+
 def test_gemv_tiles_rule_and_override(monkeypatch):
+    monkeypatch.setattr(quant, "GEMV_CONFIG", {})  # the rule alone
     # 1,920 channels at batch 1: 120 programs of 16 channels; split to 8 slices of one 256-chunk (960 programs)
     assert quant.gemv_tiles(1, 1920, 1920, sms=132) == (16, 256, 8)
     assert quant.gemv_tiles(1, 4800, 4800, sms=132) == (16, 256, 4)  # 300 programs x 4 slices
@@ -221,10 +232,11 @@ def test_bench_weights_gemv_sweep_helpers():
     single = bench.single_pass_config(model, 1)
     assert single == {(1, n, k): (16, 256, 1) for n, k in [(24, 32), (32, 8), (32, 32)]}
     quant.GEMV_CONFIG[(8, 1, 1)] = (8, 64, 1)
+    before = dict(quant.GEMV_CONFIG)
     try:
         with bench.gemv_config(single):
             assert quant.GEMV_CONFIG[(1, 24, 32)] == (16, 256, 1) and quant.GEMV_CONFIG[(8, 1, 1)] == (8, 64, 1)
-        assert quant.GEMV_CONFIG == {(8, 1, 1): (8, 64, 1)}  # restored
+        assert quant.GEMV_CONFIG == before  # restored
     finally:
         quant.GEMV_CONFIG.pop((8, 1, 1), None)
 

@@ -240,7 +240,10 @@ GEMV_TILES = {1: (16, 256), 2: (16, 128), 4: (16, 64), 8: (8, 64)}
 #: Tiles ``(block_n, block_k, split_k)`` of :func:`gemv` by ``(block_m, N, K)`` (``block_m``: the rows rounded up
 #: to a power of two: 1, 2, 4 or 8), consulted before the rule of :func:`gemv_tiles`: fill it with the tiles a
 #: device timing found fastest (``benchmarks/bench_weights.py`` sweeps candidates and applies its best here).
-GEMV_CONFIG: dict[tuple[int, int, int], tuple[int, int, int]] = {}
+GEMV_CONFIG: dict[tuple[int, int, int], tuple[int, int, int]] = {
+    # the released upsampler's layers at batch 1 (qkv, attention output, MLP), fastest of the sweep on an H200
+    (1, 1440, 1920): (8, 512, 4), (1, 1920, 480): (8, 512, 1), (1, 1920, 1920): (8, 512, 4),
+}
 #: The rule of :func:`gemv_tiles` splits the input dimension until the grid has about this many programs per SM.
 GEMV_PROGRAMS_PER_SM = 8
 #: Elements per program of the kernel that sums split-K partials.
