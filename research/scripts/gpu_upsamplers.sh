@@ -4,7 +4,9 @@
 # music through the codec keeps its pulse (level 0: 0.49, real 0.51), but the shipped upsamplers given the same real
 # level-2 codes make audio of pulse 0.24. They were trained on 1.6-3.6 h for a few GPU minutes.
 #   finetune: the shipped upsamplers (256 x 8, n_ctx 1,024) fine-tuned;
-#   fast:     default_fast_upsampler_level_{1,0} (256 x 6, n_ctx 512: half the sequential steps on a CPU), from scratch.
+#   fast:     default_fast_upsampler_level_{1,0} (256 x 6, n_ctx 512: half the sequential steps on a CPU), from scratch;
+#   wide:     default_wide_upsampler_level_{1,0} (the shipped transformer, a 256 x 8 conditioner), from scratch at LR_FAST.
+# ARMS picks them (default "finetune fast"; after the first run, whose fast arm trailed: ARMS="finetune wide").
 # Four trainings at once (two arms x levels 1 and 0), the same code folder, batch BATCH x 1,024 (fast: BATCH_FAST x 512,
 # the same tokens per step), linear decay from LR
 # to LR/10 at PLANNED_STEPS, compiled blocks, checkpoints every SAVE steps, resumed across calls on a warm machine.
@@ -82,9 +84,10 @@ case "$STAGE" in
       for level in $LEVELS; do
         log="$RUN/logs/train_${arm}_$level.log"
         if [ -f "$dir/prior_level_$level/checkpoint/trainer.json" ]; then how=(--resume)
-        elif [ "$arm" = fast ]; then how=(--preset "default_fast_upsampler_level_$level" --restart)
+        elif [ "$arm" = fast ] || [ "$arm" = wide ]; then how=(--preset "default_${arm}_upsampler_level_$level" --restart)
         else how=(); fi
         lr=$LR_FINETUNE; batch=$BATCH; [ "$arm" = fast ] && lr=$LR_FAST && batch=$BATCH_FAST
+        [ "$arm" = wide ] && lr=$LR_FAST
         ( timeout "$BOX" $J train prior --model "$dir" --data "$RUN/codes" --level "$level" "${how[@]}" \
             --batch-size "$batch" --steps "$PLANNED_STEPS" --lr "$lr" --warmup 200 --decay linear --min-lr-ratio 0.1 \
             --compile "$COMPILE" --device "$DEVICE" --workers "$WORKERS" --save-every "$SAVE" --val-every "$VAL_EVERY" \

@@ -243,3 +243,19 @@ def test_fast_default_upsamplers(level):
     assert torch.isfinite(loss)
     n = sum(p.numel() for p in model.parameters())
     assert n < sum(p.numel() for p in Prior(shipped).parameters())
+
+
+@pytest.mark.parametrize("level", [1, 0])
+def test_wide_default_upsamplers(level):
+    """The wide-conditioner upsampler shapes: the shipped transformer, a larger conditioner on the upper codes."""
+    wide = prior_preset(f"default_wide_upsampler_level_{level}")
+    shipped = prior_preset(f"default_upsampler_level_{level}")
+    assert wide.transformer == shipped.transformer and wide.n_ctx == shipped.n_ctx
+    assert wide.upsampler.width > shipped.upsampler.width and wide.upsampler.depth > shipped.upsampler.depth
+    model = Prior(wide).train()
+    z, z_cond, y = _inputs(model)
+    loss, _ = model(z, z_cond, y)
+    loss.backward()
+    assert torch.isfinite(loss)
+    cond = [p for n, p in model.named_parameters() if "conditioner" in n and p.grad is not None]
+    assert cond and any(p.grad.abs().sum() > 0 for p in cond)  # the conditioner learns
