@@ -163,6 +163,15 @@ def test_int8_storage_round_trip(tmp_path):
                                 torch.nn.Linear(8, 4))
     load_into(fresh, tmp_path / "sharded")
     assert torch.equal(fresh[0].weight, load_weights(tmp_path / "int8")["0.weight"])
+    conv = torch.nn.Conv1d(64, 96, 3)  # a convolution weight: one scale per output channel
+    conv_sd = {k: v.half() for k, v in conv.state_dict().items()}
+    conv_stored = quantize_for_storage(conv_sd)
+    assert conv_stored["weight"].dtype == torch.int8 and conv_stored["weight"].shape == (96, 64, 3)
+    assert conv_stored["weight" + QSCALE_SUFFIX].shape == (96,) and conv_stored["bias"].dtype == torch.float16
+    save_weights(tmp_path / "conv", conv_stored)
+    conv_back = load_weights(tmp_path / "conv")["weight"]
+    step = conv_sd["weight"].float().abs().amax(dim=(1, 2), keepdim=True) / 127
+    assert conv_back.shape == (96, 64, 3) and ((conv_back - conv_sd["weight"].float()).abs() <= step / 2 + 1e-6).all()
     bad = dict(stored)
     bad["0.weight" + QSCALE_SUFFIX] = torch.ones(5)
     (tmp_path / "bad").mkdir()

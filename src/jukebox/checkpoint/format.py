@@ -12,7 +12,7 @@ tensor is an error naming the tensor.
 
 Weights may be stored in int8 (:func:`quantize_for_storage`, ``recipes/export_model.py --weights int8``): a matrix
 ``NAME`` [N, K] is then the int8 tensor ``NAME`` plus its row scales ``NAME.qscale`` [N] (float32, symmetric, one
-per row: ``w[n] = q[n] * scale[n]``), and every loader returns the dequantised float32 matrix under ``NAME``, so
+per row: ``w[n] = q[n] * scale[n]``; a convolution weight [N, C, k] the same, one scale per output channel), and every loader returns the dequantised float32 matrix under ``NAME``, so
 models, shapes and names are those of the float weights. Half the bytes of fp16 on disk.
 """
 
@@ -166,22 +166,24 @@ def _read_tensor(path: Path, name: str, device: str | torch.device) -> torch.Ten
 
 
 def _dequantize(name: str, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """An int8 matrix [N, K] and its row scales [N] -> float32 [N, K]."""
-    if q.dtype != torch.int8 or q.dim() != 2 or scale.shape != (q.shape[0],) or not scale.is_floating_point():
+    """An int8 matrix [N, K] (or convolution weight [N, C, k...]) and its per-row scales [N] -> float32, same shape."""
+    if q.dtype != torch.int8 or q.dim() < 2 or scale.shape != (q.shape[0],) or not scale.is_floating_point():
         raise JukeboxError(f"{name}: an int8 weight must be an int8 matrix [N, K] with float row scales [N] in "
                            f"{name + QSCALE_SUFFIX}; got {q.dtype} {tuple(q.shape)} and {tuple(scale.shape)}")
-    return q.float() * scale.float()[:, None]
+    return q.float() * scale.float().reshape(-1, *([1] * (q.dim() - 1)))
 
 
 def quantize_for_storage(state_dict: Mapping[str, torch.Tensor], min_elements: int = 16384,
                          ) -> dict[str, torch.Tensor]:
     """``state_dict`` with every floating-point matrix (2-D, at least ``min_elements`` entries: linear weights,
     embeddings, position tables) as int8 plus ``NAME.qscale`` row scales (symmetric, per row, round half to even:
-    the same integers as the int8 CPU decode's); other tensors as they are. :func:`iter_weights` reads it back."""
+    the same integers as the int8 CPU decode's), and every convolution weight [out, in, k...] of that size the same
+    way per output channel; other tensors as they are. :func:`iter_weights` reads it back."""
     out: dict[str, torch.Tensor] = {}
     for name, t in state_dict.items():
-        if t.is_floating_point() and t.dim() == 2 and t.numel() >= min_elements:
-            out[name], out[name + QSCALE_SUFFIX] = quantize_weight(t, "int8")
+        if t.is_floating_point() and t.dim() >= 2 and t.numel() >= min_elements:
+            q, out[name + QSCALE_SUFFIX] = quantize_weight(t.reshape(t.shape[0], -1), "int8")
+            out[name] = q.reshape(t.shape)
         else:
             out[name] = t
     return out
