@@ -12,8 +12,9 @@ tensor is an error naming the tensor.
 
 Weights may be stored in int8 (:func:`quantize_for_storage`, ``recipes/export_model.py --weights int8``): a matrix
 ``NAME`` [N, K] is then the int8 tensor ``NAME`` plus its row scales ``NAME.qscale`` [N] (float32, symmetric, one
-per row: ``w[n] = q[n] * scale[n]``; a convolution weight [N, C, k] the same, one scale per output channel), and every loader returns the dequantised float32 matrix under ``NAME``, so
-models, shapes and names are those of the float weights. Half the bytes of fp16 on disk.
+per row: ``w[n] = q[n] * scale[n]``; a convolution weight [N, C, k] the same, one scale per output channel), and
+every loader returns the dequantised float32 tensor under ``NAME``, so models, shapes and names are those of the
+float weights. Half the bytes of fp16 on disk.
 """
 
 from __future__ import annotations
