@@ -31,9 +31,9 @@ EMBEDDED = Path(__file__).resolve().parents[1] / "src" / "jukebox" / "assets" / 
 
 def export(src: Path, dst: Path, weights: str = "fp16") -> None:
     """Copy ``src``'s model directory to ``dst`` with fp16 weights (``weights="int8"``: the priors' matrices in int8,
-    the rest fp16; the VQ-VAE, whose weights are convolutions, stays fp16). model.json keeps its ``sampling`` defaults;
-    a model trained from scratch has none, and gets the embedded model's (the settings measured on the CPU in
-    docs/performance.md), so a re-exported default model samples as fast as the one it replaces."""
+    the rest fp16; ``"int8-conv"``: the priors' convolution weights too; the VQ-VAE stays fp16). model.json keeps its
+    ``sampling`` defaults; a model trained from scratch has none, and gets the embedded model's (the settings measured
+    on the CPU in docs/performance.md), so a re-exported default model samples as fast as the one it replaces."""
     dst.mkdir(parents=True, exist_ok=True)
     meta = json.loads((src / "model.json").read_text(encoding="utf-8"))
     if "sampling" not in meta and (EMBEDDED / "model.json").exists():
@@ -49,8 +49,8 @@ def export(src: Path, dst: Path, weights: str = "fp16") -> None:
             if (comp / name).exists():
                 shutil.copy2(comp / name, out / name)
         sd = {k: v.half() if v.is_floating_point() else v for k, v in load_weights(comp).items()}
-        if weights == "int8" and comp.name.startswith("prior_level_"):
-            sd = quantize_for_storage(sd)
+        if weights.startswith("int8") and comp.name.startswith("prior_level_"):
+            sd = quantize_for_storage(sd, convolutions=weights == "int8-conv")
         save_weights(out, sd)
 
 
@@ -58,8 +58,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="+")
     ap.add_argument("--tar-parts-mb", type=float, default=0, help="write OUT/default_model.tar.partNN instead")
-    ap.add_argument("--weights", choices=("fp16", "int8"), default="fp16",
-                    help="int8: the priors' matrices in int8 with per-row scales (about half the bytes)")
+    ap.add_argument("--weights", choices=("fp16", "int8", "int8-conv"), default="fp16",
+                    help="int8: the priors' matrices in int8 with per-row scales (about half the bytes); int8-conv: "
+                         "their convolution weights too (the upsamplers' conditioners), one scale per output channel")
     ap.add_argument("--join", action="store_true", help="join tar parts (all but the last path) into DEST")
     args = ap.parse_args()
     if args.join:

@@ -19,7 +19,7 @@
 #       the GPU (levels 0-2, no beats), then the four trainings for the rest of CALL_S; again STAGE=train (no shard)
 #       on the warm machine to continue. Returns $OUT/train_logs.tar.gz (logs, validation curves) and each arm's last
 #       saved upsamplers, int8, $OUT/up_<arm>.tar (evaluate them on a CPU if the machine is lost before STAGE=eval).
-#   STAGE=eval   each arm: int8 export (recipes/export_model.py), the upsampled pulse of real validation top-level
+#   STAGE=eval   each arm: int8 export (recipes/export_model.py --weights int8-conv: the conditioners too), the upsampled pulse of real validation top-level
 #       codes (pulse_through_levels.py --from-codes .gpu/upval.npz: carry it), CLIPS generated 10-s clips with the
 #       shipped top prior and the arm's upsamplers (eval_tempo.py, seed 1000, v6's seeds and tempos) -> $OUT/
 #       up_<arm>.tar (the arm's prior_level_{1,0}, int8), $OUT/up_results.tar (JSONs), $OUT/clips_<arm>.tar (judge);
@@ -101,7 +101,7 @@ case "$STAGE" in
     tar -C "$RUN" -czf "$OUT/train_logs.tar.gz" logs
     for arm in $ARMS; do  # every train call returns each arm's last saved upsamplers (int8): a lost machine loses no weights
       x="$RUN/export_$arm"; rm -rf "$x"
-      python3 recipes/export_model.py "$(model_of "$arm")" "$x" --weights int8 > /dev/null
+      python3 recipes/export_model.py "$(model_of "$arm")" "$x" --weights int8-conv > /dev/null
       tar -C "$x" -cf "$OUT/up_$arm.tar" $(for l in $LEVELS; do echo "prior_level_$l"; done)
     done
     echo "stage train finished in $(elapsed) s";;
@@ -113,7 +113,7 @@ case "$STAGE" in
     fi
     for arm in $ARMS; do
       dir=$(model_of "$arm"); x="$RUN/export_$arm"; rm -rf "$x"
-      python3 recipes/export_model.py "$dir" "$x" --weights int8 > /dev/null
+      python3 recipes/export_model.py "$dir" "$x" --weights int8-conv > /dev/null
       tar -C "$x" -cf "$OUT/up_$arm.tar" prior_level_1 prior_level_0
       [ -f "$VAL" ] && python3 research/scripts/pulse_through_levels.py -m "$x" --from-codes "$VAL" --device "$DEVICE" \
         --out "$RUN/results/upsampled_real_$arm.json" 2>&1 | tail -n 8

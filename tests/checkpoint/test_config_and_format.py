@@ -165,7 +165,8 @@ def test_int8_storage_round_trip(tmp_path):
     assert torch.equal(fresh[0].weight, load_weights(tmp_path / "int8")["0.weight"])
     conv = torch.nn.Conv1d(64, 96, 3)  # a convolution weight: one scale per output channel
     conv_sd = {k: v.half() for k, v in conv.state_dict().items()}
-    conv_stored = quantize_for_storage(conv_sd)
+    assert quantize_for_storage(conv_sd)["weight"].dtype == torch.float16  # matrices only unless asked
+    conv_stored = quantize_for_storage(conv_sd, convolutions=True)
     assert conv_stored["weight"].dtype == torch.int8 and conv_stored["weight"].shape == (96, 64, 3)
     assert conv_stored["weight" + QSCALE_SUFFIX].shape == (96,) and conv_stored["bias"].dtype == torch.float16
     save_weights(tmp_path / "conv", conv_stored)
@@ -195,3 +196,35 @@ def test_int8_storage_round_trip(tmp_path):
     assert out.codes[2].shape[0] == 1
     qfiles = load_weights(tmp_path / "q" / "prior_level_2")
     assert set(qfiles) == set(md.load_prior(2).state_dict())
+
+
+def test_export_int8_conv(tmp_path, monkeypatch):
+    """``export_model.py --weights int8-conv``: the upsamplers' conditioner convolutions in int8 too; the model loads
+    with the same parameter names and shapes."""
+    import sys
+    from functools import partial
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    from jukebox.api import load_model
+    from jukebox.checkpoint.format import QSCALE_SUFFIX, quantize_for_storage
+    from jukebox.testing import make_tiny_model_dir
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "recipes"))
+    try:
+        import export_model
+    finally:
+        sys.path.pop(0)
+    md = make_tiny_model_dir(tmp_path / "m")
+    monkeypatch.setattr(export_model, "quantize_for_storage", partial(quantize_for_storage, min_elements=256))
+    export_model.export(md.path, tmp_path / "q", "int8-conv")  # the tiny model's convolutions are small
+    with safe_open(str(tmp_path / "q" / "prior_level_0" / "model.safetensors"), framework="pt") as f:
+        names = list(f.keys())
+        convs = [n for n in names if n + QSCALE_SUFFIX in names and f.get_slice(n).get_shape().__len__() == 3]
+    plain = load_weights(md.path / "prior_level_0")
+    big = [n for n, t in plain.items() if t.dim() == 3 and t.numel() >= 256]
+    assert big and set(convs) == set(big)
+    back = load_weights(tmp_path / "q" / "prior_level_0")
+    assert {k: v.shape for k, v in back.items()} == {k: v.shape for k, v in plain.items()}
+    load_model(tmp_path / "q", device="cpu")

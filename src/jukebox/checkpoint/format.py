@@ -175,14 +175,14 @@ def _dequantize(name: str, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor
 
 
 def quantize_for_storage(state_dict: Mapping[str, torch.Tensor], min_elements: int = 16384,
-                         ) -> dict[str, torch.Tensor]:
+                         convolutions: bool = False) -> dict[str, torch.Tensor]:
     """``state_dict`` with every floating-point matrix (2-D, at least ``min_elements`` entries: linear weights,
     embeddings, position tables) as int8 plus ``NAME.qscale`` row scales (symmetric, per row, round half to even:
-    the same integers as the int8 CPU decode's), and every convolution weight [out, in, k...] of that size the same
-    way per output channel; other tensors as they are. :func:`iter_weights` reads it back."""
+    the same integers as the int8 CPU decode's); with ``convolutions``, every convolution weight [out, in, k...] of
+    that size the same way, per output channel; other tensors as they are. :func:`iter_weights` reads it back."""
     out: dict[str, torch.Tensor] = {}
     for name, t in state_dict.items():
-        if t.is_floating_point() and t.dim() >= 2 and t.numel() >= min_elements:
+        if t.is_floating_point() and (t.dim() == 2 or (convolutions and t.dim() > 2)) and t.numel() >= min_elements:
             q, out[name + QSCALE_SUFFIX] = quantize_weight(t.reshape(t.shape[0], -1), "int8")
             out[name] = q.reshape(t.shape)
         else:
