@@ -28,6 +28,8 @@
 # Then on a CPU: the arms' upsamplers (up_<arm>.tar untarred into a copy of the embedded model) through
 # `eval_lyrics.py roundtrip --upsample` (words kept from real sung top-level codes; shipped: recall 0.018, the codec
 # 0.125), judge_clips.py on clips_<arm>.tar, and `jukebox sample --seconds 10` timed (farm-bench).
+# A lost machine: the weights of the last train call come back as up_<arm>.tar; carry them (e.g. under .gpu/init/)
+# and set INIT_DIR=.gpu/init on the next train call: each arm then fine-tunes from them (STEPS counted afresh).
 # CPU smoke test: DEVICE=cpu COMPILE=none BATCH=2 SAVE=2 VAL_EVERY=4 CLIPS=2 PLANNED_STEPS=6 CALL_S=120 OUT=/tmp/up ...
 set -euo pipefail
 source research/scripts/device_env.sh  # $OUT, the carried wheels, PYTHONPATH, $J
@@ -63,7 +65,11 @@ EOF
 
 model_of() {  # model_of ARM: the arm's model directory (a copy of the shipped model; its upsamplers are trained)
   local dir=$RUN/model_$1
-  [ -d "$dir" ] || cp -r "$BASE" "$dir"
+  if [ ! -d "$dir" ]; then
+    cp -r "$BASE" "$dir"
+    # a fresh machine after a lost one: start from the weights an earlier train call returned (carry $INIT_DIR/up_ARM.tar)
+    [ -n "${INIT_DIR:-}" ] && [ -f "$INIT_DIR/up_$1.tar" ] && tar -C "$dir" -xf "$INIT_DIR/up_$1.tar" && touch "$dir/.from_init"
+  fi
   echo "$dir"
 }
 
@@ -84,6 +90,7 @@ case "$STAGE" in
       for level in $LEVELS; do
         log="$RUN/logs/train_${arm}_$level.log"
         if [ -f "$dir/prior_level_$level/checkpoint/trainer.json" ]; then how=(--resume)
+        elif [ -f "$dir/.from_init" ]; then how=()  # fine-tune the returned weights (no optimiser state: warmup again)
         elif [ "$arm" = fast ] || [ "$arm" = wide ]; then how=(--preset "default_${arm}_upsampler_level_$level" --restart)
         else how=(); fi
         lr=$LR_FINETUNE; batch=$BATCH; [ "$arm" = fast ] && lr=$LR_FAST && batch=$BATCH_FAST
