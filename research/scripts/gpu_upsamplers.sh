@@ -5,7 +5,8 @@
 # level-2 codes make audio of pulse 0.24. They were trained on 1.6-3.6 h for a few GPU minutes.
 #   finetune: the shipped upsamplers (256 x 8, n_ctx 1,024) fine-tuned;
 #   fast:     default_fast_upsampler_level_{1,0} (256 x 6, n_ctx 512: half the sequential steps on a CPU), from scratch;
-#   wide:     default_wide_upsampler_level_{1,0} (the shipped transformer, a 256 x 8 conditioner), from scratch at LR_FAST.
+#   wide:     default_wide_upsampler_level_{1,0} (the shipped transformer, a 256 x 8 conditioner), from scratch at
+#             LR_FAST.
 # ARMS picks them (default "finetune fast"; after the first run, whose fast arm trailed: ARMS="finetune wide").
 # Four trainings at once (two arms x levels 1 and 0), the same code folder, batch BATCH x 1,024 (fast: BATCH_FAST x 512,
 # the same tokens per step), linear decay from LR
@@ -19,10 +20,11 @@
 #       the GPU (levels 0-2, no beats), then the four trainings for the rest of CALL_S; again STAGE=train (no shard)
 #       on the warm machine to continue. Returns $OUT/train_logs.tar.gz (logs, validation curves) and each arm's last
 #       saved upsamplers, int8, $OUT/up_<arm>.tar (evaluate them on a CPU if the machine is lost before STAGE=eval).
-#   STAGE=eval   each arm: int8 export (recipes/export_model.py --weights int8-conv: the conditioners too), the upsampled pulse of real validation top-level
-#       codes (pulse_through_levels.py --from-codes .gpu/upval.npz: carry it), CLIPS generated 10-s clips with the
-#       shipped top prior and the arm's upsamplers (eval_tempo.py, seed 1000, v6's seeds and tempos) -> $OUT/
-#       up_<arm>.tar (the arm's prior_level_{1,0}, int8), $OUT/up_results.tar (JSONs), $OUT/clips_<arm>.tar (judge);
+#   STAGE=eval   each arm: int8 export (recipes/export_model.py --weights int8-conv: the conditioners too), the
+#       upsampled pulse of real validation top-level codes (pulse_through_levels.py --from-codes .gpu/upval.npz:
+#       carry it), CLIPS generated 10-s clips with the shipped top prior and the arm's upsamplers (eval_tempo.py,
+#       seed 1000, v6's seeds and tempos) -> $OUT/up_<arm>.tar (the arm's trained levels, int8), $OUT/up_results.tar
+#       (JSONs), $OUT/clips_<arm>.tar (judge);
 #       first the shipped upsamplers' pulse on the same codes (EVAL_SHIPPED=0 skips it). The generated clips pair with
 #       the first CLIPS rows of v6's 240-clip set (results/v6/v6_240.json: same seeds, same top prior).
 # Then on a CPU: the arms' upsamplers (up_<arm>.tar untarred into a copy of the embedded model) through
@@ -67,10 +69,18 @@ model_of() {  # model_of ARM: the arm's model directory (a copy of the shipped m
   local dir=$RUN/model_$1
   if [ ! -d "$dir" ]; then
     cp -r "$BASE" "$dir"
-    # a fresh machine after a lost one: start from the weights an earlier train call returned (carry $INIT_DIR/up_ARM.tar)
-    [ -n "${INIT_DIR:-}" ] && [ -f "$INIT_DIR/up_$1.tar" ] && tar -C "$dir" -xf "$INIT_DIR/up_$1.tar" && touch "$dir/.from_init"
+    # a fresh machine after a lost one: start from the weights an earlier train call returned ($INIT_DIR/up_ARM.tar)
+    local init=${INIT_DIR:-}/up_$1.tar
+    [ -n "${INIT_DIR:-}" ] && [ -f "$init" ] && tar -C "$dir" -xf "$init" && touch "$dir/.from_init"
   fi
   echo "$dir"
+}
+
+export_arm() {  # export_arm ARM: the model in int8 (conditioners too) at $RUN/export_ARM; its levels -> $OUT/up_ARM.tar
+  local x=$RUN/export_$1
+  rm -rf "$x"
+  python3 recipes/export_model.py "$(model_of "$1")" "$x" --weights int8-conv > /dev/null
+  tar -C "$x" -cf "$OUT/up_$1.tar" $(for l in $LEVELS; do echo "prior_level_$l"; done)
 }
 
 case "$STAGE" in
@@ -106,11 +116,7 @@ case "$STAGE" in
     for f in "$RUN"/logs/train_*.log; do echo "== $f"; grep -E "validation|stopped|error|Error" "$f" | tail -n 4; \
       grep -E "^prior_level_[0-9] step" "$f" | tail -n 1; done
     tar -C "$RUN" -czf "$OUT/train_logs.tar.gz" logs
-    for arm in $ARMS; do  # every train call returns each arm's last saved upsamplers (int8): a lost machine loses no weights
-      x="$RUN/export_$arm"; rm -rf "$x"
-      python3 recipes/export_model.py "$(model_of "$arm")" "$x" --weights int8-conv > /dev/null
-      tar -C "$x" -cf "$OUT/up_$arm.tar" $(for l in $LEVELS; do echo "prior_level_$l"; done)
-    done
+    for arm in $ARMS; do export_arm "$arm"; done  # each arm's last saved upsamplers: a lost machine loses no weights
     echo "stage train finished in $(elapsed) s";;
   eval)
     mkdir -p "$RUN/results"
@@ -119,9 +125,7 @@ case "$STAGE" in
         --out "$RUN/results/upsampled_real_shipped.json" 2>&1 | tail -n 8
     fi
     for arm in $ARMS; do
-      dir=$(model_of "$arm"); x="$RUN/export_$arm"; rm -rf "$x"
-      python3 recipes/export_model.py "$dir" "$x" --weights int8-conv > /dev/null
-      tar -C "$x" -cf "$OUT/up_$arm.tar" prior_level_1 prior_level_0
+      export_arm "$arm"; x="$RUN/export_$arm"
       [ -f "$VAL" ] && python3 research/scripts/pulse_through_levels.py -m "$x" --from-codes "$VAL" --device "$DEVICE" \
         --out "$RUN/results/upsampled_real_$arm.json" 2>&1 | tail -n 8
       rm -rf "/tmp/clips_$arm"

@@ -221,7 +221,7 @@ def test_export_int8_conv(tmp_path, monkeypatch):
     export_model.export(md.path, tmp_path / "q", "int8-conv")  # the tiny model's convolutions are small
     with safe_open(str(tmp_path / "q" / "prior_level_0" / "model.safetensors"), framework="pt") as f:
         names = list(f.keys())
-        convs = [n for n in names if n + QSCALE_SUFFIX in names and f.get_slice(n).get_shape().__len__() == 3]
+        convs = [n for n in names if n + QSCALE_SUFFIX in names and len(f.get_slice(n).get_shape()) == 3]
     plain = load_weights(md.path / "prior_level_0")
     big = [n for n, t in plain.items() if t.dim() == 3 and t.numel() >= 256]
     assert big and set(convs) == set(big)

@@ -302,24 +302,6 @@ PRIOR_PRESETS: dict[str, PriorConfig] = {
         labels=_DEFAULT_UP_LABELS,
         upsampler=UpsamplerConditionerConfig(width=128, depth=4, dilation_cycle=4),
     ),
-    # The embedded upsamplers with a conditioner twice as wide and twice as deep (256 x 8: two dilation cycles, 161
-    # upper-level tokens of receptive field; 7.9 M parameters against 3.8 M): more capacity for what the upper codes
-    # carry at little sampling cost (the conditioner runs once per window, in parallel; the sequential transformer is
-    # the shipped one's).
-    "default_wide_upsampler_level_1": PriorConfig(
-        level=1,
-        n_ctx=1024,
-        transformer=TransformerConfig(width=256, depth=8, heads=2, attn_order=2, blocks=16, init_scale=0.4),
-        labels=_DEFAULT_UP_LABELS,
-        upsampler=UpsamplerConditionerConfig(width=256, depth=8, dilation_cycle=4, res_scale=True),
-    ),
-    "default_wide_upsampler_level_0": PriorConfig(
-        level=0,
-        n_ctx=1024,
-        transformer=TransformerConfig(width=256, depth=8, heads=2, attn_order=2, blocks=16, init_scale=0.4),
-        labels=_DEFAULT_UP_LABELS,
-        upsampler=UpsamplerConditionerConfig(width=256, depth=8, dilation_cycle=4, res_scale=True),
-    ),
     # Lyric top priors in the default model's size class (research/lyrics.md): default_top's decoder and
     # labels (v3: 79 lyric characters) plus lyrics. ``default_lyrics`` (5b_lyrics style): attn_order 6 makes
     # every 4th layer cross-attention over a dense 4-layer lyric encoder (layers 3, 7, 11); 6.96 M parameters.
@@ -389,6 +371,15 @@ PRIOR_PRESETS: dict[str, PriorConfig] = {
         alignment_head=0,
     ),
 }
+# The embedded upsamplers with a conditioner twice as wide and twice as deep (256 x 8: two dilation cycles, 161
+# upper-level tokens of receptive field; 7.9 M parameters against 3.8 M): more capacity for what the upper codes carry
+# at little sampling cost (the conditioner runs once per window, in parallel; the sequential transformer is the
+# shipped one's).
+for _level in (1, 0):
+    _shipped = PRIOR_PRESETS[f"default_upsampler_level_{_level}"]
+    PRIOR_PRESETS[f"default_wide_upsampler_level_{_level}"] = _shipped.replace(
+        upsampler=_shipped.upsampler.replace(width=256, depth=8, res_scale=True))
+del _level, _shipped
 
 
 def prior_preset(name: str) -> PriorConfig:
