@@ -6,7 +6,8 @@ tempo models, over ``--bpms``; measures each clip with :func:`jukebox.eval.rhyth
 tempo, harmonic frames, chroma peak ratio, level, clipping) and prints/writes a JSON summary with per-clip rows.
 Optionally keeps the first ``--keep`` clips as WAV files. ``--codes-out`` saves the sampled codes (and each clip's
 genre and tempo) as an .npz; ``--from-codes`` measures those codes decoded by ``-m``'s VQ-VAE instead of sampling
-(the same music through another decoder: a paired comparison of decoders at the cost of the decode alone).
+(the same music through another decoder: a paired comparison of decoders at the cost of the decode alone). The .npz
+holds every sampled level (``codes_L``); ``--decode-level`` decodes an upper one (the same music rendered from level 1).
 
     python research/scripts/eval_tempo.py -m MODEL_DIR --clips 240 --seconds 10 --out out/tempo.json
 """
@@ -63,6 +64,11 @@ def main() -> None:
                     help="write every clip as {index}_{genre}_{bpm}.ogg (mono, model rate) into this folder")
     ap.add_argument("--codes-out", default=None, help="save every clip's codes and labels to this .npz")
     ap.add_argument("--from-codes", default=None, help="decode the codes of a --codes-out .npz instead of sampling")
+    ap.add_argument("--upsample", action="store_true",
+                    help="with --from-codes: render its top-level codes through -m's upsamplers (the levels of "
+                    "--levels below the top, default all), seed --seed + batch start, instead of decoding them")
+    ap.add_argument("--decode-level", type=int, default=None,
+                    help="with --from-codes: decode this level's codes (saved as codes_L; default: the last level)")
     args = ap.parse_args()
     overrides = {}
     for item in args.set:
@@ -81,17 +87,27 @@ def main() -> None:
         items.append(item)
     levels = None if args.levels is None else [int(v) for v in args.levels.split(",")]
     rows, t0 = [], time.time()
-    saved_codes: list[np.ndarray] = []
+    saved_codes: dict[int, list[np.ndarray]] = {}
     code_level = 0
     if args.from_codes:
         with np.load(args.from_codes) as z:
-            code_level = int(z["level"])
-            codes_in = z["codes"]
+            code_level = int(z["level"]) if args.decode_level is None else args.decode_level
+            key = "codes" if args.decode_level is None else f"codes_{code_level}"
+            if key not in z:
+                sys.exit(f"error: {args.from_codes} has no {key} (saved: {sorted(z.files)})")
+            codes_in = z[key]
             items = [{"genre": str(g), **({"bpm": float(b)} if b > 0 else {})} for g, b in zip(z["genres"], z["bpms"])]
         items = items[:args.clips]
     for start in range(0, len(items), args.batch):
         chunk = items[start:start + args.batch]
-        if args.from_codes:
+        if args.from_codes and args.upsample:
+            batch_codes = torch.as_tensor(codes_in[start:start + len(chunk)]).long()
+            gen = model.upsample({code_level: batch_codes}, items=chunk, levels=levels, seed=args.seed + start,
+                                 **overrides)
+            audio_t, labels = gen.audio, chunk
+            for lvl, c in gen.codes.items():
+                saved_codes.setdefault(int(lvl), []).append(c.numpy())
+        elif args.from_codes:
             batch_codes = torch.as_tensor(codes_in[start:start + len(chunk)]).long()
             audio_t = model.decode({code_level: batch_codes}, code_level, loudness=DEFAULT_LUFS)
             labels = chunk
@@ -99,7 +115,8 @@ def main() -> None:
             gen = model.generate(items=chunk, n_samples=len(chunk), seconds=args.seconds, seed=args.seed + start,
                                  levels=levels, **overrides)
             audio_t, labels, code_level = gen.audio, gen.settings["items"], gen.level
-            saved_codes.append(gen.codes[gen.level].numpy())
+            for lvl, c in gen.codes.items():
+                saved_codes.setdefault(int(lvl), []).append(c.numpy())
         audio = audio_t.numpy()
         for j, item in enumerate(chunk):
             x = audio[j, 0]
@@ -119,12 +136,14 @@ def main() -> None:
                 soundfile.write(Path(args.keep_dir) / name, np.clip(x, -1, 1), model.sample_rate, format="OGG",
                                 subtype="VORBIS")
         print(f"{len(rows)}/{len(items)} clips, {time.time() - t0:.0f} s", file=sys.stderr)
+    if args.from_codes and args.upsample:
+        code_level = min(saved_codes)
     if args.codes_out and saved_codes:
         genres_all = [r["genre"] for r in rows]
         bpms_all = [float(r["asked_bpm"] or 0) for r in rows]
-        codes = np.concatenate(saved_codes).astype(np.int16)
-        np.savez_compressed(args.codes_out, codes=codes, level=code_level,
-                            genres=np.array(genres_all), bpms=np.array(bpms_all))
+        by_level = {f"codes_{lvl}": np.concatenate(c).astype(np.int16) for lvl, c in saved_codes.items()}
+        np.savez_compressed(args.codes_out, codes=by_level[f"codes_{code_level}"], level=code_level,
+                            genres=np.array(genres_all), bpms=np.array(bpms_all), **by_level)
     result = {"name": args.name or Path(args.model).name, "seconds": args.seconds, "levels": levels,
               "overrides": overrides, "seed": args.seed,
               "summary": summarise(rows), "rows": rows, "wall_seconds": time.time() - t0}

@@ -89,7 +89,8 @@ case "$STAGE" in
   train)
     ingest
     if [ ! -f "$RUN/codes/manifest.json" ]; then
-      $J prepare --data "$RUN/audio" --model "$BASE" --codes "$RUN/codes" --no-beats --device "$DEVICE" \
+      prep=$(for l in $LEVELS; do echo "$l $((l + 1))"; done | tr ' ' '\n' | sort -u | tr '\n' ' ')  # each upsampler: L, L+1
+      $J prepare --data "$RUN/audio" --model "$BASE" --codes "$RUN/codes" --levels $prep --no-beats --device "$DEVICE" \
         > "$RUN/logs/prepare.log" 2>&1 || { tail -n 20 "$RUN/logs/prepare.log"; exit 1; }
       tail -n 3 "$RUN/logs/prepare.log"; echo "codes ready at $(elapsed) s"
     fi
