@@ -101,6 +101,29 @@ class Jukebox:
         length)."""
         return model_defaults(self.model_dir.info.get("sampling"), MAX_SECONDS)
 
+    @property
+    def default_levels(self) -> list[int]:
+        """The levels sampled when a call names none, highest first: the model's own (``levels`` in the
+        ``sampling`` entry of its ``model.json``: the top level and the upsamplers down to the level whose codes
+        are decoded; the embedded default model renders from level 1, whose audio keeps more of the top level's
+        pulse than its level-0 upsampler does) where those are a run of its prior levels from the top, else all of
+        them."""
+        own = self.sampling_defaults.get("levels")
+        have = sorted(self.prior_levels, reverse=True)
+        if own and have and own == have[: len(own)]:
+            return list(own)
+        return have
+
+    def _levels(self, levels: Sequence[int] | str | None) -> list[int]:
+        """``levels`` as given, ``"all"`` for every prior level, or None for :attr:`default_levels`."""
+        if levels is None:
+            return self.default_levels
+        if isinstance(levels, str):
+            if levels != "all":
+                raise UsageError(f"levels must be a list of levels or 'all', got {levels!r}")
+            return sorted(self.prior_levels, reverse=True)
+        return list(levels)
+
     def sampling_settings(self, settings: SamplingSettings | None = None, **overrides: Any) -> SamplingSettings:
         """The settings a sampling call uses, resolved and checked once: ``settings`` (default: the model's own,
         :attr:`sampling_defaults`; an int8 CPU decode becomes ``eager`` on other devices) with ``overrides`` on top
@@ -483,15 +506,16 @@ class Jukebox:
     def generate(self, artist: str = "unknown", genre: str = "unknown", lyrics: str = "", seconds: float = 5.0,
                  total_seconds: float | None = None, n_samples: int = 1,
                  items: Sequence[Mapping[str, Any]] | None = None, *, settings: SamplingSettings | None = None,
-                 levels: Sequence[int] | None = None, progress: ProgressFn | None = None,
+                 levels: Sequence[int] | str | None = None, progress: ProgressFn | None = None,
                  on_level_done: LevelDoneFn | None = None, alignment: bool = True, bpm: float | None = None,
                  loudness: float | None = DEFAULT_LUFS, **overrides: Any) -> Generation:
         """Sample a new piece from nothing (ancestral sampling).
 
         ``items`` gives one {artist, genre, lyrics} per sample instead of shared labels, each optionally with its
         own ``total_seconds`` (the song length its timing labels and lyric window describe) and ``bpm``.
-        ``levels`` selects the levels to sample (default: all the model has); stopping early (e.g.
-        ``levels=[2]``) decodes a fast, rough draft from the lowest sampled level. ``total_seconds`` is the song
+        ``levels`` selects the levels to sample (default: the model's own, :attr:`default_levels`; ``"all"``:
+        every level it has); stopping early (e.g. ``levels=[2]``) decodes a fast, rough draft from the lowest
+        sampled level. ``total_seconds`` is the song
         length the timing labels describe (default: the model's typical song length, :attr:`sampling_defaults`,
         where longer than ``seconds``; else ``seconds``).
 
@@ -526,7 +550,7 @@ class Jukebox:
         total, source = self._total_length(total_seconds, seconds)
         if total < length:
             raise UsageError(f"total_seconds ({total_seconds}) must be at least seconds ({seconds})")
-        levels = list(self.prior_levels if levels is None else levels)
+        levels = self._levels(levels)
         return self._run({}, levels, length, total, self._items(n_samples, artist, genre, lyrics, items, bpm),
                          resolved, progress, on_level_done, alignment, loudness, total_source=source)
 
@@ -535,7 +559,7 @@ class Jukebox:
                   artist: str = "unknown", genre: str = "unknown", lyrics: str = "",
                   total_seconds: float | None = None, n_samples: int | None = None,
                   items: Sequence[Mapping[str, Any]] | None = None, bpm: float | None = None, *,
-                  settings: SamplingSettings | None = None, levels: Sequence[int] | None = None,
+                  settings: SamplingSettings | None = None, levels: Sequence[int] | str | None = None,
                   progress: ProgressFn | None = None, on_level_done: LevelDoneFn | None = None,
                   alignment: bool = True, loudness: float | None = DEFAULT_LUFS, **overrides: Any) -> Generation:
         """Continue an audio prompt [B or 1, 1, T] (primed sampling) or saved codes up to ``seconds`` in all.
@@ -573,7 +597,7 @@ class Jukebox:
         elif batch != n:
             raise UsageError(f"the prompt has {batch} items but n_samples is {n}")
         length = self.sample_length(seconds)
-        levels = list(levels or self.prior_levels)
+        levels = self._levels(levels or None)
         if audio is not None and all(lvl in start_codes and start_codes[lvl].shape[1] * self.hop_lengths[lvl] >= length
                                      for lvl in levels):
             have = min(start_codes[lvl].shape[1] * self.hop_lengths[lvl] for lvl in levels)
@@ -606,7 +630,7 @@ class Jukebox:
     def upsample(self, codes: Mapping[int, torch.Tensor], artist: str = "unknown", genre: str = "unknown",
                  lyrics: str = "", total_seconds: float | None = None,
                  items: Sequence[Mapping[str, Any]] | None = None, *, settings: SamplingSettings | None = None,
-                 levels: Sequence[int] | None = None, progress: ProgressFn | None = None,
+                 levels: Sequence[int] | str | None = None, progress: ProgressFn | None = None,
                  on_level_done: LevelDoneFn | None = None, alignment: bool = True,
                  loudness: float | None = DEFAULT_LUFS, **overrides: Any) -> Generation:
         """Render saved top-level codes {top: [B, T]} through the upsamplers (levels below the top); finer codes
@@ -622,7 +646,7 @@ class Jukebox:
             raise UsageError(f"the codes ({length / self.sample_rate:g} s) are beyond this model's range of "
                              f"{self.max_seconds:g} s")
         total, source = self._total_length(total_seconds, length / self.sample_rate)
-        levels = [lvl for lvl in (levels or self.prior_levels) if lvl < top]
+        levels = [lvl for lvl in self._levels(levels or None) if lvl < top]
         if not levels:
             raise UsageError("the model has no upsamplers")
         start = {top: z}

@@ -70,7 +70,7 @@ class SamplingRequest:
     seconds: float | None = None
     total_seconds: float | None = None
     bpm: float | None = None
-    levels: list[int] | None = None
+    levels: list[int] | str | None = None  # None: the model's default levels; "all": every level
     prompt: str | None = None
     prompt_seconds: float | None = None
     codes: str | None = None
@@ -163,9 +163,11 @@ def _check_field(name: str, value: Any) -> None:
         raise bad("an integer")
     if name == "alignment" and not isinstance(value, bool):
         raise bad("true or false")
-    if name in ("levels", "codes_levels") and not (
+    if name == "levels" and value == "all":
+        pass
+    elif name in ("levels", "codes_levels") and not (
             isinstance(value, list) and value and all(integer(v) and 0 <= v < 16 for v in value)):
-        raise bad("a list of levels")
+        raise bad("a list of levels" + (" or 'all'" if name == "levels" else ""))
     if name == "items":
         if not isinstance(value, list) or not value:
             raise bad("a list of items")

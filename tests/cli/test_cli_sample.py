@@ -187,3 +187,38 @@ def test_default_total_length_from_model_json(tmp_path):
                  "-o", str(tmp_path / "o")]) == 0
     settings = json.loads((tmp_path / "o" / "metadata.json").read_text())["settings"]
     assert (settings["total_seconds"], settings["total_seconds_from"]) == (model.max_seconds, "model.json")
+
+
+def test_model_json_levels_choose_the_rendered_level(tmp_path):
+    """A model's own ``levels`` (``model.json`` "sampling": {"levels": [2, 1]}) are what a call without levels
+    samples: the audio is decoded from level 1; ``levels="all"`` / ``--levels all`` still render every level;
+    levels that are not a run of the model's levels from the top fall back to all of them."""
+    from jukebox.errors import JukeboxError
+
+    md = make_tiny_model_dir(tmp_path / "m")
+    model = load_model(md.path, device="cpu")
+    info = model.model_dir.info
+    kw = dict(seconds=0.05, seed=0, alignment=False, loudness=None)
+    assert model.default_levels == [2, 1, 0]
+    info["sampling"] = {"levels": [2, 1]}
+    assert model.default_levels == [2, 1]
+    own = model.generate(**kw)
+    assert own.level == 1 and sorted(own.codes) == [1, 2] and own.settings["levels"] == [2, 1]
+    full = model.generate(**kw, levels="all")
+    assert full.level == 0 and torch.equal(full.codes[2], own.codes[2])
+    up = model.upsample({2: own.codes[2]}, seed=0, alignment=False, loudness=None)
+    assert up.level == 1  # upsampling saved codes renders the same level
+    with pytest.raises(JukeboxError, match="'all'"):
+        model.generate(**kw, levels="every")
+    for odd in ([1, 0], [2, 0]):  # not the top level and the upsamplers below it
+        info["sampling"] = {"levels": odd}
+        assert model.default_levels == [2, 1, 0]
+    (md.path / "model.json").write_text(json.dumps({**info, "sampling": {"levels": [2, 1]}}))
+    assert main(["sample", "-m", str(md.path), "--seconds", "0.05", "--seed", "0", "--quiet", "--loudness", "off",
+                 "-o", str(tmp_path / "own")]) == 0
+    assert main(["sample", "-m", str(md.path), "--seconds", "0.05", "--seed", "0", "--quiet", "--loudness", "off",
+                 "--levels", "all", "-o", str(tmp_path / "all")]) == 0
+    levels = {name: json.loads((tmp_path / name / "metadata.json").read_text())["settings"]["levels"]
+              for name in ("own", "all")}
+    assert levels == {"own": [2, 1], "all": [2, 1, 0]}
+    assert sorted(_codes(tmp_path / "own" / "codes.npz")) == ["level_1", "level_2"]

@@ -65,7 +65,8 @@ def test_json_round_trip():
 def test_model_defaults_fall_back_to_the_originals():
     assert model_defaults(None, 100.0) == {"upsample_mode": "sequential", "decode": "eager", "draw": "multinomial",
                                            "chunk_size": 32, "guidance": 1.0, "label_guidance": None,
-                                           "temperature": 1.0, "hop_fraction": None, "total_seconds": None}
+                                           "temperature": 1.0, "hop_fraction": None, "total_seconds": None,
+                                           "levels": None}
     d = model_defaults({"draw": "cdf", "decode": "fast", "temperature": [0.8, 0.9, 0.98], "guidance": 30,
                         "chunk_size": 0, "total_seconds": 500}, 100.0)
     assert (d["draw"], d["decode"], d["chunk_size"], d["guidance"], d["total_seconds"]) == (
@@ -78,6 +79,9 @@ def test_model_defaults_fall_back_to_the_originals():
     assert model_defaults({"hop_fraction": 0.5}, 100.0)["hop_fraction"] == 0.5
     for bad in (0, 1.5, [0.5, 0], "half", [], True):
         assert model_defaults({"hop_fraction": bad}, 100.0)["hop_fraction"] is None
+    assert model_defaults({"levels": [1, 2]}, 100.0)["levels"] == [2, 1]
+    for bad in ([], [-1], [1.0], [True], "1", 2):
+        assert model_defaults({"levels": bad}, 100.0)["levels"] is None
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,12 @@ def test_html_escapes_everything_and_shows_progress(tmp_path):
     assert evil not in status and "&lt;script&gt;" in status
     assert '<progress value="17" max="17">' in status and '<progress value="10" max="68">' in status
     assert "level 0: <progress value=\"0\"" in status and "Queued #1" in status
+    _Model.default_levels = [2, 1]  # a model that renders from level 1: the running job shows levels 2 and 1
+    try:
+        own = render_status(q)
+    finally:
+        del _Model.default_levels
+    assert "level 1: <progress" in own and "level 0: <progress" not in own
     results = render_results(q)
     assert evil not in results and results.count("&lt;script&gt;") == 2  # the lyrics (settings) and the error
     base = f"results/{done.id}"

@@ -58,8 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="bring each item to this loudness (ITU-R BS.1770), true peak at most -1 dBTP, with a soft "
                    "limiter (default: %(default)s; 'off' writes the raw decode)")
     p.add_argument("--seed", type=int, default=None, help="random seed (makes a run reproducible)")
-    p.add_argument("--levels", type=_ints, default=None,
-                   help="levels to sample, e.g. 2 for a fast draft decoded from the top level (default: all)")
+    p.add_argument("--levels", type=_levels, default=None,
+                   help="levels to sample, e.g. 2 for a fast draft decoded from the top level, or 'all' (default: "
+                   "the model's own; the embedded model renders from level 1: 2,1)")
     p.add_argument("--mode", choices=MODES, default=None,
                    help="ancestral (default), primed (with --prompt), continue or upsample (with --codes)")
     p.add_argument("--prompt", default=None, help="audio file to continue (primed sampling)")
@@ -113,6 +114,10 @@ def _ints(text: str) -> list[int]:
         return [int(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer or comma-separated integers, got {text!r}") from None
+
+
+def _levels(text: str) -> list[int] | str:
+    return "all" if text.strip().lower() == "all" else _ints(text)
 
 
 def _per_level(values: list[float] | None) -> Any:

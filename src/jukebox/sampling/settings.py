@@ -186,7 +186,8 @@ def model_defaults(given: Any, max_seconds: float) -> dict[str, Any]:
     alone for a prior with tempo; None: ``guidance`` guides them), ``temperature`` (a number or a {level: T} dict),
     ``hop_fraction`` (a number or a {level: fraction} dict, each in (0, 1]; None: the original's per level) and
     ``total_seconds`` (the song length the timing labels describe by default; None without a positive number up
-    to ``max_seconds``)."""
+    to ``max_seconds``) and ``levels`` (the levels sampled when a call names none, e.g. ``[2, 1]`` to render from
+    level 1; None without a list of levels: all of them)."""
     given = given if isinstance(given, dict) else {}
     out: dict[str, Any] = {"upsample_mode": "sequential", "decode": "eager", "draw": "multinomial",
                            "chunk_size": 32}
@@ -207,4 +208,8 @@ def model_defaults(given: Any, max_seconds: float) -> dict[str, Any]:
     out["hop_fraction"] = _model_value(hops, hop_ok) if valid else None
     total = given.get("total_seconds")
     out["total_seconds"] = float(total) if _is_number(total) and 0 < total <= max_seconds else None
+    levels = given.get("levels")
+    ok = isinstance(levels, list) and levels and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                     for v in levels)
+    out["levels"] = sorted(set(levels), reverse=True) if ok else None
     return out

@@ -52,7 +52,8 @@ def display_path(path: Path) -> str:
 
 def _levels_of(jobs: JobQueue, job: Job) -> list[int]:
     have = sorted(getattr(jobs.model, "prior_levels", []) or [], reverse=True)
-    levels = sorted(job.request.levels or have, reverse=True)
+    own = getattr(jobs.model, "default_levels", None) or have
+    levels = sorted(job.request.levels or own, reverse=True)
     if job.request.action == "upsample" and have:
         levels = [lvl for lvl in levels if lvl < max(have)]
     return levels
@@ -208,8 +209,9 @@ def build_blocks(jobs: JobQueue, default_seconds: float = 10.0):
                 with gr.Row():
                     seed = gr.Textbox("", label="Seed (empty: random, recorded)", placeholder="random",
                                       max_lines=1, elem_id="seed")
-                    level_box = gr.CheckboxGroup(level_choices, value=[v for _, v in level_choices],
-                                                 label="Levels (uncheck the lower ones for a fast draft)",
+                    own = set(getattr(model, "default_levels", None) or levels)
+                    level_box = gr.CheckboxGroup(level_choices, value=[v for _, v in level_choices if int(v) in own],
+                                                 label="Levels (the model's own checked; fewer: a faster draft)",
                                                  elem_id="levels")
                 with gr.Accordion("Continue an audio prompt (optional)", open=False):
                     prompt = gr.File(label=f"Audio prompt ({', '.join(UPLOAD_SUFFIXES)}; up to "
