@@ -29,11 +29,13 @@ KEEP = ("model.json", "config.json", "labels.json", "tempi.json")
 EMBEDDED = Path(__file__).resolve().parents[1] / "src" / "jukebox" / "assets" / "default_model"
 
 
-def export(src: Path, dst: Path, weights: str = "fp16") -> None:
+def export(src: Path, dst: Path, weights: str = "fp16", conv_levels: tuple[int, ...] = ()) -> None:
     """Copy ``src``'s model directory to ``dst`` with fp16 weights (``weights="int8"``: the priors' matrices in int8,
     the rest fp16; ``"int8-conv"``: the priors' convolution weights too; the VQ-VAE stays fp16). model.json keeps its
     ``sampling`` defaults; a model trained from scratch has none, and gets the embedded model's (the settings measured
-    on the CPU in docs/performance.md), so a re-exported default model samples as fast as the one it replaces."""
+    on the CPU in docs/performance.md), so a re-exported default model samples as fast as the one it replaces.
+    ``conv_levels``: with ``"int8"``, the priors of these levels get their convolution weights in int8 as well (the
+    embedded model's level-1 upsampler, whose conditioner is most of its weights)."""
     dst.mkdir(parents=True, exist_ok=True)
     meta = json.loads((src / "model.json").read_text(encoding="utf-8"))
     if "sampling" not in meta and (EMBEDDED / "model.json").exists():
@@ -50,7 +52,8 @@ def export(src: Path, dst: Path, weights: str = "fp16") -> None:
                 shutil.copy2(comp / name, out / name)
         sd = {k: v.half() if v.is_floating_point() else v for k, v in load_weights(comp).items()}
         if weights.startswith("int8") and comp.name.startswith("prior_level_"):
-            sd = quantize_for_storage(sd, convolutions=weights == "int8-conv")
+            level = int(comp.name.rsplit("_", 1)[1])
+            sd = quantize_for_storage(sd, convolutions=weights == "int8-conv" or level in conv_levels)
         save_weights(out, sd)
 
 
@@ -61,8 +64,12 @@ def main() -> None:
     ap.add_argument("--weights", choices=("fp16", "int8", "int8-conv"), default="fp16",
                     help="int8: the priors' matrices in int8 with per-row scales (about half the bytes); int8-conv: "
                          "their convolution weights too (the upsamplers' conditioners), one scale per output channel")
+    ap.add_argument("--conv-levels", type=int, nargs="+", default=[], metavar="L",
+                    help="with --weights int8: the convolutions of these levels' priors in int8 too")
     ap.add_argument("--join", action="store_true", help="join tar parts (all but the last path) into DEST")
     args = ap.parse_args()
+    if args.conv_levels and args.weights != "int8":
+        ap.error("--conv-levels goes with --weights int8")
     if args.join:
         *parts, dest = args.paths
         data = b"".join(Path(p).read_bytes() for p in sorted(parts))
@@ -72,11 +79,11 @@ def main() -> None:
         return
     src, dst = Path(args.paths[0]), Path(args.paths[1])
     if not args.tar_parts_mb:
-        export(src, dst, args.weights)
+        export(src, dst, args.weights, tuple(args.conv_levels))
         print(f"exported {src} -> {dst}")
         return
     tmp = dst / "_export"
-    export(src, tmp, args.weights)
+    export(src, tmp, args.weights, tuple(args.conv_levels))
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         tar.add(tmp, arcname="default_model")

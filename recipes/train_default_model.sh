@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the embedded default model (v6, MODEL_CARD.md) from the Debian soundtrack corpus, stage by stage.
+# Rebuild the embedded default model (v7, MODEL_CARD.md) from the Debian soundtrack corpus, stage by stage.
 #
 #   CORPUS=~/corpus bash recipes/train_default_model.sh                 # every stage, in order (one GPU)
 #   CORPUS=~/corpus STAGES="v3 export" bash recipes/train_default_model.sh   # some stages (each needs the earlier)
@@ -13,7 +13,9 @@
 #   v3       the top prior further on the subset; both upsamplers fine-tuned on the pack's first half
 #   v5       the top prior with tempo and beat phase (--tempo) on a 13.5-h subset's codes and beats (tempo.json)
 #   v6       the top prior on the whole corpus's codes and beats (28.4 h), windows balanced by genre
-#   export   weights without training state (the priors' matrices in int8, the rest fp16), with the embedded model's sampling defaults -> $OUT
+#   v7       a level-1 upsampler with a wider conditioner, from scratch on a 7-h pack's codes (pack7/)
+#   export   weights without training state (the priors' matrices in int8, the level-1 upsampler's convolutions too,
+#            the rest fp16), with the embedded model's sampling defaults (audio from level 1) -> $OUT
 #   measure  reconstruction and bits per token on the corpus's validation split -> $WORK/measure.json
 # Settings (environment): CORPUS (required: python3 recipes/build_debian_corpus.py --out CORPUS), WORK (working
 # folder, default runs/default_model), OUT (the exported model, default $WORK/export), DEVICE (cuda; cpu works, slowly),
@@ -28,7 +30,7 @@ OUT=${OUT:-$WORK/export}
 DEVICE=${DEVICE:-cuda}
 # compiled transformer blocks and VQ-VAE levels on a GPU (docs/training.md, "The fast path"); eager on a CPU
 if [ "${DEVICE#cuda}" != "$DEVICE" ]; then COMPILE=${COMPILE:-blocks}; else COMPILE=${COMPILE:-none}; fi
-STAGES=${STAGES:-data v0 v1 v2 v3 v5 v6 export measure}
+STAGES=${STAGES:-data v0 v1 v2 v3 v5 v6 v7 export measure}
 MODEL=$WORK/model
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
@@ -38,6 +40,7 @@ if [ "${PROFILE:-full}" = tiny ]; then
   VQ_STEPS=2; V0_TOP_STEPS=2; V0_UP_STEPS=2; V1_STEPS=2; V2_STEPS_A=2; V2_STEPS_B=1; V3_TOP_STEPS=2
   V3_UP1_STEPS=2; V3_UP0_STEPS=2; V5_BATCH=2; V5_STEPS=2
   V6_BATCH=2; V6_STEPS=3; V6_STOP=2; EVERY=1; EVAL_TRACKS=1; EVAL_SECONDS=0.5
+  UP1_WIDE_PRESET=tiny_upsampler; V7_PACK_MINUTES=0.5; V7_BATCH=2; V7_STEPS=3; V7_STOP=2
   EXTRA=(--val-batches 1 --log-dir none --no-progress)
 else
   VQ_PRESET=default22k; TOP_PRESET=default_top; UP1_PRESET=default_upsampler_level_1; UP0_PRESET=default_upsampler_level_0
@@ -47,6 +50,8 @@ else
   VQ_STEPS=2100; V0_TOP_STEPS=1200; V0_UP_STEPS=2000; V1_STEPS=1600; V2_STEPS_A=600; V2_STEPS_B=400
   V3_TOP_STEPS=4000; V3_UP1_STEPS=4000; V3_UP0_STEPS=4500; V5_BATCH=64; V5_STEPS=2400; EVERY=250
   V6_BATCH=128; V6_STEPS=4000; V6_STOP=3000  # v6: the first 3,000 steps of a 4,000-step cosine schedule
+  # v7: the first 15,250 steps of a 16,000-step linear decay (three calls on one card, the last one cut short)
+  UP1_WIDE_PRESET=default_wide_upsampler_level_1; V7_PACK_MINUTES=420; V7_BATCH=64; V7_STEPS=16000; V7_STOP=15250
   EVAL_TRACKS=12; EVAL_SECONDS=15
   EXTRA=(--no-progress)
 fi
@@ -113,15 +118,22 @@ for stage in $STAGES; do
       train_prior 2 "$WORK/codes_full" --batch-size "$V6_BATCH" --steps "$V6_STEPS" --stop-at "$V6_STOP" --lr 2e-4 \
         --warmup 100 --decay cosine --label-dropout 0.15 --tempo --balance genre --balance-power 0.5
       ;;
+    v7)
+      run "$PY" recipes/pack_training_audio.py --corpus "$CORPUS" --out "$WORK/pack7" --minutes "$V7_PACK_MINUTES"
+      jukebox prepare --data "$WORK/pack7" --model "$MODEL" --codes "$WORK/codes_v7" --levels 1 2 --no-beats \
+        --device "$DEVICE"
+      train_prior 1 "$WORK/codes_v7" --preset "$UP1_WIDE_PRESET" --restart --batch-size "$V7_BATCH" \
+        --steps "$V7_STEPS" --stop-at "$V7_STOP" --lr 3e-4 --warmup 200 --decay linear --min-lr-ratio 0.1
+      ;;
     export)
-      run "$PY" recipes/export_model.py "$MODEL" "$OUT" --weights int8
+      run "$PY" recipes/export_model.py "$MODEL" "$OUT" --weights int8 --conv-levels 1
       ;;
     measure)
       run "$PY" recipes/eval_default_model.py -m "$OUT" --corpus "$CORPUS" --tracks "$EVAL_TRACKS" \
         --seconds "$EVAL_SECONDS" --out "$WORK/measure.json"
       ;;
     *)
-      echo "unknown stage '$stage' (stages: data v0 v1 v2 v3 v5 v6 export measure)" >&2
+      echo "unknown stage '$stage' (stages: data v0 v1 v2 v3 v5 v6 v7 export measure)" >&2
       exit 2
       ;;
   esac

@@ -127,12 +127,12 @@ def test_recipe_python_steps_on_tiny_data(tmp_path: Path, monkeypatch: pytest.Mo
 
 @pytest.mark.slow
 def test_recipe_runs_every_stage_on_tiny_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every stage for real, tiny: train the VQ-VAE and three priors, the v1-v6 fine-tunes, export, measure."""
+    """Every stage for real, tiny: train the VQ-VAE and three priors, the v1-v7 fine-tunes, export, measure."""
     corpus, work = make_corpus(tmp_path / "corpus"), tmp_path / "work"
     proc = recipe({"CORPUS": str(corpus), "WORK": str(work)})
     commands = commands_of(proc)
     assert [line[3:] for line in proc.stdout.splitlines() if line.startswith("== ")] == [
-        "data", "v0", "v1", "v2", "v3", "v5", "v6", "export", "measure"]
+        "data", "v0", "v1", "v2", "v3", "v5", "v6", "v7", "export", "measure"]
     v6 = next(cmd for cmd in commands if "--balance" in cmd)
     assert v6[v6.index("--stop-at") + 1] == "2" and v6[v6.index("--steps") + 1] == "3"  # a schedule cut short
     monkeypatch.chdir(REPO)

@@ -228,3 +228,14 @@ def test_export_int8_conv(tmp_path, monkeypatch):
     back = load_weights(tmp_path / "q" / "prior_level_0")
     assert {k: v.shape for k, v in back.items()} == {k: v.shape for k, v in plain.items()}
     load_model(tmp_path / "q", device="cpu")
+
+    # --weights int8 --conv-levels 1: the level-1 upsampler's convolutions in int8, level 0's kept in fp16
+    export_model.export(md.path, tmp_path / "c", "int8", conv_levels=(1,))
+
+    def int8_convs(level: int) -> list[str]:
+        with safe_open(str(tmp_path / "c" / f"prior_level_{level}" / "model.safetensors"), framework="pt") as f:
+            names = list(f.keys())
+            return [n for n in names if n + QSCALE_SUFFIX in names and len(f.get_slice(n).get_shape()) == 3]
+
+    assert int8_convs(1) and not int8_convs(0)
+    load_model(tmp_path / "c", device="cpu")
