@@ -115,7 +115,7 @@ def test_model_sampling_defaults(tmp_path):
     jb = Jukebox(ModelDir(tmp_path / "m"), device="cpu")
     assert jb.sampling_defaults == {"upsample_mode": "sequential", "decode": "eager", "draw": "multinomial",
                                     "chunk_size": 32, "guidance": 1.0, "label_guidance": None, "temperature": 1.0,
-                                    "hop_fraction": None, "total_seconds": None}
+                                    "hop_fraction": None, "total_seconds": None, "levels": None}
     meta = tmp_path / "m" / "model.json"
     info = json.loads(meta.read_text())
     info["sampling"] = {"upsample_mode": "parallel", "draw": "cdf", "chunk_size": 64, "decode": "int8", "other": 1}
@@ -133,6 +133,7 @@ def test_model_sampling_defaults(tmp_path):
         defaults = Jukebox(ModelDir(default_model_path()), device="cpu").sampling_defaults
         assert defaults["draw"] == "cdf" and defaults["upsample_mode"] == "parallel"
         assert defaults["decode"] == "int8" and defaults["hop_fraction"] == {0: 0.5, 1: 0.5, 2: 0.25}
+        assert defaults["levels"] == [2, 1]  # the embedded model renders from level 1
 
 
 def test_model_temperature_defaults(tmp_path):
