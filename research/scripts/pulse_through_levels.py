@@ -63,7 +63,8 @@ def main() -> None:
                     help="with --upsample (corpus clips): give the level-0 upsampler the clips' real level-1 codes too "
                     "(only level 0 sampled: the level-0 upsampler's own loss)")
     ap.add_argument("--keep-dir", default=None, help="write each clip's level-0 audio (codec: KEEP_DIR/codec/, "
-                    "upsampled: KEEP_DIR/upsampled/) as {index}_{genre}_0.ogg, for judge_clips.py")
+                    "upsampled: KEEP_DIR/upsampled/) as {index}_{genre}_0.ogg, for judge_clips.py; level 1's in "
+                    "KEEP_DIR/codec_level_1/ and KEEP_DIR/upsampled_level_1/")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -97,6 +98,8 @@ def main() -> None:
             for level in (2, 1, 0):
                 y = model.decode({level: codes[level]}, level)[0, 0, :n].float().numpy()
                 row[f"level_{level}"] = audio_measures(y, sr)
+                if args.keep_dir and level == 1:
+                    keep(Path(args.keep_dir) / "codec_level_1", len(rows), row["genre"], y, sr)
             if args.keep_dir:
                 keep(Path(args.keep_dir) / "codec", len(rows), row["genre"], y, sr)
             rows.append(row)
@@ -125,6 +128,7 @@ def main() -> None:
                 r["upsampled_1"], r["upsampled_0"] = audio_measures(a1, sr), audio_measures(a0, sr)
                 if args.keep_dir:
                     keep(Path(args.keep_dir) / "upsampled", b + i, r["genre"], a0, sr)
+                    keep(Path(args.keep_dir) / "upsampled_level_1", b + i, r["genre"], a1, sr)
             print(f"upsampled {b + len(part)}/{len(rows)}: pulse level 1 "
                   f"{np.mean([r['upsampled_1']['pulse_clarity'] for r in part]):.3f}, level 0 "
                   f"{np.mean([r['upsampled_0']['pulse_clarity'] for r in part]):.3f}", flush=True)
