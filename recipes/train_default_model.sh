@@ -13,7 +13,8 @@
 #   v3       the top prior further on the subset; both upsamplers fine-tuned on the pack's first half
 #   v5       the top prior with tempo and beat phase (--tempo) on a 13.5-h subset's codes and beats (tempo.json)
 #   v6       the top prior on the whole corpus's codes and beats (28.4 h), windows balanced by genre
-#   v7       a level-1 upsampler with a wider conditioner, from scratch on a 7-h pack's codes (pack7/)
+#   v7       a level-1 upsampler with a wider conditioner, from scratch on a 7-h pack's codes (pack7/); then the
+#            level-1 decoder fine-tuned alone with a mel loss on the same pack (codes unchanged)
 #   export   weights without training state (the priors' matrices in int8, the level-1 upsampler's convolutions too,
 #            the rest fp16), with the embedded model's sampling defaults (audio from level 1) -> $OUT
 #   measure  reconstruction and bits per token on the corpus's validation split -> $WORK/measure.json
@@ -40,7 +41,7 @@ if [ "${PROFILE:-full}" = tiny ]; then
   VQ_STEPS=2; V0_TOP_STEPS=2; V0_UP_STEPS=2; V1_STEPS=2; V2_STEPS_A=2; V2_STEPS_B=1; V3_TOP_STEPS=2
   V3_UP1_STEPS=2; V3_UP0_STEPS=2; V5_BATCH=2; V5_STEPS=2
   V6_BATCH=2; V6_STEPS=3; V6_STOP=2; EVERY=1; EVAL_TRACKS=1; EVAL_SECONDS=0.5
-  UP1_WIDE_PRESET=tiny_upsampler; V7_PACK_MINUTES=0.5; V7_BATCH=2; V7_STEPS=3; V7_STOP=2
+  UP1_WIDE_PRESET=tiny_upsampler; V7_PACK_MINUTES=0.5; V7_BATCH=2; V7_STEPS=3; V7_STOP=2; V7_DEC_STEPS=2; V7_DEC_BATCH=1
   EXTRA=(--val-batches 1 --log-dir none --no-progress)
 else
   VQ_PRESET=default22k; TOP_PRESET=default_top; UP1_PRESET=default_upsampler_level_1; UP0_PRESET=default_upsampler_level_0
@@ -52,6 +53,7 @@ else
   V6_BATCH=128; V6_STEPS=4000; V6_STOP=3000  # v6: the first 3,000 steps of a 4,000-step cosine schedule
   # v7: the first 15,250 steps of a 16,000-step linear decay (three calls on one card, the last one cut short)
   UP1_WIDE_PRESET=default_wide_upsampler_level_1; V7_PACK_MINUTES=420; V7_BATCH=64; V7_STEPS=16000; V7_STOP=15250
+  V7_DEC_STEPS=1600; V7_DEC_BATCH=4  # the level-1 decoder: 1,600 steps of 4 x 3 s (it ran on 2 CPU cores)
   EVAL_TRACKS=12; EVAL_SECONDS=15
   EXTRA=(--no-progress)
 fi
@@ -124,6 +126,9 @@ for stage in $STAGES; do
         --device "$DEVICE"
       train_prior 1 "$WORK/codes_v7" --preset "$UP1_WIDE_PRESET" --restart --batch-size "$V7_BATCH" \
         --steps "$V7_STEPS" --stop-at "$V7_STOP" --lr 3e-4 --warmup 200 --decay linear --min-lr-ratio 0.1
+      jukebox train vqvae --out "$MODEL" --data "$WORK/pack7" --decoder-only --adv-levels 1 --window "$WINDOW" \
+        --batch-size "$V7_DEC_BATCH" --steps "$V7_DEC_STEPS" --lr 3e-4 --warmup 50 --decay cosine --device "$DEVICE" \
+        --workers "$WORKERS" --save-every "$EVERY" "${EXTRA[@]}"
       ;;
     export)
       run "$PY" recipes/export_model.py "$MODEL" "$OUT" --weights int8 --conv-levels 1
