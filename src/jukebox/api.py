@@ -114,8 +114,9 @@ class Jukebox:
             return list(own)
         return have
 
-    def _levels(self, levels: Sequence[int] | str | None) -> list[int]:
-        """``levels`` as given, ``"all"`` for every prior level, or None for :attr:`default_levels`."""
+    def resolve_levels(self, levels: Sequence[int] | str | None) -> list[int]:
+        """The levels a call samples: ``levels`` as given, ``"all"`` for every prior level, or None for
+        :attr:`default_levels`."""
         if levels is None:
             return self.default_levels
         if isinstance(levels, str):
@@ -550,7 +551,7 @@ class Jukebox:
         total, source = self._total_length(total_seconds, seconds)
         if total < length:
             raise UsageError(f"total_seconds ({total_seconds}) must be at least seconds ({seconds})")
-        levels = self._levels(levels)
+        levels = self.resolve_levels(levels)
         return self._run({}, levels, length, total, self._items(n_samples, artist, genre, lyrics, items, bpm),
                          resolved, progress, on_level_done, alignment, loudness, total_source=source)
 
@@ -597,7 +598,7 @@ class Jukebox:
         elif batch != n:
             raise UsageError(f"the prompt has {batch} items but n_samples is {n}")
         length = self.sample_length(seconds)
-        levels = self._levels(levels or None)
+        levels = self.resolve_levels(levels or None)
         if audio is not None and all(lvl in start_codes and start_codes[lvl].shape[1] * self.hop_lengths[lvl] >= length
                                      for lvl in levels):
             have = min(start_codes[lvl].shape[1] * self.hop_lengths[lvl] for lvl in levels)
@@ -646,7 +647,7 @@ class Jukebox:
             raise UsageError(f"the codes ({length / self.sample_rate:g} s) are beyond this model's range of "
                              f"{self.max_seconds:g} s")
         total, source = self._total_length(total_seconds, length / self.sample_rate)
-        levels = [lvl for lvl in self._levels(levels or None) if lvl < top]
+        levels = [lvl for lvl in self.resolve_levels(levels or None) if lvl < top]
         if not levels:
             raise UsageError("the model has no upsamplers")
         start = {top: z}

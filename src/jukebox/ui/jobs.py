@@ -479,9 +479,7 @@ def run_job(model: Any, job: Job, out: Path, progress: Callable[[int, int, int],
     settings = model.sampling_settings(**request.overrides())
     folder.start(request, model, job=job.id, page=job.request.to_dict(), created=_iso(job.created),
                  source="jukebox serve")
-    levels = request.levels
-    lowest = min(model.prior_levels if levels == "all" else levels or getattr(model, "default_levels", None)
-                 or model.prior_levels)
+    lowest = min(model.resolve_levels(request.levels))
 
     def on_level_done(level: int, codes: dict[int, Any]) -> None:
         folder.level_done(level, codes)
