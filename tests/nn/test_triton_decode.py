@@ -42,6 +42,37 @@ def test_fused_linear_ln_gelu_residual(dtype, batch):
     assert torch.allclose(out.float(), ref.float(), atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("fmt", ["int8", "fp8"])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("tile", [(8, 16), (4, 64), (2, 128)])  # 3 chunks of the inputs, one chunk, one padded
+def test_fused_linear_8bit_weights(fmt, batch, tile):
+    """8-bit weights with row scales, widened in the kernel: the product of the dequantised weights (fp32 model,
+    so only the summation order differs), for tiles that read the inputs in several chunks or in one."""
+    from jukebox.nn.quant import dequantize, quantize_weight
+
+    g = torch.Generator().manual_seed(batch)
+    K, N = 40, 24
+    x, w, b = (torch.randn(s, generator=g) for s in ((batch, K), (N, K), (N,)))
+    lw, lb, r = (torch.randn(s, generator=g) for s in ((K,), (K,), (batch, N)))
+    q, scale = quantize_weight(w, fmt)
+    out = torch.empty(batch, N)
+    cfg = td.LinearConfig(*tile, dot=batch > 1)
+    td.fused_linear(x, q, b, out, ln=(lw, lb, 1e-5), res=r, scale=scale, config=cfg)
+    ref = r + F.linear(F.layer_norm(x, (K,), lw, lb, 1e-5), dequantize(q, scale), b)
+    assert torch.allclose(out, ref, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(out, r + F.linear(F.layer_norm(x, (K,), lw, lb, 1e-5), w, b), atol=1e-4, rtol=1e-4)
+
+
+def test_candidates_add_whole_row_tiles():
+    """At batch 1 the tuner also times tiles that read a program's whole rows at once (loaded before the kernel
+    waits for its predecessor); not beyond WHOLE_ROW_MAX_K, and never at batch > 1 (tl.dot tiles)."""
+    whole = [c for c in td.candidates(1, 1920, 1920) if c.block_k >= 1920]
+    assert whole and all(c.block_k == 2048 for c in whole)
+    assert not [c for c in td.candidates(1, 4800, 4800) if c.block_k >= 4800]
+    assert all(c.dot and c.block_n >= 16 for c in td.candidates(16, 1920, 1920))
+    assert not td.pdl_supported("cpu")
+
+
 @pytest.mark.parametrize("layout", ["linear", "ring", "columns"])
 def test_qkv_writes_the_cache_slot(layout):
     """The QKV kernel puts q in ``out`` and k/v at the position's slot (and drops positions past a linear cache)."""
@@ -138,9 +169,11 @@ def _decoder_inputs(model: Prior, batch: int, prefix: int):
     return known, cond.start, cc, states
 
 
-def _run_steps(name: str, dtype, steps: int, batch: int = 2):
+def _run_steps(name: str, dtype, steps: int, batch: int = 2, weights: str = "native"):
     """Logits [steps, B, V] of ``step_static`` and of the fused step from the same prefilled cache, and whether
-    the caches agree at the end."""
+    the caches agree at the end (both with ``weights``: the modules' 8-bit linears for ``step_static``)."""
+    from jukebox.nn.quant import weight_only_linears
+
     model = _model(name, dtype)
     dec = model.decoder
     with torch.no_grad():
@@ -150,13 +183,14 @@ def _run_steps(name: str, dtype, steps: int, batch: int = 2):
         prev = torch.cat([known[:, :1], known[:, :-1]], dim=1)
         dec.step(prev, cache, start, cond, states)
         cache2 = copy.deepcopy(cache)
-        step = td.TritonDecodeStep(dec, cache2, cond, batch)
+        step = td.TritonDecodeStep(dec, cache2, cond, batch, weights=weights)
         g = torch.Generator().manual_seed(1)
         toks = torch.randint(0, model.config.l_bins, (steps, batch, 1), generator=g)
         refs, gots = [], []
         for i, t in enumerate(range(P, P + steps)):
             pos = torch.tensor([t])
-            refs.append(dec.step_static(toks[i], pos, cache, cond).float())
+            with weight_only_linears(dec.transformer, weights):
+                refs.append(dec.step_static(toks[i], pos, cache, cond).float())
             gots.append(step(toks[i], pos).float())
         same = all(torch.allclose(a.key.float(), b.key.float(), atol=1e-5, rtol=1e-2)
                    and torch.allclose(a.value.float(), b.value.float(), atol=1e-5, rtol=1e-2)
@@ -174,6 +208,16 @@ def test_step_equals_static_step_fp32(name):
     pattern and cache layout of the tiny presets), and the caches are written alike."""
     ref, got, same = _run_steps(name, torch.float32, 7)
     assert _rel(got, ref) < 1e-5 and same
+
+
+@pytest.mark.parametrize("name,weights", [("tiny_upsampler", "int8"), ("tiny_lyrics", "fp8")])
+def test_step_8bit_weights_equal_static_step(name, weights):
+    """With 8-bit weights the fused step equals ``step_static`` over the modules' weight-only 8-bit linears (fp32),
+    and differs from the native weights' logits."""
+    ref, got, same = _run_steps(name, torch.float32, 5, weights=weights)
+    native, _, _ = _run_steps(name, torch.float32, 5)
+    assert _rel(got, ref) < 1e-5 and same
+    assert _rel(got, ref) < _rel(native, ref) / 3  # the 8-bit weights were used, not the model's own
 
 
 @pytest.mark.parametrize("name", ["tiny_lyrics"])
@@ -197,6 +241,22 @@ def test_decode_triton_mode_equals_reference_path():
                                                 compact_cache=False, return_logits=True)
         got, logits = sample_autoregressive(model.decoder, 2, 14, known, start, cond, top_k=1, decode="triton",
                                             return_logits=True)
+    assert torch.equal(got, ref)
+    assert torch.allclose(logits, ref_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_decode_triton_with_int8_weights_equals_eager():
+    """``decode="triton", weights="int8"`` (8-bit weights in the fused kernels) samples the greedy tokens of the
+    eager step with the same int8 weights (fp32)."""
+    from jukebox.prior.sampler import sample_autoregressive
+
+    model = _model("tiny_top")
+    known, start, cond, _ = _decoder_inputs(model, 2, 5)
+    with torch.no_grad():
+        ref, ref_logits = sample_autoregressive(model.decoder, 2, 14, known, start, cond, top_k=1,
+                                                weights="int8", return_logits=True)
+        got, logits = sample_autoregressive(model.decoder, 2, 14, known, start, cond, top_k=1, decode="triton",
+                                            weights="int8", return_logits=True)
     assert torch.equal(got, ref)
     assert torch.allclose(logits, ref_logits, atol=1e-4, rtol=1e-4)
 

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UsageError
+from .quant import WEIGHT_FORMATS, quantized_linear
 
 try:  # optional dependency
     import triton
@@ -44,6 +45,10 @@ try:  # optional dependency
 except ImportError:  # pragma: no cover - depends on the environment
     triton = None
     tl = None
+try:  # grid dependency control (Triton >= 3.3)
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:  # pragma: no cover - depends on the environment
+    gdc_launch_dependents = gdc_wait = None
 
 __all__ = ["available", "check_available", "TritonDecodeStep", "fused_linear", "decode_attention"]
 
@@ -77,15 +82,52 @@ def check_available(device: torch.device | str) -> None:
 if triton is not None:
 
     @triton.jit
-    def _linear_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, res_ptr, lnw_ptr, lnb_ptr, key_ptr, val_ptr, pos_ptr,
-                       B, N, K, eps, S, D, H, L_FLAT, SIZE, BC, NB,
+    def _gdc(PDL: tl.constexpr):
+        """Programmatic dependent launch (Hopper and later; ``PDL`` set only where the launch asks for it): let the
+        next kernel of the stream start its programs now, then wait until every earlier kernel has finished and
+        its writes are visible. Loads placed before this call must not read anything an earlier kernel writes."""
+        if PDL:
+            gdc_launch_dependents()
+            gdc_wait()
+
+    @triton.jit
+    def _mac(acc, x_ptr, lnw_ptr, lnb_ptr, w, offs_b, mb, kk, K, mean, rstd,
+             HAS_LN: tl.constexpr, USE_DOT: tl.constexpr, DOT_F32: tl.constexpr):
+        """acc [BLOCK_B, BLOCK_N] += LN?(x[:, kk]) @ w^T for one chunk of inputs ``kk`` and its weights
+        w [BLOCK_N, BLOCK_K] (model dtype, or 8-bit: widened exactly to the model dtype)."""
+        dt = x_ptr.dtype.element_ty
+        mk = kk < K
+        m2 = mb[:, None] & mk[None, :]
+        xv = tl.load(x_ptr + offs_b[:, None] * K + kk[None, :], mask=m2, other=0.0)
+        if HAS_LN:
+            g = tl.load(lnw_ptr + kk, mask=mk, other=0.0).to(tl.float32)
+            bb = tl.load(lnb_ptr + kk, mask=mk, other=0.0).to(tl.float32)
+            xn = (xv.to(tl.float32) - mean[:, None]) * rstd[:, None] * g[None, :] + bb[None, :]
+            xv = tl.where(m2, xn, 0.0).to(dt)  # LayerNorm output in the model dtype, as nn.LayerNorm
+        if USE_DOT:
+            if DOT_F32:  # fp32 models (no tf32), and the interpreter, whose bf16 dot is wrong: exact fp32 copies
+                acc += tl.dot(xv.to(dt).to(tl.float32), tl.trans(w.to(tl.float32)), input_precision="ieee")
+            else:
+                acc += tl.dot(xv.to(dt), tl.trans(w.to(dt)))
+        else:  # BLOCK_B == 1
+            acc += tl.sum(w.to(tl.float32) * xv.to(tl.float32), axis=1)[None, :]
+        return acc
+
+    @triton.jit
+    def _linear_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, res_ptr, lnw_ptr, lnb_ptr, key_ptr, val_ptr,
+                       pos_ptr, B, N, K, eps, S, D, H, L_FLAT, SIZE, BC, NB,
                        HAS_LN: tl.constexpr, GELU: tl.constexpr, HAS_RES: tl.constexpr, KV: tl.constexpr,
                        LAYOUT: tl.constexpr, USE_DOT: tl.constexpr, DOT_F32: tl.constexpr,
+                       HAS_SCALE: tl.constexpr, PDL: tl.constexpr,
                        BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """y [B, N] = act(LN?(x) [B, K] @ w[N, K]^T + bias) (+ res); rows of x, out, res are contiguous.
 
-        ``KV``: columns [0, S) go to ``out`` [B, S] (query), [S, 2S) / [2S, 3S) into the key/value cache at the
-        slot of position ``*pos_ptr`` (heads of size ``D``; cache rows of ``L_FLAT`` slots, ``LAYOUT``)."""
+        ``HAS_SCALE``: w holds 8-bit weights (int8 or float8 e4m3) with one fp32 scale per row (``scale_ptr``
+        [N]), widened in registers. ``PDL``: the first chunk of weights (all of them when ``K <= BLOCK_K``) is
+        loaded before waiting for the previous kernel (:func:`_gdc`), so the weight reads of consecutive kernels
+        overlap. ``KV``: columns [0, S) go to ``out`` [B, S] (query), [S, 2S) / [2S, 3S) into the key/value
+        cache at the slot of position ``*pos_ptr`` (heads of size ``D``; cache rows of ``L_FLAT`` slots,
+        ``LAYOUT``)."""
         pid_n = tl.program_id(0)
         pid_b = tl.program_id(1)
         offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -93,7 +135,13 @@ if triton is not None:
         offs_k = tl.arange(0, BLOCK_K)
         mb = offs_b < B
         mn = offs_n < N
-        dt = w_ptr.dtype.element_ty
+        dt = x_ptr.dtype.element_ty
+        # weights never change during a step: the first chunk may be read before the previous kernel ends
+        w0 = tl.load(w_ptr + offs_n[:, None] * K + offs_k[None, :], mask=mn[:, None] & (offs_k[None, :] < K),
+                     other=0.0)
+        _gdc(PDL)
+        mean = tl.zeros([BLOCK_B], tl.float32)
+        rstd = tl.zeros([BLOCK_B], tl.float32)
         if HAS_LN:  # row statistics in one pass, shifted by the row's first value (no cancellation)
             shift = tl.load(x_ptr + offs_b * K, mask=mb, other=0.0).to(tl.float32)
             s1 = tl.zeros([BLOCK_B], tl.float32)
@@ -109,24 +157,13 @@ if triton is not None:
             mean = shift + m1
             rstd = 1.0 / tl.sqrt(tl.maximum(s2 / K - m1 * m1, 0.0) + eps)
         acc = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
-        for k0 in range(0, K, BLOCK_K):
+        acc = _mac(acc, x_ptr, lnw_ptr, lnb_ptr, w0, offs_b, mb, offs_k, K, mean, rstd, HAS_LN, USE_DOT, DOT_F32)
+        for k0 in range(BLOCK_K, K, BLOCK_K):
             kk = k0 + offs_k
-            mk = kk < K
-            m2 = mb[:, None] & mk[None, :]
-            xv = tl.load(x_ptr + offs_b[:, None] * K + kk[None, :], mask=m2, other=0.0)
-            if HAS_LN:
-                g = tl.load(lnw_ptr + kk, mask=mk, other=0.0).to(tl.float32)
-                bb = tl.load(lnb_ptr + kk, mask=mk, other=0.0).to(tl.float32)
-                xn = (xv.to(tl.float32) - mean[:, None]) * rstd[:, None] * g[None, :] + bb[None, :]
-                xv = tl.where(m2, xn, 0.0).to(dt)  # LayerNorm output in the model dtype, as nn.LayerNorm
-            w = tl.load(w_ptr + offs_n[:, None] * K + kk[None, :], mask=mn[:, None] & mk[None, :], other=0.0)
-            if USE_DOT:
-                if DOT_F32:  # fp32 models (no tf32), and the interpreter, whose bf16 dot is wrong: exact fp32 copies
-                    acc += tl.dot(xv.to(dt).to(tl.float32), tl.trans(w.to(tl.float32)), input_precision="ieee")
-                else:
-                    acc += tl.dot(xv.to(dt), tl.trans(w))
-            else:  # BLOCK_B == 1
-                acc += tl.sum(w.to(tl.float32) * xv.to(tl.float32), axis=1)[None, :]
+            w = tl.load(w_ptr + offs_n[:, None] * K + kk[None, :], mask=mn[:, None] & (kk[None, :] < K), other=0.0)
+            acc = _mac(acc, x_ptr, lnw_ptr, lnb_ptr, w, offs_b, mb, kk, K, mean, rstd, HAS_LN, USE_DOT, DOT_F32)
+        if HAS_SCALE:
+            acc = acc * tl.load(scale_ptr + offs_n, mask=mn, other=0.0)[None, :]
         bias = tl.load(bias_ptr + offs_n, mask=mn, other=0.0).to(tl.float32)
         y = (acc + bias[None, :]).to(dt).to(tl.float32)  # nn.Linear output in the model dtype
         if GELU:
@@ -161,7 +198,7 @@ if triton is not None:
 
     @triton.jit
     def _attn_kernel(q_ptr, k_ptr, v_ptr, out_ptr, part_ptr, ml_ptr, pos_ptr, H, D, L_FLAT, SIZE, BC, NB, scale,
-                     MODE: tl.constexpr, N_SPLIT: tl.constexpr, SPLIT: tl.constexpr,
+                     MODE: tl.constexpr, N_SPLIT: tl.constexpr, SPLIT: tl.constexpr, PDL: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
         """One query per (batch row, head) over the keys its pattern allows at position ``*pos_ptr``; program
         (bh, s) takes keys [s * SPLIT, (s + 1) * SPLIT) of that range. ``N_SPLIT == 1``: writes the output
@@ -171,7 +208,8 @@ if triton is not None:
         sp = tl.program_id(1)
         b = bh // H
         h = bh % H
-        pos = tl.load(pos_ptr)
+        pos = tl.load(pos_ptr)  # set before the step, never written by its kernels
+        _gdc(PDL)
         if MODE == 0:  # block: ring of one block, slots 0 .. pos % BC
             base = pos * 0
             n = pos % BC + 1
@@ -222,8 +260,9 @@ if triton is not None:
 
     @triton.jit
     def _combine_kernel(part_ptr, ml_ptr, out_ptr, H, D, N_SPLIT: tl.constexpr, BLOCK_S: tl.constexpr,
-                        BLOCK_D: tl.constexpr):
+                        BLOCK_D: tl.constexpr, PDL: tl.constexpr):
         """Merge the key-split partials of :func:`_attn_kernel` into the output [B, H * D] (model dtype)."""
+        _gdc(PDL)
         bh = tl.program_id(0)
         b = bh // H
         h = bh % H
@@ -256,18 +295,46 @@ class LinearConfig:
 
 
 #: Candidates timed by :meth:`TritonDecodeStep.tune` (batch 1 / batch > 1, where ``tl.dot`` needs 16-wide tiles).
+#: At batch 1 :func:`candidates` adds tiles that span the whole input (a program's weights all read before it
+#: waits for the previous kernel, see :func:`_linear_kernel`).
 CANDIDATES_B1 = (LinearConfig(4, 512), LinearConfig(8, 512), LinearConfig(4, 1024), LinearConfig(8, 1024, 8),
                  LinearConfig(16, 256, 4, 3, True), LinearConfig(16, 512, 8, 3, True),
                  LinearConfig(32, 256, 8, 4, True))
 CANDIDATES_BN = (LinearConfig(16, 128, 4, 3, True), LinearConfig(16, 256, 4, 3, True),
                  LinearConfig(32, 128, 4, 4, True), LinearConfig(16, 512, 8, 3, True),
                  LinearConfig(32, 256, 8, 3, True))
+#: Largest input width for which whole-row tiles are timed (registers: 4 rows x 4,096 x 2 bytes per program).
+WHOLE_ROW_MAX_K = 4096
 
 
-#: Tiles chosen by :meth:`TritonDecodeStep.tune`: (device name, dtype, BLOCK_B, linear, N, K) -> config.
+def candidates(batch: int, n: int, k: int) -> list[LinearConfig]:
+    """Tiles worth timing for a [n, k] weight at ``batch`` rows."""
+    if batch > 1:
+        return list(CANDIDATES_BN)
+    out = list(CANDIDATES_B1)
+    whole = triton.next_power_of_2(k)
+    if whole <= WHOLE_ROW_MAX_K:
+        out += [LinearConfig(1, whole, 4, 1), LinearConfig(2, whole, 4, 1), LinearConfig(4, whole, 8, 1)]
+    return list(dict.fromkeys(out))
+
+
+#: Tiles chosen by :meth:`TritonDecodeStep.tune`: (device name, dtype, weights, PDL, batch, linear, N, K) -> config.
 _TUNED: dict[tuple, LinearConfig] = {}
-#: One entry per tuned shape: linear, N, K, batch, dtype, microseconds of each candidate, best, its GB/s.
+#: One entry per tuned shape: linear, N, K, batch, dtype, weights, PDL, microseconds of the whole step with each
+#: candidate, best, and the step time with the tiles tuned so far.
 TUNE_LOG: list[dict] = []
+#: Programmatic dependent launch on devices that have it (compute capability 9.0 and later); benchmarks turn it off
+#: to compare.
+PDL = True
+
+
+def pdl_supported(device: torch.device | str) -> bool:
+    """Whether kernels on ``device`` can be launched with programmatic dependent launch (Hopper and later, a Triton
+    with grid dependency control; never in the interpreter)."""
+    device = torch.device(device)
+    if triton is None or gdc_wait is None or _interpreting() or device.type != "cuda":
+        return False
+    return torch.cuda.get_device_capability(device)[0] >= 9
 
 
 def _cfg_str(cfg: LinearConfig) -> str:
@@ -285,15 +352,22 @@ def default_config(batch: int, n: int, k: int) -> LinearConfig:
     return LinearConfig(8 if n >= 2048 else 4, 512)
 
 
+def _launch_opts(pdl: bool) -> dict:
+    return {"launch_pdl": True} if pdl else {}
+
+
 def fused_linear(x: Tensor, weight: Tensor, bias: Tensor, out: Tensor, *, res: Tensor | None = None,
                  ln: tuple[Tensor, Tensor, float] | None = None, gelu: bool = False,
                  kv: tuple[Tensor, Tensor, Tensor, int, int, int, int, int, int] | None = None,
-                 config: LinearConfig | None = None) -> Tensor:
+                 scale: Tensor | None = None, config: LinearConfig | None = None, pdl: bool = False) -> Tensor:
     """``out = act(LN(x) @ weight.T + bias) (+ res)`` for x [B, K] (rows contiguous), weight [N, K], bias [N].
 
     ``ln``: (weight, bias, eps) of a LayerNorm applied to x first. ``gelu``: quick-GELU on the Linear output.
     ``res`` [B, N]: residual added last. ``kv``: (key, value, pos, layout, size, block_ctx, n_blocks, heads,
     head_dim): the QKV case; ``out`` [B, S] receives the query and key/value go into the cache slot of ``pos``.
+    ``scale`` [N] (fp32): ``weight`` holds weight-only 8-bit weights (int8 or float8 e4m3, one scale per row, as
+    :func:`jukebox.nn.quant.quantize_weight` makes them); the product is ``x @ (weight * scale).T``. ``pdl``:
+    launch with programmatic dependent launch (see :func:`pdl_supported`).
     """
     B, K = x.shape
     N = weight.shape[0]
@@ -311,13 +385,14 @@ def fused_linear(x: Tensor, weight: Tensor, bias: Tensor, out: Tensor, *, res: T
     else:  # unused pointers (their branches are compiled out)
         key = val = pos = dummy
         layout, size, bc, nb, heads, hd, S, l_flat = 0, 1, 1, 1, 1, 1, N, 1
-    _linear_kernel[grid](x, weight, bias, out, res if res is not None else dummy, lnw, lnb, key, val, pos,
+    _linear_kernel[grid](x, weight, scale if scale is not None else dummy, bias, out,
+                         res if res is not None else dummy, lnw, lnb, key, val, pos,
                          B, N, K, eps, S, hd, heads, l_flat, size, bc, nb,
                          HAS_LN=ln is not None, GELU=gelu, HAS_RES=res is not None, KV=kv is not None,
-                         LAYOUT=layout, USE_DOT=bb > 1, DOT_F32=_interpreting() or weight.dtype == torch.float32,
-                         BLOCK_B=bb,
+                         LAYOUT=layout, USE_DOT=bb > 1, DOT_F32=_interpreting() or x.dtype == torch.float32,
+                         HAS_SCALE=scale is not None, PDL=pdl, BLOCK_B=bb,
                          BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-                         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **_launch_opts(pdl))
     return out
 
 
@@ -340,8 +415,10 @@ def _max_keys(mode: int, cache) -> int:
 class _AttnLaunch:
     """Static launch of :func:`_attn_kernel` (+ :func:`_combine_kernel` for long key ranges) for one layer."""
 
-    def __init__(self, pattern: str, cache, block_ctx: int, heads: int, head_dim: int, batch: int) -> None:
+    def __init__(self, pattern: str, cache, block_ctx: int, heads: int, head_dim: int, batch: int,
+                 pdl: bool = False) -> None:
         self.mode = _attn_mode(pattern, cache.layout)
+        self.pdl = pdl
         self.cache = cache
         self.heads, self.head_dim = heads, head_dim
         self.block_ctx = block_ctx
@@ -366,11 +443,13 @@ class _AttnLaunch:
         _attn_kernel[(B * self.heads, self.n_split)](
             q, c.key, c.value, out, self.part, self.ml, pos, self.heads, self.head_dim, self.l_flat, c.size,
             self.block_ctx, c.n_blocks, self.scale, MODE=self.mode, N_SPLIT=self.n_split, SPLIT=self.split,
-            BLOCK_N=self.block_n, BLOCK_D=self.block_d, num_warps=self.num_warps)
+            PDL=self.pdl, BLOCK_N=self.block_n, BLOCK_D=self.block_d, num_warps=self.num_warps,
+            **_launch_opts(self.pdl))
         if self.n_split > 1:
             _combine_kernel[(B * self.heads,)](self.part, self.ml, out, self.heads, self.head_dim,
                                                N_SPLIT=self.n_split, BLOCK_S=triton.next_power_of_2(self.n_split),
-                                               BLOCK_D=self.block_d, num_warps=4)
+                                               BLOCK_D=self.block_d, PDL=self.pdl, num_warps=4,
+                                               **_launch_opts(self.pdl))
         return out
 
 
@@ -388,21 +467,35 @@ def decode_attention(q: Tensor, cache, pattern: str, block_ctx: int, pos: Tensor
 class _Layer:
     """Weights, cache and launch settings of one transformer block."""
 
-    def __init__(self, block, cache, batch: int) -> None:
+    def __init__(self, block, cache, batch: int, weights: str, pdl: bool) -> None:
         attn = block.attn
         if block.res_scale != 1.0:
             raise UsageError("decode='triton' does not support res_scale transformers")
         self.block, self.cache = block, cache
         self.cross = attn.pattern == "cross"
         self.heads, self.head_dim, self.n_state = attn.heads, attn.head_dim, attn.n_state
-        self.attn = _AttnLaunch(attn.pattern, cache, attn.block_ctx, attn.heads, attn.head_dim, batch)
+        self.attn = _AttnLaunch(attn.pattern, cache, attn.block_ctx, attn.heads, attn.head_dim, batch, pdl)
         layout = {"linear": _LINEAR, "ring": _RING, "columns": _COLUMNS}[cache.layout]
         self.layout = layout
+        self.pdl = pdl
         self.configs: dict[str, LinearConfig | None] = {"qkv": None, "proj": None, "fc": None, "out": None}
+        #: name -> (weight [N, K], row scales [N] or None, bias [N]): the model's own weights, or their weight-only
+        #: 8-bit copies (the ones :func:`jukebox.nn.quant.weight_only_linears` runs the modules with)
+        self.params: dict[str, tuple[Tensor, Tensor | None, Tensor]] = {}
+        for name, lin in self.linears().items():
+            if weights == "native":
+                self.params[name] = (lin.weight, None, lin.bias)
+            else:
+                ql = quantized_linear(lin, weights)
+                self.params[name] = (ql.q, ql.scale, ql.bias)
 
     def linears(self) -> dict[str, torch.nn.Linear]:
         a, m = self.block.attn, self.block.mlp
         return {"qkv": a.q if self.cross else a.qkv, "proj": a.proj, "fc": m.fc, "out": m.proj}
+
+    def linear(self, name: str, x: Tensor, out: Tensor, **kw) -> Tensor:
+        w, scale, bias = self.params[name]
+        return fused_linear(x, w, bias, out, scale=scale, config=self.configs[name], pdl=self.pdl, **kw)
 
 
 class TritonDecodeStep:
@@ -411,18 +504,26 @@ class TritonDecodeStep:
 
     Holds references to the model's parameters and to ``cache`` (no copies); the intermediate buffers are
     allocated once here, so the call can be captured in a CUDA graph. ``cond`` is the per-position or constant
-    conditioning of the model (as for ``step_static``). Cross-attention caches must already be filled."""
+    conditioning of the model (as for ``step_static``). Cross-attention caches must already be filled.
+    ``weights``: ``native`` or a weight-only 8-bit format (``int8``, ``fp8``: the block linears' 8-bit copies of
+    :func:`jukebox.nn.quant.quantized_linear`, widened in registers). ``pdl``: programmatic dependent launch
+    (default: :data:`PDL` where :func:`pdl_supported`)."""
 
-    def __init__(self, model, cache, cond: Tensor | None, batch: int, tune: bool = True) -> None:
+    def __init__(self, model, cache, cond: Tensor | None, batch: int, tune: bool = True,
+                 weights: str = "native", pdl: bool | None = None) -> None:
         dev = model.pos_emb.device
         check_available(dev)
+        if weights not in WEIGHT_FORMATS:
+            raise UsageError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
         tr = model.transformer
         if len(cache) != len(tr.blocks):
             raise UsageError(f"cache has {len(cache)} layers, the transformer {len(tr.blocks)}")
         if any(layer.reference for layer in cache.layers):
             raise UsageError("decode='triton' needs the compact cache (compact_cache=True)")
+        self.pdl = (PDL and pdl_supported(dev)) if pdl is None else bool(pdl)
+        self.weights = weights
         self.model, self.cache, self.cond, self.batch = model, cache, cond, batch
-        self.layers = [_Layer(b, c, batch) for b, c in zip(tr.blocks, cache.layers)]
+        self.layers = [_Layer(b, c, batch, weights, self.pdl) for b, c in zip(tr.blocks, cache.layers)]
         dtype = model.pos_emb.dtype
         W = tr.width
 
@@ -441,22 +542,21 @@ class TritonDecodeStep:
     # one layer ---------------------------------------------------------------------------------------------------
     def _layer(self, L: _Layer, x: Tensor, out: Tensor, pos: Tensor) -> None:
         blk = L.block
-        lin = L.linears()
         S = L.n_state
         q, a = self._q[S], self._a[S]
         ln1 = (blk.norm_attn.weight, blk.norm_attn.bias, blk.norm_attn.eps)
         if L.cross:
-            fused_linear(x, lin["qkv"].weight, lin["qkv"].bias, q, ln=ln1, config=L.configs["qkv"])
+            L.linear("qkv", x, q, ln=ln1)
         else:
             c = L.cache
             kv = (c.key, c.value, pos, L.layout, c.size, L.attn.block_ctx, c.n_blocks, L.heads, L.head_dim)
-            fused_linear(x, lin["qkv"].weight, lin["qkv"].bias, q, ln=ln1, kv=kv, config=L.configs["qkv"])
+            L.linear("qkv", x, q, ln=ln1, kv=kv)
         L.attn(q, a, pos)
-        fused_linear(a, lin["proj"].weight, lin["proj"].bias, self.h, res=x, config=L.configs["proj"])
-        g = self._g[lin["fc"].out_features]
+        L.linear("proj", a, self.h, res=x)
+        g = self._g[blk.mlp.fc.out_features]
         ln2 = (blk.norm_mlp.weight, blk.norm_mlp.bias, blk.norm_mlp.eps)
-        fused_linear(self.h, lin["fc"].weight, lin["fc"].bias, g, ln=ln2, gelu=True, config=L.configs["fc"])
-        fused_linear(g, lin["out"].weight, lin["out"].bias, out, res=self.h, config=L.configs["out"])
+        L.linear("fc", self.h, g, ln=ln2, gelu=True)
+        L.linear("out", g, out, res=self.h)
 
     def stack(self, x: Tensor, pos: Tensor) -> Tensor:
         """The transformer stack on x [B, width] at ``pos``: writes the caches, returns [B, width]."""
@@ -476,8 +576,7 @@ class TritonDecodeStep:
             x = x + c
         B = x.shape[0]
         if self.pending_tune:  # before any graph capture: the first call runs eagerly
-            self.xa.copy_(x.reshape(B, -1))
-            self.tuned = self.tune(pos)
+            self.tuned = self.tune(x.reshape(B, -1), pos)
             self.pending_tune = False
         y = self.stack(x.reshape(B, -1), pos).view(B, 1, -1)
         if m.add_cond_after and c is not None:
@@ -486,61 +585,65 @@ class TritonDecodeStep:
 
     # tuning ------------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def tune(self, pos: Tensor, reps: int = 10) -> dict[str, str]:
-        """Time the candidate tiles of every distinct GEMV shape on the device (CUDA only) and keep the fastest
-        (remembered per device, dtype, batch and shape for later decoders). Timing runs write the cache slot of
-        ``pos`` with provisional keys; the step that follows at ``pos`` rewrites it."""
+    def tune(self, x: Tensor, pos: Tensor, reps: int = 10) -> dict[str, str]:
+        """Choose the GEMV tiles by timing the whole stack (CUDA only): for each distinct (linear, N, K) shape in
+        turn, every candidate of :func:`candidates` is set on all layers of that shape and the stack on x [B, W]
+        at ``pos`` is captured in a CUDA graph and replayed (each kernel reads its own layer's weights from
+        memory, launched as in the real step, with its neighbours' overlap); the fastest stays. Remembered per
+        device, dtype, weights, PDL, batch and shape for later decoders. Timing runs write the cache slot of
+        ``pos`` with the keys of ``x``; the step that follows at ``pos`` rewrites it."""
         if self.model.pos_emb.device.type != "cuda":
             return {}
         B = self.batch
-        cands = CANDIDATES_B1 if B == 1 else CANDIDATES_BN
-        chosen: dict[str, str] = {}
-        x = self.xa
+        x0 = x.detach().clone()
         dev = torch.cuda.get_device_name(x.device)
+        groups: dict[tuple, list[_Layer]] = {}
         for L in self.layers:
-            for name, lin in L.linears().items():
-                N, K = lin.weight.shape
-                key = (dev, x.dtype, B, name, N, K)
-                if key not in _TUNED:
-                    times = []
-                    for cfg in cands:
-                        L.configs[name] = cfg
-                        fn = self._single(L, name, x, pos)
-                        fn()
-                        torch.cuda.synchronize()
-                        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                        start.record()
-                        for _ in range(reps):
-                            fn()
-                        end.record()
-                        torch.cuda.synchronize()
-                        times.append((start.elapsed_time(end) / reps, cfg))
-                    t, cfg = min(times, key=lambda tc: tc[0])
-                    _TUNED[key] = cfg
-                    gb = (N * K * lin.weight.element_size()) / (t * 1e-3) / 1e9
-                    chosen[f"{name} {N}x{K}"] = f"{_cfg_str(cfg)}: {t * 1e3:.1f} us ({gb:.0f} GB/s)"
-                    TUNE_LOG.append(dict(linear=name, N=N, K=K, batch=B, dtype=str(x.dtype).split(".")[-1],
-                                         us={_cfg_str(c): round(tt * 1e3, 2) for tt, c in times},
-                                         best=_cfg_str(cfg), best_us=round(t * 1e3, 2), best_GBps=round(gb)))
-                L.configs[name] = _TUNED[key]
+            for name, (w, _, _) in L.params.items():
+                N, K = w.shape
+                key = (dev, x.dtype, self.weights, self.pdl, B, name, N, K)
+                groups.setdefault(key, []).append(L)
+                L.configs[name] = _TUNED.get(key, default_config(B, N, K))
+        chosen: dict[str, str] = {}
+        for key, members in groups.items():
+            name, N, K = key[-3:]
+            if key in _TUNED:
+                continue
+            times = []
+            for cfg in candidates(B, N, K):
+                for L in members:
+                    L.configs[name] = cfg
+                times.append((self._time_stack(x0, pos, reps), cfg))
+            t, cfg = min(times, key=lambda tc: tc[0])
+            _TUNED[key] = cfg
+            for L in members:
+                L.configs[name] = cfg
+            chosen[f"{name} {N}x{K}"] = f"{_cfg_str(cfg)}: step {t * 1e3:.1f} us"
+            TUNE_LOG.append(dict(linear=name, N=N, K=K, layers=len(members), batch=B,
+                                 dtype=str(x.dtype).split(".")[-1], weights=self.weights, pdl=self.pdl,
+                                 step_us={_cfg_str(c): round(tt * 1e3, 1) for tt, c in times},
+                                 best=_cfg_str(cfg), best_step_us=round(t * 1e3, 1)))
         return chosen
 
-    def _single(self, L: _Layer, name: str, x: Tensor, pos: Tensor):
-        lin = L.linears()[name]
-        blk = L.block
-        S = L.n_state
-        cfg = L.configs[name]
-        if name == "qkv":
-            ln1 = (blk.norm_attn.weight, blk.norm_attn.bias, blk.norm_attn.eps)
-            c = L.cache
-            kv = None if L.cross else (c.key, c.value, pos, L.layout, c.size, L.attn.block_ctx, c.n_blocks,
-                                       L.heads, L.head_dim)
-            return lambda: fused_linear(x, lin.weight, lin.bias, self._q[S], ln=ln1, kv=kv, config=cfg)
-        if name == "proj":
-            return lambda: fused_linear(self._a[S], lin.weight, lin.bias, self.h, res=x, config=cfg)
-        if name == "fc":
-            ln2 = (blk.norm_mlp.weight, blk.norm_mlp.bias, blk.norm_mlp.eps)
-            g = self._g[lin.out_features]
-            return lambda: fused_linear(self.h, lin.weight, lin.bias, g, ln=ln2, gelu=True, config=cfg)
-        g = self._g[lin.in_features]
-        return lambda: fused_linear(g, lin.weight, lin.bias, self.xb, res=self.h, config=cfg)
+    def _time_stack(self, x: Tensor, pos: Tensor, reps: int) -> float:
+        """Milliseconds per replay of the stack on ``x`` at ``pos``, captured in a CUDA graph (best of two runs of
+        ``reps`` replays)."""
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # compiles the kernels of new tiles
+            self.stack(x, pos)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.stack(x, pos)
+        graph.replay()
+        best = float("inf")
+        for _ in range(2):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(reps):
+                graph.replay()
+            end.record()
+            torch.cuda.synchronize()
+            best = min(best, start.elapsed_time(end) / reps)
+        return best

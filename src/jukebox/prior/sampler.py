@@ -20,8 +20,9 @@ Decoding modes (``decode=``), all equal in exact arithmetic and all free of per-
 
 Weights (``weights=``): ``native`` (the model's dtype), or ``int8`` / ``fp8`` weight-only 8-bit linears in the
 transformer blocks (one scale per output channel, :mod:`jukebox.nn.quant`), for the prefill and every step: on CUDA
-a Triton GEMV widens the 8-bit weights in registers (half the bytes per step of bf16; with ``graph``, ``compile``,
-``static``, ``eager`` or ``module``, not ``triton``); on a CPU the weights are dequantised once (the quality of
+a Triton kernel widens the 8-bit weights in registers (half the bytes per step of bf16: the 8-bit GEMV of
+:mod:`jukebox.nn.quant` in ``graph``, ``compile``, ``static``, ``eager`` and ``module``, the fused kernels in
+``triton``); on a CPU the weights are dequantised once (the quality of
 8-bit weights at the float step's speed; ``int8`` decode is the CPU's fast 8-bit path, with the same int8 weights).
 
 Token draws (temperature, top-k/top-p, categorical) stay on the device; the sequence is written into a
@@ -167,7 +168,7 @@ TRITON_TUNE = True
 
 
 def triton_static_decoder(model: AutoregressiveTransformer, cache: KVCache, cond: Tensor | None,
-                          batch: int) -> StaticDecoder:
+                          batch: int, weights: str = "native") -> StaticDecoder:
     """The ``decode="triton"`` step: a :class:`StaticDecoder` whose step is the fused
     :class:`~jukebox.nn.triton_decode.TritonDecodeStep`, replayed from a CUDA graph on CUDA (tiles tuned at the
     first call when :data:`TRITON_TUNE`), run eagerly on a CPU (Triton's interpreter, tests)."""
@@ -176,7 +177,7 @@ def triton_static_decoder(model: AutoregressiveTransformer, cache: KVCache, cond
     triton_decode.check_available(model.pos_emb.device)
     cuda = model.pos_emb.device.type == "cuda"
     dec = StaticDecoder(model, cache, cond, batch, "graph" if cuda else "static")
-    dec.fn = triton_decode.TritonDecodeStep(model, cache, cond, batch, tune=TRITON_TUNE)
+    dec.fn = triton_decode.TritonDecodeStep(model, cache, cond, batch, tune=TRITON_TUNE, weights=weights)
     return dec
 
 
@@ -325,7 +326,7 @@ class _Decoding:
         if decode in ("static", "graph", "compile"):
             return StaticDecoder(model, cache, cond, n, decode)
         if decode == "triton":
-            return triton_static_decoder(model, cache, cond, n)
+            return triton_static_decoder(model, cache, cond, n, self.settings.weights)
         if decode in ("eager", "int8") and self.compact and not model.training:
             return LeanStep(model, cache, cond, self.attention, self._int8(), self.settings.weights)
         return None

@@ -81,8 +81,8 @@ class LevelSettings:
     label_guidance: float | None = None
     #: Weights of the transformer's block linears while sampling: ``native`` (the model's own dtype), ``int8`` or
     #: ``fp8`` (weight-only 8-bit, one scale per output channel, dequantised inside the product; half the bytes per
-    #: step of bf16). Not with ``decode="triton"``. ``decode="int8"`` (CPU) has these int8 weights already; with
-    #: ``fp8`` it runs the float step over the dequantised fp8 weights.
+    #: step of bf16; the fused ``decode="triton"`` step widens them in registers). ``decode="int8"`` (CPU) has these
+    #: int8 weights already; with ``fp8`` it runs the float step over the dequantised fp8 weights.
     weights: str = "native"
 
     def __post_init__(self) -> None:
@@ -107,9 +107,6 @@ class LevelSettings:
             raise SettingsError(f"decode must be one of {', '.join(DECODE_MODES)}, got {self.decode!r}")
         if self.weights not in WEIGHT_FORMATS:
             raise SettingsError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got {self.weights!r}")
-        if self.weights != "native" and self.decode == "triton":
-            raise SettingsError(f"weights={self.weights!r} runs with decode 'graph', 'compile', 'static', 'eager' or "
-                                "'module'; the fused triton step reads the model's own weights")
         if self.draw not in DRAWS:
             raise SettingsError(f"draw must be one of {', '.join(DRAWS)}, got {self.draw!r}")
 
