@@ -12,7 +12,10 @@ also times the unoptimised path (full-context caches, masks rebuilt per layer pe
 are identical. Prints one JSON object (``--json`` also writes it) and a table.
 
 ``--decode triton``: the fused Triton step (:mod:`jukebox.nn.triton_decode`) replayed from a CUDA graph; its
-GEMV tiles are timed at the first step (reported as ``triton_tiles``). With ``--check`` each timed case also
+GEMV tiles are chosen at the first step by timing the whole step with each candidate (reported as
+``triton_tiles``). ``--weights native int8 fp8`` times each weight format (8-bit: weight-only, widened in the
+kernels; the bandwidth limit then counts the 8-bit bytes), ``--pdl on off`` the fused step with and without
+programmatic dependent launch. With ``--check`` each timed case also
 compares the logits of its first decode steps with PyTorch's static step in the same dtype
 (``logits_rel_err_vs_static``: relative L2 over the steps until the greedy tokens first differ), and the greedy
 fp32 check runs on shapes with the released head sizes (480, 256, 150) too.
@@ -94,25 +97,27 @@ def make_inputs(model: Prior, batch: int, device: str, seed: int = 0) -> tuple[t
     return z_cond, y
 
 
-def decode_mode(decode: str, tune: bool = True):
+def decode_mode(decode: str, tune: bool = True, pdl: bool = True):
     """(mode passed to the sampler, context it runs in): ``triton`` is the fused step replayed from a CUDA graph
-    (its GEMV tiles timed at the first step unless ``tune`` is off)."""
+    (its GEMV tiles timed at the first step unless ``tune`` is off; programmatic dependent launch where the device
+    has it unless ``pdl`` is off)."""
     if decode != "triton":
         return decode, contextlib.nullcontext()
     if triton_decode is None or triton_decode.triton is None:
         raise RuntimeError("--decode triton needs the triton package")
-    return "triton", _triton_tuning(tune)
+    return "triton", _triton_tuning(tune, pdl)
 
 
 @contextlib.contextmanager
-def _triton_tuning(tune: bool):
+def _triton_tuning(tune: bool, pdl: bool):
     from jukebox.prior import sampler
 
-    before, sampler.TRITON_TUNE = sampler.TRITON_TUNE, tune
+    before = sampler.TRITON_TUNE, triton_decode.PDL
+    sampler.TRITON_TUNE, triton_decode.PDL = tune, pdl
     try:
         yield
     finally:
-        sampler.TRITON_TUNE = before
+        sampler.TRITON_TUNE, triton_decode.PDL = before
 
 
 def decoder_inputs(model: Prior, batch: int, device: str, position: int):
@@ -138,7 +143,7 @@ def _sync(device: str) -> None:
 
 @torch.no_grad()
 def time_decode(model: Prior, batch: int, device: str, position: int, tokens: int, warmup: int, decode: str,
-                reference: bool = False, top_k: int = 0, weights: str = "native") -> dict:
+                reference: bool = False, top_k: int = 0, weights: str = "native", pdl: bool = True) -> dict:
     """Seconds per decode step after a prefill of ``position`` tokens (the real sampler, via its progress hook)."""
     dec = model.decoder
     known, start, c, states = decoder_inputs(model, batch, device, position)
@@ -152,7 +157,7 @@ def time_decode(model: Prior, batch: int, device: str, position: int, tokens: in
             _sync(device)
             marks[done] = time.perf_counter()
 
-    mode, ctx = decode_mode(decode)
+    mode, ctx = decode_mode(decode, pdl=pdl)
     t0 = time.perf_counter()
     with ctx:
         sample_autoregressive(dec, batch, total, known, start, c, states, temperature=1.0, top_k=top_k,
@@ -165,25 +170,30 @@ def time_decode(model: Prior, batch: int, device: str, position: int, tokens: in
     if decode == "triton":  # GEMV tiles timed at the first step (shapes of this model, this batch)
         shapes = {tuple(m.weight.shape) for m in dec.transformer.modules() if isinstance(m, torch.nn.Linear)}
         dt = str(dec.pos_emb.dtype).split(".")[-1]
+        use_pdl = pdl and triton_decode.pdl_supported(device)
         out["triton_tiles"] = [e for e in triton_decode.TUNE_LOG
-                               if e["batch"] == batch and e["dtype"] == dt and (e["N"], e["K"]) in shapes]
+                               if e["batch"] == batch and e["dtype"] == dt and (e["N"], e["K"]) in shapes
+                               and e["weights"] == weights and e["pdl"] == use_pdl]
+        out["pdl"] = use_pdl
     return out
 
 
 @torch.no_grad()
-def compare_logits(model: Prior, batch: int, device: str, position: int, decode: str, steps: int = 8) -> dict:
-    """Greedy decode of ``steps`` tokens by ``decode`` and by the PyTorch static step (same dtype, same prefill):
-    relative L2 error of the logits over the steps before the tokens first differ, and that number of steps."""
+def compare_logits(model: Prior, batch: int, device: str, position: int, decode: str, steps: int = 8,
+                   weights: str = "native", pdl: bool = True) -> dict:
+    """Greedy decode of ``steps`` tokens by ``decode`` and by the PyTorch static step (same dtype, same weights,
+    same prefill): relative L2 error of the logits over the steps before the tokens first differ, and that number
+    of steps."""
     dec = model.decoder
     known, start, c, states = decoder_inputs(model, batch, device, position)
     P = 0 if known is None else known.shape[1]
     total = min(P + steps, dec.n_ctx)
     runs = {}
     for name in ("static", decode):
-        mode, ctx = decode_mode(name)
+        mode, ctx = decode_mode(name, pdl=pdl)
         with ctx:
             runs[name] = sample_autoregressive(dec, batch, total, known, start, c, states, top_k=1, decode=mode,
-                                               return_logits=True)
+                                               return_logits=True, weights=weights)
     (ta, la), (tb, lb) = runs["static"], runs[decode]
     differ = (ta[:, P:] != tb[:, P:]).any(0).nonzero()
     n = int(differ[0]) + 1 if len(differ) else total - P  # the step where tokens first differ still compares
@@ -191,8 +201,18 @@ def compare_logits(model: Prior, batch: int, device: str, position: int, decode:
     return dict(logits_rel_err_vs_static=((a - b).norm() / a.norm()).item(), logits_steps_compared=n)
 
 
-def weight_bytes(model: Prior) -> int:
-    return sum(p.numel() * p.element_size() for p in model.decoder.parameters())
+def weight_bytes(model: Prior, weights: str = "native") -> int:
+    """Bytes of the decoder's parameters read per step: with 8-bit ``weights`` its block linears count one byte per
+    weight and four per row scale."""
+    total = sum(p.numel() * p.element_size() for p in model.decoder.parameters())
+    if weights != "native":
+        from jukebox.nn.quant import block_linears
+
+        for block in model.decoder.transformer.blocks:
+            for lin in block_linears(block):
+                w = lin.weight
+                total += w.numel() * (1 - w.element_size()) + w.shape[0] * 4
+    return total
 
 
 @torch.no_grad()
@@ -229,6 +249,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--position", type=int, default=None, help="prefilled tokens (default: half the context)")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--warmup", type=int, default=8)
+    ap.add_argument("--weights", nargs="+", default=["native"], choices=["native", "int8", "fp8"])
+    ap.add_argument("--pdl", nargs="+", default=["on"], choices=["on", "off"],
+                    help="--decode triton: with / without programmatic dependent launch")
     ap.add_argument("--reference", action="store_true", help="also time the unoptimised path")
     ap.add_argument("--check", action="store_true", help="greedy fp32 equality of fast and reference paths")
     ap.add_argument("--threads", type=int, default=None)
@@ -245,26 +268,32 @@ def main(argv: list[str] | None = None) -> dict:
     bw = next((v for k, v in BANDWIDTH.items() if k in dev_name), None)
     for name in args.models:
         model = build(name, dtype, args.device)
-        wbytes = weight_bytes(model)
         n_params = sum(p.numel() for p in model.decoder.parameters())
         pos = args.position if args.position is not None else model.n_ctx // 2
         for batch in args.batch:
-            variants = [(d, False) for d in args.decode] + ([("eager", True)] if args.reference else [])
-            for decode, ref in variants:
+            variants = [(d, w, p, False) for w in args.weights for d in args.decode
+                        for p in (args.pdl if d == "triton" else ["on"])]
+            variants += [("eager", "native", "on", True)] if args.reference else []
+            for decode, weights, pdl, ref in variants:
+                pdl = pdl == "on"
                 try:
-                    r = time_decode(model, batch, args.device, pos, args.tokens, args.warmup, decode, ref)
+                    r = time_decode(model, batch, args.device, pos, args.tokens, args.warmup, decode, ref,
+                                    weights=weights, pdl=pdl)
                 except Exception as e:  # noqa: BLE001 - report and go on with the other cases
                     r = dict(error=f"{type(e).__name__}: {e}"[:300])
                 if args.check and decode not in ("eager", "static") and not ref and "error" not in r:
                     try:
-                        r.update(compare_logits(model, batch, args.device, pos, decode))
+                        r.update(compare_logits(model, batch, args.device, pos, decode, weights=weights, pdl=pdl))
                     except Exception as e:  # noqa: BLE001
                         r["check_error"] = f"{type(e).__name__}: {e}"[:300]
-                case = dict(model=name, params=n_params, batch=batch, decode="reference" if ref else decode,
+                label = "reference" if ref else decode + ("" if weights == "native" else f"/{weights}") + (
+                    "" if decode != "triton" or pdl else "/nopdl")
+                case = dict(model=name, params=n_params, batch=batch, decode=label, weights=weights,
                             position=pos, **r)
                 if "seconds_per_step" in r:
                     case["tokens_per_s_per_seq"] = 1.0 / r["seconds_per_step"]
                     case["tokens_per_s_total"] = batch / r["seconds_per_step"]
+                    case["weight_bytes_per_step"] = wbytes = weight_bytes(model, weights)
                     if bw:
                         limit = bw / wbytes  # steps/s if each step only read the weights once
                         case["bandwidth_limit_steps_per_s"] = limit
@@ -282,23 +311,23 @@ def main(argv: list[str] | None = None) -> dict:
         if ref and "seconds_per_step" in case:
             case["speedup_vs_reference"] = ref["seconds_per_step"] / case["seconds_per_step"]
     print(json.dumps(result, indent=1))
-    print(f"\n{'model':<20}{'params':>8}{'batch':>6}{'decode':>10}{'tok/s/seq':>11}{'tok/s':>10}{'x ref':>7}"
+    print(f"\n{'model':<20}{'params':>8}{'batch':>6}{'decode':>18}{'tok/s/seq':>11}{'tok/s':>10}{'x ref':>7}"
           f"{'of BW':>7}{'logit err':>11}")
     for c in result["cases"]:
         if "error" in c:
-            print(f"{c['model']:<20}{'':>8}{c['batch']:>6}{c['decode']:>10}  {c['error'][:60]}")
+            print(f"{c['model']:<20}{'':>8}{c['batch']:>6}{c['decode']:>18}  {c['error'][:60]}")
             continue
         sp = c.get("speedup_vs_reference")
         fr = c.get("fraction_of_limit")
         le = c.get("logits_rel_err_vs_static")
-        print(f"{c['model']:<20}{c['params'] / 1e6:>7.0f}M{c['batch']:>6}{c['decode']:>10}"
+        print(f"{c['model']:<20}{c['params'] / 1e6:>7.0f}M{c['batch']:>6}{c['decode']:>18}"
               f"{c['tokens_per_s_per_seq']:>11.1f}{c['tokens_per_s_total']:>10.1f}"
               f"{'' if sp is None else f'{sp:.1f}':>7}{'' if fr is None else f'{fr:.0%}':>7}"
               f"{'' if le is None else f'{le:.1e}':>11}")
     for c in result["cases"]:
         for e in c.get("triton_tiles", []):
-            print(f"  {c['model']} B{c['batch']} {e['linear']:>5} {e['N']}x{e['K']}: {e['best']} {e['best_us']} us "
-                  f"({e['best_GBps']} GB/s)")
+            print(f"  {c['model']} B{c['batch']} {c['decode']} {e['linear']:>5} {e['N']}x{e['K']} "
+                  f"({e['layers']} layers): {e['best']}, step {e['best_step_us']} us")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return result

@@ -166,6 +166,8 @@ def run_default(args: argparse.Namespace) -> dict:
         kw["upsample_mode"] = args.upsample_mode
     if args.draw:
         kw["draw"] = args.draw
+    if args.weights != "native":
+        kw["weights"] = args.weights
     if args.top_hop_fraction:
         kw["hop_fraction"] = {lvl: DEFAULT_HOP_FRACTIONS[lvl] for lvl in levels} | {max(levels): args.top_hop_fraction}
     if args.warmup:  # one short call first (allocator, thread pool, lazy init)
@@ -215,6 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-windows", type=int, default=None, help="parallel upsampling: windows per sampler call")
     ap.add_argument("--top-hop-fraction", type=float, default=None,
                     help=f"hop fraction of the top level (default: {DEFAULT_HOP_FRACTIONS[2]}, the original's)")
+    ap.add_argument("--weights", default="native", choices=["native", "int8", "fp8"],
+                    help="the priors' block linears: native, or weight-only 8-bit")
     ap.add_argument("--no-audio", action="store_true", help="skip the VQ-VAE decode")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--shape", action="append", default=[],
@@ -240,7 +244,8 @@ def main(argv: list[str] | None = None) -> dict:
                                    hop_fraction=args.top_hop_fraction or DEFAULT_HOP_FRACTIONS[2] if lvl == 2 else
                                    DEFAULT_HOP_FRACTIONS[lvl],
                                    chunk_size=1024 if cuda else 256, max_batch_size=max(16, n), decode=args.decode,
-                                   draw=args.draw or "multinomial", max_windows=args.max_windows)
+                                   draw=args.draw or "multinomial", max_windows=args.max_windows,
+                                   weights=args.weights)
                 for lvl in args.levels}
     label_fn = label_fn_for(configs, n, length, args.device)
     if cuda:
@@ -297,7 +302,7 @@ def main(argv: list[str] | None = None) -> dict:
     total_s = sampling_s + decode_s
     result = dict(hierarchy=args.hierarchy, device=args.device,
                   device_name=torch.cuda.get_device_name() if cuda else "cpu", torch=torch.__version__,
-                  dtype=args.dtype, decode=args.decode, upsample_mode=args.upsample_mode,
+                  dtype=args.dtype, decode=args.decode, weights=args.weights, upsample_mode=args.upsample_mode,
                   draw=args.draw or "multinomial", n_samples=n,
                   audio_seconds=audio_s, sampling_seconds=sampling_s, vqvae_decode_seconds=decode_s,
                   total_seconds=total_s, real_time_factor=audio_s / total_s,
