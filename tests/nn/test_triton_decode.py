@@ -70,6 +70,10 @@ def test_candidates_add_whole_row_tiles():
     assert whole and all(c.block_k == 2048 for c in whole)
     assert not [c for c in td.candidates(1, 4800, 4800) if c.block_k >= 4800]
     assert all(c.dot and c.block_n >= 16 for c in td.candidates(16, 1920, 1920))
+    # batch 64: tiles whose pipelined copies would not fit shared memory are left out
+    big = td.candidates(64, 1920, 1920)
+    assert big and all(td._smem(c, 64, 2) <= td.SMEM_LIMIT for c in big)
+    assert len(big) < len(td.candidates(16, 1920, 1920))
     assert not td.pdl_supported("cpu")
 
 

@@ -307,14 +307,28 @@ CANDIDATES_BN = (LinearConfig(16, 128, 4, 3, True), LinearConfig(16, 256, 4, 3, 
 WHOLE_ROW_MAX_K = 4096
 
 
-def candidates(batch: int, n: int, k: int) -> list[LinearConfig]:
-    """Tiles worth timing for a [n, k] weight at ``batch`` rows."""
+#: Shared memory a tile may ask for (bytes; an H100/H200 SM has 227 KB per block).
+SMEM_LIMIT = 200 * 1024
+
+
+def _smem(cfg: LinearConfig, batch: int, elem: int) -> int:
+    """Shared memory of the pipelined ``tl.dot`` path: ``num_stages`` copies of the input and weight tiles."""
+    return cfg.num_stages * (_block_b(batch) + cfg.block_n) * cfg.block_k * elem if cfg.dot else 0
+
+
+def candidates(batch: int, n: int, k: int, elem: int = 2) -> list[LinearConfig]:
+    """Tiles worth timing for a [n, k] weight at ``batch`` rows (activations of ``elem`` bytes). At batch 1 they
+    include whole-row tiles from 1 row per program (many programs) to 16 (one wave of programs, each holding its
+    weights in registers while the previous kernel finishes)."""
     if batch > 1:
-        return list(CANDIDATES_BN)
+        return [c for c in CANDIDATES_BN if _smem(c, batch, elem) <= SMEM_LIMIT]
     out = list(CANDIDATES_B1)
     whole = triton.next_power_of_2(k)
     if whole <= WHOLE_ROW_MAX_K:
-        out += [LinearConfig(1, whole, 4, 1), LinearConfig(2, whole, 4, 1), LinearConfig(4, whole, 8, 1)]
+        out += [LinearConfig(1, whole, 4, 1), LinearConfig(2, whole, 4, 1), LinearConfig(4, whole, 8, 1),
+                LinearConfig(8, whole, 8, 1)]
+        if whole <= 2048:
+            out.append(LinearConfig(16, whole, 8, 1))
     return list(dict.fromkeys(out))
 
 
@@ -610,10 +624,15 @@ class TritonDecodeStep:
             if key in _TUNED:
                 continue
             times = []
-            for cfg in candidates(B, N, K):
+            for cfg in candidates(B, N, K, x.element_size()):
                 for L in members:
                     L.configs[name] = cfg
-                times.append((self._time_stack(x0, pos, reps), cfg))
+                try:
+                    times.append((self._time_stack(x0, pos, reps), cfg))
+                except triton.runtime.errors.OutOfResources:  # too large for this device: not a candidate
+                    torch.cuda.synchronize()
+            if not times:
+                raise UsageError(f"decode='triton': no tile fits this device for the {name} linear ({N}x{K})")
             t, cfg = min(times, key=lambda tc: tc[0])
             _TUNED[key] = cfg
             for L in members:
