@@ -139,6 +139,46 @@ def shaped_model_dir(shapes: list[str], out: Path) -> Path:
     return out
 
 
+def _time_sampler_calls(calls: list[dict], cuda: bool) -> None:
+    """Wrap the sampler's prefill and token loop so that each call appends {known, new, prefill_s, tokens_s} to
+    ``calls`` (synchronised on CUDA; ``tokens_s`` includes building the decode step and its CUDA graph)."""
+    from jukebox.prior import sampler
+
+    orig_prefill, orig_tokens = sampler._Decoding.prefill, sampler._Decoding.tokens
+
+    def sync() -> float:
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def prefill(self, n):
+        t0 = sync()
+        orig_prefill(self, n)
+        calls.append(dict(rows=self.out.shape[0], known=n, prefill_s=sync() - t0))
+
+    def tokens(self, *a, **k):
+        t0 = sync()
+        first = self.done
+        orig_tokens(self, *a, **k)
+        calls[-1].update(new=self.out.shape[1] - first, tokens_s=sync() - t0)
+
+    sampler._Decoding.prefill, sampler._Decoding.tokens = prefill, tokens
+
+
+def _hop_summary(calls: list[dict]) -> dict:
+    """Sampler calls of one level: how many, and the means of those that continue known tokens (hops)."""
+    hops = [c for c in calls if c["known"] > 0 and "tokens_s" in c]
+    out = dict(calls=len(calls), hops=len(hops), prefill_s=round(sum(c["prefill_s"] for c in calls), 3),
+               tokens_s=round(sum(c.get("tokens_s", 0.0) for c in calls), 3))
+    if hops:
+        n = len(hops)
+        out["per_hop"] = dict(rows=hops[0]["rows"], known=sum(c["known"] for c in hops) / n,
+                              new=sum(c["new"] for c in hops) / n,
+                              prefill_s=round(sum(c["prefill_s"] for c in hops) / n, 4),
+                              tokens_s=round(sum(c["tokens_s"] for c in hops) / n, 4))
+    return out
+
+
 def run_default(args: argparse.Namespace) -> dict:
     """The embedded default model through ``Jukebox.generate`` (what ``jukebox sample`` runs); with ``--shape``,
     the same with some priors replaced by random-weight ones of other shapes (costs do not depend on weights)."""
@@ -219,6 +259,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help=f"hop fraction of the top level (default: {DEFAULT_HOP_FRACTIONS[2]}, the original's)")
     ap.add_argument("--weights", default="native", choices=["native", "int8", "fp8"],
                     help="the priors' block linears: native, or weight-only 8-bit")
+    ap.add_argument("--hop-times", action="store_true",
+                    help="time every sampler call (window) apart: its prefill of known tokens and its decode steps")
     ap.add_argument("--no-audio", action="store_true", help="skip the VQ-VAE decode")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--shape", action="append", default=[],
@@ -260,6 +302,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     partial: dict = dict(hierarchy=args.hierarchy, seconds=args.seconds, levels_done=[])
     mark = [time.perf_counter()]
+    calls: list[dict] = []  # --hop-times: every sampler call of the level running now
+    if args.hop_times:
+        _time_sampler_calls(calls, cuda)
 
     def release(level: int, prior: object) -> None:
         if cuda:
@@ -270,6 +315,9 @@ def main(argv: list[str] | None = None) -> dict:
                                            peak_gpu_memory_gb=torch.cuda.max_memory_allocated() / 2**30 if cuda
                                            else None))
         mark[0] = now
+        if args.hop_times:
+            partial["levels_done"][-1]["calls"] = _hop_summary(calls)
+            calls.clear()
         print(json.dumps(partial["levels_done"][-1]), file=sys.stderr, flush=True)
         if args.json:
             args.json.write_text(json.dumps(partial, indent=1))
@@ -311,6 +359,8 @@ def main(argv: list[str] | None = None) -> dict:
                   build_seconds=build_s,
                   levels=[dict(level=r.level, tokens=r.tokens, seconds=r.seconds, tokens_per_s=r.tokens_per_second,
                                cpu_seconds=r.cpu_seconds) for r in reports])
+    if args.hop_times:
+        result["sampler_calls"] = {d["level"]: d["calls"] for d in partial["levels_done"]}
     _print(result, args.json)
     return result
 
