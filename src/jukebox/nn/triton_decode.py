@@ -19,7 +19,12 @@ fused step from a CUDA graph).
 
 The GEMVs read each weight row contiguously, batch rows share one weight tile (``tl.dot`` for ``B > 1``), and
 every kernel takes the position from a device tensor, so the step has static shapes and is captured in a CUDA
-graph by :class:`jukebox.prior.sampler.StaticDecoder`. Results equal the PyTorch step up to
+graph by :class:`jukebox.prior.sampler.StaticDecoder`. On Hopper and later the kernels are launched with
+programmatic dependent launch: a kernel's programs start while the previous kernel finishes, read their first
+chunk of weights (which no kernel writes) and only then wait for the previous kernel's results. Weight-only 8-bit
+weights (``weights="int8"`` / ``"fp8"``, one scale per row) are widened in registers. The tiles of each GEMV shape
+are chosen at the first step by timing the whole step in a CUDA graph with each candidate (:meth:`TritonDecodeStep.
+tune`). Results equal the PyTorch step up to
 summation order (fp32: greedy samples identical; bf16: logits close), with the same roundings to the model dtype
 after LayerNorm, each Linear, attention and each residual add.
 
