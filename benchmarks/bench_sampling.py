@@ -97,27 +97,27 @@ def make_inputs(model: Prior, batch: int, device: str, seed: int = 0) -> tuple[t
     return z_cond, y
 
 
-def decode_mode(decode: str, tune: bool = True, pdl: bool = True):
+def decode_mode(decode: str, tune: bool = True, pdl: bool = True, persistent: bool = False):
     """(mode passed to the sampler, context it runs in): ``triton`` is the fused step replayed from a CUDA graph
     (its GEMV tiles timed at the first step unless ``tune`` is off; programmatic dependent launch where the device
-    has it unless ``pdl`` is off)."""
+    has it unless ``pdl`` is off; the stack as one persistent kernel at batch 1 with ``persistent``)."""
     if decode != "triton":
         return decode, contextlib.nullcontext()
     if triton_decode is None or triton_decode.triton is None:
         raise RuntimeError("--decode triton needs the triton package")
-    return "triton", _triton_tuning(tune, pdl)
+    return "triton", _triton_tuning(tune, pdl, persistent)
 
 
 @contextlib.contextmanager
-def _triton_tuning(tune: bool, pdl: bool):
+def _triton_tuning(tune: bool, pdl: bool, persistent: bool):
     from jukebox.prior import sampler
 
-    before = sampler.TRITON_TUNE, triton_decode.PDL
-    sampler.TRITON_TUNE, triton_decode.PDL = tune, pdl
+    before = sampler.TRITON_TUNE, triton_decode.PDL, triton_decode.PERSISTENT
+    sampler.TRITON_TUNE, triton_decode.PDL, triton_decode.PERSISTENT = tune, pdl, persistent
     try:
         yield
     finally:
-        sampler.TRITON_TUNE, triton_decode.PDL = before
+        sampler.TRITON_TUNE, triton_decode.PDL, triton_decode.PERSISTENT = before
 
 
 def decoder_inputs(model: Prior, batch: int, device: str, position: int):
@@ -143,7 +143,8 @@ def _sync(device: str) -> None:
 
 @torch.no_grad()
 def time_decode(model: Prior, batch: int, device: str, position: int, tokens: int, warmup: int, decode: str,
-                reference: bool = False, top_k: int = 0, weights: str = "native", pdl: bool = True) -> dict:
+                reference: bool = False, top_k: int = 0, weights: str = "native", pdl: bool = True,
+                persistent: bool = False) -> dict:
     """Seconds per decode step after a prefill of ``position`` tokens (the real sampler, via its progress hook)."""
     dec = model.decoder
     known, start, c, states = decoder_inputs(model, batch, device, position)
@@ -157,7 +158,7 @@ def time_decode(model: Prior, batch: int, device: str, position: int, tokens: in
             _sync(device)
             marks[done] = time.perf_counter()
 
-    mode, ctx = decode_mode(decode, pdl=pdl)
+    mode, ctx = decode_mode(decode, pdl=pdl, persistent=persistent)
     t0 = time.perf_counter()
     with ctx:
         sample_autoregressive(dec, batch, total, known, start, c, states, temperature=1.0, top_k=top_k,
@@ -180,7 +181,7 @@ def time_decode(model: Prior, batch: int, device: str, position: int, tokens: in
 
 @torch.no_grad()
 def compare_logits(model: Prior, batch: int, device: str, position: int, decode: str, steps: int = 8,
-                   weights: str = "native", pdl: bool = True) -> dict:
+                   weights: str = "native", pdl: bool = True, persistent: bool = False) -> dict:
     """Greedy decode of ``steps`` tokens by ``decode`` and by the PyTorch static step (same dtype, same weights,
     same prefill): relative L2 error of the logits over the steps before the tokens first differ, and that number
     of steps."""
@@ -190,7 +191,7 @@ def compare_logits(model: Prior, batch: int, device: str, position: int, decode:
     total = min(P + steps, dec.n_ctx)
     runs = {}
     for name in ("static", decode):
-        mode, ctx = decode_mode(name, pdl=pdl)
+        mode, ctx = decode_mode(name, pdl=pdl, persistent=persistent)
         with ctx:
             runs[name] = sample_autoregressive(dec, batch, total, known, start, c, states, top_k=1, decode=mode,
                                                return_logits=True, weights=weights)
@@ -216,10 +217,21 @@ def weight_bytes(model: Prior, weights: str = "native") -> int:
 
 
 @torch.no_grad()
-def check_greedy_identical(device: str, decodes: list[str]) -> dict:
+def check_greedy_identical(device: str, decodes: list[str], persistent: bool = False) -> dict:
     """fp32 greedy samples of the fast path(s) equal those of the reference path on small shapes (and, for
-    ``triton``, shapes with the released head sizes; 40 tokens after a prefix crossing a few blocks)."""
+    ``triton``, shapes with the released head sizes; 40 tokens after a prefix crossing a few blocks; with
+    ``persistent`` also the persistent step at batch 1 on the upsampler's head size)."""
     out = {}
+    if persistent and "triton" in decodes:
+        model = build("check_up", torch.float32, device)
+        known, start, c, states = decoder_inputs(model, 1, device, 100)
+        n = known.shape[1] + 40
+        ref, _ = sample_autoregressive(model.decoder, 1, n, known, start, c, states, top_k=1, compact_cache=False)
+        mode, ctx = decode_mode("triton", tune=False, persistent=True)
+        with ctx:
+            got, _ = sample_autoregressive(model.decoder, 1, n, known, start, c, states, top_k=1, decode=mode)
+        out["check_up/triton/persistent/batch1"] = bool(torch.equal(got, ref))
+        del model
     names = ["cpu_small"] + (["check_up", "check_1b", "check_5b"] if "triton" in decodes else [])
     for name in names:
         model = build(name, torch.float32, device)
@@ -252,6 +264,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--weights", nargs="+", default=["native"], choices=["native", "int8", "fp8"])
     ap.add_argument("--pdl", nargs="+", default=["on"], choices=["on", "off"],
                     help="--decode triton: with / without programmatic dependent launch")
+    ap.add_argument("--persistent", nargs="+", default=["off"], choices=["on", "off"],
+                    help="--decode triton: the stack as one persistent kernel (batch 1, no cross-attention)")
     ap.add_argument("--reference", action="store_true", help="also time the unoptimised path")
     ap.add_argument("--check", action="store_true", help="greedy fp32 equality of fast and reference paths")
     ap.add_argument("--threads", type=int, default=None)
@@ -264,30 +278,33 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = dict(device=args.device, device_name=dev_name, torch=torch.__version__, dtype=args.dtype,
                         threads=torch.get_num_threads(), python=sys.version.split()[0], cases=[])
     if args.check:
-        result["greedy_identical"] = check_greedy_identical(args.device, [d for d in args.decode])
+        result["greedy_identical"] = check_greedy_identical(args.device, [d for d in args.decode],
+                                                            "on" in args.persistent)
     bw = next((v for k, v in BANDWIDTH.items() if k in dev_name), None)
     for name in args.models:
         model = build(name, dtype, args.device)
         n_params = sum(p.numel() for p in model.decoder.parameters())
         pos = args.position if args.position is not None else model.n_ctx // 2
         for batch in args.batch:
-            variants = [(d, w, p, False) for w in args.weights for d in args.decode
-                        for p in (args.pdl if d == "triton" else ["on"])]
-            variants += [("eager", "native", "on", True)] if args.reference else []
-            for decode, weights, pdl, ref in variants:
-                pdl = pdl == "on"
+            variants = [(d, w, p, k, False) for w in args.weights for d in args.decode
+                        for p in (args.pdl if d == "triton" else ["on"])
+                        for k in (args.persistent if d == "triton" else ["off"])]
+            variants += [("eager", "native", "on", "off", True)] if args.reference else []
+            for decode, weights, pdl, persistent, ref in variants:
+                pdl, persistent = pdl == "on", persistent == "on"
                 try:
                     r = time_decode(model, batch, args.device, pos, args.tokens, args.warmup, decode, ref,
-                                    weights=weights, pdl=pdl)
+                                    weights=weights, pdl=pdl, persistent=persistent)
                 except Exception as e:  # noqa: BLE001 - report and go on with the other cases
                     r = dict(error=f"{type(e).__name__}: {e}"[:300])
                 if args.check and decode not in ("eager", "static") and not ref and "error" not in r:
                     try:
-                        r.update(compare_logits(model, batch, args.device, pos, decode, weights=weights, pdl=pdl))
+                        r.update(compare_logits(model, batch, args.device, pos, decode, weights=weights, pdl=pdl,
+                                                persistent=persistent))
                     except Exception as e:  # noqa: BLE001
                         r["check_error"] = f"{type(e).__name__}: {e}"[:300]
                 label = "reference" if ref else decode + ("" if weights == "native" else f"/{weights}") + (
-                    "" if decode != "triton" or pdl else "/nopdl")
+                    "" if decode != "triton" or pdl else "/nopdl") + ("/persistent" if persistent else "")
                 case = dict(model=name, params=n_params, batch=batch, decode=label, weights=weights,
                             position=pos, **r)
                 if "seconds_per_step" in r:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Decode speed of the fused Triton step on one GPU (needs torch + triton only; no audio wheels).
-#   STAGE=kernels MODELS="upsampler_level_0" BATCH="1 16 64" WEIGHTS="native int8" PDL="off on" CHECK=1 \
+#   STAGE=kernels MODELS="upsampler_level_0" BATCH="1 16 64" WEIGHTS="native int8" PDL="off on" PERSISTENT="off on" CHECK=1 \
 #     bash research/scripts/gpu_decode_speed.sh      # tokens/s per case -> $OUT/speed_<model>.json (+ .log)
 #   STAGE=song SECONDS_=60 N=1 WEIGHTS=int8 bash research/scripts/gpu_decode_speed.sh
 #                                                    # one minute of 5b_lyrics end to end -> $OUT/song_*.json
@@ -16,7 +16,8 @@ if [ "$STAGE" = kernels ]; then
   for m in ${MODELS:-upsampler_level_0}; do
     # shellcheck disable=SC2086
     timeout "${CAP:-280}" python3 benchmarks/bench_sampling.py --models "$m" --batch ${BATCH:-1} --dtype bfloat16 \
-      --decode ${DECODE:-triton} --weights $WEIGHTS --pdl ${PDL:-on} --tokens "${TOKENS:-128}" --warmup 16 \
+      --decode ${DECODE:-triton} --weights $WEIGHTS --pdl ${PDL:-on} --persistent ${PERSISTENT:-off} \
+      --tokens "${TOKENS:-128}" --warmup 16 \
       ${CHECK:+--check} --json "$OUT/speed_$m.json" > "$OUT/speed_$m.log" 2>&1 || echo "$m: exit $?" >> "$OUT/errors.txt"
     grep -v '^ \|^{\|^}' "$OUT/speed_$m.log" | tail -n 30
   done

@@ -202,19 +202,9 @@ if triton is not None:
             tl.store(out_ptr + offs_b[:, None] * N + offs_n[None, :], y.to(dt), mask=mo)
 
     @triton.jit
-    def _attn_kernel(q_ptr, k_ptr, v_ptr, out_ptr, part_ptr, ml_ptr, pos_ptr, H, D, L_FLAT, SIZE, BC, NB, scale,
-                     MODE: tl.constexpr, N_SPLIT: tl.constexpr, SPLIT: tl.constexpr, PDL: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-        """One query per (batch row, head) over the keys its pattern allows at position ``*pos_ptr``; program
-        (bh, s) takes keys [s * SPLIT, (s + 1) * SPLIT) of that range. ``N_SPLIT == 1``: writes the output
-        [B, H * D] in the model dtype (zeros where there is no key); else fp32 partials for :func:`_combine_kernel`:
-        ``part`` [B * H, N_SPLIT, BLOCK_D] (unnormalised) and ``ml`` [B * H, N_SPLIT, 2] (running max, sum)."""
-        bh = tl.program_id(0)
-        sp = tl.program_id(1)
-        b = bh // H
-        h = bh % H
-        pos = tl.load(pos_ptr)  # set before the step, never written by its kernels
-        _gdc(PDL)
+    def _key_range(pos, MODE, BC, SIZE, NB):
+        """(first slot, number of keys) that the query at ``pos`` attends to in a compact cache (``MODE``: one of
+        the key-range modes; a compile-time constant in :func:`_attn_kernel`, a runtime value elsewhere)."""
         if MODE == 0:  # block: ring of one block, slots 0 .. pos % BC
             base = pos * 0
             n = pos % BC + 1
@@ -230,31 +220,62 @@ if triton is not None:
         else:  # cross: every encoder position
             base = pos * 0
             n = pos * 0 + SIZE
-        offs_d = tl.arange(0, BLOCK_D)
-        md = offs_d < D
-        q = tl.load(q_ptr + b * H * D + h * D + offs_d, mask=md, other=0.0).to(tl.float32)
-        kv = (bh * L_FLAT + base) * D
-        lo = sp * SPLIT
-        hi = tl.minimum(lo + SPLIT, n)
+        return base, n
+
+    @triton.jit
+    def _attend(q, k_ptr, v_ptr, kv, lo, hi, D, offs_d, md, scale, BLOCK_N: tl.constexpr, CG: tl.constexpr):
+        """Online softmax of one head's query q [BLOCK_D] (fp32) over cache rows ``lo .. hi - 1`` (``D`` values each,
+        from element ``kv``): (unnormalised output [BLOCK_D], running max, running sum). ``CG``: keys and values
+        are read from L2 (other programs of the same launch wrote some of them)."""
         m_i = tl.max(tl.full([BLOCK_N], float("-inf"), tl.float32), axis=0)
         l_i = tl.sum(tl.zeros([BLOCK_N], tl.float32), axis=0)
-        acc = tl.zeros([BLOCK_D], tl.float32)
+        acc = tl.zeros(q.shape, tl.float32)
         offs_n = tl.arange(0, BLOCK_N)
         for start in range(lo, hi, BLOCK_N):
             kn = start + offs_n
             mn = kn < hi
             m2 = mn[:, None] & md[None, :]
             ptrs = kv + kn[:, None] * D + offs_d[None, :]
-            kt = tl.load(k_ptr + ptrs, mask=m2, other=0.0).to(tl.float32)
+            if CG:
+                kt = tl.load(k_ptr + ptrs, mask=m2, other=0.0, cache_modifier=".cg").to(tl.float32)
+            else:
+                kt = tl.load(k_ptr + ptrs, mask=m2, other=0.0).to(tl.float32)
             s = tl.sum(kt * q[None, :], axis=1) * scale
             s = tl.where(mn, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, axis=0))
             p = tl.exp(s - m_new)
             alpha = tl.exp(m_i - m_new)
-            vt = tl.load(v_ptr + ptrs, mask=m2, other=0.0).to(tl.float32)
+            if CG:
+                vt = tl.load(v_ptr + ptrs, mask=m2, other=0.0, cache_modifier=".cg").to(tl.float32)
+            else:
+                vt = tl.load(v_ptr + ptrs, mask=m2, other=0.0).to(tl.float32)
             l_i = l_i * alpha + tl.sum(p, axis=0)
             acc = acc * alpha + tl.sum(p[:, None] * vt, axis=0)
             m_i = m_new
+        return acc, m_i, l_i
+
+    @triton.jit
+    def _attn_kernel(q_ptr, k_ptr, v_ptr, out_ptr, part_ptr, ml_ptr, pos_ptr, H, D, L_FLAT, SIZE, BC, NB, scale,
+                     MODE: tl.constexpr, N_SPLIT: tl.constexpr, SPLIT: tl.constexpr, PDL: tl.constexpr,
+                     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+        """One query per (batch row, head) over the keys its pattern allows at position ``*pos_ptr``; program
+        (bh, s) takes keys [s * SPLIT, (s + 1) * SPLIT) of that range. ``N_SPLIT == 1``: writes the output
+        [B, H * D] in the model dtype (zeros where there is no key); else fp32 partials for :func:`_combine_kernel`:
+        ``part`` [B * H, N_SPLIT, BLOCK_D] (unnormalised) and ``ml`` [B * H, N_SPLIT, 2] (running max, sum)."""
+        bh = tl.program_id(0)
+        sp = tl.program_id(1)
+        b = bh // H
+        h = bh % H
+        pos = tl.load(pos_ptr)  # set before the step, never written by its kernels
+        _gdc(PDL)
+        base, n = _key_range(pos, MODE, BC, SIZE, NB)
+        offs_d = tl.arange(0, BLOCK_D)
+        md = offs_d < D
+        q = tl.load(q_ptr + b * H * D + h * D + offs_d, mask=md, other=0.0).to(tl.float32)
+        kv = (bh * L_FLAT + base) * D
+        lo = sp * SPLIT
+        hi = tl.minimum(lo + SPLIT, n)
+        acc, m_i, l_i = _attend(q, k_ptr, v_ptr, kv, lo, hi, D, offs_d, md, scale, BLOCK_N, False)
         if N_SPLIT == 1:
             o = tl.where(l_i > 0, acc / tl.maximum(l_i, 1e-30), 0.0)
             tl.store(out_ptr + b * H * D + h * D + offs_d, o.to(out_ptr.dtype.element_ty), mask=md)
@@ -345,6 +366,9 @@ TUNE_LOG: list[dict] = []
 #: Programmatic dependent launch on devices that have it (compute capability 9.0 and later); benchmarks turn it off
 #: to compare.
 PDL = True
+#: Run the stack of batch-1 steps as one persistent kernel (:mod:`jukebox.nn.triton_persistent`) where the model
+#: allows it. Experimental, off by default; benchmarks turn it on to measure it.
+PERSISTENT = False
 
 
 def pdl_supported(device: torch.device | str) -> bool:
@@ -526,10 +550,11 @@ class TritonDecodeStep:
     conditioning of the model (as for ``step_static``). Cross-attention caches must already be filled.
     ``weights``: ``native`` or a weight-only 8-bit format (``int8``, ``fp8``: the block linears' 8-bit copies of
     :func:`jukebox.nn.quant.quantized_linear`, widened in registers). ``pdl``: programmatic dependent launch
-    (default: :data:`PDL` where :func:`pdl_supported`)."""
+    (default: :data:`PDL` where :func:`pdl_supported`). ``persistent``: the stack as one persistent kernel
+    (:class:`~jukebox.nn.triton_persistent.PersistentStack`; default :data:`PERSISTENT` where supported)."""
 
     def __init__(self, model, cache, cond: Tensor | None, batch: int, tune: bool = True,
-                 weights: str = "native", pdl: bool | None = None) -> None:
+                 weights: str = "native", pdl: bool | None = None, persistent: bool | None = None) -> None:
         dev = model.pos_emb.device
         check_available(dev)
         if weights not in WEIGHT_FORMATS:
@@ -557,6 +582,14 @@ class TritonDecodeStep:
         self._q = {n: buf(n) for n in {layer.n_state for layer in self.layers}}
         self._a = {n: buf(n) for n in self._q}
         self._g = {n: buf(n) for n in {layer.block.mlp.fc.out_features for layer in self.layers}}
+        #: the whole stack as one persistent kernel (``persistent``, default :data:`PERSISTENT` where supported)
+        self.persistent = None
+        if persistent or persistent is None and PERSISTENT:
+            from . import triton_persistent
+
+            if persistent or triton_persistent.supported(self) is None:
+                self.persistent = triton_persistent.PersistentStack(self)
+                self.pending_tune = False  # no GEMV tiles to choose
 
     # one layer ---------------------------------------------------------------------------------------------------
     def _layer(self, L: _Layer, x: Tensor, out: Tensor, pos: Tensor) -> None:
@@ -579,6 +612,8 @@ class TritonDecodeStep:
 
     def stack(self, x: Tensor, pos: Tensor) -> Tensor:
         """The transformer stack on x [B, width] at ``pos``: writes the caches, returns [B, width]."""
+        if self.persistent is not None:
+            return self.persistent(x, pos)
         self.xa.copy_(x)
         cur, nxt = self.xa, self.xb
         for L in self.layers:
