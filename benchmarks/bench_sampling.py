@@ -97,10 +97,11 @@ def make_inputs(model: Prior, batch: int, device: str, seed: int = 0) -> tuple[t
     return z_cond, y
 
 
-def decode_mode(decode: str, tune: bool = True, pdl: bool = True, persistent: bool = False):
+def decode_mode(decode: str, tune: bool = True, pdl: bool = True, persistent: bool | str = False):
     """(mode passed to the sampler, context it runs in): ``triton`` is the fused step replayed from a CUDA graph
     (its GEMV tiles timed at the first step unless ``tune`` is off; programmatic dependent launch where the device
-    has it unless ``pdl`` is off; the stack as one persistent kernel at batch 1 with ``persistent``)."""
+    has it unless ``pdl`` is off; the stack as one persistent kernel at batch 1 with ``persistent``: True, or
+    ``"ROWSxWARPS"`` for its rows and warps per program)."""
     if decode != "triton":
         return decode, contextlib.nullcontext()
     if triton_decode is None or triton_decode.triton is None:
@@ -109,15 +110,18 @@ def decode_mode(decode: str, tune: bool = True, pdl: bool = True, persistent: bo
 
 
 @contextlib.contextmanager
-def _triton_tuning(tune: bool, pdl: bool, persistent: bool):
+def _triton_tuning(tune: bool, pdl: bool, persistent: bool | str):
+    from jukebox.nn import triton_persistent as tp
     from jukebox.prior import sampler
 
-    before = sampler.TRITON_TUNE, triton_decode.PDL, triton_decode.PERSISTENT
-    sampler.TRITON_TUNE, triton_decode.PDL, triton_decode.PERSISTENT = tune, pdl, persistent
+    before = sampler.TRITON_TUNE, triton_decode.PDL, triton_decode.PERSISTENT, tp.ROWS, tp.NUM_WARPS
+    sampler.TRITON_TUNE, triton_decode.PDL, triton_decode.PERSISTENT = tune, pdl, bool(persistent)
+    if isinstance(persistent, str) and "x" in persistent:
+        tp.ROWS, tp.NUM_WARPS = (int(v) for v in persistent.split("x"))
     try:
         yield
     finally:
-        sampler.TRITON_TUNE, triton_decode.PDL, triton_decode.PERSISTENT = before
+        sampler.TRITON_TUNE, triton_decode.PDL, triton_decode.PERSISTENT, tp.ROWS, tp.NUM_WARPS = before
 
 
 def decoder_inputs(model: Prior, batch: int, device: str, position: int):
@@ -144,7 +148,7 @@ def _sync(device: str) -> None:
 @torch.no_grad()
 def time_decode(model: Prior, batch: int, device: str, position: int, tokens: int, warmup: int, decode: str,
                 reference: bool = False, top_k: int = 0, weights: str = "native", pdl: bool = True,
-                persistent: bool = False) -> dict:
+                persistent: bool | str = False) -> dict:
     """Seconds per decode step after a prefill of ``position`` tokens (the real sampler, via its progress hook)."""
     dec = model.decoder
     known, start, c, states = decoder_inputs(model, batch, device, position)
@@ -181,7 +185,7 @@ def time_decode(model: Prior, batch: int, device: str, position: int, tokens: in
 
 @torch.no_grad()
 def compare_logits(model: Prior, batch: int, device: str, position: int, decode: str, steps: int = 8,
-                   weights: str = "native", pdl: bool = True, persistent: bool = False) -> dict:
+                   weights: str = "native", pdl: bool = True, persistent: bool | str = False) -> dict:
     """Greedy decode of ``steps`` tokens by ``decode`` and by the PyTorch static step (same dtype, same weights,
     same prefill): relative L2 error of the logits over the steps before the tokens first differ, and that number
     of steps."""
@@ -264,8 +268,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--weights", nargs="+", default=["native"], choices=["native", "int8", "fp8"])
     ap.add_argument("--pdl", nargs="+", default=["on"], choices=["on", "off"],
                     help="--decode triton: with / without programmatic dependent launch")
-    ap.add_argument("--persistent", nargs="+", default=["off"], choices=["on", "off"],
-                    help="--decode triton: the stack as one persistent kernel (batch 1, no cross-attention)")
+    ap.add_argument("--persistent", nargs="+", default=["off"],
+                    help="--decode triton: on / off / ROWSxWARPS (e.g. 8x8): the stack as one persistent kernel "
+                         "(batch 1, no cross-attention), with its weight rows and warps per program")
     ap.add_argument("--reference", action="store_true", help="also time the unoptimised path")
     ap.add_argument("--check", action="store_true", help="greedy fp32 equality of fast and reference paths")
     ap.add_argument("--threads", type=int, default=None)
@@ -279,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
                         threads=torch.get_num_threads(), python=sys.version.split()[0], cases=[])
     if args.check:
         result["greedy_identical"] = check_greedy_identical(args.device, [d for d in args.decode],
-                                                            "on" in args.persistent)
+                                                            any(p != "off" for p in args.persistent))
     bw = next((v for k, v in BANDWIDTH.items() if k in dev_name), None)
     for name in args.models:
         model = build(name, dtype, args.device)
@@ -291,7 +296,8 @@ def main(argv: list[str] | None = None) -> dict:
                         for k in (args.persistent if d == "triton" else ["off"])]
             variants += [("eager", "native", "on", "off", True)] if args.reference else []
             for decode, weights, pdl, persistent, ref in variants:
-                pdl, persistent = pdl == "on", persistent == "on"
+                pdl = pdl == "on"
+                persistent = persistent if "x" in persistent else persistent == "on"
                 try:
                     r = time_decode(model, batch, args.device, pos, args.tokens, args.warmup, decode, ref,
                                     weights=weights, pdl=pdl, persistent=persistent)
@@ -304,7 +310,8 @@ def main(argv: list[str] | None = None) -> dict:
                     except Exception as e:  # noqa: BLE001
                         r["check_error"] = f"{type(e).__name__}: {e}"[:300]
                 label = "reference" if ref else decode + ("" if weights == "native" else f"/{weights}") + (
-                    "" if decode != "triton" or pdl else "/nopdl") + ("/persistent" if persistent else "")
+                    "" if decode != "triton" or pdl else "/nopdl") + (
+                    "" if not persistent else "/persistent" + (f"-{persistent}" if persistent is not True else ""))
                 case = dict(model=name, params=n_params, batch=batch, decode=label, weights=weights,
                             position=pos, **r)
                 if "seconds_per_step" in r:

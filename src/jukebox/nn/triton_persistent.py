@@ -30,6 +30,10 @@ __all__ = ["MAX_WIDTH", "supported", "PersistentStack"]
 
 #: Largest width, attention width or MLP width (a program holds whole weight rows of this length in registers).
 MAX_WIDTH = 2048
+#: Weight rows per program (None: enough for the widest linear to need one program per SM) and warps per program
+#: of the steps that :class:`~jukebox.nn.triton_decode.TritonDecodeStep` builds; benchmarks sweep them.
+ROWS: int | None = None
+NUM_WARPS = 16
 #: Columns of the per-layer table: pointers of the weights and caches, then the cache's layout numbers.
 _COLS = ("ln1_w", "ln1_b", "qkv_w", "qkv_b", "qkv_s", "proj_w", "proj_b", "proj_s", "ln2_w", "ln2_b", "fc_w", "fc_b",
          "fc_s", "out_w", "out_b", "out_s", "key", "value", "layout", "mode", "l_flat", "size", "bc", "nb")
@@ -200,7 +204,7 @@ class PersistentStack:
     to need at most ``programs`` programs)."""
 
     def __init__(self, step: td.TritonDecodeStep, programs: int | None = None, rows: int | None = None,
-                 num_warps: int = 16) -> None:
+                 num_warps: int | None = None) -> None:
         why = supported(step)
         if why:
             raise UsageError(f"the persistent decode step cannot run this model: {why}")
@@ -214,11 +218,11 @@ class PersistentStack:
         self.H, self.D = first.heads, first.head_dim
         widest = max(3 * self.S, self.F, W)
         sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 8
-        self.rows = rows or triton.next_power_of_2(-(-widest // (programs or sms)))
+        self.rows = rows or ROWS or triton.next_power_of_2(-(-widest // (programs or sms)))
         self.programs = -(-widest // self.rows)
         if programs is not None and self.programs > programs:
             raise UsageError(f"{programs} programs of {self.rows} rows cannot cover {widest} rows")
-        self.num_warps = num_warps
+        self.num_warps = num_warps or NUM_WARPS
         self.interpret = td._interpreting()
         table = torch.zeros(len(layers), NCOL, dtype=torch.int64)
         eps = torch.zeros(len(layers), 2, dtype=torch.float32)
