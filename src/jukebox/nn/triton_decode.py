@@ -119,6 +119,21 @@ if triton is not None:
         return acc
 
     @triton.jit
+    def _cache_slot(pos, LAYOUT, SIZE, BC, NB):
+        """(slot, limit) of position ``pos`` in a compact cache of ``LAYOUT`` (linear, ring, columns; a compile-time
+        constant in :func:`_linear_kernel`, a runtime value elsewhere): the key/value is stored when ``pos < limit``
+        (every position, except past a linear cache: prime layers' visible prefix)."""
+        lim = pos + 1
+        if LAYOUT == 0:
+            slot = tl.minimum(pos, SIZE - 1)
+            lim = SIZE + pos * 0
+        elif LAYOUT == 1:
+            slot = pos % SIZE
+        else:
+            slot = (pos % BC) * NB + pos // BC
+        return slot, lim
+
+    @triton.jit
     def _linear_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, res_ptr, lnw_ptr, lnb_ptr, key_ptr, val_ptr,
                        pos_ptr, B, N, K, eps, S, D, H, L_FLAT, SIZE, BC, NB,
                        HAS_LN: tl.constexpr, GELU: tl.constexpr, HAS_RES: tl.constexpr, KV: tl.constexpr,
@@ -179,14 +194,7 @@ if triton is not None:
             y = r + y
         if KV:
             pos = tl.load(pos_ptr)
-            lim = pos + 1  # every position is kept, except past a linear cache (prime layers' visible prefix)
-            if LAYOUT == 0:
-                slot = tl.minimum(pos, SIZE - 1)
-                lim = SIZE + pos * 0
-            elif LAYOUT == 1:
-                slot = pos % SIZE
-            else:
-                slot = (pos % BC) * NB + pos // BC
+            slot, lim = _cache_slot(pos, LAYOUT, SIZE, BC, NB)
             is_q = offs_n < S
             keep = (offs_n * 0 + pos) < lim
             is_k = (offs_n >= S) & (offs_n < 2 * S) & keep

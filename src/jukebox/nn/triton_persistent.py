@@ -118,18 +118,7 @@ if triton is not None:
                 xv = _layer_norm(_vec(x_cur, kw, W), kw, W, _ptr(t, 0, x_ptr), _ptr(t, 1, x_ptr),
                                  tl.load(eps_ptr + 2 * layer), DT)
                 y = _rows(w1, xv, _ptr(t, 4, s_ptr), _ptr(t, 3, x_ptr), rows, 3 * S, HAS_SCALE, DT).to(DT)
-                layout = tl.load(t + 18)
-                size = tl.load(t + 21)
-                bc = tl.load(t + 22)
-                nbk = tl.load(t + 23)
-                lim = pos + 1  # every position is kept, except past a linear cache (prime layers)
-                if layout == 0:
-                    slot = tl.minimum(pos, size - 1)
-                    lim = size + pos * 0
-                elif layout == 1:
-                    slot = pos % size
-                else:
-                    slot = (pos % bc) * nbk + pos // bc
+                slot, lim = td._cache_slot(pos, tl.load(t + 18), tl.load(t + 21), tl.load(t + 22), tl.load(t + 23))
                 keep = (rows * 0 + pos) < lim
                 c = tl.where(rows >= 2 * S, rows - 2 * S, tl.where(rows < S, 0, rows - S))
                 addr = ((c // D) * tl.load(t + 20) + slot) * D + c % D
