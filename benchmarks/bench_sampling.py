@@ -114,14 +114,19 @@ def _triton_tuning(tune: bool, pdl: bool, persistent: bool | str):
     from jukebox.nn import triton_persistent as tp
     from jukebox.prior import sampler
 
-    before = sampler.TRITON_TUNE, triton_decode.PDL, triton_decode.PERSISTENT, tp.ROWS, tp.NUM_WARPS
+    before = (sampler.TRITON_TUNE, triton_decode.PDL, triton_decode.PERSISTENT, tp.ROWS, tp.NUM_WARPS,
+              tp.L2_PREFETCH, tp.CHUNK)
     sampler.TRITON_TUNE, triton_decode.PDL, triton_decode.PERSISTENT = tune, pdl, bool(persistent)
     if isinstance(persistent, str) and "x" in persistent:
-        tp.ROWS, tp.NUM_WARPS = (int(v) for v in persistent.split("x"))
+        spec = [int(v) for v in persistent.split("x")]
+        tp.ROWS, tp.NUM_WARPS = spec[:2]
+        tp.L2_PREFETCH = bool(spec[2]) if len(spec) > 2 else tp.L2_PREFETCH
+        tp.CHUNK = spec[3] if len(spec) > 3 else tp.CHUNK
     try:
         yield
     finally:
-        sampler.TRITON_TUNE, triton_decode.PDL, triton_decode.PERSISTENT, tp.ROWS, tp.NUM_WARPS = before
+        (sampler.TRITON_TUNE, triton_decode.PDL, triton_decode.PERSISTENT, tp.ROWS, tp.NUM_WARPS,
+         tp.L2_PREFETCH, tp.CHUNK) = before
 
 
 def decoder_inputs(model: Prior, batch: int, device: str, position: int):
@@ -269,8 +274,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--pdl", nargs="+", default=["on"], choices=["on", "off"],
                     help="--decode triton: with / without programmatic dependent launch")
     ap.add_argument("--persistent", nargs="+", default=["off"],
-                    help="--decode triton: on / off / ROWSxWARPS (e.g. 8x8): the stack as one persistent kernel "
-                         "(batch 1, no cross-attention), with its weight rows and warps per program")
+                    help="--decode triton: on / off / ROWSxWARPS[xL2[xCHUNK]] (e.g. 16x8, 16x8x0x256): the stack as "
+                         "one persistent kernel (batch 1, no cross-attention), with its weight rows and warps per "
+                         "program, L2 prefetch 1 / 0 and input chunk")
     ap.add_argument("--reference", action="store_true", help="also time the unoptimised path")
     ap.add_argument("--check", action="store_true", help="greedy fp32 equality of fast and reference paths")
     ap.add_argument("--threads", type=int, default=None)

@@ -60,8 +60,15 @@ def test_persistent_step_equals_static_step(name):
 
 
 def test_persistent_step_8bit_weights_and_several_rows_per_program():
-    """int8 weights widened in the kernel; 4 programs of many rows each give the same logits."""
-    ref, got, same = _steps("tiny_upsampler", 4, weights="int8", programs=4)
+    """int8 weights widened in the kernel; 4 programs of many rows each, inputs read in chunks of 16 (the first
+    one ahead) give the same logits."""
+    ref, got, same = _steps("tiny_upsampler", 4, weights="int8", programs=4, chunk=16)
+    assert _rel(got, ref) < 1e-5 and same
+
+
+def test_persistent_step_whole_rows_ahead():
+    """chunk 0: each program's whole rows are read one phase ahead."""
+    ref, got, same = _steps("tiny_top", 3, chunk=0)
     assert _rel(got, ref) < 1e-5 and same
 
 

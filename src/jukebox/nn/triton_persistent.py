@@ -33,7 +33,13 @@ MAX_WIDTH = 2048
 #: Weight rows per program (None: enough for the widest linear to need one program per SM) and warps per program
 #: of the steps that :class:`~jukebox.nn.triton_decode.TritonDecodeStep` builds; benchmarks sweep them.
 ROWS: int | None = None
-NUM_WARPS = 16
+NUM_WARPS = 8
+#: Ask L2 for each program's weight rows two phases ahead (Hopper's bulk prefetch; not in the interpreter).
+L2_PREFETCH = True
+#: Input chunk (elements) of a program's weight rows: the first chunk is read one phase ahead into registers, the
+#: others when the phase runs, from L2 where the prefetch brought them (0: whole rows ahead, which spills registers:
+#: compiled for sm_90, 16 rows x 128 with 8 warps take 187 registers and no spill; whole rows of 2,048 spill 1.4 KB).
+CHUNK = 128
 #: Columns of the per-layer table: pointers of the weights and caches, then the cache's layout numbers.
 _COLS = ("ln1_w", "ln1_b", "qkv_w", "qkv_b", "qkv_s", "proj_w", "proj_b", "proj_s", "ln2_w", "ln2_b", "fc_w", "fc_b",
          "fc_s", "out_w", "out_b", "out_s", "key", "value", "layout", "mode", "l_flat", "size", "bc", "nb")
@@ -66,24 +72,52 @@ if triton is not None:
                        other=0.0)
 
     @triton.jit
+    def _l2(w_ptr, row0, N, K, R: tl.constexpr, L2: tl.constexpr):
+        """Ask the L2 cache for rows ``row0 .. row0 + R - 1`` of a [N, K] weight (contiguous: one bulk prefetch,
+        issued by one thread; Hopper's ``cp.async.bulk.prefetch.L2``). Nothing when ``L2`` is off."""
+        if L2:
+            n = tl.minimum(N - row0, R)
+            if n > 0:
+                nbytes = (n * K * (w_ptr.dtype.element_ty.primitive_bitwidth // 8)).to(tl.int32)
+                tl.inline_asm_elementwise(
+                    "{ .reg .pred p; .reg .b32 t; mov.u32 t, %tid.x; setp.eq.u32 p, t, 0; "
+                    "@p cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0; }",
+                    "=r,l,r", [w_ptr + row0 * K, nbytes], dtype=tl.int32, is_pure=False, pack=1)
+
+    @triton.jit
     def _vec(ptr, offs, n):
         """An activation vector written by other programs of this launch (read from L2), as fp32."""
         return tl.load(ptr + offs, mask=offs < n, other=0.0, cache_modifier=".cg").to(tl.float32)
 
     @triton.jit
-    def _layer_norm(xv, offs, K, w_ptr, b_ptr, eps, DT: tl.constexpr):
-        m = offs < K
+    def _stats(x_ptr, offs, K, eps):
+        """Mean and 1/std of an activation vector of K values (LayerNorm statistics, two passes in fp32)."""
+        xv = _vec(x_ptr, offs, K)
         mean = tl.sum(xv, axis=0) / K
-        d = tl.where(m, xv - mean, 0.0)
-        rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=0) / K + eps)
-        g = tl.load(w_ptr + offs, mask=m, other=0.0).to(tl.float32)
-        b = tl.load(b_ptr + offs, mask=m, other=0.0).to(tl.float32)
-        return tl.where(m, (d * rstd * g + b).to(DT).to(tl.float32), 0.0)  # in the model dtype, as nn.LayerNorm
+        d = tl.where(offs < K, xv - mean, 0.0)
+        return mean, 1.0 / tl.sqrt(tl.sum(d * d, axis=0) / K + eps)
 
     @triton.jit
-    def _rows(w, xv, s_ptr, b_ptr, rows, N, HAS_SCALE: tl.constexpr, DT: tl.constexpr):
-        """(w [R, K] . xv [K]) (x the row scales) + bias, rounded to the model dtype, as fp32 [R]."""
-        acc = tl.sum(w.to(tl.float32) * xv[None, :], axis=1)
+    def _chunk(acc, w, x_ptr, kk, K, mean, rstd, lnw_ptr, lnb_ptr, HAS_LN: tl.constexpr, DT: tl.constexpr):
+        """acc [R] += w [R, BK] . LN?(x[kk]) for one chunk ``kk`` of the inputs."""
+        mk = kk < K
+        xv = _vec(x_ptr, kk, K)
+        if HAS_LN:
+            g = tl.load(lnw_ptr + kk, mask=mk, other=0.0).to(tl.float32)
+            b = tl.load(lnb_ptr + kk, mask=mk, other=0.0).to(tl.float32)
+            xv = tl.where(mk, ((xv - mean) * rstd * g + b).to(DT).to(tl.float32), 0.0)  # as nn.LayerNorm's output
+        return acc + tl.sum(w.to(tl.float32) * xv[None, :], axis=1)
+
+    @triton.jit
+    def _rows(w0, w_ptr, x_ptr, rows, N, K, mean, rstd, lnw_ptr, lnb_ptr, s_ptr, b_ptr, BK: tl.constexpr,
+              HAS_LN: tl.constexpr, HAS_SCALE: tl.constexpr, DT: tl.constexpr):
+        """y [R] = LN?(x) [K] . w[rows]^T (x the row scales) + bias, rounded to the model dtype, as fp32; ``w0`` is
+        the first chunk [R, BK] of the rows (read ahead), the others are read here."""
+        offs = tl.arange(0, BK)
+        acc = _chunk(tl.zeros(rows.shape, tl.float32), w0, x_ptr, offs, K, mean, rstd, lnw_ptr, lnb_ptr, HAS_LN, DT)
+        for k0 in range(BK, K, BK):
+            w = _tile(w_ptr, rows, N, k0 + offs, K)
+            acc = _chunk(acc, w, x_ptr, k0 + offs, K, mean, rstd, lnw_ptr, lnb_ptr, HAS_LN, DT)
         mn = rows < N
         if HAS_SCALE:
             acc = acc * tl.load(s_ptr + rows, mask=mn, other=0.0)
@@ -93,31 +127,40 @@ if triton is not None:
     @triton.jit
     def _step_kernel(tab, eps_ptr, x_ptr, h_ptr, q_ptr, a_ptr, g_ptr, pos_ptr, bar_ptr, wt_ptr, s_ptr,
                      n_layers, W, S, F, H, D, scale, NPROG, PH_LO, PH_HI, NC: tl.constexpr,
-                     HAS_SCALE: tl.constexpr, SYNC: tl.constexpr, R: tl.constexpr, BW: tl.constexpr,
-                     BS: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BLOCK_N: tl.constexpr):
+                     HAS_SCALE: tl.constexpr, L2: tl.constexpr, SYNC: tl.constexpr, R: tl.constexpr,
+                     BW: tl.constexpr, BS: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BLOCK_N: tl.constexpr,
+                     KW: tl.constexpr, KS: tl.constexpr, KF: tl.constexpr):
         """Every layer of one step at batch 1: x [2, W] holds the input in row 0 and layer l writes row (l+1) % 2.
         Phase ``5 * l + j`` runs only if it lies in [PH_LO, PH_HI) (the interpreter launches one phase at a time);
-        weights are loaded either way. ``wt_ptr`` / ``s_ptr``: typed stand-ins of the weights' and scales' dtype."""
+        weights are read either way. ``wt_ptr`` / ``s_ptr``: typed stand-ins of the weights' and scales' dtype.
+        ``KW`` / ``KS`` / ``KF``: input chunk of the linears whose input is W / S / F wide (the whole padded width:
+        a program's rows are read entirely one phase ahead); ``L2``: each program also asks L2 for its rows of the
+        phase after next."""
         pid = tl.program_id(0)
         DT = x_ptr.dtype.element_ty
         rows = pid * R + tl.arange(0, R)
+        row0 = pid * R
         kw = tl.arange(0, BW)
-        ks = tl.arange(0, BS)
-        kf = tl.arange(0, BF)
+        cw = tl.arange(0, KW)
+        cs = tl.arange(0, KS)
+        cf = tl.arange(0, KF)
         pos = tl.load(pos_ptr)
         nb = 0
-        w1 = _tile(_ptr(tab, 2, wt_ptr), rows, 3 * S, kw, W)  # layer 0's QKV rows (later ones: prefetched)
+        w1 = _tile(_ptr(tab, 2, wt_ptr), rows, 3 * S, cw, W)  # layer 0's QKV rows (first chunk)
+        _l2(_ptr(tab, 5, wt_ptr), row0, W, S, R, L2)
         for layer in range(0, n_layers):
             t = tab + layer * NC
             x_cur = x_ptr + (layer % 2) * W
             x_nxt = x_ptr + ((layer + 1) % 2) * W
+            nxt = tab + tl.minimum(layer + 1, n_layers - 1) * NC
             ph = layer * 5
             # 1: LayerNorm + QKV; the query to q, key and value into the cache slot of pos
-            w3 = _tile(_ptr(t, 5, wt_ptr), rows, W, ks, S)
+            w3 = _tile(_ptr(t, 5, wt_ptr), rows, W, cs, S)
+            _l2(_ptr(t, 10, wt_ptr), row0, F, W, R, L2)
             if (ph >= PH_LO) & (ph < PH_HI):
-                xv = _layer_norm(_vec(x_cur, kw, W), kw, W, _ptr(t, 0, x_ptr), _ptr(t, 1, x_ptr),
-                                 tl.load(eps_ptr + 2 * layer), DT)
-                y = _rows(w1, xv, _ptr(t, 4, s_ptr), _ptr(t, 3, x_ptr), rows, 3 * S, HAS_SCALE, DT).to(DT)
+                mean, rstd = _stats(x_cur, kw, W, tl.load(eps_ptr + 2 * layer))
+                y = _rows(w1, _ptr(t, 2, wt_ptr), x_cur, rows, 3 * S, W, mean, rstd, _ptr(t, 0, x_ptr),
+                          _ptr(t, 1, x_ptr), _ptr(t, 4, s_ptr), _ptr(t, 3, x_ptr), KW, True, HAS_SCALE, DT).to(DT)
                 slot, lim = td._cache_slot(pos, tl.load(t + 18), tl.load(t + 21), tl.load(t + 22), tl.load(t + 23))
                 keep = (rows * 0 + pos) < lim
                 c = tl.where(rows >= 2 * S, rows - 2 * S, tl.where(rows < S, 0, rows - S))
@@ -128,7 +171,7 @@ if triton is not None:
             nb += 1
             _sync(bar_ptr, nb, NPROG, SYNC)
             # 2: attention of the query, one program per head
-            w4 = _tile(_ptr(t, 10, wt_ptr), rows, F, kw, W)
+            _l2(_ptr(t, 13, wt_ptr), row0, W, F, R, L2)
             if (ph + 1 >= PH_LO) & (ph + 1 < PH_HI) & (pid < H):
                 base, n = td._key_range(pos, tl.load(t + 19), tl.load(t + 22), tl.load(t + 21), tl.load(t + 23))
                 offs_d = tl.arange(0, BD)
@@ -142,26 +185,31 @@ if triton is not None:
             nb += 1
             _sync(bar_ptr, nb, NPROG, SYNC)
             # 3: attention output + residual: h = x + a W^T + b
-            w5 = _tile(_ptr(t, 13, wt_ptr), rows, W, kf, F)
+            w4 = _tile(_ptr(t, 10, wt_ptr), rows, F, cw, W)
+            _l2(_ptr(nxt, 2, wt_ptr), row0, 3 * S, W, R, L2)
             if (ph + 2 >= PH_LO) & (ph + 2 < PH_HI):
-                y = _rows(w3, _vec(a_ptr, ks, S), _ptr(t, 7, s_ptr), _ptr(t, 6, x_ptr), rows, W, HAS_SCALE, DT)
+                y = _rows(w3, _ptr(t, 5, wt_ptr), a_ptr, rows, W, S, 0.0, 0.0, x_ptr, x_ptr, _ptr(t, 7, s_ptr),
+                          _ptr(t, 6, x_ptr), KS, False, HAS_SCALE, DT)
                 r = _vec(x_cur, rows, W)
                 tl.store(h_ptr + rows, (r + y).to(DT), mask=rows < W)
             nb += 1
             _sync(bar_ptr, nb, NPROG, SYNC)
-            # 4: LayerNorm + MLP in + quick-GELU (the next layer's QKV rows are read meanwhile)
-            w1 = _tile(_ptr(tab + tl.minimum(layer + 1, n_layers - 1) * NC, 2, wt_ptr), rows, 3 * S, kw, W)
+            # 4: LayerNorm + MLP in + quick-GELU
+            w5 = _tile(_ptr(t, 13, wt_ptr), rows, W, cf, F)
             if (ph + 3 >= PH_LO) & (ph + 3 < PH_HI):
-                hv = _layer_norm(_vec(h_ptr, kw, W), kw, W, _ptr(t, 8, x_ptr), _ptr(t, 9, x_ptr),
-                                 tl.load(eps_ptr + 2 * layer + 1), DT)
-                y = _rows(w4, hv, _ptr(t, 12, s_ptr), _ptr(t, 11, x_ptr), rows, F, HAS_SCALE, DT)
+                mean, rstd = _stats(h_ptr, kw, W, tl.load(eps_ptr + 2 * layer + 1))
+                y = _rows(w4, _ptr(t, 10, wt_ptr), h_ptr, rows, F, W, mean, rstd, _ptr(t, 8, x_ptr),
+                          _ptr(t, 9, x_ptr), _ptr(t, 12, s_ptr), _ptr(t, 11, x_ptr), KW, True, HAS_SCALE, DT)
                 y = y * tl.sigmoid(1.702 * y)
                 tl.store(g_ptr + rows, y.to(DT), mask=rows < F)
             nb += 1
             _sync(bar_ptr, nb, NPROG, SYNC)
-            # 5: MLP out + residual: x' = h + g W^T + b
+            # 5: MLP out + residual: x' = h + g W^T + b (the next layer's QKV rows are read meanwhile)
+            w1 = _tile(_ptr(nxt, 2, wt_ptr), rows, 3 * S, cw, W)
+            _l2(_ptr(nxt, 5, wt_ptr), row0, W, S, R, L2)
             if (ph + 4 >= PH_LO) & (ph + 4 < PH_HI):
-                y = _rows(w5, _vec(g_ptr, kf, F), _ptr(t, 15, s_ptr), _ptr(t, 14, x_ptr), rows, W, HAS_SCALE, DT)
+                y = _rows(w5, _ptr(t, 13, wt_ptr), g_ptr, rows, W, F, 0.0, 0.0, x_ptr, x_ptr, _ptr(t, 15, s_ptr),
+                          _ptr(t, 14, x_ptr), KF, False, HAS_SCALE, DT)
                 r = _vec(h_ptr, rows, W)
                 tl.store(x_nxt + rows, (r + y).to(DT), mask=rows < W)
             nb += 1
@@ -190,10 +238,10 @@ class PersistentStack:
     """The transformer stack of a batch-1 :class:`~jukebox.nn.triton_decode.TritonDecodeStep` (its weights, 8-bit
     copies and caches) as one persistent kernel: ``stack(x [1, W], pos [1]) -> [1, W]``, CUDA-graph safe.
     ``programs``: one per SM by default; ``rows``: weight rows per program (default: enough for the widest linear
-    to need at most ``programs`` programs)."""
+    to need at most ``programs`` programs); ``num_warps``, ``chunk``: default :data:`NUM_WARPS`, :data:`CHUNK`."""
 
     def __init__(self, step: td.TritonDecodeStep, programs: int | None = None, rows: int | None = None,
-                 num_warps: int | None = None) -> None:
+                 num_warps: int | None = None, chunk: int | None = None) -> None:
         why = supported(step)
         if why:
             raise UsageError(f"the persistent decode step cannot run this model: {why}")
@@ -212,6 +260,12 @@ class PersistentStack:
         if programs is not None and self.programs > programs:
             raise UsageError(f"{programs} programs of {self.rows} rows cannot cover {widest} rows")
         self.num_warps = num_warps or NUM_WARPS
+        self.chunk = CHUNK if chunk is None else chunk
+        # bulk prefetches move multiples of 16 bytes from 16-byte aligned addresses
+        row_bytes = [w.shape[1] * w.element_size() for L in layers for w, _, _ in L.params.values()]
+        self.l2 = (L2_PREFETCH and dev.type == "cuda" and not td._interpreting()
+                   and torch.cuda.get_device_capability(dev)[0] >= 9 and all(b % 16 == 0 for b in row_bytes)
+                   and all(w.data_ptr() % 16 == 0 for L in layers for w, _, _ in L.params.values()))
         self.interpret = td._interpreting()
         table = torch.zeros(len(layers), NCOL, dtype=torch.int64)
         eps = torch.zeros(len(layers), 2, dtype=torch.float32)
@@ -251,12 +305,17 @@ class PersistentStack:
     def _launch(self, pos: Tensor, lo: int, hi: int, sync: bool) -> None:
         opts = {"launch_cooperative_grid": True} if sync else {}
         nxt = triton.next_power_of_2
+        chunk = self.chunk
+
+        def k(n: int) -> int:  # input chunk of a linear n wide: all of it, or CHUNK
+            return nxt(n) if not chunk else min(nxt(n), chunk)
+
         _step_kernel[(self.programs,)](
             self.table, self.eps, self.x, self.h, self.q, self.a, self.g, pos, self.bar, self.weight_like,
             self.scale_like, len(self.step.layers), self.W, self.S, self.F, self.H, self.D, self.scale,
-            self.programs, lo, hi, NC=NCOL, HAS_SCALE=self.has_scale, SYNC=sync, R=self.rows, BW=nxt(self.W),
-            BS=nxt(self.S), BF=nxt(self.F), BD=nxt(self.D), BLOCK_N=self.block_n, num_warps=self.num_warps,
-            num_stages=1, **opts)
+            self.programs, lo, hi, NC=NCOL, HAS_SCALE=self.has_scale, L2=self.l2, SYNC=sync, R=self.rows,
+            BW=nxt(self.W), BS=nxt(self.S), BF=nxt(self.F), BD=nxt(self.D), BLOCK_N=self.block_n,
+            KW=k(self.W), KS=k(self.S), KF=k(self.F), num_warps=self.num_warps, num_stages=1, **opts)
 
     def __call__(self, x: Tensor, pos: Tensor) -> Tensor:
         """The stack on x [1, W] at ``pos`` ([1] long tensor): writes the caches, returns [1, W]."""
