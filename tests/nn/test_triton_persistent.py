@@ -25,20 +25,20 @@ if os.environ.get("TRITON_INTERPRET", "0") in ("", "0") and not torch.cuda.is_av
 from tests.nn.test_triton_decode import _decoder_inputs, _model, _rel  # noqa: E402
 
 
-def _steps(name: str, steps: int, weights: str = "native", **kw):
-    """Logits [steps, 1, V] of step_static and of the persistent step from the same prefilled cache (batch 1)."""
+def _steps(name: str, steps: int, weights: str = "native", batch: int = 1, **kw):
+    """Logits [steps, B, V] of step_static and of the persistent step from the same prefilled cache."""
     model = _model(name, torch.float32)
     dec = model.decoder
     with torch.no_grad():
-        known, start, cond, states = _decoder_inputs(model, 1, 3)
+        known, start, cond, states = _decoder_inputs(model, batch, 3)
         P = known.shape[1]
-        cache = dec.make_cache(1)
+        cache = dec.make_cache(batch)
         prev = torch.cat([known[:, :1], known[:, :-1]], dim=1)
         dec.step(prev, cache, start, cond, states)
         cache2 = copy.deepcopy(cache)
-        step = td.TritonDecodeStep(dec, cache2, cond, 1, weights=weights, persistent=True)
+        step = td.TritonDecodeStep(dec, cache2, cond, batch, weights=weights, persistent=True)
         step.persistent = tp.PersistentStack(step, **kw) if kw else step.persistent
-        toks = torch.randint(0, model.config.l_bins, (steps, 1, 1), generator=torch.Generator().manual_seed(2))
+        toks = torch.randint(0, model.config.l_bins, (steps, batch, 1), generator=torch.Generator().manual_seed(2))
         refs, gots = [], []
         for i, t in enumerate(range(P, P + steps)):
             pos = torch.tensor([t])
@@ -66,6 +66,12 @@ def test_persistent_step_8bit_weights_and_several_rows_per_program():
     assert _rel(got, ref) < 1e-5 and same
 
 
+def test_persistent_step_batch_of_rows():
+    """Three rows (tl.dot tiles of 16 rows, two of them padding) give step_static's logits for every row."""
+    ref, got, same = _steps("tiny_upsampler", 3, batch=3)
+    assert _rel(got, ref) < 1e-5 and same
+
+
 def test_persistent_step_whole_rows_ahead():
     """chunk 0: each program's whole rows are read one phase ahead."""
     ref, got, same = _steps("tiny_top", 3, chunk=0)
@@ -79,6 +85,26 @@ def test_persistent_refuses_what_it_cannot_run():
     assert "cross-attention" in tp.supported(step)
     with pytest.raises(UsageError, match="persistent"):
         tp.PersistentStack(step)
-    step2 = td.TritonDecodeStep(_model("tiny_top", torch.float32).decoder,
-                                _model("tiny_top", torch.float32).decoder.make_cache(2), None, 2)
-    assert "batch 2" in tp.supported(step2)
+    top = _model("tiny_top", torch.float32).decoder
+    step2 = td.TritonDecodeStep(top, top.make_cache(tp.MAX_BATCH + 1), None, tp.MAX_BATCH + 1)
+    assert f"batch {tp.MAX_BATCH + 1}" in tp.supported(step2)
+
+
+def test_default_tiles_compile_for_sm90_without_spills():
+    """The persistent kernel compiled for sm_90 (Triton's own ptxas, no GPU) at the upsampler's widths: the default
+    tiles spill no registers at 1, 16 and 64 rows, bf16 and int8 weights; whole rows read ahead do spill (so the
+    check can fail). Compiled in a fresh process: in this one Triton runs as its interpreter."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json; from jukebox.nn import triton_persistent as tp; print(json.dumps("
+            "[tp.compiled_resources(batch=b, weights=w) for b, w in ((1, 'native'), (1, 'int8'), (16, 'native'), "
+            "(64, 'native'))] + [tp.compiled_resources(batch=1, chunk=0)]))")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    *defaults, whole = json.loads(out.stdout.strip().splitlines()[-1])
+    assert all(r["stack"] == 0 and r["registers"] <= 255 for r in defaults), defaults
+    assert whole["stack"] > 0

@@ -374,7 +374,7 @@ TUNE_LOG: list[dict] = []
 #: Programmatic dependent launch on devices that have it (compute capability 9.0 and later); benchmarks turn it off
 #: to compare.
 PDL = True
-#: Run the stack of batch-1 steps as one persistent kernel (:mod:`jukebox.nn.triton_persistent`) where the model
+#: Run the stack of each step as one persistent kernel (:mod:`jukebox.nn.triton_persistent`) where the model
 #: allows it. Experimental, off by default; benchmarks turn it on to measure it.
 PERSISTENT = False
 

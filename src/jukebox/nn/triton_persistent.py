@@ -1,4 +1,4 @@
-"""The whole transformer stack of one decode step as one persistent Triton kernel (batch 1; experimental).
+"""The whole transformer stack of one decode step as one persistent Triton kernel (experimental).
 
 The fused step of :mod:`jukebox.nn.triton_decode` launches five dependent kernels per layer, and each launch costs
 a few microseconds of latency whatever its bytes: at batch 1 the released upsampler's step is bound by that chain,
@@ -10,9 +10,10 @@ weights are loaded into registers one or two phases ahead (weights never change 
 reads of a layer overlap the barriers and the small computations of the previous phases.
 
 Same maths and roundings to the model dtype as :class:`~jukebox.nn.triton_decode.TritonDecodeStep` (fp32: the
-logits of :meth:`AutoregressiveTransformer.step_static` up to summation order). Models: batch 1, self-attention
-layers only (no cross-attention), widths up to :data:`MAX_WIDTH` (the upsamplers and the top priors without lyric
-encoder). In Triton's CPU interpreter (tests) the phases run as separate launches in order, without barriers.
+logits of :meth:`AutoregressiveTransformer.step_static` up to summation order). Models: self-attention layers only
+(no cross-attention), widths up to :data:`MAX_WIDTH` (the upsamplers and the top priors without lyric encoder), up to
+:data:`MAX_BATCH` rows (one row: row reductions; more: ``tl.dot`` tiles of 16 or more rows, each weight tile read
+once for all rows). In Triton's CPU interpreter (tests) the phases run as separate launches in order, without barriers.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from ..errors import UsageError
 from . import triton_decode as td
 from .triton_decode import tl, triton
 
-__all__ = ["MAX_WIDTH", "supported", "PersistentStack"]
+__all__ = ["MAX_WIDTH", "MAX_BATCH", "supported", "default_chunk", "PersistentStack", "compiled_resources"]
 
-#: Largest width, attention width or MLP width (a program holds whole weight rows of this length in registers).
+#: Largest width, attention width or MLP width (LayerNorm statistics and tiles are sized by it).
 MAX_WIDTH = 2048
+#: Most rows (batch) of one step; above one row the products run as ``tl.dot`` tiles of 16 or more rows.
+MAX_BATCH = 64
 #: Weight rows per program (None: enough for the widest linear to need one program per SM) and warps per program
 #: of the steps that :class:`~jukebox.nn.triton_decode.TritonDecodeStep` builds; benchmarks sweep them.
 ROWS: int | None = None
@@ -37,9 +40,16 @@ NUM_WARPS = 8
 #: Ask L2 for each program's weight rows two phases ahead (Hopper's bulk prefetch; not in the interpreter).
 L2_PREFETCH = True
 #: Input chunk (elements) of a program's weight rows: the first chunk is read one phase ahead into registers, the
-#: others when the phase runs, from L2 where the prefetch brought them (0: whole rows ahead, which spills registers:
-#: compiled for sm_90, 16 rows x 128 with 8 warps take 187 registers and no spill; whole rows of 2,048 spill 1.4 KB).
-CHUNK = 128
+#: others when the phase runs, from L2 where the prefetch brought them. None: :func:`default_chunk`; 0: whole rows
+#: ahead (which spills registers).
+CHUNK: int | None = None
+
+
+def default_chunk(block_b: int) -> int:
+    """Input chunk for ``block_b`` rows (padded batch): 128 for one row, 1,024 / rows (at least 16) for more. Compiled
+    for sm_90 with 16 weight rows and 8 warps these take 199-220 registers and spill none (whole rows of 2,048 spill
+    1.4 KB per thread; 128 at 16 rows spills 440 bytes)."""
+    return 128 if block_b == 1 else max(16, 1024 // block_b)
 #: Columns of the per-layer table: pointers of the weights and caches, then the cache's layout numbers.
 _COLS = ("ln1_w", "ln1_b", "qkv_w", "qkv_b", "qkv_s", "proj_w", "proj_b", "proj_s", "ln2_w", "ln2_b", "fc_w", "fc_b",
          "fc_s", "out_w", "out_b", "out_s", "key", "value", "layout", "mode", "l_flat", "size", "bc", "nb")
@@ -85,141 +95,174 @@ if triton is not None:
                     "=r,l,r", [w_ptr + row0 * K, nbytes], dtype=tl.int32, is_pure=False, pack=1)
 
     @triton.jit
-    def _vec(ptr, offs, n):
-        """An activation vector written by other programs of this launch (read from L2), as fp32."""
-        return tl.load(ptr + offs, mask=offs < n, other=0.0, cache_modifier=".cg").to(tl.float32)
+    def _act(ptr, offs_b, mb, offs, n):
+        """Rows ``offs_b`` (valid: ``mb``) x columns ``offs`` of a [B, n] activation written by other programs of
+        this launch (read from L2), as fp32 [BB, len(offs)]."""
+        m = mb[:, None] & (offs[None, :] < n)
+        return tl.load(ptr + offs_b[:, None] * n + offs[None, :], mask=m, other=0.0,
+                       cache_modifier=".cg").to(tl.float32)
 
     @triton.jit
-    def _stats(x_ptr, offs, K, eps):
-        """Mean and 1/std of an activation vector of K values (LayerNorm statistics, two passes in fp32)."""
-        xv = _vec(x_ptr, offs, K)
-        mean = tl.sum(xv, axis=0) / K
-        d = tl.where(offs < K, xv - mean, 0.0)
-        return mean, 1.0 / tl.sqrt(tl.sum(d * d, axis=0) / K + eps)
+    def _stats(x_ptr, offs_b, mb, K, eps, BK: tl.constexpr):
+        """LayerNorm statistics (mean, 1/std [BB]) of the rows of a [B, K] activation, in chunks of BK (one pass,
+        shifted by each row's first value, as the fused step)."""
+        offs = tl.arange(0, BK)
+        shift = tl.load(x_ptr + offs_b * K, mask=mb, other=0.0, cache_modifier=".cg").to(tl.float32)
+        s1 = tl.zeros(shift.shape, tl.float32)
+        s2 = tl.zeros(shift.shape, tl.float32)
+        for k0 in range(0, K, BK):
+            kk = k0 + offs
+            d = tl.where(mb[:, None] & (kk[None, :] < K), _act(x_ptr, offs_b, mb, kk, K) - shift[:, None], 0.0)
+            s1 += tl.sum(d, axis=1)
+            s2 += tl.sum(d * d, axis=1)
+        m1 = s1 / K
+        return shift + m1, 1.0 / tl.sqrt(tl.maximum(s2 / K - m1 * m1, 0.0) + eps)
 
     @triton.jit
-    def _chunk(acc, w, x_ptr, kk, K, mean, rstd, lnw_ptr, lnb_ptr, HAS_LN: tl.constexpr, DT: tl.constexpr):
-        """acc [R] += w [R, BK] . LN?(x[kk]) for one chunk ``kk`` of the inputs."""
+    def _chunk(acc, w, x_ptr, offs_b, mb, kk, K, mean, rstd, lnw_ptr, lnb_ptr, HAS_LN: tl.constexpr,
+               DT: tl.constexpr, DOT: tl.constexpr, DOT_F32: tl.constexpr):
+        """acc [BB, R] += LN?(x[:, kk]) [BB, BK] . w [R, BK]^T for one chunk ``kk`` of the inputs."""
         mk = kk < K
-        xv = _vec(x_ptr, kk, K)
+        xv = _act(x_ptr, offs_b, mb, kk, K)
         if HAS_LN:
             g = tl.load(lnw_ptr + kk, mask=mk, other=0.0).to(tl.float32)
             b = tl.load(lnb_ptr + kk, mask=mk, other=0.0).to(tl.float32)
-            xv = tl.where(mk, ((xv - mean) * rstd * g + b).to(DT).to(tl.float32), 0.0)  # as nn.LayerNorm's output
-        return acc + tl.sum(w.to(tl.float32) * xv[None, :], axis=1)
+            xn = ((xv - mean[:, None]) * rstd[:, None] * g[None, :] + b[None, :]).to(DT).to(tl.float32)
+            xv = tl.where(mb[:, None] & mk[None, :], xn, 0.0)  # as nn.LayerNorm's output, in the model dtype
+        if DOT:
+            if DOT_F32:  # fp32 models and the interpreter: exact fp32 products
+                acc += tl.dot(xv, tl.trans(w.to(tl.float32)), input_precision="ieee")
+            else:
+                acc += tl.dot(xv.to(DT), tl.trans(w.to(DT)))
+        else:  # one row
+            acc += tl.sum(w.to(tl.float32)[None, :, :] * xv[:, None, :], axis=2)
+        return acc
 
     @triton.jit
-    def _rows(w0, w_ptr, x_ptr, rows, N, K, mean, rstd, lnw_ptr, lnb_ptr, s_ptr, b_ptr, BK: tl.constexpr,
-              HAS_LN: tl.constexpr, HAS_SCALE: tl.constexpr, DT: tl.constexpr):
-        """y [R] = LN?(x) [K] . w[rows]^T (x the row scales) + bias, rounded to the model dtype, as fp32; ``w0`` is
-        the first chunk [R, BK] of the rows (read ahead), the others are read here."""
+    def _rows(w0, w_ptr, x_ptr, offs_b, mb, rows, N, K, mean, rstd, lnw_ptr, lnb_ptr, s_ptr, b_ptr,
+              BK: tl.constexpr, HAS_LN: tl.constexpr, HAS_SCALE: tl.constexpr, DT: tl.constexpr, DOT: tl.constexpr,
+              DOT_F32: tl.constexpr):
+        """y [BB, R] = LN?(x) [BB, K] . w[rows]^T (x the row scales) + bias, rounded to the model dtype, as fp32;
+        ``w0`` is the first chunk [R, BK] of the rows (read ahead), the others are read here."""
         offs = tl.arange(0, BK)
-        acc = _chunk(tl.zeros(rows.shape, tl.float32), w0, x_ptr, offs, K, mean, rstd, lnw_ptr, lnb_ptr, HAS_LN, DT)
+        acc = tl.zeros([offs_b.shape[0], rows.shape[0]], tl.float32)
+        acc = _chunk(acc, w0, x_ptr, offs_b, mb, offs, K, mean, rstd, lnw_ptr, lnb_ptr, HAS_LN, DT, DOT, DOT_F32)
         for k0 in range(BK, K, BK):
             w = _tile(w_ptr, rows, N, k0 + offs, K)
-            acc = _chunk(acc, w, x_ptr, k0 + offs, K, mean, rstd, lnw_ptr, lnb_ptr, HAS_LN, DT)
+            acc = _chunk(acc, w, x_ptr, offs_b, mb, k0 + offs, K, mean, rstd, lnw_ptr, lnb_ptr, HAS_LN, DT, DOT,
+                         DOT_F32)
         mn = rows < N
         if HAS_SCALE:
-            acc = acc * tl.load(s_ptr + rows, mask=mn, other=0.0)
+            acc = acc * tl.load(s_ptr + rows, mask=mn, other=0.0)[None, :]
         bias = tl.load(b_ptr + rows, mask=mn, other=0.0).to(tl.float32)
-        return (acc + bias).to(DT).to(tl.float32)
+        return (acc + bias[None, :]).to(DT).to(tl.float32)
 
     @triton.jit
     def _step_kernel(tab, eps_ptr, x_ptr, h_ptr, q_ptr, a_ptr, g_ptr, pos_ptr, bar_ptr, wt_ptr, s_ptr,
-                     n_layers, W, S, F, H, D, scale, NPROG, PH_LO, PH_HI, NC: tl.constexpr,
+                     B, n_layers, W, S, F, H, D, scale, NPROG, PH_LO, PH_HI, NC: tl.constexpr,
                      HAS_SCALE: tl.constexpr, L2: tl.constexpr, SYNC: tl.constexpr, R: tl.constexpr,
-                     BW: tl.constexpr, BS: tl.constexpr, BF: tl.constexpr, BD: tl.constexpr, BLOCK_N: tl.constexpr,
-                     KW: tl.constexpr, KS: tl.constexpr, KF: tl.constexpr):
-        """Every layer of one step at batch 1: x [2, W] holds the input in row 0 and layer l writes row (l+1) % 2.
-        Phase ``5 * l + j`` runs only if it lies in [PH_LO, PH_HI) (the interpreter launches one phase at a time);
-        weights are read either way. ``wt_ptr`` / ``s_ptr``: typed stand-ins of the weights' and scales' dtype.
-        ``KW`` / ``KS`` / ``KF``: input chunk of the linears whose input is W / S / F wide (the whole padded width:
-        a program's rows are read entirely one phase ahead); ``L2``: each program also asks L2 for its rows of the
-        phase after next."""
+                     BB: tl.constexpr, BD: tl.constexpr, BLOCK_N: tl.constexpr,
+                     KW: tl.constexpr, KS: tl.constexpr, KF: tl.constexpr, DOT_F32: tl.constexpr):
+        """Every layer of one step for B rows (padded to BB: 1, or >= 16 for ``tl.dot``): x [2, B, W] holds the
+        input in [0] and layer l writes [(l+1) % 2]. Phase ``5 * l + j`` runs only if it lies in [PH_LO, PH_HI) (the
+        interpreter launches one phase at a time); weights are read either way. ``wt_ptr`` / ``s_ptr``: typed
+        stand-ins of the weights' and scales' dtype. ``KW`` / ``KS`` / ``KF``: input chunk of the linears whose input
+        is W / S / F wide (the first chunk of a program's rows is read one phase ahead); ``L2``: each program also
+        asks L2 for its rows of the phase after next."""
         pid = tl.program_id(0)
         DT = x_ptr.dtype.element_ty
+        DOT = BB > 1
         rows = pid * R + tl.arange(0, R)
         row0 = pid * R
-        kw = tl.arange(0, BW)
+        offs_b = tl.arange(0, BB)
+        mb = offs_b < B
         cw = tl.arange(0, KW)
         cs = tl.arange(0, KS)
         cf = tl.arange(0, KF)
+        offs_d = tl.arange(0, BD)
+        md = offs_d < D
         pos = tl.load(pos_ptr)
         nb = 0
         w1 = _tile(_ptr(tab, 2, wt_ptr), rows, 3 * S, cw, W)  # layer 0's QKV rows (first chunk)
         _l2(_ptr(tab, 5, wt_ptr), row0, W, S, R, L2)
         for layer in range(0, n_layers):
             t = tab + layer * NC
-            x_cur = x_ptr + (layer % 2) * W
-            x_nxt = x_ptr + ((layer + 1) % 2) * W
+            x_cur = x_ptr + (layer % 2) * B * W
+            x_nxt = x_ptr + ((layer + 1) % 2) * B * W
             nxt = tab + tl.minimum(layer + 1, n_layers - 1) * NC
             ph = layer * 5
             # 1: LayerNorm + QKV; the query to q, key and value into the cache slot of pos
             w3 = _tile(_ptr(t, 5, wt_ptr), rows, W, cs, S)
             _l2(_ptr(t, 10, wt_ptr), row0, F, W, R, L2)
             if (ph >= PH_LO) & (ph < PH_HI):
-                mean, rstd = _stats(x_cur, kw, W, tl.load(eps_ptr + 2 * layer))
-                y = _rows(w1, _ptr(t, 2, wt_ptr), x_cur, rows, 3 * S, W, mean, rstd, _ptr(t, 0, x_ptr),
-                          _ptr(t, 1, x_ptr), _ptr(t, 4, s_ptr), _ptr(t, 3, x_ptr), KW, True, HAS_SCALE, DT).to(DT)
+                mean, rstd = _stats(x_cur, offs_b, mb, W, tl.load(eps_ptr + 2 * layer), KW)
+                y = _rows(w1, _ptr(t, 2, wt_ptr), x_cur, offs_b, mb, rows, 3 * S, W, mean, rstd, _ptr(t, 0, x_ptr),
+                          _ptr(t, 1, x_ptr), _ptr(t, 4, s_ptr), _ptr(t, 3, x_ptr), KW, True, HAS_SCALE, DT, DOT,
+                          DOT_F32).to(DT)
                 slot, lim = td._cache_slot(pos, tl.load(t + 18), tl.load(t + 21), tl.load(t + 22), tl.load(t + 23))
                 keep = (rows * 0 + pos) < lim
                 c = tl.where(rows >= 2 * S, rows - 2 * S, tl.where(rows < S, 0, rows - S))
-                addr = ((c // D) * tl.load(t + 20) + slot) * D + c % D
-                tl.store(q_ptr + rows, y, mask=rows < S)
-                tl.store(_ptr(t, 16, x_ptr) + addr, y, mask=(rows >= S) & (rows < 2 * S) & keep)
-                tl.store(_ptr(t, 17, x_ptr) + addr, y, mask=(rows >= 2 * S) & (rows < 3 * S) & keep)
+                addr = ((offs_b[:, None] * H + (c // D)[None, :]) * tl.load(t + 20) + slot) * D + (c % D)[None, :]
+                mo = mb[:, None]
+                tl.store(q_ptr + offs_b[:, None] * S + rows[None, :], y, mask=mo & (rows < S)[None, :])
+                tl.store(_ptr(t, 16, x_ptr) + addr, y, mask=mo & ((rows >= S) & (rows < 2 * S) & keep)[None, :])
+                tl.store(_ptr(t, 17, x_ptr) + addr, y, mask=mo & ((rows >= 2 * S) & (rows < 3 * S) & keep)[None, :])
             nb += 1
             _sync(bar_ptr, nb, NPROG, SYNC)
-            # 2: attention of the query, one program per head
+            # 2: attention of each row's query, one (row, head) per program at a time
             _l2(_ptr(t, 13, wt_ptr), row0, W, F, R, L2)
-            if (ph + 1 >= PH_LO) & (ph + 1 < PH_HI) & (pid < H):
+            if (ph + 1 >= PH_LO) & (ph + 1 < PH_HI):
                 base, n = td._key_range(pos, tl.load(t + 19), tl.load(t + 22), tl.load(t + 21), tl.load(t + 23))
-                offs_d = tl.arange(0, BD)
-                md = offs_d < D
-                qv = tl.load(q_ptr + pid * D + offs_d, mask=md, other=0.0, cache_modifier=".cg").to(tl.float32)
-                kv = (pid * tl.load(t + 20) + base) * D
-                acc, m_i, l_i = td._attend(qv, _ptr(t, 16, x_ptr), _ptr(t, 17, x_ptr), kv, 0, n, D, offs_d, md,
-                                           scale, BLOCK_N, True)
-                o = tl.where(l_i > 0, acc / tl.maximum(l_i, 1e-30), 0.0)
-                tl.store(a_ptr + pid * D + offs_d, o.to(DT), mask=md)
+                for bh in range(pid, B * H, NPROG):
+                    qv = tl.load(q_ptr + bh * D + offs_d, mask=md, other=0.0, cache_modifier=".cg").to(tl.float32)
+                    kv = (bh * tl.load(t + 20) + base) * D
+                    acc, m_i, l_i = td._attend(qv, _ptr(t, 16, x_ptr), _ptr(t, 17, x_ptr), kv, 0, n, D, offs_d, md,
+                                               scale, BLOCK_N, True)
+                    o = tl.where(l_i > 0, acc / tl.maximum(l_i, 1e-30), 0.0)
+                    tl.store(a_ptr + bh * D + offs_d, o.to(DT), mask=md)
             nb += 1
             _sync(bar_ptr, nb, NPROG, SYNC)
             # 3: attention output + residual: h = x + a W^T + b
             w4 = _tile(_ptr(t, 10, wt_ptr), rows, F, cw, W)
             _l2(_ptr(nxt, 2, wt_ptr), row0, 3 * S, W, R, L2)
             if (ph + 2 >= PH_LO) & (ph + 2 < PH_HI):
-                y = _rows(w3, _ptr(t, 5, wt_ptr), a_ptr, rows, W, S, 0.0, 0.0, x_ptr, x_ptr, _ptr(t, 7, s_ptr),
-                          _ptr(t, 6, x_ptr), KS, False, HAS_SCALE, DT)
-                r = _vec(x_cur, rows, W)
-                tl.store(h_ptr + rows, (r + y).to(DT), mask=rows < W)
+                none = tl.zeros([BB], tl.float32)
+                y = _rows(w3, _ptr(t, 5, wt_ptr), a_ptr, offs_b, mb, rows, W, S, none, none, x_ptr, x_ptr,
+                          _ptr(t, 7, s_ptr), _ptr(t, 6, x_ptr), KS, False, HAS_SCALE, DT, DOT, DOT_F32)
+                r = _act(x_cur, offs_b, mb, rows, W)
+                tl.store(h_ptr + offs_b[:, None] * W + rows[None, :], (r + y).to(DT),
+                         mask=mb[:, None] & (rows < W)[None, :])
             nb += 1
             _sync(bar_ptr, nb, NPROG, SYNC)
             # 4: LayerNorm + MLP in + quick-GELU
             w5 = _tile(_ptr(t, 13, wt_ptr), rows, W, cf, F)
             if (ph + 3 >= PH_LO) & (ph + 3 < PH_HI):
-                mean, rstd = _stats(h_ptr, kw, W, tl.load(eps_ptr + 2 * layer + 1))
-                y = _rows(w4, _ptr(t, 10, wt_ptr), h_ptr, rows, F, W, mean, rstd, _ptr(t, 8, x_ptr),
-                          _ptr(t, 9, x_ptr), _ptr(t, 12, s_ptr), _ptr(t, 11, x_ptr), KW, True, HAS_SCALE, DT)
+                mean, rstd = _stats(h_ptr, offs_b, mb, W, tl.load(eps_ptr + 2 * layer + 1), KW)
+                y = _rows(w4, _ptr(t, 10, wt_ptr), h_ptr, offs_b, mb, rows, F, W, mean, rstd, _ptr(t, 8, x_ptr),
+                          _ptr(t, 9, x_ptr), _ptr(t, 12, s_ptr), _ptr(t, 11, x_ptr), KW, True, HAS_SCALE, DT, DOT,
+                          DOT_F32)
                 y = y * tl.sigmoid(1.702 * y)
-                tl.store(g_ptr + rows, y.to(DT), mask=rows < F)
+                tl.store(g_ptr + offs_b[:, None] * F + rows[None, :], y.to(DT), mask=mb[:, None] & (rows < F)[None, :])
             nb += 1
             _sync(bar_ptr, nb, NPROG, SYNC)
             # 5: MLP out + residual: x' = h + g W^T + b (the next layer's QKV rows are read meanwhile)
             w1 = _tile(_ptr(nxt, 2, wt_ptr), rows, 3 * S, cw, W)
             _l2(_ptr(nxt, 5, wt_ptr), row0, W, S, R, L2)
             if (ph + 4 >= PH_LO) & (ph + 4 < PH_HI):
-                y = _rows(w5, _ptr(t, 13, wt_ptr), g_ptr, rows, W, F, 0.0, 0.0, x_ptr, x_ptr, _ptr(t, 15, s_ptr),
-                          _ptr(t, 14, x_ptr), KF, False, HAS_SCALE, DT)
-                r = _vec(h_ptr, rows, W)
-                tl.store(x_nxt + rows, (r + y).to(DT), mask=rows < W)
+                none = tl.zeros([BB], tl.float32)
+                y = _rows(w5, _ptr(t, 13, wt_ptr), g_ptr, offs_b, mb, rows, W, F, none, none, x_ptr, x_ptr,
+                          _ptr(t, 15, s_ptr), _ptr(t, 14, x_ptr), KF, False, HAS_SCALE, DT, DOT, DOT_F32)
+                r = _act(h_ptr, offs_b, mb, rows, W)
+                tl.store(x_nxt + offs_b[:, None] * W + rows[None, :], (r + y).to(DT),
+                         mask=mb[:, None] & (rows < W)[None, :])
             nb += 1
             _sync(bar_ptr, nb, NPROG, SYNC)
 
 
 def supported(step: td.TritonDecodeStep) -> str | None:
     """None when :class:`PersistentStack` can run ``step``'s model, else why not (one line)."""
-    if step.batch != 1:
-        return f"batch {step.batch} (the persistent step runs batch 1)"
+    if step.batch > MAX_BATCH:
+        return f"batch {step.batch} (the persistent step runs up to {MAX_BATCH} rows)"
     layers = step.layers
     if any(L.cross for L in layers):
         return "cross-attention layers"
@@ -235,8 +278,9 @@ def supported(step: td.TritonDecodeStep) -> str | None:
 
 
 class PersistentStack:
-    """The transformer stack of a batch-1 :class:`~jukebox.nn.triton_decode.TritonDecodeStep` (its weights, 8-bit
-    copies and caches) as one persistent kernel: ``stack(x [1, W], pos [1]) -> [1, W]``, CUDA-graph safe.
+    """The transformer stack of a :class:`~jukebox.nn.triton_decode.TritonDecodeStep` (its weights, 8-bit copies and
+    caches; up to :data:`MAX_BATCH` rows) as one persistent kernel: ``stack(x [B, W], pos [1]) -> [B, W]``,
+    CUDA-graph safe.
     ``programs``: one per SM by default; ``rows``: weight rows per program (default: enough for the widest linear
     to need at most ``programs`` programs); ``num_warps``, ``chunk``: default :data:`NUM_WARPS`, :data:`CHUNK`."""
 
@@ -255,12 +299,16 @@ class PersistentStack:
         self.H, self.D = first.heads, first.head_dim
         widest = max(3 * self.S, self.F, W)
         sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 8
+        self.batch = B = step.batch
+        self.block_b = 1 if B == 1 else max(16, triton.next_power_of_2(B))
         self.rows = rows or ROWS or triton.next_power_of_2(-(-widest // (programs or sms)))
+        if B > 1:
+            self.rows = max(self.rows, 16)  # tl.dot tiles
         self.programs = -(-widest // self.rows)
         if programs is not None and self.programs > programs:
             raise UsageError(f"{programs} programs of {self.rows} rows cannot cover {widest} rows")
         self.num_warps = num_warps or NUM_WARPS
-        self.chunk = CHUNK if chunk is None else chunk
+        self.chunk = chunk if chunk is not None else CHUNK
         # bulk prefetches move multiples of 16 bytes from 16-byte aligned addresses
         row_bytes = [w.shape[1] * w.element_size() for L in layers for w, _, _ in L.params.values()]
         self.l2 = (L2_PREFETCH and dev.type == "cuda" and not td._interpreting()
@@ -293,11 +341,14 @@ class PersistentStack:
         self.weight_like = first.params["qkv"][0]
         self.scale_like = scale_like if scale_like is not None else torch.zeros(1, dtype=torch.float32, device=dev)
         self.has_scale = scale_like is not None
-        self.x = torch.zeros(2, W, dtype=dtype, device=dev)
-        self.h = torch.zeros(W, dtype=dtype, device=dev)
-        self.q = torch.zeros(self.S, dtype=dtype, device=dev)
-        self.a = torch.zeros(self.S, dtype=dtype, device=dev)
-        self.g = torch.zeros(self.F, dtype=dtype, device=dev)
+        self.x = torch.zeros(2, B, W, dtype=dtype, device=dev)
+        self.h = torch.zeros(B, W, dtype=dtype, device=dev)
+        self.q = torch.zeros(B, self.S, dtype=dtype, device=dev)
+        self.a = torch.zeros(B, self.S, dtype=dtype, device=dev)
+        self.g = torch.zeros(B, self.F, dtype=dtype, device=dev)
+        self.dot_f32 = td._interpreting() or dtype == torch.float32
+        if self.chunk is None:
+            self.chunk = default_chunk(self.block_b)
         self.bar = torch.zeros(1, dtype=torch.int32, device=dev)
         self.block_n = first.attn.block_n
         self.scale = 1.0 / math.sqrt(self.D)
@@ -312,14 +363,14 @@ class PersistentStack:
 
         _step_kernel[(self.programs,)](
             self.table, self.eps, self.x, self.h, self.q, self.a, self.g, pos, self.bar, self.weight_like,
-            self.scale_like, len(self.step.layers), self.W, self.S, self.F, self.H, self.D, self.scale,
+            self.scale_like, self.batch, len(self.step.layers), self.W, self.S, self.F, self.H, self.D, self.scale,
             self.programs, lo, hi, NC=NCOL, HAS_SCALE=self.has_scale, L2=self.l2, SYNC=sync, R=self.rows,
-            BW=nxt(self.W), BS=nxt(self.S), BF=nxt(self.F), BD=nxt(self.D), BLOCK_N=self.block_n,
-            KW=k(self.W), KS=k(self.S), KF=k(self.F), num_warps=self.num_warps, num_stages=1, **opts)
+            BB=self.block_b, BD=nxt(self.D), BLOCK_N=self.block_n, KW=k(self.W), KS=k(self.S), KF=k(self.F),
+            DOT_F32=self.dot_f32, num_warps=self.num_warps, num_stages=1, **opts)
 
     def __call__(self, x: Tensor, pos: Tensor) -> Tensor:
-        """The stack on x [1, W] at ``pos`` ([1] long tensor): writes the caches, returns [1, W]."""
-        self.x[0].copy_(x[0])
+        """The stack on x [B, W] at ``pos`` ([1] long tensor): writes the caches, returns [B, W]."""
+        self.x[0].copy_(x)
         n = len(self.step.layers)
         if self.interpret:  # programs run one after another here: one launch per phase, in order
             for ph in range(5 * n):
@@ -327,4 +378,50 @@ class PersistentStack:
         else:
             self.bar.zero_()
             self._launch(pos, 0, 5 * n, True)
-        return self.x[n % 2].view(1, self.W)
+        return self.x[n % 2]
+
+
+def compiled_resources(batch: int = 1, rows: int = 16, num_warps: int | None = None, chunk: int | None = None,
+                       weights: str = "native", width: int = 2048, attn_width: int = 512, mlp_width: int = 2048,
+                       head_dim: int = 64, arch: int = 90) -> dict[str, int]:
+    """Registers per thread and bytes of local memory per thread (spills) of :func:`_step_kernel` compiled for
+    ``sm_{arch}`` with bf16 activations, no GPU needed (Triton ships ptxas and cuobjdump): ``{"registers",
+    "stack"}``. A development aid: a kernel that spills reads and writes local memory in every phase."""
+    import os
+    import re
+    import subprocess
+    import tempfile
+
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    block_b = 1 if batch == 1 else max(16, triton.next_power_of_2(batch))
+    chunk = default_chunk(block_b) if chunk is None else chunk
+    nxt = triton.next_power_of_2
+
+    def k(n: int) -> int:
+        return nxt(n) if not chunk else min(nxt(n), chunk)
+
+    wt = {"native": "*bf16", "int8": "*i8", "fp8": "*fp8e4nv"}[weights]
+    sig = {"tab": "*i64", "eps_ptr": "*fp32", "x_ptr": "*bf16", "h_ptr": "*bf16", "q_ptr": "*bf16", "a_ptr": "*bf16",
+           "g_ptr": "*bf16", "pos_ptr": "*i64", "bar_ptr": "*i32", "wt_ptr": wt, "s_ptr": "*fp32", "B": "i32",
+           "n_layers": "i32", "W": "i32", "S": "i32", "F": "i32", "H": "i32", "D": "i32", "scale": "fp32",
+           "NPROG": "i32", "PH_LO": "i32", "PH_HI": "i32"}
+    consts = dict(NC=NCOL, HAS_SCALE=weights != "native", L2=True, SYNC=True, R=rows, BB=block_b, BD=nxt(head_dim),
+                  BLOCK_N=max(16, min(64, 16384 // nxt(head_dim))), KW=k(width), KS=k(attn_width), KF=k(mlp_width),
+                  DOT_F32=False)
+    sig.update({name: "constexpr" for name in consts})
+    compiled = triton.compile(ASTSource(fn=_step_kernel, signature=sig, constexprs=consts),
+                              target=GPUTarget("cuda", arch, 32),
+                              options={"num_warps": num_warps or NUM_WARPS, "num_stages": 1,
+                                       "launch_cooperative_grid": True})
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.cubin")
+        with open(path, "wb") as f:
+            f.write(compiled.asm["cubin"])
+        out = subprocess.run([tool, "--dump-resource-usage", path], capture_output=True, text=True, check=True).stdout
+    m = re.search(r"REG:(\d+) STACK:(\d+)", out)
+    if m is None:
+        raise RuntimeError(f"no resource usage in cuobjdump's output: {out[:200]!r}")
+    return {"registers": int(m.group(1)), "stack": int(m.group(2))}
