@@ -97,13 +97,17 @@ if triton is not None:
 
     @triton.jit
     def _mac(acc, x_ptr, lnw_ptr, lnb_ptr, w, offs_b, mb, kk, K, mean, rstd,
-             HAS_LN: tl.constexpr, USE_DOT: tl.constexpr, DOT_F32: tl.constexpr):
+             HAS_LN: tl.constexpr, USE_DOT: tl.constexpr, DOT_F32: tl.constexpr, CG: tl.constexpr = False):
         """acc [BLOCK_B, BLOCK_N] += LN?(x[:, kk]) @ w^T for one chunk of inputs ``kk`` and its weights
-        w [BLOCK_N, BLOCK_K] (model dtype, or 8-bit: widened exactly to the model dtype)."""
+        w [BLOCK_N, BLOCK_K] (model dtype, or 8-bit: widened exactly to the model dtype). ``CG``: read x from L2
+        (written by other programs of the same launch)."""
         dt = x_ptr.dtype.element_ty
         mk = kk < K
         m2 = mb[:, None] & mk[None, :]
-        xv = tl.load(x_ptr + offs_b[:, None] * K + kk[None, :], mask=m2, other=0.0)
+        if CG:
+            xv = tl.load(x_ptr + offs_b[:, None] * K + kk[None, :], mask=m2, other=0.0, cache_modifier=".cg")
+        else:
+            xv = tl.load(x_ptr + offs_b[:, None] * K + kk[None, :], mask=m2, other=0.0)
         if HAS_LN:
             g = tl.load(lnw_ptr + kk, mask=mk, other=0.0).to(tl.float32)
             bb = tl.load(lnb_ptr + kk, mask=mk, other=0.0).to(tl.float32)

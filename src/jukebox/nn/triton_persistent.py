@@ -119,26 +119,6 @@ if triton is not None:
         return shift + m1, 1.0 / tl.sqrt(tl.maximum(s2 / K - m1 * m1, 0.0) + eps)
 
     @triton.jit
-    def _chunk(acc, w, x_ptr, offs_b, mb, kk, K, mean, rstd, lnw_ptr, lnb_ptr, HAS_LN: tl.constexpr,
-               DT: tl.constexpr, DOT: tl.constexpr, DOT_F32: tl.constexpr):
-        """acc [BB, R] += LN?(x[:, kk]) [BB, BK] . w [R, BK]^T for one chunk ``kk`` of the inputs."""
-        mk = kk < K
-        xv = _act(x_ptr, offs_b, mb, kk, K)
-        if HAS_LN:
-            g = tl.load(lnw_ptr + kk, mask=mk, other=0.0).to(tl.float32)
-            b = tl.load(lnb_ptr + kk, mask=mk, other=0.0).to(tl.float32)
-            xn = ((xv - mean[:, None]) * rstd[:, None] * g[None, :] + b[None, :]).to(DT).to(tl.float32)
-            xv = tl.where(mb[:, None] & mk[None, :], xn, 0.0)  # as nn.LayerNorm's output, in the model dtype
-        if DOT:
-            if DOT_F32:  # fp32 models and the interpreter: exact fp32 products
-                acc += tl.dot(xv, tl.trans(w.to(tl.float32)), input_precision="ieee")
-            else:
-                acc += tl.dot(xv.to(DT), tl.trans(w.to(DT)))
-        else:  # one row
-            acc += tl.sum(w.to(tl.float32)[None, :, :] * xv[:, None, :], axis=2)
-        return acc
-
-    @triton.jit
     def _rows(w0, w_ptr, x_ptr, offs_b, mb, rows, N, K, mean, rstd, lnw_ptr, lnb_ptr, s_ptr, b_ptr,
               BK: tl.constexpr, HAS_LN: tl.constexpr, HAS_SCALE: tl.constexpr, DT: tl.constexpr, DOT: tl.constexpr,
               DOT_F32: tl.constexpr):
@@ -146,11 +126,11 @@ if triton is not None:
         ``w0`` is the first chunk [R, BK] of the rows (read ahead), the others are read here."""
         offs = tl.arange(0, BK)
         acc = tl.zeros([offs_b.shape[0], rows.shape[0]], tl.float32)
-        acc = _chunk(acc, w0, x_ptr, offs_b, mb, offs, K, mean, rstd, lnw_ptr, lnb_ptr, HAS_LN, DT, DOT, DOT_F32)
+        acc = td._mac(acc, x_ptr, lnw_ptr, lnb_ptr, w0, offs_b, mb, offs, K, mean, rstd, HAS_LN, DOT, DOT_F32, True)
         for k0 in range(BK, K, BK):
             w = _tile(w_ptr, rows, N, k0 + offs, K)
-            acc = _chunk(acc, w, x_ptr, offs_b, mb, k0 + offs, K, mean, rstd, lnw_ptr, lnb_ptr, HAS_LN, DT, DOT,
-                         DOT_F32)
+            acc = td._mac(acc, x_ptr, lnw_ptr, lnb_ptr, w, offs_b, mb, k0 + offs, K, mean, rstd, HAS_LN, DOT, DOT_F32,
+                          True)
         mn = rows < N
         if HAS_SCALE:
             acc = acc * tl.load(s_ptr + rows, mask=mn, other=0.0)[None, :]
@@ -162,8 +142,9 @@ if triton is not None:
                      B, n_layers, W, S, F, H, D, scale, NPROG, PH_LO, PH_HI, NC: tl.constexpr,
                      HAS_SCALE: tl.constexpr, L2: tl.constexpr, SYNC: tl.constexpr, R: tl.constexpr,
                      BB: tl.constexpr, BD: tl.constexpr, BLOCK_N: tl.constexpr,
-                     KW: tl.constexpr, KS: tl.constexpr, KF: tl.constexpr, DOT_F32: tl.constexpr):
-        """Every layer of one step for B rows (padded to BB: 1, or >= 16 for ``tl.dot``): x [2, B, W] holds the
+                     KW: tl.constexpr, KS: tl.constexpr, KF: tl.constexpr, DOT: tl.constexpr,
+                     DOT_F32: tl.constexpr):
+        """Every layer of one step for B rows (padded to BB: 1, or >= 16 for ``tl.dot``, ``DOT``): x [2, B, W] holds the
         input in [0] and layer l writes [(l+1) % 2]. Phase ``5 * l + j`` runs only if it lies in [PH_LO, PH_HI) (the
         interpreter launches one phase at a time); weights are read either way. ``wt_ptr`` / ``s_ptr``: typed
         stand-ins of the weights' and scales' dtype. ``KW`` / ``KS`` / ``KF``: input chunk of the linears whose input
@@ -171,7 +152,6 @@ if triton is not None:
         asks L2 for its rows of the phase after next."""
         pid = tl.program_id(0)
         DT = x_ptr.dtype.element_ty
-        DOT = BB > 1
         rows = pid * R + tl.arange(0, R)
         row0 = pid * R
         offs_b = tl.arange(0, BB)
@@ -366,7 +346,7 @@ class PersistentStack:
             self.scale_like, self.batch, len(self.step.layers), self.W, self.S, self.F, self.H, self.D, self.scale,
             self.programs, lo, hi, NC=NCOL, HAS_SCALE=self.has_scale, L2=self.l2, SYNC=sync, R=self.rows,
             BB=self.block_b, BD=nxt(self.D), BLOCK_N=self.block_n, KW=k(self.W), KS=k(self.S), KF=k(self.F),
-            DOT_F32=self.dot_f32, num_warps=self.num_warps, num_stages=1, **opts)
+            DOT=self.block_b > 1, DOT_F32=self.dot_f32, num_warps=self.num_warps, num_stages=1, **opts)
 
     def __call__(self, x: Tensor, pos: Tensor) -> Tensor:
         """The stack on x [B, W] at ``pos`` ([1] long tensor): writes the caches, returns [B, W]."""
@@ -409,7 +389,7 @@ def compiled_resources(batch: int = 1, rows: int = 16, num_warps: int | None = N
            "NPROG": "i32", "PH_LO": "i32", "PH_HI": "i32"}
     consts = dict(NC=NCOL, HAS_SCALE=weights != "native", L2=True, SYNC=True, R=rows, BB=block_b, BD=nxt(head_dim),
                   BLOCK_N=max(16, min(64, 16384 // nxt(head_dim))), KW=k(width), KS=k(attn_width), KF=k(mlp_width),
-                  DOT_F32=False)
+                  DOT=block_b > 1, DOT_F32=False)
     sig.update({name: "constexpr" for name in consts})
     compiled = triton.compile(ASTSource(fn=_step_kernel, signature=sig, constexprs=consts),
                               target=GPUTarget("cuda", arch, 32),
