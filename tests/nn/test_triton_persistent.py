@@ -78,33 +78,40 @@ def test_persistent_step_whole_rows_ahead():
     assert _rel(got, ref) < 1e-5 and same
 
 
+@pytest.mark.parametrize("name", ["tiny_lyrics", "tiny_merged"])
+def test_persistent_step_lyric_decoders(name):
+    """Cross-attention layers (queries only, keys from the lyric encoder's states) and a merged prior's prime layer
+    (a linear cache that stops at the lyrics) give step_static's logits too."""
+    ref, got, same = _steps(name, 2)
+    assert _rel(got, ref) < 1e-5 and same
+
+
 def test_persistent_refuses_what_it_cannot_run():
-    model = _model("tiny_lyrics", torch.float32)  # a cross-attention lyric decoder
-    dec = model.decoder
-    step = td.TritonDecodeStep(dec, dec.make_cache(1), None, 1)
-    assert "cross-attention" in tp.supported(step)
+    top = _model("tiny_top", torch.float32).decoder
+    step = td.TritonDecodeStep(top, top.make_cache(tp.MAX_BATCH + 1), None, tp.MAX_BATCH + 1)
+    assert f"batch {tp.MAX_BATCH + 1}" in tp.supported(step)
     with pytest.raises(UsageError, match="persistent"):
         tp.PersistentStack(step)
-    top = _model("tiny_top", torch.float32).decoder
-    step2 = td.TritonDecodeStep(top, top.make_cache(tp.MAX_BATCH + 1), None, tp.MAX_BATCH + 1)
-    assert f"batch {tp.MAX_BATCH + 1}" in tp.supported(step2)
 
 
 def test_default_tiles_compile_for_sm90_without_spills():
-    """The persistent kernel compiled for sm_90 (Triton's own ptxas, no GPU) at the upsampler's widths: the default
-    tiles spill no registers at 1, 16 and 64 rows, bf16 and int8 weights; whole rows read ahead do spill (so the
-    check can fail). Compiled in a fresh process: in this one Triton runs as its interpreter."""
+    """The persistent kernel compiled for sm_90 (Triton's own ptxas, no GPU; ``benchmarks/kernel_resources.py``): the
+    default tiles spill no registers at 1, 16 and 64 rows with bf16 and int8 weights; whole rows read ahead do
+    spill (so the check can fail). In a fresh process: in this one Triton runs as its interpreter."""
     import json
     import subprocess
     import sys
+    from pathlib import Path
 
-    code = ("import json; from jukebox.nn import triton_persistent as tp; print(json.dumps("
-            "[tp.compiled_resources(batch=b, weights=w) for b, w in ((1, 'native'), (1, 'int8'), (16, 'native'), "
-            "(64, 'native'))] + [tp.compiled_resources(batch=1, chunk=0)]))")
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "kernel_resources.py"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_DEFAULT_FP_FUSION"] = "1"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    *defaults, whole = json.loads(out.stdout.strip().splitlines()[-1])
-    assert all(r["stack"] == 0 and r["registers"] <= 255 for r in defaults), defaults
-    assert whole["stack"] > 0
+
+    def run(*args: str) -> list[dict]:
+        out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=env,
+                             timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+    defaults = run("--batch", "1", "16", "64", "--weights", "native", "int8")
+    assert len(defaults) == 6 and all(r["stack"] == 0 for r in defaults), defaults
+    assert run("--batch", "1", "--weights", "native", "--chunk", "0")[0]["stack"] > 0

@@ -3,17 +3,19 @@
 The fused step of :mod:`jukebox.nn.triton_decode` launches five dependent kernels per layer, and each launch costs
 a few microseconds of latency whatever its bytes: at batch 1 the released upsampler's step is bound by that chain,
 not by its weights. Here one launch runs every layer: the programs (one per SM) take the five phases of a layer in
-turn (LayerNorm + QKV with the key/value stored into the cache slot, attention with one program per head, output
-projection + residual, LayerNorm + MLP-in + quick-GELU, MLP-out + residual), separated by grid-wide barriers
-(an atomic counter; the launch is cooperative, so every program is resident). A program's rows of the next phases'
-weights are loaded into registers one or two phases ahead (weights never change during a step), so the weight
-reads of a layer overlap the barriers and the small computations of the previous phases.
+turn (LayerNorm + QKV with the key/value stored into the cache slot, attention with one program per row and head,
+output projection + residual, LayerNorm + MLP-in + quick-GELU, MLP-out + residual), separated by grid-wide barriers
+(an atomic counter; the launch is cooperative, so every program is resident). Weights never change during a step:
+each program reads the first chunk of its weight rows for the next phase into registers before the barrier, and
+asks L2 for its rows of the phase after (a bulk prefetch), so the weight reads overlap the barriers and the small
+computations of the previous phases.
 
 Same maths and roundings to the model dtype as :class:`~jukebox.nn.triton_decode.TritonDecodeStep` (fp32: the
-logits of :meth:`AutoregressiveTransformer.step_static` up to summation order). Models: self-attention layers only
-(no cross-attention), widths up to :data:`MAX_WIDTH` (the upsamplers and the top priors without lyric encoder), up to
-:data:`MAX_BATCH` rows (one row: row reductions; more: ``tl.dot`` tiles of 16 or more rows, each weight tile read
-once for all rows). In Triton's CPU interpreter (tests) the phases run as separate launches in order, without barriers.
+logits of :meth:`AutoregressiveTransformer.step_static` up to summation order). Models: every layer kind of the
+priors (block, previous-block, transpose, dense and prime self-attention; cross-attention to the lyric encoder's
+states), layers of one width up to :data:`MAX_WIDTH`, up to :data:`MAX_BATCH` rows (one row: row reductions; more:
+``tl.dot`` tiles of 16 or more rows, each weight tile read once for all rows). In Triton's CPU interpreter (tests)
+the phases run as separate launches in order, without barriers.
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ from ..errors import UsageError
 from . import triton_decode as td
 from .triton_decode import tl, triton
 
-__all__ = ["MAX_WIDTH", "MAX_BATCH", "supported", "default_chunk", "PersistentStack", "compiled_resources"]
+__all__ = ["MAX_WIDTH", "MAX_BATCH", "supported", "default_chunk", "PersistentStack"]
 
 #: Largest width, attention width or MLP width (LayerNorm statistics and tiles are sized by it).
-MAX_WIDTH = 2048
+MAX_WIDTH = 8192
 #: Most rows (batch) of one step; above one row the products run as ``tl.dot`` tiles of 16 or more rows.
 MAX_BATCH = 64
 #: Weight rows per program (None: enough for the widest linear to need one program per SM) and warps per program
@@ -52,7 +54,7 @@ def default_chunk(block_b: int) -> int:
     return 128 if block_b == 1 else max(16, 1024 // block_b)
 #: Columns of the per-layer table: pointers of the weights and caches, then the cache's layout numbers.
 _COLS = ("ln1_w", "ln1_b", "qkv_w", "qkv_b", "qkv_s", "proj_w", "proj_b", "proj_s", "ln2_w", "ln2_b", "fc_w", "fc_b",
-         "fc_s", "out_w", "out_b", "out_s", "key", "value", "layout", "mode", "l_flat", "size", "bc", "nb")
+         "fc_s", "out_w", "out_b", "out_s", "key", "value", "layout", "mode", "l_flat", "size", "bc", "nb", "n_qkv")
 _C = {name: i for i, name in enumerate(_COLS)}
 NCOL = len(_COLS)
 
@@ -139,14 +141,15 @@ if triton is not None:
 
     @triton.jit
     def _step_kernel(tab, eps_ptr, x_ptr, h_ptr, q_ptr, a_ptr, g_ptr, pos_ptr, bar_ptr, wt_ptr, s_ptr,
-                     B, n_layers, W, S, F, H, D, scale, NPROG, PH_LO, PH_HI, NC: tl.constexpr,
+                     B, n_layers, W, S, F, H, D, scale, NPROG, PH_LO, PH_HI, L_LO, L_HI, NC: tl.constexpr,
                      HAS_SCALE: tl.constexpr, L2: tl.constexpr, SYNC: tl.constexpr, R: tl.constexpr,
                      BB: tl.constexpr, BD: tl.constexpr, BLOCK_N: tl.constexpr,
                      KW: tl.constexpr, KS: tl.constexpr, KF: tl.constexpr, DOT: tl.constexpr,
                      DOT_F32: tl.constexpr):
-        """Every layer of one step for B rows (padded to BB: 1, or >= 16 for ``tl.dot``, ``DOT``): x [2, B, W] holds the
-        input in [0] and layer l writes [(l+1) % 2]. Phase ``5 * l + j`` runs only if it lies in [PH_LO, PH_HI) (the
-        interpreter launches one phase at a time); weights are read either way. ``wt_ptr`` / ``s_ptr``: typed
+        """Every layer of one step for B rows (padded to BB: 1, or >= 16 for ``tl.dot``, ``DOT``): x [2, B, W] holds
+        the input in [0] and layer l writes [(l+1) % 2]. Layers L_LO .. L_HI - 1 are visited and phase ``5 * l + j``
+        runs only if it lies in [PH_LO, PH_HI) (the interpreter launches one phase at a time); weights are read
+        either way. ``wt_ptr`` / ``s_ptr``: typed
         stand-ins of the weights' and scales' dtype. ``KW`` / ``KS`` / ``KF``: input chunk of the linears whose input
         is W / S / F wide (the first chunk of a program's rows is read one phase ahead); ``L2``: each program also
         asks L2 for its rows of the phase after next."""
@@ -163,9 +166,10 @@ if triton is not None:
         md = offs_d < D
         pos = tl.load(pos_ptr)
         nb = 0
-        w1 = _tile(_ptr(tab, 2, wt_ptr), rows, 3 * S, cw, W)  # layer 0's QKV rows (first chunk)
-        _l2(_ptr(tab, 5, wt_ptr), row0, W, S, R, L2)
-        for layer in range(0, n_layers):
+        first = tab + L_LO * NC
+        w1 = _tile(_ptr(first, 2, wt_ptr), rows, tl.load(first + 24), cw, W)  # the first layer's QKV rows (chunk 1)
+        _l2(_ptr(first, 5, wt_ptr), row0, W, S, R, L2)
+        for layer in range(L_LO, L_HI):
             t = tab + layer * NC
             x_cur = x_ptr + (layer % 2) * B * W
             x_nxt = x_ptr + ((layer + 1) % 2) * B * W
@@ -175,12 +179,13 @@ if triton is not None:
             w3 = _tile(_ptr(t, 5, wt_ptr), rows, W, cs, S)
             _l2(_ptr(t, 10, wt_ptr), row0, F, W, R, L2)
             if (ph >= PH_LO) & (ph < PH_HI):
+                nq = tl.load(t + 24)
                 mean, rstd = _stats(x_cur, offs_b, mb, W, tl.load(eps_ptr + 2 * layer), KW)
-                y = _rows(w1, _ptr(t, 2, wt_ptr), x_cur, offs_b, mb, rows, 3 * S, W, mean, rstd, _ptr(t, 0, x_ptr),
+                y = _rows(w1, _ptr(t, 2, wt_ptr), x_cur, offs_b, mb, rows, nq, W, mean, rstd, _ptr(t, 0, x_ptr),
                           _ptr(t, 1, x_ptr), _ptr(t, 4, s_ptr), _ptr(t, 3, x_ptr), KW, True, HAS_SCALE, DT, DOT,
                           DOT_F32).to(DT)
                 slot, lim = td._cache_slot(pos, tl.load(t + 18), tl.load(t + 21), tl.load(t + 22), tl.load(t + 23))
-                keep = (rows * 0 + pos) < lim
+                keep = ((rows * 0 + pos) < lim) & ((rows * 0 + nq) > S)  # cross-attention layers store no key
                 c = tl.where(rows >= 2 * S, rows - 2 * S, tl.where(rows < S, 0, rows - S))
                 addr = ((offs_b[:, None] * H + (c // D)[None, :]) * tl.load(t + 20) + slot) * D + (c % D)[None, :]
                 mo = mb[:, None]
@@ -204,7 +209,7 @@ if triton is not None:
             _sync(bar_ptr, nb, NPROG, SYNC)
             # 3: attention output + residual: h = x + a W^T + b
             w4 = _tile(_ptr(t, 10, wt_ptr), rows, F, cw, W)
-            _l2(_ptr(nxt, 2, wt_ptr), row0, 3 * S, W, R, L2)
+            _l2(_ptr(nxt, 2, wt_ptr), row0, tl.load(nxt + 24), W, R, L2)
             if (ph + 2 >= PH_LO) & (ph + 2 < PH_HI):
                 none = tl.zeros([BB], tl.float32)
                 y = _rows(w3, _ptr(t, 5, wt_ptr), a_ptr, offs_b, mb, rows, W, S, none, none, x_ptr, x_ptr,
@@ -226,7 +231,7 @@ if triton is not None:
             nb += 1
             _sync(bar_ptr, nb, NPROG, SYNC)
             # 5: MLP out + residual: x' = h + g W^T + b (the next layer's QKV rows are read meanwhile)
-            w1 = _tile(_ptr(nxt, 2, wt_ptr), rows, 3 * S, cw, W)
+            w1 = _tile(_ptr(nxt, 2, wt_ptr), rows, tl.load(nxt + 24), cw, W)
             _l2(_ptr(nxt, 5, wt_ptr), row0, W, S, R, L2)
             if (ph + 4 >= PH_LO) & (ph + 4 < PH_HI):
                 none = tl.zeros([BB], tl.float32)
@@ -244,8 +249,6 @@ def supported(step: td.TritonDecodeStep) -> str | None:
     if step.batch > MAX_BATCH:
         return f"batch {step.batch} (the persistent step runs up to {MAX_BATCH} rows)"
     layers = step.layers
-    if any(L.cross for L in layers):
-        return "cross-attention layers"
     first = layers[0]
     for L in layers:
         if (L.n_state, L.heads, L.head_dim, L.block.mlp.fc.out_features) != (
@@ -277,7 +280,7 @@ class PersistentStack:
         self.W = W = step.model.transformer.width
         self.S, self.F = first.n_state, first.block.mlp.fc.out_features
         self.H, self.D = first.heads, first.head_dim
-        widest = max(3 * self.S, self.F, W)
+        widest = max(max(L.params["qkv"][0].shape[0] for L in layers), self.F, W)
         sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 8
         self.batch = B = step.batch
         self.block_b = 1 if B == 1 else max(16, triton.next_power_of_2(B))
@@ -316,6 +319,7 @@ class PersistentStack:
             table[i, _C["size"]] = c.size
             table[i, _C["bc"]] = L.attn.block_ctx
             table[i, _C["nb"]] = c.n_blocks
+            table[i, _C["n_qkv"]] = L.params["qkv"][0].shape[0]  # 3 x attention width, or 1 x for cross-attention
             eps[i, 0], eps[i, 1] = blk.norm_attn.eps, blk.norm_mlp.eps
         self.table, self.eps = table.to(dev), eps.to(dev)
         self.weight_like = first.params["qkv"][0]
@@ -333,7 +337,7 @@ class PersistentStack:
         self.block_n = first.attn.block_n
         self.scale = 1.0 / math.sqrt(self.D)
 
-    def _launch(self, pos: Tensor, lo: int, hi: int, sync: bool) -> None:
+    def _launch(self, pos: Tensor, lo: int, hi: int, sync: bool, layer: int | None = None) -> None:
         opts = {"launch_cooperative_grid": True} if sync else {}
         nxt = triton.next_power_of_2
         chunk = self.chunk
@@ -344,8 +348,9 @@ class PersistentStack:
         _step_kernel[(self.programs,)](
             self.table, self.eps, self.x, self.h, self.q, self.a, self.g, pos, self.bar, self.weight_like,
             self.scale_like, self.batch, len(self.step.layers), self.W, self.S, self.F, self.H, self.D, self.scale,
-            self.programs, lo, hi, NC=NCOL, HAS_SCALE=self.has_scale, L2=self.l2, SYNC=sync, R=self.rows,
-            BB=self.block_b, BD=nxt(self.D), BLOCK_N=self.block_n, KW=k(self.W), KS=k(self.S), KF=k(self.F),
+            self.programs, lo, hi, 0 if layer is None else layer, len(self.step.layers) if layer is None else layer + 1,
+            NC=NCOL, HAS_SCALE=self.has_scale, L2=self.l2, SYNC=sync, R=self.rows, BB=self.block_b, BD=nxt(self.D),
+            BLOCK_N=self.block_n, KW=k(self.W), KS=k(self.S), KF=k(self.F),
             DOT=self.block_b > 1, DOT_F32=self.dot_f32, num_warps=self.num_warps, num_stages=1, **opts)
 
     def __call__(self, x: Tensor, pos: Tensor) -> Tensor:
@@ -354,54 +359,9 @@ class PersistentStack:
         n = len(self.step.layers)
         if self.interpret:  # programs run one after another here: one launch per phase, in order
             for ph in range(5 * n):
-                self._launch(pos, ph, ph + 1, False)
+                self._launch(pos, ph, ph + 1, False, ph // 5)
         else:
             self.bar.zero_()
             self._launch(pos, 0, 5 * n, True)
         return self.x[n % 2]
 
-
-def compiled_resources(batch: int = 1, rows: int = 16, num_warps: int | None = None, chunk: int | None = None,
-                       weights: str = "native", width: int = 2048, attn_width: int = 512, mlp_width: int = 2048,
-                       head_dim: int = 64, arch: int = 90) -> dict[str, int]:
-    """Registers per thread and bytes of local memory per thread (spills) of :func:`_step_kernel` compiled for
-    ``sm_{arch}`` with bf16 activations, no GPU needed (Triton ships ptxas and cuobjdump): ``{"registers",
-    "stack"}``. A development aid: a kernel that spills reads and writes local memory in every phase."""
-    import os
-    import re
-    import subprocess
-    import tempfile
-
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    block_b = 1 if batch == 1 else max(16, triton.next_power_of_2(batch))
-    chunk = default_chunk(block_b) if chunk is None else chunk
-    nxt = triton.next_power_of_2
-
-    def k(n: int) -> int:
-        return nxt(n) if not chunk else min(nxt(n), chunk)
-
-    wt = {"native": "*bf16", "int8": "*i8", "fp8": "*fp8e4nv"}[weights]
-    sig = {"tab": "*i64", "eps_ptr": "*fp32", "x_ptr": "*bf16", "h_ptr": "*bf16", "q_ptr": "*bf16", "a_ptr": "*bf16",
-           "g_ptr": "*bf16", "pos_ptr": "*i64", "bar_ptr": "*i32", "wt_ptr": wt, "s_ptr": "*fp32", "B": "i32",
-           "n_layers": "i32", "W": "i32", "S": "i32", "F": "i32", "H": "i32", "D": "i32", "scale": "fp32",
-           "NPROG": "i32", "PH_LO": "i32", "PH_HI": "i32"}
-    consts = dict(NC=NCOL, HAS_SCALE=weights != "native", L2=True, SYNC=True, R=rows, BB=block_b, BD=nxt(head_dim),
-                  BLOCK_N=max(16, min(64, 16384 // nxt(head_dim))), KW=k(width), KS=k(attn_width), KF=k(mlp_width),
-                  DOT=block_b > 1, DOT_F32=False)
-    sig.update({name: "constexpr" for name in consts})
-    compiled = triton.compile(ASTSource(fn=_step_kernel, signature=sig, constexprs=consts),
-                              target=GPUTarget("cuda", arch, 32),
-                              options={"num_warps": num_warps or NUM_WARPS, "num_stages": 1,
-                                       "launch_cooperative_grid": True})
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "kernel.cubin")
-        with open(path, "wb") as f:
-            f.write(compiled.asm["cubin"])
-        out = subprocess.run([tool, "--dump-resource-usage", path], capture_output=True, text=True, check=True).stdout
-    m = re.search(r"REG:(\d+) STACK:(\d+)", out)
-    if m is None:
-        raise RuntimeError(f"no resource usage in cuobjdump's output: {out[:200]!r}")
-    return {"registers": int(m.group(1)), "stack": int(m.group(2))}
