@@ -2,6 +2,7 @@
 
     python benchmarks/kernel_resources.py                                  # batch 1, 16, 64; bf16 and int8
     python benchmarks/kernel_resources.py --batch 16 --rows 16 --warps 8 --chunk 64
+    python benchmarks/kernel_resources.py --batch 1 3 --rows 64 --width 4800 1200 4800 --head-dim 150   # 5b_lyrics
 
 Compiles :func:`jukebox.nn.triton_persistent._step_kernel` with Triton (which ships ptxas) for ``--arch`` at the
 released upsampler's widths and prints registers per thread and bytes spilled to local memory per thread, as
@@ -34,7 +35,7 @@ def compiled_resources(batch: int = 1, rows: int = 16, num_warps: int | None = N
     ``sm_{arch}`` with bf16 activations, no GPU needed (Triton ships ptxas and cuobjdump): ``{"registers",
     "stack"}``."""
     block_b = 1 if batch == 1 else max(16, triton.next_power_of_2(batch))
-    chunk = tp.default_chunk(block_b) if chunk is None else chunk
+    chunk = tp.default_chunk(block_b, rows) if chunk is None else chunk
     nxt = triton.next_power_of_2
 
     def k(n: int) -> int:
@@ -73,6 +74,7 @@ def main() -> None:
     ap.add_argument("--warps", type=int, default=None, help=f"default {tp.NUM_WARPS}")
     ap.add_argument("--chunk", type=int, default=None, help="input chunk (default: tp.default_chunk; 0: whole rows)")
     ap.add_argument("--arch", type=int, default=90)
+    ap.add_argument("--head-dim", type=int, default=64, help="attention head size (5b_lyrics: 150)")
     ap.add_argument("--width", type=int, nargs=3, default=[2048, 512, 2048], metavar=("W", "ATTN", "MLP"),
                     help="widths of the model, its attention and its MLP (default: 1b_lyrics' sizes, the widest "
                          "layers of 2,048 the upsamplers share)")
@@ -81,7 +83,7 @@ def main() -> None:
         for weights in args.weights:
             r = compiled_resources(batch=batch, rows=args.rows, num_warps=args.warps, chunk=args.chunk,
                                    weights=weights, width=args.width[0], attn_width=args.width[1],
-                                   mlp_width=args.width[2], arch=args.arch)
+                                   mlp_width=args.width[2], head_dim=args.head_dim, arch=args.arch)
             print(json.dumps(dict(batch=batch, weights=weights, rows=args.rows, warps=args.warps or tp.NUM_WARPS,
                                   chunk=args.chunk, arch=args.arch, **r)))
 

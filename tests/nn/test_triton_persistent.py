@@ -96,8 +96,9 @@ def test_persistent_refuses_what_it_cannot_run():
 
 def test_default_tiles_compile_for_sm90_without_spills():
     """The persistent kernel compiled for sm_90 (Triton's own ptxas, no GPU; ``benchmarks/kernel_resources.py``): the
-    default tiles spill no registers at 1, 16 and 64 rows with bf16 and int8 weights; whole rows read ahead do
-    spill (so the check can fail). In a fresh process: in this one Triton runs as its interpreter."""
+    default tiles spill no registers at 1, 16 and 64 rows with bf16 and int8 weights, and at 5b_lyrics' widths;
+    whole rows read ahead do spill (so the check can fail). In a fresh process: here Triton runs as its
+    interpreter."""
     import json
     import subprocess
     import sys
@@ -113,5 +114,6 @@ def test_default_tiles_compile_for_sm90_without_spills():
         return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
     defaults = run("--batch", "1", "16", "64", "--weights", "native", "int8")
-    assert len(defaults) == 6 and all(r["stack"] == 0 for r in defaults), defaults
+    defaults += run("--batch", "1", "--rows", "64", "--width", "4800", "1200", "4800", "--head-dim", "150")  # 5b
+    assert len(defaults) == 8 and all(r["stack"] == 0 for r in defaults), defaults
     assert run("--batch", "1", "--weights", "native", "--chunk", "0")[0]["stack"] > 0

@@ -47,11 +47,14 @@ L2_PREFETCH = True
 CHUNK: int | None = None
 
 
-def default_chunk(block_b: int) -> int:
-    """Input chunk for ``block_b`` rows (padded batch): 128 for one row, 1,024 / rows (at least 16) for more. Compiled
-    for sm_90 with 16 weight rows and 8 warps these take 199-220 registers and spill none (whole rows of 2,048 spill
-    1.4 KB per thread; 128 at 16 rows spills 440 bytes)."""
-    return 128 if block_b == 1 else max(16, 1024 // block_b)
+def default_chunk(block_b: int, rows: int = 16) -> int:
+    """Input chunk for ``block_b`` rows of activations (padded batch) and ``rows`` weight rows per program: weight
+    tiles of at most 2,048 elements at one row, tiles of at most 1,024 above (at least 16). Compiled for sm_90 with
+    8 warps these take 199-220 registers and spill none, 16 or 64 weight rows, 1 to 64 rows of activations (whole
+    rows of 2,048 read ahead spill 1.4 KB per thread)."""
+    if block_b == 1:
+        return max(16, 2048 // rows)
+    return max(16, min(1024 // block_b, 1024 // rows))
 #: Columns of the per-layer table: pointers of the weights and caches, then the cache's layout numbers.
 _COLS = ("ln1_w", "ln1_b", "qkv_w", "qkv_b", "qkv_s", "proj_w", "proj_b", "proj_s", "ln2_w", "ln2_b", "fc_w", "fc_b",
          "fc_s", "out_w", "out_b", "out_s", "key", "value", "layout", "mode", "l_flat", "size", "bc", "nb", "n_qkv")
@@ -332,7 +335,7 @@ class PersistentStack:
         self.g = torch.zeros(B, self.F, dtype=dtype, device=dev)
         self.dot_f32 = td._interpreting() or dtype == torch.float32
         if self.chunk is None:
-            self.chunk = default_chunk(self.block_b)
+            self.chunk = default_chunk(self.block_b, self.rows)
         self.bar = torch.zeros(1, dtype=torch.int32, device=dev)
         self.block_n = first.attn.block_n
         self.scale = 1.0 / math.sqrt(self.D)
