@@ -143,6 +143,18 @@ if triton is not None:
         return (acc + bias[None, :]).to(DT).to(tl.float32)
 
     @triton.jit
+    def _residual(w0, t, COL: tl.constexpr, in_ptr, K, res_ptr, out_ptr, offs_b, mb, rows, W, wt_ptr, s_ptr,
+                  BK: tl.constexpr, HAS_SCALE: tl.constexpr, DOT: tl.constexpr, DOT_F32: tl.constexpr):
+        """out [B, W] (this program's rows) = res + in [B, K] . w^T + b: the attention output and MLP-out phases.
+        The linear's weight, bias and row scales are the table row ``t``'s columns COL, COL + 1, COL + 2."""
+        none = tl.zeros(offs_b.shape, tl.float32)
+        DT = out_ptr.dtype.element_ty
+        y = _rows(w0, _ptr(t, COL, wt_ptr), in_ptr, offs_b, mb, rows, W, K, none, none, out_ptr, out_ptr,
+                  _ptr(t, COL + 2, s_ptr), _ptr(t, COL + 1, out_ptr), BK, False, HAS_SCALE, DT, DOT, DOT_F32)
+        r = _act(res_ptr, offs_b, mb, rows, W)
+        tl.store(out_ptr + offs_b[:, None] * W + rows[None, :], (r + y).to(DT), mask=mb[:, None] & (rows < W)[None, :])
+
+    @triton.jit
     def _step_kernel(tab, eps_ptr, x_ptr, h_ptr, q_ptr, a_ptr, g_ptr, pos_ptr, bar_ptr, wt_ptr, s_ptr,
                      B, n_layers, W, S, F, H, D, scale, NPROG, PH_LO, PH_HI, L_LO, L_HI, NC: tl.constexpr,
                      HAS_SCALE: tl.constexpr, L2: tl.constexpr, SYNC: tl.constexpr, R: tl.constexpr,
@@ -214,12 +226,8 @@ if triton is not None:
             w4 = _tile(_ptr(t, 10, wt_ptr), rows, F, cw, W)
             _l2(_ptr(nxt, 2, wt_ptr), row0, tl.load(nxt + 24), W, R, L2)
             if (ph + 2 >= PH_LO) & (ph + 2 < PH_HI):
-                none = tl.zeros([BB], tl.float32)
-                y = _rows(w3, _ptr(t, 5, wt_ptr), a_ptr, offs_b, mb, rows, W, S, none, none, x_ptr, x_ptr,
-                          _ptr(t, 7, s_ptr), _ptr(t, 6, x_ptr), KS, False, HAS_SCALE, DT, DOT, DOT_F32)
-                r = _act(x_cur, offs_b, mb, rows, W)
-                tl.store(h_ptr + offs_b[:, None] * W + rows[None, :], (r + y).to(DT),
-                         mask=mb[:, None] & (rows < W)[None, :])
+                _residual(w3, t, 5, a_ptr, S, x_cur, h_ptr, offs_b, mb, rows, W, wt_ptr, s_ptr, KS, HAS_SCALE, DOT,
+                          DOT_F32)
             nb += 1
             _sync(bar_ptr, nb, NPROG, SYNC)
             # 4: LayerNorm + MLP in + quick-GELU
@@ -237,12 +245,8 @@ if triton is not None:
             w1 = _tile(_ptr(nxt, 2, wt_ptr), rows, tl.load(nxt + 24), cw, W)
             _l2(_ptr(nxt, 5, wt_ptr), row0, W, S, R, L2)
             if (ph + 4 >= PH_LO) & (ph + 4 < PH_HI):
-                none = tl.zeros([BB], tl.float32)
-                y = _rows(w5, _ptr(t, 13, wt_ptr), g_ptr, offs_b, mb, rows, W, F, none, none, x_ptr, x_ptr,
-                          _ptr(t, 15, s_ptr), _ptr(t, 14, x_ptr), KF, False, HAS_SCALE, DT, DOT, DOT_F32)
-                r = _act(h_ptr, offs_b, mb, rows, W)
-                tl.store(x_nxt + offs_b[:, None] * W + rows[None, :], (r + y).to(DT),
-                         mask=mb[:, None] & (rows < W)[None, :])
+                _residual(w5, t, 13, g_ptr, F, h_ptr, x_nxt, offs_b, mb, rows, W, wt_ptr, s_ptr, KF, HAS_SCALE, DOT,
+                          DOT_F32)
             nb += 1
             _sync(bar_ptr, nb, NPROG, SYNC)
 
