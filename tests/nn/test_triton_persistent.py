@@ -4,7 +4,6 @@ separate launches in order (the grid-wide barriers of the GPU launch are not exe
 
 from __future__ import annotations
 
-import copy
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -17,38 +16,17 @@ pytest.importorskip("triton")
 from jukebox.errors import UsageError  # noqa: E402
 from jukebox.nn import triton_decode as td  # noqa: E402
 from jukebox.nn import triton_persistent as tp  # noqa: E402
-from jukebox.nn.quant import weight_only_linears  # noqa: E402
 
 if os.environ.get("TRITON_INTERPRET", "0") in ("", "0") and not torch.cuda.is_available():
     pytest.skip("needs TRITON_INTERPRET=1 or a CUDA device", allow_module_level=True)
 
-from tests.nn.test_triton_decode import _decoder_inputs, _model, _rel  # noqa: E402
+from tests.nn.test_triton_decode import _model, _rel, _run_steps  # noqa: E402
 
 
 def _steps(name: str, steps: int, weights: str = "native", batch: int = 1, **kw):
-    """Logits [steps, B, V] of step_static and of the persistent step from the same prefilled cache."""
-    model = _model(name, torch.float32)
-    dec = model.decoder
-    with torch.no_grad():
-        known, start, cond, states = _decoder_inputs(model, batch, 3)
-        P = known.shape[1]
-        cache = dec.make_cache(batch)
-        prev = torch.cat([known[:, :1], known[:, :-1]], dim=1)
-        dec.step(prev, cache, start, cond, states)
-        cache2 = copy.deepcopy(cache)
-        step = td.TritonDecodeStep(dec, cache2, cond, batch, weights=weights, persistent=True)
-        step.persistent = tp.PersistentStack(step, **kw) if kw else step.persistent
-        toks = torch.randint(0, model.config.l_bins, (steps, batch, 1), generator=torch.Generator().manual_seed(2))
-        refs, gots = [], []
-        for i, t in enumerate(range(P, P + steps)):
-            pos = torch.tensor([t])
-            with weight_only_linears(dec.transformer, weights):
-                refs.append(dec.step_static(toks[i], pos, cache, cond).float())
-            gots.append(step(toks[i], pos).float())
-        same = all(torch.allclose(a.key, b.key, atol=1e-5, rtol=1e-4) and torch.allclose(a.value, b.value, atol=1e-5,
-                                                                                         rtol=1e-4)
-                   for a, b in zip(cache.layers, cache2.layers))
-    return torch.stack(refs), torch.stack(gots), same
+    """Logits [steps, B, V] of step_static and of the persistent step (``kw``: its PersistentStack keywords) from
+    the same prefilled cache (fp32), and whether the caches agree (rtol 1e-4)."""
+    return _run_steps(name, torch.float32, steps, batch, weights, persistent=kw, cache_rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["tiny_top", "tiny_upsampler"])
