@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sampling import BANDWIDTH, build, decoder_inputs, make_inputs, time_decode  # noqa: E402
 
 from jukebox.nn import quant  # noqa: E402
+from jukebox.nn.triton_decode import graph_time_ms  # noqa: E402
 from jukebox.prior.sampler import sample_autoregressive  # noqa: E402
 
 MODELS = ("upsampler_level_0", "1b_lyrics", "5b_lyrics")
@@ -79,28 +80,7 @@ def tile_key(tiles: tuple[int, int, int]) -> str:
 def graph_us(call: Callable[[int], object], calls: int, reps: int) -> float:
     """Microseconds per ``call(i)`` (i = 0 .. calls - 1), the calls captured back to back in one CUDA graph and
     replayed ``reps`` times between CUDA events (no Python launch overhead in the time)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # compile and warm up outside the capture
-        for i in range(calls):
-            call(i)
-    torch.cuda.current_stream().wait_stream(side)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(calls):
-            call(i)
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(reps):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    us = start.elapsed_time(end) * 1e3 / (reps * calls)
-    del graph
-    return us
+    return graph_time_ms(lambda: [call(i) for i in range(calls)], reps) * 1e3 / calls
 
 
 def _linear_call(x: torch.Tensor, ws: list[torch.Tensor], bias: torch.Tensor | None) -> Callable[[int], object]:

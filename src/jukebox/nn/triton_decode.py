@@ -55,7 +55,7 @@ try:  # grid dependency control (Triton >= 3.3)
 except ImportError:  # pragma: no cover - depends on the environment
     gdc_launch_dependents = gdc_wait = None
 
-__all__ = ["available", "check_available", "TritonDecodeStep", "fused_linear", "decode_attention"]
+__all__ = ["available", "check_available", "TritonDecodeStep", "fused_linear", "decode_attention", "graph_time_ms"]
 
 #: Layout codes of the kernels (cache layouts of :mod:`jukebox.nn.kv_cache`).
 _LINEAR, _RING, _COLUMNS = 0, 1, 2
@@ -680,7 +680,7 @@ class TritonDecodeStep:
                 for L in members:
                     L.configs[name] = cfg
                 try:
-                    times.append((self._time_stack(x0, pos, reps), cfg))
+                    times.append((graph_time_ms(lambda: self.stack(x0, pos), reps, trials=2), cfg))
                 except triton.runtime.errors.OutOfResources:  # too large for this device: not a candidate
                     torch.cuda.synchronize()
             if not times:
@@ -696,25 +696,28 @@ class TritonDecodeStep:
                                  best=_cfg_str(cfg), best_step_us=round(t * 1e3, 1)))
         return chosen
 
-    def _time_stack(self, x: Tensor, pos: Tensor, reps: int) -> float:
-        """Milliseconds per replay of the stack on ``x`` at ``pos``, captured in a CUDA graph (best of two runs of
-        ``reps`` replays)."""
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):  # compiles the kernels of new tiles
-            self.stack(x, pos)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self.stack(x, pos)
-        graph.replay()
-        best = float("inf")
-        for _ in range(2):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(reps):
-                graph.replay()
-            end.record()
-            torch.cuda.synchronize()
-            best = min(best, start.elapsed_time(end) / reps)
-        return best
+
+def graph_time_ms(fn, reps: int, trials: int = 1) -> float:
+    """Milliseconds per replay of ``fn()`` captured in a CUDA graph (warmed up and compiled on a side stream first;
+    the best of ``trials`` runs of ``reps`` replays between CUDA events: no Python launch overhead in the time)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # compiles the kernels of new tiles
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    graph.replay()
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(trials):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(reps):
+            graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        best = min(best, start.elapsed_time(end) / reps)
+    return best
