@@ -139,7 +139,7 @@ def shaped_model_dir(shapes: list[str], out: Path) -> Path:
     return out
 
 
-def _time_sampler_calls(calls: list[dict], cuda: bool) -> None:
+def time_sampler_calls(calls: list[dict], cuda: bool) -> None:
     """Wrap the sampler's prefill and token loop so that each call appends {known, new, prefill_s, tokens_s} to
     ``calls`` (synchronised on CUDA; ``tokens_s`` includes building the decode step and its CUDA graph)."""
     from jukebox.prior import sampler
@@ -165,7 +165,7 @@ def _time_sampler_calls(calls: list[dict], cuda: bool) -> None:
     sampler._Decoding.prefill, sampler._Decoding.tokens = prefill, tokens
 
 
-def _hop_summary(calls: list[dict]) -> dict:
+def hop_summary(calls: list[dict]) -> dict:
     """Sampler calls of one level: how many, and the means of those that continue known tokens (hops)."""
     hops = [c for c in calls if c["known"] > 0 and "tokens_s" in c]
     out = dict(calls=len(calls), hops=len(hops), prefill_s=round(sum(c["prefill_s"] for c in calls), 3),
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
     mark = [time.perf_counter()]
     calls: list[dict] = []  # --hop-times: every sampler call of the level running now
     if args.hop_times:
-        _time_sampler_calls(calls, cuda)
+        time_sampler_calls(calls, cuda)
 
     def release(level: int, prior: object) -> None:
         if cuda:
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> dict:
                                            else None))
         mark[0] = now
         if args.hop_times:
-            partial["levels_done"][-1]["calls"] = _hop_summary(calls)
+            partial["levels_done"][-1]["calls"] = hop_summary(calls)
             calls.clear()
         print(json.dumps(partial["levels_done"][-1]), file=sys.stderr, flush=True)
         if args.json:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from jukebox.prior import sampler
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_song import hop_summary, time_sampler_calls  # noqa: E402
 
 
 def main() -> int:
@@ -37,20 +38,7 @@ def main() -> int:
     model = load_model(args.model, device=args.device)
     top = model.top_level
     calls: list[dict] = []
-    orig_prefill, orig_tokens = sampler._Decoding.prefill, sampler._Decoding.tokens
-
-    def prefill(self, n):
-        t0 = time.perf_counter()
-        orig_prefill(self, n)
-        calls.append({"known": n, "prefill_s": time.perf_counter() - t0})
-
-    def tokens(self, *a, **k):
-        t0 = time.perf_counter()
-        first = self.done
-        orig_tokens(self, *a, **k)
-        calls[-1].update(new=self.out.shape[1] - first, tokens_s=time.perf_counter() - t0)
-
-    sampler._Decoding.prefill, sampler._Decoding.tokens = prefill, tokens
+    time_sampler_calls(calls, torch.device(args.device).type == "cuda")
     result = {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
               "level": top, "runs": []}
     for seconds in args.seconds:
@@ -60,15 +48,13 @@ def main() -> int:
                              weights=args.weights)
         total = time.perf_counter() - t0
         codes = gen.codes[top].numpy()
-        hops = [c for c in calls if c["known"] > 0]
-        run = {"seconds": seconds, "tokens": int(codes.shape[-1]), "windows": len(calls), "hops": len(hops),
-               "wall_s": round(total, 2), "sampling_s": round(sum(r.seconds for r in gen.reports), 2),
+        summary = hop_summary(calls)
+        run = {"seconds": seconds, "tokens": int(codes.shape[-1]), "windows": summary["calls"],
+               "hops": summary["hops"], "wall_s": round(total, 2),
+               "sampling_s": round(sum(r.seconds for r in gen.reports), 2),
                "codes_sha1": hashlib.sha1(codes.tobytes()).hexdigest()[:16]}
-        if hops:
-            run["per_hop"] = {
-                "known": sum(c["known"] for c in hops) / len(hops), "new": sum(c["new"] for c in hops) / len(hops),
-                "prefill_s": round(sum(c["prefill_s"] for c in hops) / len(hops), 4),
-                "tokens_s": round(sum(c["tokens_s"] for c in hops) / len(hops), 4)}
+        if "per_hop" in summary:
+            run["per_hop"] = summary["per_hop"]
             run["per_hop"]["total_s"] = round(run["per_hop"]["prefill_s"] + run["per_hop"]["tokens_s"], 4)
         print(json.dumps(run), file=sys.stderr)
         result["runs"].append(run)
