@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UsageError
-from .quant import WEIGHT_FORMATS, quantized_linear
+from .quant import quantized_linear
 
 try:  # optional dependency
     import triton
@@ -569,8 +569,6 @@ class TritonDecodeStep:
                  weights: str = "native", pdl: bool | None = None, persistent: bool | None = None) -> None:
         dev = model.pos_emb.device
         check_available(dev)
-        if weights not in WEIGHT_FORMATS:
-            raise UsageError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
         tr = model.transformer
         if len(cache) != len(tr.blocks):
             raise UsageError(f"cache has {len(cache)} layers, the transformer {len(tr.blocks)}")
